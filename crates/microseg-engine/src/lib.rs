@@ -1,1 +1,8 @@
+//! microseg's in-memory engine: columnar profile and event tables and the behavioural
+//! metrics computed over them. No I/O: tables are filled by `microseg-store`.
 
+pub mod columnar;
+pub mod metrics;
+
+pub use columnar::{Column, Dictionary, EventTable, EventTableBuilder, ProfileTable};
+pub use metrics::{compute as compute_metrics, Metrics, MetricsConfig, METRIC_NAMES};

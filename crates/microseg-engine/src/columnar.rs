@@ -1,0 +1,487 @@
+//! Columnar in-memory tables: profile traits by column, events by column sorted by
+//! profile and time. They are a cache of the durable store, rebuilt from it, and the input
+//! of every evaluator.
+//!
+//! Profile ids are dense (`0..len`), so column `i` of every table belongs to profile `i`.
+//! Strings are dictionary-encoded (`u32` codes). Event revenue uses `NaN` for "no revenue"
+//! (imports reject non-finite revenue, so `NaN` never means anything else).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+
+use microseg_core::{ProfileId, Schema, TraitType, Value};
+
+/// Code meaning "no value" in a dictionary-encoded column.
+pub const NO_CODE: u32 = u32::MAX;
+
+/// Interned strings: each distinct string gets a `u32` code in first-seen order.
+#[derive(Debug, Clone, Default)]
+pub struct Dictionary {
+    values: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Dictionary {
+    /// The code of `s`, adding it if new.
+    pub fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&code) = self.index.get(s) {
+            return code;
+        }
+        let code = self.values.len() as u32;
+        self.values.push(s.to_string());
+        self.index.insert(s.to_string(), code);
+        code
+    }
+
+    /// The code of `s`, if present.
+    pub fn code(&self, s: &str) -> Option<u32> {
+        self.index.get(s).copied()
+    }
+
+    /// The string of `code`.
+    pub fn value(&self, code: u32) -> &str {
+        &self.values[code as usize]
+    }
+
+    /// Number of distinct strings.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// True when no string was interned.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// One trait column, one slot per profile.
+#[derive(Debug, Clone)]
+pub enum Column {
+    /// Booleans.
+    Bool(Vec<Option<bool>>),
+    /// Integers.
+    Int(Vec<Option<i64>>),
+    /// Floats.
+    Float(Vec<Option<f64>>),
+    /// Timestamps in UTC milliseconds.
+    Time(Vec<Option<i64>>),
+    /// Dictionary-encoded strings; [`NO_CODE`] when missing.
+    Str {
+        /// The distinct strings.
+        dict: Dictionary,
+        /// One code per profile.
+        codes: Vec<u32>,
+    },
+    /// String sets: profile `i` holds `items[offsets[i]..offsets[i + 1]]`.
+    Set {
+        /// The distinct strings.
+        dict: Dictionary,
+        /// Start of each profile's items; one more entry than profiles.
+        offsets: Vec<u32>,
+        /// Item codes, sorted within each profile.
+        items: Vec<u32>,
+        /// Whether the profile has the trait at all (an empty set is not a missing one).
+        present: Vec<bool>,
+    },
+}
+
+impl Column {
+    fn new(ty: TraitType) -> Column {
+        match ty {
+            TraitType::Bool => Column::Bool(Vec::new()),
+            TraitType::Integer => Column::Int(Vec::new()),
+            TraitType::Float => Column::Float(Vec::new()),
+            TraitType::Timestamp => Column::Time(Vec::new()),
+            TraitType::String => Column::Str {
+                dict: Dictionary::default(),
+                codes: Vec::new(),
+            },
+            TraitType::StringSet => Column::Set {
+                dict: Dictionary::default(),
+                offsets: vec![0],
+                items: Vec::new(),
+                present: Vec::new(),
+            },
+        }
+    }
+
+    /// The type of the values.
+    pub fn trait_type(&self) -> TraitType {
+        match self {
+            Column::Bool(_) => TraitType::Bool,
+            Column::Int(_) => TraitType::Integer,
+            Column::Float(_) => TraitType::Float,
+            Column::Time(_) => TraitType::Timestamp,
+            Column::Str { .. } => TraitType::String,
+            Column::Set { .. } => TraitType::StringSet,
+        }
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        match self {
+            Column::Bool(v) => v.len(),
+            Column::Int(v) | Column::Time(v) => v.len(),
+            Column::Float(v) => v.len(),
+            Column::Str { codes, .. } => codes.len(),
+            Column::Set { present, .. } => present.len(),
+        }
+    }
+
+    /// True when the column has no slots.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value of profile `id`, if it has one.
+    pub fn get(&self, id: ProfileId) -> Option<Value> {
+        let i = id as usize;
+        match self {
+            Column::Bool(v) => v.get(i).copied().flatten().map(Value::Bool),
+            Column::Int(v) => v.get(i).copied().flatten().map(Value::Int),
+            Column::Float(v) => v.get(i).copied().flatten().map(Value::Float),
+            Column::Time(v) => v
+                .get(i)
+                .copied()
+                .flatten()
+                .map(|ms| Value::Time(microseg_core::Timestamp(ms))),
+            Column::Str { dict, codes } => codes
+                .get(i)
+                .filter(|&&c| c != NO_CODE)
+                .map(|&c| Value::Str(dict.value(c).to_string())),
+            Column::Set {
+                dict,
+                offsets,
+                items,
+                present,
+            } => present.get(i).copied().unwrap_or(false).then(|| {
+                let range = offsets[i] as usize..offsets[i + 1] as usize;
+                Value::Set(
+                    items[range]
+                        .iter()
+                        .map(|&c| dict.value(c).to_string())
+                        .collect(),
+                )
+            }),
+        }
+    }
+
+    /// Appends one slot; a value of another type than the column's counts as missing.
+    fn push(&mut self, value: Option<&Value>) {
+        match (self, value) {
+            (Column::Bool(v), x) => v.push(match x {
+                Some(Value::Bool(b)) => Some(*b),
+                _ => None,
+            }),
+            (Column::Int(v), x) => v.push(match x {
+                Some(Value::Int(i)) => Some(*i),
+                _ => None,
+            }),
+            (Column::Float(v), x) => v.push(match x {
+                Some(Value::Float(f)) => Some(*f),
+                Some(Value::Int(i)) => Some(*i as f64),
+                _ => None,
+            }),
+            (Column::Time(v), x) => v.push(match x {
+                Some(Value::Time(t)) => Some(t.0),
+                _ => None,
+            }),
+            (Column::Str { dict, codes }, x) => codes.push(match x {
+                Some(Value::Str(s)) => dict.intern(s),
+                _ => NO_CODE,
+            }),
+            (
+                Column::Set {
+                    dict,
+                    offsets,
+                    items,
+                    present,
+                },
+                x,
+            ) => {
+                if let Some(Value::Set(set)) = x {
+                    let start = items.len();
+                    items.extend(set.iter().map(|s| dict.intern(s)));
+                    items[start..].sort_unstable();
+                    present.push(true);
+                } else {
+                    present.push(false);
+                }
+                offsets.push(items.len() as u32);
+            }
+        }
+    }
+}
+
+/// Every profile's external id and traits, by column.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileTable {
+    /// External id of each dense profile id.
+    pub external_ids: Vec<String>,
+    /// Trait columns by name.
+    pub columns: BTreeMap<String, Column>,
+}
+
+impl ProfileTable {
+    /// Starts a table with one empty column per trait of `schema`.
+    pub fn with_schema(schema: &Schema) -> ProfileTable {
+        ProfileTable {
+            external_ids: Vec::new(),
+            columns: schema
+                .iter()
+                .map(|(name, spec)| (name.clone(), Column::new(spec.ty)))
+                .collect(),
+        }
+    }
+
+    /// Number of profiles.
+    pub fn len(&self) -> usize {
+        self.external_ids.len()
+    }
+
+    /// True when there are no profiles.
+    pub fn is_empty(&self) -> bool {
+        self.external_ids.is_empty()
+    }
+
+    /// Appends the next profile (its dense id is the current length). `traits` maps trait
+    /// names to values; traits not in the schema are ignored.
+    pub fn push(&mut self, external_id: String, traits: &HashMap<&str, Value>) -> ProfileId {
+        let id = self.external_ids.len() as ProfileId;
+        self.external_ids.push(external_id);
+        for (name, column) in &mut self.columns {
+            column.push(traits.get(name.as_str()));
+        }
+        id
+    }
+
+    /// The dense id of an external id (a linear scan; for one-off lookups).
+    pub fn find(&self, external_id: &str) -> Option<ProfileId> {
+        self.external_ids
+            .iter()
+            .position(|e| e == external_id)
+            .map(|i| i as ProfileId)
+    }
+}
+
+/// One event property across all events: numbers and texts side by side, because a
+/// property may hold a number in one event and text in another.
+#[derive(Debug, Clone, Default)]
+pub struct PropertyColumn {
+    /// Numeric value per event, `NaN` when not a number or absent.
+    pub numbers: Vec<f64>,
+    /// Text value per event (booleans as `true`/`false`), [`NO_CODE`] when absent.
+    pub texts: Vec<u32>,
+    /// The distinct texts.
+    pub dict: Dictionary,
+}
+
+/// An event property value while building.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PropertyValue<'a> {
+    /// A number.
+    Number(f64),
+    /// Text.
+    Text(&'a str),
+    /// A boolean.
+    Bool(bool),
+}
+
+/// All events by column, sorted by profile, then time, then arrival order.
+#[derive(Debug, Clone, Default)]
+pub struct EventTable {
+    offsets: Vec<usize>,
+    /// Event time, UTC milliseconds.
+    pub time: Vec<i64>,
+    /// Event name code into [`EventTable::names`].
+    pub name: Vec<u32>,
+    /// Event names.
+    pub names: Dictionary,
+    /// Revenue, `NaN` when the event has none.
+    pub revenue: Vec<f64>,
+    /// Property columns by property name (only those that were loaded).
+    pub properties: BTreeMap<String, PropertyColumn>,
+}
+
+impl EventTable {
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.time.len()
+    }
+
+    /// True when there are no events.
+    pub fn is_empty(&self) -> bool {
+        self.time.is_empty()
+    }
+
+    /// Number of profiles the table was built for.
+    pub fn profiles(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// The rows of profile `id`'s events, in time order (empty for an unknown id).
+    pub fn events_of(&self, id: ProfileId) -> Range<usize> {
+        let i = id as usize;
+        match (self.offsets.get(i), self.offsets.get(i + 1)) {
+            (Some(&a), Some(&b)) => a..b,
+            _ => 0..0,
+        }
+    }
+}
+
+/// Collects events in any order and sorts them into an [`EventTable`].
+#[derive(Debug, Default)]
+pub struct EventTableBuilder {
+    profile: Vec<ProfileId>,
+    table: EventTable,
+}
+
+impl EventTableBuilder {
+    /// An empty builder with room for `capacity` events.
+    pub fn with_capacity(capacity: usize) -> EventTableBuilder {
+        let mut b = EventTableBuilder::default();
+        b.profile.reserve(capacity);
+        b.table.time.reserve(capacity);
+        b.table.name.reserve(capacity);
+        b.table.revenue.reserve(capacity);
+        b
+    }
+
+    /// Adds one event; returns its row for [`EventTableBuilder::set_property`].
+    pub fn push(
+        &mut self,
+        profile: ProfileId,
+        time: i64,
+        name: &str,
+        revenue: Option<f64>,
+    ) -> usize {
+        let t = &mut self.table;
+        self.profile.push(profile);
+        t.time.push(time);
+        let code = t.names.intern(name);
+        t.name.push(code);
+        t.revenue.push(revenue.unwrap_or(f64::NAN));
+        t.time.len() - 1
+    }
+
+    /// Sets property `key` of event `row`.
+    pub fn set_property(&mut self, row: usize, key: &str, value: PropertyValue<'_>) {
+        let len = self.table.time.len();
+        let column = self
+            .table
+            .properties
+            .entry(key.to_string())
+            .or_insert_with(PropertyColumn::default);
+        if column.numbers.len() < len {
+            column.numbers.resize(len, f64::NAN);
+            column.texts.resize(len, NO_CODE);
+        }
+        match value {
+            PropertyValue::Number(x) => column.numbers[row] = x,
+            PropertyValue::Text(s) => column.texts[row] = column.dict.intern(s),
+            PropertyValue::Bool(b) => {
+                column.texts[row] = column.dict.intern(if b { "true" } else { "false" })
+            }
+        }
+    }
+
+    /// Sorts by profile, then time (stable), for `profiles` profiles. Events of profile ids
+    /// at or above `profiles` are an error of the caller and panic.
+    pub fn finish(self, profiles: usize) -> EventTable {
+        let EventTableBuilder { profile, table } = self;
+        let n = profile.len();
+        // Counting sort by profile (stable), then a stable sort by time within each profile.
+        let mut offsets = vec![0usize; profiles + 1];
+        for &p in &profile {
+            offsets[p as usize + 1] += 1;
+        }
+        for i in 0..profiles {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut next = offsets.clone();
+        let mut order = vec![0u32; n];
+        for (row, &p) in profile.iter().enumerate() {
+            let slot = &mut next[p as usize];
+            order[*slot] = row as u32;
+            *slot += 1;
+        }
+        for w in offsets.windows(2) {
+            let slice = &mut order[w[0]..w[1]];
+            if slice.windows(2).any(|s| table.time[s[0] as usize] > table.time[s[1] as usize]) {
+                slice.sort_by_key(|&r| table.time[r as usize]);
+            }
+        }
+        fn gather<T: Copy>(v: &[T], order: &[u32]) -> Vec<T> {
+            order.iter().map(|&r| v[r as usize]).collect()
+        }
+        let mut properties = table.properties;
+        for column in properties.values_mut() {
+            column.numbers.resize(n, f64::NAN);
+            column.texts.resize(n, NO_CODE);
+            column.numbers = gather(&column.numbers, &order);
+            column.texts = gather(&column.texts, &order);
+        }
+        EventTable {
+            offsets,
+            time: gather(&table.time, &order),
+            name: gather(&table.name, &order),
+            names: table.names,
+            revenue: gather(&table.revenue, &order),
+            properties,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use microseg_core::TraitSpec;
+
+    #[test]
+    fn events_sort_by_profile_then_time_keeping_arrival_order() {
+        let mut b = EventTableBuilder::default();
+        b.push(1, 30, "c", None);
+        b.push(0, 20, "b", Some(5.0));
+        let row = b.push(1, 10, "a", None);
+        b.set_property(row, "path", PropertyValue::Text("/winter"));
+        b.push(0, 20, "b2", None);
+        let t = b.finish(3);
+        let names: Vec<&str> = (0..t.len()).map(|i| t.names.value(t.name[i])).collect();
+        assert_eq!(names, ["b", "b2", "a", "c"]);
+        assert_eq!(t.events_of(0), 0..2);
+        assert_eq!(t.events_of(1), 2..4);
+        assert_eq!(t.events_of(2), 4..4);
+        assert_eq!(t.events_of(9), 0..0);
+        assert_eq!(t.revenue[0], 5.0);
+        assert!(t.revenue[1].is_nan());
+        let path = &t.properties["path"];
+        assert_eq!(path.dict.value(path.texts[2]), "/winter");
+        assert_eq!(path.texts[3], NO_CODE);
+    }
+
+    #[test]
+    fn profile_columns_keep_missing_apart_from_empty() {
+        let mut schema = Schema::new();
+        schema.insert("city".into(), TraitSpec::new(TraitType::String));
+        schema.insert("tags".into(), TraitSpec::new(TraitType::StringSet));
+        let mut t = ProfileTable::with_schema(&schema);
+        let mut traits = HashMap::new();
+        traits.insert("city", Value::Str("Budapest".into()));
+        traits.insert("tags", Value::Set(vec!["road".into(), "mtb".into()]));
+        t.push("a".into(), &traits);
+        t.push("b".into(), &HashMap::new());
+        let mut empty = HashMap::new();
+        empty.insert("tags", Value::Set(vec![]));
+        t.push("c".into(), &empty);
+        let tags = &t.columns["tags"];
+        assert_eq!(
+            tags.get(0),
+            Some(Value::Set(vec!["road".into(), "mtb".into()]))
+        );
+        assert_eq!(tags.get(1), None);
+        assert_eq!(tags.get(2), Some(Value::Set(vec![])));
+        assert_eq!(t.columns["city"].get(0), Some(Value::Str("Budapest".into())));
+        assert_eq!(t.columns["city"].get(2), None);
+        assert_eq!(t.find("c"), Some(2));
+    }
+}

@@ -1,0 +1,315 @@
+//! Behavioural metrics per profile, computed as of an instant.
+//!
+//! Only events at or before `as_of` count. For each profile:
+//!
+//! | metric | definition |
+//! |---|---|
+//! | `visits` | sessions: the first event opens one; so does every event more than the session gap (30 min) after the previous event, and every explicit session event (`session_started`) |
+//! | `orders` | number of order events (`order_completed` unless configured) |
+//! | `revenue` | sum of the revenue of order events (an order without revenue adds 0) |
+//! | `aov` | `revenue / orders`; missing without orders |
+//! | `first_seen`, `last_seen` | time of the first and last event of any name |
+//! | `last_order_at` | time of the last order |
+//! | `recency_days` | whole days (rounded down) from `last_order_at` to `as_of` |
+//! | `tenure_days` | whole days (rounded down) from `first_seen` to `as_of` |
+//! | `rfm_r`, `rfm_f`, `rfm_m` | quintiles of the rank among profiles with at least one order, ties broken by ascending profile id: R = 6 − NTILE(5) OVER (ORDER BY recency_days, id), F = NTILE(5) OVER (ORDER BY orders, id), M = NTILE(5) OVER (ORDER BY revenue, id) |
+//! | `rfm` | the three digits as text, e.g. `"545"` |
+//!
+//! NTILE is SQL's: `n` rows go into 5 buckets whose sizes differ by at most one, the
+//! larger buckets first. Profiles without orders have no RFM scores.
+
+use microseg_core::{ProfileId, Timestamp, TraitType, Value};
+
+use crate::columnar::EventTable;
+
+/// The metric names, in output order.
+pub const METRIC_NAMES: [&str; 13] = [
+    "visits",
+    "orders",
+    "revenue",
+    "aov",
+    "first_seen",
+    "last_seen",
+    "last_order_at",
+    "recency_days",
+    "tenure_days",
+    "rfm_r",
+    "rfm_f",
+    "rfm_m",
+    "rfm",
+];
+
+/// The type of a metric, by name.
+pub fn metric_type(name: &str) -> Option<TraitType> {
+    Some(match name {
+        "visits" | "orders" | "recency_days" | "tenure_days" | "rfm_r" | "rfm_f" | "rfm_m" => {
+            TraitType::Integer
+        }
+        "revenue" | "aov" => TraitType::Float,
+        "first_seen" | "last_seen" | "last_order_at" => TraitType::Timestamp,
+        "rfm" => TraitType::String,
+        _ => return None,
+    })
+}
+
+/// What counts as an order and a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// The event name of an order.
+    pub order_event: String,
+    /// The event name that explicitly starts a session.
+    pub session_event: String,
+    /// A gap longer than this between two events starts a new session.
+    pub session_gap_ms: i64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            order_event: "order_completed".to_string(),
+            session_event: "session_started".to_string(),
+            session_gap_ms: 30 * 60 * 1000,
+        }
+    }
+}
+
+/// Metric columns, one slot per profile.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    /// The instant the metrics describe.
+    pub as_of: Option<Timestamp>,
+    /// Sessions.
+    pub visits: Vec<u32>,
+    /// Order events.
+    pub orders: Vec<u32>,
+    /// Sum of order revenue.
+    pub revenue: Vec<f64>,
+    /// First event time, `None` without events.
+    pub first_seen: Vec<Option<i64>>,
+    /// Last event time.
+    pub last_seen: Vec<Option<i64>>,
+    /// Last order time.
+    pub last_order_at: Vec<Option<i64>>,
+    /// RFM scores `[r, f, m]`, `None` without orders.
+    pub rfm: Vec<Option<[u8; 3]>>,
+}
+
+impl Metrics {
+    /// Number of profiles.
+    pub fn len(&self) -> usize {
+        self.visits.len()
+    }
+
+    /// True when there are no profiles.
+    pub fn is_empty(&self) -> bool {
+        self.visits.is_empty()
+    }
+
+    /// Average order value.
+    pub fn aov(&self, id: ProfileId) -> Option<f64> {
+        let i = id as usize;
+        (self.orders[i] > 0).then(|| self.revenue[i] / self.orders[i] as f64)
+    }
+
+    /// Whole days since the last order.
+    pub fn recency_days(&self, id: ProfileId) -> Option<i64> {
+        let as_of = self.as_of?;
+        self.last_order_at[id as usize].map(|t| Timestamp(t).whole_days_until(as_of))
+    }
+
+    /// Whole days since the first event.
+    pub fn tenure_days(&self, id: ProfileId) -> Option<i64> {
+        let as_of = self.as_of?;
+        self.first_seen[id as usize].map(|t| Timestamp(t).whole_days_until(as_of))
+    }
+
+    /// The value of metric `name` for profile `id` (`None` when missing or unknown).
+    pub fn value(&self, name: &str, id: ProfileId) -> Option<Value> {
+        let i = id as usize;
+        let rfm = self.rfm[i];
+        let time = |t: Option<i64>| t.map(|ms| Value::Time(Timestamp(ms)));
+        match name {
+            "visits" => Some(Value::Int(self.visits[i] as i64)),
+            "orders" => Some(Value::Int(self.orders[i] as i64)),
+            "revenue" => Some(Value::Float(self.revenue[i])),
+            "aov" => self.aov(id).map(Value::Float),
+            "first_seen" => time(self.first_seen[i]),
+            "last_seen" => time(self.last_seen[i]),
+            "last_order_at" => time(self.last_order_at[i]),
+            "recency_days" => self.recency_days(id).map(Value::Int),
+            "tenure_days" => self.tenure_days(id).map(Value::Int),
+            "rfm_r" => rfm.map(|s| Value::Int(s[0] as i64)),
+            "rfm_f" => rfm.map(|s| Value::Int(s[1] as i64)),
+            "rfm_m" => rfm.map(|s| Value::Int(s[2] as i64)),
+            "rfm" => rfm.map(|s| Value::Str(format!("{}{}{}", s[0], s[1], s[2]))),
+            _ => None,
+        }
+    }
+}
+
+/// Computes every metric for each of the table's profiles as of `as_of`.
+pub fn compute(events: &EventTable, as_of: Timestamp, config: &MetricsConfig) -> Metrics {
+    let n = events.profiles();
+    let order = events.names.code(&config.order_event);
+    let session = events.names.code(&config.session_event);
+    let mut m = Metrics {
+        as_of: Some(as_of),
+        visits: vec![0; n],
+        orders: vec![0; n],
+        revenue: vec![0.0; n],
+        first_seen: vec![None; n],
+        last_seen: vec![None; n],
+        last_order_at: vec![None; n],
+        rfm: vec![None; n],
+    };
+    for p in 0..n {
+        let rows = events.events_of(p as ProfileId);
+        // Events are sorted by time: the visible ones are a prefix.
+        let times = &events.time[rows.clone()];
+        let visible = times.partition_point(|&t| t <= as_of.0);
+        if visible == 0 {
+            continue;
+        }
+        let (mut visits, mut orders, mut revenue, mut last_order) = (0u32, 0u32, 0.0f64, None);
+        let mut previous = i64::MIN;
+        for row in rows.start..rows.start + visible {
+            let t = events.time[row];
+            let name = Some(events.name[row]);
+            if previous == i64::MIN
+                || t - previous > config.session_gap_ms
+                || (name == session && session.is_some())
+            {
+                visits += 1;
+            }
+            previous = t;
+            if name == order && order.is_some() {
+                orders += 1;
+                let r = events.revenue[row];
+                if !r.is_nan() {
+                    revenue += r;
+                }
+                last_order = Some(t);
+            }
+        }
+        m.visits[p] = visits;
+        m.orders[p] = orders;
+        m.revenue[p] = revenue;
+        m.first_seen[p] = Some(times[0]);
+        m.last_seen[p] = Some(times[visible - 1]);
+        m.last_order_at[p] = last_order;
+    }
+    score_rfm(&mut m, as_of);
+    m
+}
+
+/// The NTILE(5) bucket (1..=5) of 0-based rank `i` among `n` rows.
+fn ntile5(i: usize, n: usize) -> u8 {
+    let (q, r) = (n / 5, n % 5);
+    let big = r * (q + 1);
+    if i < big {
+        (i / (q + 1) + 1) as u8
+    } else {
+        (r + (i - big) / q.max(1) + 1) as u8
+    }
+}
+
+fn score_rfm(m: &mut Metrics, as_of: Timestamp) {
+    let buyers: Vec<u32> = (0..m.len() as u32).filter(|&p| m.orders[p as usize] > 0).collect();
+    let n = buyers.len();
+    let mut scores = vec![[0u8; 3]; m.len()];
+    let mut ranked = buyers.clone();
+    // Recency in whole days ascending (ties by id, as specified); R = 6 - ntile.
+    let days = |p: u32| Timestamp(m.last_order_at[p as usize].unwrap_or(0)).whole_days_until(as_of);
+    ranked.sort_by_key(|&p| (days(p), p));
+    for (i, &p) in ranked.iter().enumerate() {
+        scores[p as usize][0] = 6 - ntile5(i, n);
+    }
+    ranked.sort_by_key(|&p| (m.orders[p as usize], p));
+    for (i, &p) in ranked.iter().enumerate() {
+        scores[p as usize][1] = ntile5(i, n);
+    }
+    ranked.sort_by(|&a, &b| {
+        m.revenue[a as usize]
+            .total_cmp(&m.revenue[b as usize])
+            .then(a.cmp(&b))
+    });
+    for (i, &p) in ranked.iter().enumerate() {
+        scores[p as usize][2] = ntile5(i, n);
+    }
+    for p in buyers {
+        m.rfm[p as usize] = Some(scores[p as usize]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::columnar::EventTableBuilder;
+    use microseg_core::time::parse_timestamp;
+
+    fn t(s: &str) -> i64 {
+        parse_timestamp(s).unwrap().0
+    }
+
+    #[test]
+    fn ntile_matches_sql_bucket_sizes() {
+        // SQL NTILE(5) over 7 rows gives buckets 1,1,2,2,3,4,5 (first n % 5 buckets larger).
+        let buckets: Vec<u8> = (0..7).map(|i| ntile5(i, 7)).collect();
+        assert_eq!(buckets, [1, 1, 2, 2, 3, 4, 5]);
+        let buckets: Vec<u8> = (0..3).map(|i| ntile5(i, 3)).collect();
+        assert_eq!(buckets, [1, 2, 3]);
+        let buckets: Vec<u8> = (0..10).map(|i| ntile5(i, 10)).collect();
+        assert_eq!(buckets, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
+    }
+
+    #[test]
+    fn sessions_orders_and_days_by_hand() {
+        let mut b = EventTableBuilder::default();
+        // Profile 0: two events 10 min apart (1 session), one 31 min later (2nd), an
+        // explicit session start 1 min later (3rd), an order in it, and a future order.
+        b.push(0, t("2024-01-01T10:00:00Z"), "page_viewed", None);
+        b.push(0, t("2024-01-01T10:10:00Z"), "page_viewed", None);
+        b.push(0, t("2024-01-01T10:41:00Z"), "page_viewed", None);
+        b.push(0, t("2024-01-01T10:42:00Z"), "session_started", None);
+        b.push(0, t("2024-01-01T10:43:00Z"), "order_completed", Some(30.0));
+        b.push(0, t("2024-01-01T10:44:00Z"), "order_completed", None);
+        b.push(0, t("2024-03-01T00:00:00Z"), "order_completed", Some(99.0));
+        // Profile 1: exactly 30 min apart is still one session.
+        b.push(1, t("2024-01-05T10:00:00Z"), "page_viewed", None);
+        b.push(1, t("2024-01-05T10:30:00Z"), "page_viewed", None);
+        // Profile 2: no events at all.
+        let events = b.finish(3);
+        let as_of = parse_timestamp("2024-01-11T09:00:00Z").unwrap();
+        let m = compute(&events, as_of, &MetricsConfig::default());
+        assert_eq!(m.visits, [3, 1, 0]);
+        assert_eq!(m.orders, [2, 0, 0]);
+        assert_eq!(m.revenue, [30.0, 0.0, 0.0]);
+        assert_eq!(m.aov(0), Some(15.0));
+        assert_eq!(m.aov(1), None);
+        // 2024-01-01T10:44 to 2024-01-11T09:00 is 9 days 22 h: 9 whole days.
+        assert_eq!(m.recency_days(0), Some(9));
+        assert_eq!(m.tenure_days(0), Some(9));
+        assert_eq!(m.tenure_days(1), Some(5));
+        assert_eq!(m.recency_days(1), None);
+        assert_eq!(m.last_seen[0], Some(t("2024-01-01T10:44:00Z")));
+        // One buyer: NTILE(5) puts it in bucket 1 everywhere, so R = 6 - 1 = 5.
+        assert_eq!(m.value("rfm", 0), Some(Value::Str("511".into())));
+        assert_eq!(m.value("rfm", 1), None);
+        assert_eq!(m.value("first_seen", 2), None);
+    }
+
+    #[test]
+    fn rfm_ties_break_by_profile_id() {
+        // Ten buyers, identical behaviour: every score comes from the id tie-break alone.
+        let mut b = EventTableBuilder::default();
+        for p in 0..10 {
+            b.push(p, t("2024-01-01"), "order_completed", Some(10.0));
+        }
+        let events = b.finish(10);
+        let m = compute(&events, parse_timestamp("2024-02-01").unwrap(), &MetricsConfig::default());
+        let r: Vec<u8> = m.rfm.iter().map(|s| s.unwrap()[0]).collect();
+        let f: Vec<u8> = m.rfm.iter().map(|s| s.unwrap()[1]).collect();
+        assert_eq!(r, [5, 5, 4, 4, 3, 3, 2, 2, 1, 1]);
+        assert_eq!(f, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
+    }
+}
