@@ -1,1 +1,14 @@
+//! microseg's durable store and its edges to files: the workspace and its config, the
+//! SQLite store (source of truth), and importers for CSV, NDJSON and Parquet.
 
+pub mod error;
+pub mod import;
+pub mod reader;
+pub mod store;
+pub mod workspace;
+
+pub use error::StoreError;
+pub use import::{EventImport, EventName, FileOptions, ImportSummary, NoProgress, ProfileImport, Progress};
+pub use reader::{Delimiter, Format};
+pub use store::{Store, StoredEvent, StoredProfile};
+pub use workspace::{Config, Workspace};

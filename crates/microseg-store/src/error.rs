@@ -1,0 +1,55 @@
+//! The store's one error type: every variant says what went wrong and where.
+
+use std::path::PathBuf;
+
+/// Errors of the durable store, the workspace and the importers.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No workspace at the given directory.
+    #[error("no microseg workspace at {0} (create one with `microseg init {0}`)")]
+    NotAWorkspace(PathBuf),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An import file that cannot be read at all.
+    #[error("{path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The workspace config is invalid.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A column named on the command line is not in the file.
+    #[error("{path}: no column '{column}' (columns: {available})")]
+    MissingColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column asked for.
+        column: String,
+        /// The columns the file has, comma separated.
+        available: String,
+    },
+    /// An option value that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+    /// A profile that does not exist.
+    #[error("no profile with id '{0}'")]
+    UnknownProfile(String),
+    /// The SQLite store failed.
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}

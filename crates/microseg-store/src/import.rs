@@ -1,0 +1,883 @@
+//! Importing profiles and events into the durable store.
+//!
+//! An import is one SQLite transaction: after `kill -9` the store holds either the whole
+//! previous state or the whole import. Bad rows (missing id, wrong type, unparsable time,
+//! wrong number of fields) do not stop it: each is written with its line number and reason
+//! to `logs/import-N-rejects.csv` and counted in the summary. A file that cannot be read at
+//! all imports nothing.
+//!
+//! Events are read and validated on one thread and written on another, so parsing and
+//! SQLite share the two cores.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use microseg_core::time::TimeFormat;
+use microseg_core::value::{parse_float, parse_text, TypeGuess};
+use microseg_core::{ProfileId, Schema, TraitSpec, TraitType, Value};
+use rusqlite::{params, TransactionBehavior};
+
+use crate::error::StoreError;
+use crate::reader::{self, Cell, Delimiter, Format, Row, RowReader};
+use crate::store::Store;
+use crate::workspace::Workspace;
+
+/// Reports how far an import is; the CLI draws a progress bar with it.
+pub trait Progress: Sync {
+    /// The total, in the unit of [`RowReader::position`].
+    fn start(&self, total: u64);
+    /// How far the import is.
+    fn update(&self, done: u64);
+    /// The import is over.
+    fn finish(&self);
+}
+
+/// A [`Progress`] that shows nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _: u64) {}
+    fn update(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+/// How an import file is read.
+#[derive(Debug, Clone)]
+pub struct FileOptions {
+    /// The file.
+    pub path: PathBuf,
+    /// Its format (default from the extension).
+    pub format: Format,
+    /// The field delimiter of text files.
+    pub delimiter: Delimiter,
+}
+
+impl FileOptions {
+    /// Options for `path` with the format guessed from its extension and `,` (or tab for
+    /// `.tsv`) as delimiter.
+    pub fn new(path: &Path) -> FileOptions {
+        let tsv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
+        FileOptions {
+            path: path.to_path_buf(),
+            format: Format::from_path(path),
+            delimiter: Delimiter::Byte(if tsv { b'\t' } else { b',' }),
+        }
+    }
+}
+
+/// Where an event's name comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventName {
+    /// A column of the file.
+    Column(String),
+    /// The same name for every row.
+    Fixed(String),
+}
+
+/// Settings of an event import.
+#[derive(Debug, Clone)]
+pub struct EventImport {
+    /// The file.
+    pub file: FileOptions,
+    /// Column with the profile's external id.
+    pub profile_column: String,
+    /// Column with the event time.
+    pub time_column: String,
+    /// How times are written.
+    pub time_format: TimeFormat,
+    /// The event name.
+    pub name: EventName,
+    /// Column with the revenue, if any.
+    pub revenue_column: Option<String>,
+}
+
+/// Settings of a profile import.
+#[derive(Debug, Clone)]
+pub struct ProfileImport {
+    /// The file.
+    pub file: FileOptions,
+    /// Column with the external id.
+    pub id_column: String,
+    /// Types declared for this import (they win over inference, not over stored types).
+    pub types: BTreeMap<String, TraitSpec>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ImportSummary {
+    /// `profiles` or `events`.
+    pub kind: &'static str,
+    /// The file imported.
+    pub file: PathBuf,
+    /// Data rows read.
+    pub rows: u64,
+    /// Rows stored.
+    pub imported: u64,
+    /// Rows rejected.
+    pub rejected: u64,
+    /// Profiles created by the import.
+    pub new_profiles: u64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Rows read per second.
+    pub rows_per_second: f64,
+    /// The rejects file, when rows were rejected.
+    pub rejects_file: Option<PathBuf>,
+}
+
+/// Writes rejected rows to `logs/import-N-rejects.csv`, creating it on the first reject.
+struct Rejects {
+    path: PathBuf,
+    writer: Option<csv::Writer<std::fs::File>>,
+    count: u64,
+}
+
+impl Rejects {
+    fn new(workspace: &Workspace, import_id: i64) -> Result<Rejects, StoreError> {
+        Ok(Rejects {
+            path: workspace
+                .logs_dir()?
+                .join(format!("import-{import_id}-rejects.csv")),
+            writer: None,
+            count: 0,
+        })
+    }
+
+    fn add(&mut self, line: u64, reason: &str, raw: &str) -> Result<(), StoreError> {
+        let io = |e: csv::Error| StoreError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        };
+        if self.writer.is_none() {
+            let mut w = csv::Writer::from_path(&self.path).map_err(io)?;
+            w.write_record(["line", "reason", "record"]).map_err(io)?;
+            self.writer = Some(w);
+        }
+        let w = self.writer.as_mut().expect("created above");
+        w.write_record([line.to_string().as_str(), reason, raw])
+            .map_err(io)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Option<PathBuf>, StoreError> {
+        match self.writer.take() {
+            Some(mut w) => {
+                w.flush().map_err(|source| StoreError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?;
+                Ok(Some(self.path))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+fn column_index(
+    reader: &dyn RowReader,
+    path: &Path,
+    column: &str,
+) -> Result<Option<usize>, StoreError> {
+    let columns = reader.columns();
+    match columns.iter().position(|c| c == column) {
+        Some(i) => Ok(Some(i)),
+        // NDJSON learns its columns while reading: a key may appear later.
+        None if columns.is_empty() => Ok(None),
+        None => Err(StoreError::MissingColumn {
+            path: path.to_path_buf(),
+            column: column.to_string(),
+            available: columns.join(", "),
+        }),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Text of an id cell.
+fn id_text(cell: &Cell) -> Option<String> {
+    match cell {
+        Cell::Text(s) => {
+            let t = s.trim();
+            (!t.is_empty()).then(|| t.to_string())
+        }
+        Cell::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// One validated event on its way to the store.
+struct EventRow {
+    profile: ProfileId,
+    time: i64,
+    name: u32,
+    revenue: Option<f64>,
+    properties: Option<String>,
+}
+
+/// A batch from the reading thread to the writing one.
+#[derive(Default)]
+struct Batch {
+    new_profiles: Vec<(ProfileId, String)>,
+    new_names: Vec<String>,
+    events: Vec<EventRow>,
+    rejects: Vec<(u64, String, String)>,
+    rows: u64,
+    position: u64,
+}
+
+const BATCH_ROWS: usize = 16_384;
+
+/// Reads, validates and resolves profile ids on the calling thread; sends batches.
+struct EventReader {
+    reader: Box<dyn RowReader + Send>,
+    settings: EventImport,
+    ids: HashMap<String, ProfileId>,
+    next_id: ProfileId,
+    names: HashMap<String, u32>,
+}
+
+impl EventReader {
+    fn run(mut self, tx: mpsc::SyncSender<Result<Batch, StoreError>>) {
+        if let Err(e) = self.read_all(&tx) {
+            let _ = tx.send(Err(e));
+        }
+    }
+
+    fn read_all(
+        &mut self,
+        tx: &mpsc::SyncSender<Result<Batch, StoreError>>,
+    ) -> Result<(), StoreError> {
+        let path = self.settings.file.path.clone();
+        let reader = &*self.reader;
+        let mut profile_col = column_index(reader, &path, &self.settings.profile_column)?;
+        let mut time_col = column_index(reader, &path, &self.settings.time_column)?;
+        let mut name_col = match &self.settings.name {
+            EventName::Column(c) => column_index(reader, &path, c)?,
+            EventName::Fixed(_) => None,
+        };
+        let mut revenue_col = match &self.settings.revenue_column {
+            Some(c) => column_index(reader, &path, c)?,
+            None => None,
+        };
+        if let EventName::Fixed(name) = &self.settings.name {
+            self.names.insert(name.clone(), 0);
+        }
+        let mut batch = Batch::default();
+        if let EventName::Fixed(name) = &self.settings.name {
+            batch.new_names.push(name.clone());
+        }
+        let mut row = Row::default();
+        let mut props = String::new();
+        let mut known_columns = self.reader.columns().len();
+        while self.reader.next_row(&mut row)? {
+            batch.rows += 1;
+            if self.reader.columns().len() != known_columns {
+                // NDJSON: new keys appeared; look the mapped columns up again.
+                known_columns = self.reader.columns().len();
+                let find = |name: &str| self.reader.columns().iter().position(|c| c == name);
+                profile_col = find(&self.settings.profile_column);
+                time_col = find(&self.settings.time_column);
+                if let EventName::Column(c) = &self.settings.name {
+                    name_col = find(c);
+                }
+                if let Some(c) = &self.settings.revenue_column {
+                    revenue_col = find(c);
+                }
+            }
+            let mapped = [profile_col, time_col, name_col, revenue_col];
+            match self.validate(&row, mapped, &mut props, &mut batch) {
+                Ok(event) => batch.events.push(event),
+                Err(reason) => {
+                    batch.rejects.push((row.line, reason, self.reader.raw()));
+                }
+            }
+            if batch.rows as usize >= BATCH_ROWS {
+                batch.position = self.reader.position().0;
+                if tx.send(Ok(std::mem::take(&mut batch))).is_err() {
+                    return Ok(()); // the writer stopped; it reports why
+                }
+            }
+        }
+        batch.position = self.reader.position().0;
+        let _ = tx.send(Ok(batch));
+        Ok(())
+    }
+
+    fn validate(
+        &mut self,
+        row: &Row,
+        [profile_col, time_col, name_col, revenue_col]: [Option<usize>; 4],
+        props: &mut String,
+        batch: &mut Batch,
+    ) -> Result<EventRow, String> {
+        if let Some(problem) = &row.problem {
+            return Err(problem.clone());
+        }
+        let s = &self.settings;
+        let cell = |i: Option<usize>| i.and_then(|i| row.cells.get(i)).unwrap_or(&Cell::Null);
+        let external = id_text(cell(profile_col))
+            .ok_or_else(|| format!("missing profile id (column '{}')", s.profile_column))?;
+        let time = match cell(time_col) {
+            Cell::Null => return Err(format!("missing time (column '{}')", s.time_column)),
+            Cell::Time(ms) => *ms,
+            Cell::Int(i) if s.time_format == TimeFormat::UnixMillis => *i,
+            other => {
+                let text = other.as_text().unwrap_or_default();
+                s.time_format
+                    .parse(&text)
+                    .map_err(|e| format!("column '{}': {e}", s.time_column))?
+                    .0
+            }
+        };
+        let name = match &s.name {
+            EventName::Fixed(_) => 0,
+            EventName::Column(c) => {
+                let text = id_text(cell(name_col))
+                    .ok_or_else(|| format!("missing event name (column '{c}')"))?;
+                match self.names.get(&text) {
+                    Some(&code) => code,
+                    None => {
+                        let code = self.names.len() as u32;
+                        self.names.insert(text.clone(), code);
+                        batch.new_names.push(text);
+                        code
+                    }
+                }
+            }
+        };
+        let revenue = match cell(revenue_col) {
+            Cell::Null => None,
+            Cell::Int(i) => Some(*i as f64),
+            Cell::Float(x) if x.is_finite() => Some(*x),
+            Cell::Text(t) => Some(parse_float(t.trim()).ok_or_else(|| {
+                format!(
+                    "column '{}': expected a number, found '{t}'",
+                    s.revenue_column.as_deref().unwrap_or_default()
+                )
+            })?),
+            other => {
+                return Err(format!(
+                    "column '{}': expected a number, found {other:?}",
+                    s.revenue_column.as_deref().unwrap_or_default()
+                ))
+            }
+        };
+        props.clear();
+        let columns = self.reader.columns();
+        for (i, c) in row.cells.iter().enumerate() {
+            if matches!(c, Cell::Null) || [profile_col, time_col, name_col, revenue_col].contains(&Some(i))
+            {
+                continue;
+            }
+            props.push(if props.is_empty() { '{' } else { ',' });
+            write_json_string(props, &columns[i]);
+            props.push(':');
+            write_json_cell(props, c);
+        }
+        let properties = if props.is_empty() {
+            None
+        } else {
+            props.push('}');
+            Some(props.clone())
+        };
+        let profile = match self.ids.get(&external) {
+            Some(&id) => id,
+            None => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.ids.insert(external.clone(), id);
+                batch.new_profiles.push((id, external));
+                id
+            }
+        };
+        Ok(EventRow {
+            profile,
+            time,
+            name,
+            revenue,
+            properties,
+        })
+    }
+}
+
+/// Writes `s` as a JSON string literal.
+fn write_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// True for text that is a plain decimal number and would not change when printed back:
+/// `12`, `-3.5`, but not `007` (an id or zip code) or `+1`.
+fn is_plain_number(t: &str) -> bool {
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    let leading_zero = digits.len() > 1 && digits.starts_with('0') && !digits[1..].starts_with('.');
+    !digits.is_empty()
+        && digits.as_bytes()[0].is_ascii_digit()
+        && !leading_zero
+        && parse_float(t).is_some()
+}
+
+/// Writes a property cell as JSON: text that is a plain number or `true`/`false` becomes
+/// a number or boolean, other text a string.
+fn write_json_cell(out: &mut String, cell: &Cell) {
+    match cell {
+        Cell::Null => out.push_str("null"),
+        Cell::Text(t) if is_plain_number(t) => out.push_str(t),
+        Cell::Text(t) if t == "true" || t == "false" => out.push_str(t),
+        Cell::Text(t) => write_json_string(out, t),
+        Cell::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Cell::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Cell::Float(x) if x.is_finite() => {
+            let _ = write!(out, "{x}");
+        }
+        Cell::Float(_) => out.push_str("null"),
+        Cell::Time(ms) => write_json_string(out, &microseg_core::Timestamp(*ms).to_string()),
+        Cell::List(items) => out.push_str(&serde_json::to_string(items).unwrap_or_default()),
+        Cell::Json(v) => out.push_str(&v.to_string()),
+    }
+}
+
+impl Store {
+    /// Imports events: one row per event, every column that is not mapped becomes an
+    /// event property. Unknown profile ids create profiles.
+    pub fn import_events(
+        &mut self,
+        workspace: &Workspace,
+        settings: &EventImport,
+        progress: &dyn Progress,
+    ) -> Result<ImportSummary, StoreError> {
+        let started = Instant::now();
+        let file = &settings.file;
+        let reader = open_send(file)?;
+        // Check the mapped columns before any work (NDJSON learns them while reading).
+        for column in [&settings.profile_column, &settings.time_column]
+            .into_iter()
+            .chain(match &settings.name {
+                EventName::Column(c) => Some(c),
+                EventName::Fixed(_) => None,
+            })
+            .chain(settings.revenue_column.as_ref())
+        {
+            column_index(&*reader, &file.path, column)?;
+        }
+        progress.start(reader.position().1);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let store = StoreTx(&tx);
+        let import_id = store.next_import_id()?;
+        let mut rejects = Rejects::new(workspace, import_id)?;
+        let event_reader = EventReader {
+            reader,
+            settings: settings.clone(),
+            ids: store.profile_ids()?,
+            next_id: store.next_profile_id()?,
+            names: HashMap::new(),
+        };
+        let (send, receive) = mpsc::sync_channel(4);
+        let reading = std::thread::spawn(move || event_reader.run(send));
+        let (mut rows, mut imported, mut new_profiles) = (0u64, 0u64, 0u64);
+        let created = now_ms();
+        let mut names: Vec<String> = Vec::new();
+        {
+            let mut insert_profile = tx.prepare_cached(
+                "INSERT INTO profiles(id, external_id, traits, created_at, updated_at)
+                 VALUES (?1, ?2, '{}', ?3, ?3)",
+            )?;
+            let mut insert_identity = tx.prepare_cached(
+                "INSERT OR IGNORE INTO identities(kind, value, profile_id) VALUES ('user_id', ?1, ?2)",
+            )?;
+            let mut insert_event = tx.prepare_cached(
+                "INSERT INTO events(profile_id, time, name, revenue, properties)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for batch in receive {
+                let batch = batch?;
+                rows += batch.rows;
+                names.extend(batch.new_names);
+                for (id, external) in &batch.new_profiles {
+                    insert_profile.execute(params![id, external, created])?;
+                    insert_identity.execute(params![external, id])?;
+                }
+                new_profiles += batch.new_profiles.len() as u64;
+                for e in &batch.events {
+                    insert_event.execute(params![
+                        e.profile,
+                        e.time,
+                        names[e.name as usize],
+                        e.revenue,
+                        e.properties
+                    ])?;
+                }
+                imported += batch.events.len() as u64;
+                for (line, reason, raw) in &batch.rejects {
+                    rejects.add(*line, reason, raw)?;
+                }
+                progress.update(batch.position);
+            }
+        }
+        reading
+            .join()
+            .map_err(|_| StoreError::Invalid("the reading thread panicked".into()))?;
+        let rejected = rejects.count;
+        store.record_import(import_id, "events", &file.path, created, rows, rejected)?;
+        tx.commit()?;
+        progress.finish();
+        Ok(summary(
+            "events",
+            file,
+            rows,
+            imported,
+            rejected,
+            new_profiles,
+            started,
+            rejects.finish()?,
+        ))
+    }
+
+    /// Imports profiles: one row per profile, every other column a trait. Types come from
+    /// the store (earlier imports), then `settings.types`, then the config, then
+    /// inference over the file. Re-importing a profile updates the traits in the file and
+    /// keeps the others; empty cells change nothing.
+    pub fn import_profiles(
+        &mut self,
+        workspace: &Workspace,
+        settings: &ProfileImport,
+        progress: &dyn Progress,
+    ) -> Result<ImportSummary, StoreError> {
+        let started = Instant::now();
+        let file = &settings.file;
+        let mut reader = reader::open(&file.path, file.format, file.delimiter)?;
+        column_index(&*reader, &file.path, &settings.id_column)?;
+        progress.start(reader.position().1);
+        let mut rows: Vec<(u64, Result<Vec<Cell>, String>)> = Vec::new();
+        let mut raws: HashMap<u64, String> = HashMap::new();
+        let mut row = Row::default();
+        while reader.next_row(&mut row)? {
+            match row.problem.take() {
+                Some(p) => {
+                    raws.insert(row.line, reader.raw());
+                    rows.push((row.line, Err(p)));
+                }
+                None => rows.push((row.line, Ok(row.cells.clone()))),
+            }
+            if rows.len() % 8192 == 0 {
+                progress.update(reader.position().0);
+            }
+        }
+        let columns = reader.columns().to_vec();
+        let id_col = columns
+            .iter()
+            .position(|c| c == &settings.id_column)
+            .ok_or_else(|| StoreError::MissingColumn {
+                path: file.path.clone(),
+                column: settings.id_column.clone(),
+                available: columns.join(", "),
+            })?;
+        // Types: stored, then declared for this import, then config, then inferred.
+        let stored = self.stored_schema()?;
+        let mut schema: Schema = Schema::new();
+        for (i, name) in columns.iter().enumerate() {
+            if i == id_col {
+                continue;
+            }
+            let spec = stored
+                .get(name)
+                .or_else(|| settings.types.get(name))
+                .or_else(|| self.declared.get(name))
+                .cloned()
+                .unwrap_or_else(|| {
+                    let mut guess = TypeGuess::default();
+                    for (_, cells) in &rows {
+                        match cells.as_ref().ok().and_then(|c| c.get(i)) {
+                            Some(Cell::Text(t)) => guess.observe(t),
+                            Some(Cell::Bool(_)) => guess.observe_type(TraitType::Bool),
+                            Some(Cell::Int(_)) => guess.observe_type(TraitType::Integer),
+                            Some(Cell::Float(_)) => guess.observe_type(TraitType::Float),
+                            Some(Cell::Time(_)) => guess.observe_type(TraitType::Timestamp),
+                            Some(Cell::List(_)) => guess.observe_type(TraitType::StringSet),
+                            Some(Cell::Json(_)) => guess.observe_type(TraitType::String),
+                            Some(Cell::Null) | None => {}
+                        }
+                    }
+                    TraitSpec::new(guess.result())
+                });
+            schema.insert(name.clone(), spec);
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let store = StoreTx(&tx);
+        let import_id = store.next_import_id()?;
+        let mut rejects = Rejects::new(workspace, import_id)?;
+        let mut ids = store.profile_ids()?;
+        let mut next_id = store.next_profile_id()?;
+        let created = now_ms();
+        let (mut imported, mut new_profiles) = (0u64, 0u64);
+        let total_rows = rows.len() as u64;
+        {
+            let mut insert_type = tx.prepare_cached(
+                "INSERT OR IGNORE INTO trait_types(name, type, separators) VALUES (?1, ?2, ?3)",
+            )?;
+            for (name, spec) in &schema {
+                insert_type.execute(params![name, spec.ty.name(), spec.separators])?;
+            }
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO profiles(id, external_id, traits, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+            )?;
+            let mut select = tx.prepare_cached("SELECT traits FROM profiles WHERE id = ?1")?;
+            let mut update = tx.prepare_cached(
+                "UPDATE profiles SET traits = ?2, updated_at = ?3 WHERE id = ?1",
+            )?;
+            let mut identity = tx.prepare_cached(
+                "INSERT OR IGNORE INTO identities(kind, value, profile_id) VALUES (?1, ?2, ?3)",
+            )?;
+            for (line, cells) in rows {
+                let typed = cells.and_then(|cells| type_row(&cells, &columns, id_col, &schema));
+                let (external, traits) = match typed {
+                    Ok(t) => t,
+                    Err(reason) => {
+                        let raw = raws.remove(&line).unwrap_or_default();
+                        rejects.add(line, &reason, &raw)?;
+                        continue;
+                    }
+                };
+                let id = match ids.get(&external) {
+                    Some(&id) => {
+                        let old: String = select.query_row([id], |r| r.get(0))?;
+                        let mut merged: serde_json::Map<String, serde_json::Value> =
+                            serde_json::from_str(&old).unwrap_or_default();
+                        merged.extend(traits.iter().map(|(k, v)| (k.clone(), v.to_json())));
+                        update.execute(params![
+                            id,
+                            serde_json::Value::Object(merged).to_string(),
+                            created
+                        ])?;
+                        id
+                    }
+                    None => {
+                        let id = next_id;
+                        next_id += 1;
+                        let json: serde_json::Map<String, serde_json::Value> = traits
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.to_json()))
+                            .collect();
+                        insert.execute(params![
+                            id,
+                            external,
+                            serde_json::Value::Object(json).to_string(),
+                            created
+                        ])?;
+                        identity.execute(params!["user_id", external, id])?;
+                        ids.insert(external.clone(), id);
+                        new_profiles += 1;
+                        id
+                    }
+                };
+                for (kind, value) in &traits {
+                    if let ("email" | "phone", Value::Str(v)) = (kind.as_str(), value) {
+                        identity.execute(params![kind, v, id])?;
+                    }
+                }
+                imported += 1;
+            }
+        }
+        let rejected = rejects.count;
+        store.record_import(import_id, "profiles", &file.path, created, total_rows, rejected)?;
+        tx.commit()?;
+        progress.finish();
+        Ok(summary(
+            "profiles",
+            file,
+            total_rows,
+            imported,
+            rejected,
+            new_profiles,
+            started,
+            rejects.finish()?,
+        ))
+    }
+}
+
+
+/// Store queries that must run inside an import's transaction.
+struct StoreTx<'a>(&'a rusqlite::Transaction<'a>);
+
+impl StoreTx<'_> {
+    fn next_import_id(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .0
+            .query_row("SELECT coalesce(max(id), 0) + 1 FROM imports", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    fn next_profile_id(&self) -> Result<ProfileId, StoreError> {
+        Ok(self
+            .0
+            .query_row("SELECT coalesce(max(id) + 1, 0) FROM profiles", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    fn profile_ids(&self) -> Result<HashMap<String, ProfileId>, StoreError> {
+        let mut stmt = self.0.prepare("SELECT id, external_id FROM profiles")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, u32>(0)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn record_import(
+        &self,
+        id: i64,
+        kind: &str,
+        file: &Path,
+        started: i64,
+        rows: u64,
+        rejected: u64,
+    ) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO imports(id, kind, file, started_at, finished_at, rows, rejected)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                id,
+                kind,
+                file.display().to_string(),
+                started,
+                now_ms(),
+                rows as i64,
+                rejected as i64
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+/// Types one profile row: its external id and the traits it sets.
+fn type_row(
+    cells: &[Cell],
+    columns: &[String],
+    id_col: usize,
+    schema: &Schema,
+) -> Result<(String, Vec<(String, Value)>), String> {
+    let external = cells
+        .get(id_col)
+        .and_then(id_text)
+        .ok_or_else(|| format!("missing id (column '{}')", columns[id_col]))?;
+    let mut traits = Vec::new();
+    for (i, cell) in cells.iter().enumerate() {
+        if i == id_col {
+            continue;
+        }
+        let name = &columns[i];
+        let Some(spec) = schema.get(name) else {
+            continue;
+        };
+        let value = match (spec.ty, cell) {
+            (_, Cell::Null) => continue,
+            (_, Cell::Text(t)) if t.trim().is_empty() => continue,
+            (ty, Cell::Text(t)) => parse_text(ty, t, &spec.separator_chars())
+                .map_err(|e| format!("column '{name}': {e}"))?,
+            (TraitType::Bool, Cell::Bool(b)) => Value::Bool(*b),
+            (TraitType::Integer, Cell::Int(i)) => Value::Int(*i),
+            (TraitType::Float, Cell::Int(i)) => Value::Float(*i as f64),
+            (TraitType::Float, Cell::Float(x)) if x.is_finite() => Value::Float(*x),
+            (TraitType::Timestamp, Cell::Time(ms)) => Value::Time(microseg_core::Timestamp(*ms)),
+            (TraitType::StringSet, Cell::List(items)) => {
+                let mut items = items.clone();
+                items.sort();
+                items.dedup();
+                Value::Set(items)
+            }
+            (TraitType::String, Cell::Json(v)) => Value::Str(v.to_string()),
+            (TraitType::String, other) => {
+                Value::Str(other.as_text().map(|t| t.into_owned()).unwrap_or_default())
+            }
+            (ty, other) => {
+                return Err(format!("column '{name}': expected {ty}, found {other:?}"));
+            }
+        };
+        traits.push((name.clone(), value));
+    }
+    Ok((external, traits))
+}
+
+fn open_send(file: &FileOptions) -> Result<Box<dyn RowReader + Send>, StoreError> {
+    reader::open(&file.path, file.format, file.delimiter)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summary(
+    kind: &'static str,
+    file: &FileOptions,
+    rows: u64,
+    imported: u64,
+    rejected: u64,
+    new_profiles: u64,
+    started: Instant,
+    rejects_file: Option<PathBuf>,
+) -> ImportSummary {
+    let seconds = started.elapsed().as_secs_f64();
+    ImportSummary {
+        kind,
+        file: file.path.clone(),
+        rows,
+        imported,
+        rejected,
+        new_profiles,
+        seconds,
+        rows_per_second: if seconds > 0.0 {
+            rows as f64 / seconds
+        } else {
+            0.0
+        },
+        rejects_file,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_numbers_only() {
+        for yes in ["0", "12", "-3.5", "0.25", "1e3"] {
+            assert!(is_plain_number(yes), "{yes}");
+        }
+        for no in ["007", "+1", "-", "", "1.2.3", "NaN", "inf", "0x10", "-01"] {
+            assert!(!is_plain_number(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn json_strings_escape_controls() {
+        let mut s = String::new();
+        write_json_string(&mut s, "a\"b\\c\nd\u{1}");
+        assert_eq!(s, r#""a\"b\\c\nd\u0001""#);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v, "a\"b\\c\nd\u{1}");
+    }
+}

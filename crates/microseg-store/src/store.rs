@@ -1,0 +1,288 @@
+//! The durable store: SQLite in WAL mode with `synchronous = FULL`, so a committed
+//! transaction (a finished import, an acknowledged write) survives `kill -9` and power loss.
+//!
+//! Layout (schema version 1):
+//!
+//! ```sql
+//! profiles(id INTEGER PRIMARY KEY,        -- dense id, 0.., first-seen order
+//!          external_id TEXT UNIQUE,       -- the id people see
+//!          traits TEXT,                   -- JSON object, typed by trait_types
+//!          created_at, updated_at)        -- UTC ms
+//! identities(kind, value, profile_id)     -- user_id, email, phone, anonymous_id
+//! trait_types(name, type, separators)     -- a trait keeps the type it was first given
+//! events(id INTEGER PRIMARY KEY, profile_id, time, name, revenue, properties)
+//!                                         -- time in UTC ms, properties a JSON object
+//! imports(id, kind, file, started_at, finished_at, rows, rejected)
+//! ```
+
+use std::collections::HashMap;
+
+use microseg_core::{ProfileId, Schema, Timestamp, TraitSpec, TraitType, Value};
+use microseg_engine::{EventTable, EventTableBuilder, ProfileTable};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::StoreError;
+use crate::workspace::Workspace;
+
+const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATION_1: &str = r#"
+CREATE TABLE profiles(
+    id INTEGER PRIMARY KEY,
+    external_id TEXT NOT NULL UNIQUE,
+    traits TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE identities(
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    profile_id INTEGER NOT NULL,
+    PRIMARY KEY(kind, value)
+) WITHOUT ROWID;
+CREATE INDEX identities_profile ON identities(profile_id);
+CREATE TABLE trait_types(
+    name TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    separators TEXT
+);
+CREATE TABLE events(
+    id INTEGER PRIMARY KEY,
+    profile_id INTEGER NOT NULL,
+    time INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    revenue REAL,
+    properties TEXT
+);
+CREATE TABLE imports(
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    file TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    finished_at INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    rejected INTEGER NOT NULL
+);
+"#;
+
+/// An open connection to a workspace's durable store.
+pub struct Store {
+    pub(crate) conn: Connection,
+    pub(crate) declared: Schema,
+}
+
+/// One event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// When it happened.
+    pub time: Timestamp,
+    /// Its name.
+    pub name: String,
+    /// Its revenue.
+    pub revenue: Option<f64>,
+    /// Its properties (a JSON object).
+    pub properties: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One profile as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredProfile {
+    /// Dense id.
+    pub id: ProfileId,
+    /// External id.
+    pub external_id: String,
+    /// Identities as (kind, value).
+    pub identities: Vec<(String, String)>,
+    /// Typed traits by name.
+    pub traits: Vec<(String, Value)>,
+}
+
+impl Store {
+    /// Opens (and if needed creates or migrates) the store of `workspace`.
+    pub fn open(workspace: &Workspace) -> Result<Store, StoreError> {
+        let conn = Connection::open(workspace.store_path())?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.pragma_update(None, "cache_size", -262_144)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version == 0 {
+            conn.execute_batch(&format!(
+                "BEGIN; {MIGRATION_1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))?;
+        } else if version > SCHEMA_VERSION {
+            return Err(StoreError::Invalid(format!(
+                "{}: store schema version {version} is newer than this microseg ({SCHEMA_VERSION})",
+                workspace.store_path().display()
+            )));
+        }
+        Ok(Store {
+            conn,
+            declared: workspace.config.declared_schema(),
+        })
+    }
+
+    /// The trait schema: types stored by earlier imports, with the config's declarations
+    /// taking precedence for traits not yet stored.
+    pub fn schema(&self) -> Result<Schema, StoreError> {
+        let mut schema = self.declared.clone();
+        schema.extend(self.stored_schema()?);
+        Ok(schema)
+    }
+
+    /// The trait types stored by earlier imports.
+    pub(crate) fn stored_schema(&self) -> Result<Schema, StoreError> {
+        let mut schema = Schema::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, type, separators FROM trait_types")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (name, ty, separators) = row?;
+            let ty = TraitType::from_name(&ty).ok_or_else(|| {
+                StoreError::Invalid(format!("store: trait '{name}' has unknown type '{ty}'"))
+            })?;
+            schema.insert(name, TraitSpec { ty, separators });
+        }
+        Ok(schema)
+    }
+
+    /// Number of profiles and of events.
+    pub fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let count = |table: &str| -> Result<u64, StoreError> {
+            let n: i64 = self
+                .conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
+            Ok(n as u64)
+        };
+        Ok((count("profiles")?, count("events")?))
+    }
+
+    /// External id to dense id, for every profile.
+    pub fn profile_ids(&self) -> Result<HashMap<String, ProfileId>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT id, external_id FROM profiles")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, u32>(0)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every profile's traits, by column.
+    pub fn load_profiles(&self) -> Result<ProfileTable, StoreError> {
+        let schema = self.schema()?;
+        let mut table = ProfileTable::with_schema(&schema);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, external_id, traits FROM profiles ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: u32 = row.get(0)?;
+            if id as usize != table.len() {
+                return Err(StoreError::Invalid(format!(
+                    "store: profile ids are not dense (expected {}, found {id})",
+                    table.len()
+                )));
+            }
+            let traits_json: String = row.get(2)?;
+            let parsed: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&traits_json).unwrap_or_default();
+            let traits: HashMap<&str, Value> = parsed
+                .iter()
+                .filter_map(|(k, v)| {
+                    let spec = schema.get(k)?;
+                    Some((k.as_str(), Value::from_json(spec.ty, v)?))
+                })
+                .collect();
+            table.push(row.get(1)?, &traits);
+        }
+        Ok(table)
+    }
+
+    /// Every event, by column, sorted by profile and time. Properties are not loaded.
+    pub fn load_events(&self, profiles: usize) -> Result<EventTable, StoreError> {
+        let total: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+        let mut builder = EventTableBuilder::with_capacity(total as usize);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT profile_id, time, name, revenue FROM events")?;
+        let mut rows = stmt.query([])?;
+        let mut name = String::new();
+        while let Some(row) = rows.next()? {
+            let profile: u32 = row.get(0)?;
+            if profile as usize >= profiles {
+                return Err(StoreError::Invalid(format!(
+                    "store: event of unknown profile {profile}"
+                )));
+            }
+            name.clear();
+            name.push_str(row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?);
+            builder.push(profile, row.get(1)?, &name, row.get(3)?);
+        }
+        Ok(builder.finish(profiles))
+    }
+
+    /// One profile with its identities and typed traits.
+    pub fn profile(&self, external_id: &str) -> Result<StoredProfile, StoreError> {
+        let found: Option<(u32, String)> = self
+            .conn
+            .query_row(
+                "SELECT id, traits FROM profiles WHERE external_id = ?1",
+                [external_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (id, traits_json) =
+            found.ok_or_else(|| StoreError::UnknownProfile(external_id.to_string()))?;
+        let schema = self.schema()?;
+        let parsed: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&traits_json).unwrap_or_default();
+        let traits = parsed
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), Value::from_json(schema.get(k)?.ty, v)?)))
+            .collect();
+        let mut stmt = self.conn.prepare(
+            "SELECT kind, value FROM identities WHERE profile_id = ?1 ORDER BY kind, value",
+        )?;
+        let identities = stmt
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(StoredProfile {
+            id,
+            external_id: external_id.to_string(),
+            identities,
+            traits,
+        })
+    }
+
+    /// The last `limit` events of profile `id` at or before `as_of`, newest first.
+    pub fn recent_events(
+        &self,
+        id: ProfileId,
+        as_of: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT time, name, revenue, properties FROM events
+             WHERE profile_id = ?1 AND time <= ?2 ORDER BY time DESC, id DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![id, as_of.0, limit as i64], |r| {
+            let props: Option<String> = r.get(3)?;
+            Ok(StoredEvent {
+                time: Timestamp(r.get(0)?),
+                name: r.get(1)?,
+                revenue: r.get(2)?,
+                properties: props
+                    .and_then(|p| serde_json::from_str(&p).ok())
+                    .unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

@@ -1,0 +1,158 @@
+//! A workspace: one directory holding one customer base.
+//!
+//! ```text
+//! DIR/microseg.toml   config: trait types, what counts as an order and a session
+//! DIR/store.sqlite    the durable store (SQLite, WAL), the source of truth
+//! DIR/logs/           rejects files of imports
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use microseg_core::{Schema, TraitSpec, TraitType};
+use microseg_engine::MetricsConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+
+/// The config file's name inside a workspace.
+pub const CONFIG_FILE: &str = "microseg.toml";
+/// The store's file name inside a workspace.
+pub const STORE_FILE: &str = "store.sqlite";
+
+/// `microseg.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// What counts as an order and a session.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    /// Declared trait types; they win over inference.
+    #[serde(default)]
+    pub traits: BTreeMap<String, TraitSpec>,
+}
+
+/// The `[metrics]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Event name of an order.
+    pub order_event: String,
+    /// Event name that explicitly starts a session.
+    pub session_event: String,
+    /// Minutes without events after which the next event opens a new session.
+    pub session_gap_minutes: u32,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        let d = MetricsConfig::default();
+        MetricsSection {
+            order_event: d.order_event,
+            session_event: d.session_event,
+            session_gap_minutes: (d.session_gap_ms / 60_000) as u32,
+        }
+    }
+}
+
+impl Config {
+    /// The metrics settings for the engine.
+    pub fn metrics_config(&self) -> MetricsConfig {
+        MetricsConfig {
+            order_event: self.metrics.order_event.clone(),
+            session_event: self.metrics.session_event.clone(),
+            session_gap_ms: self.metrics.session_gap_minutes as i64 * 60_000,
+        }
+    }
+
+    /// The declared trait types as a schema.
+    pub fn declared_schema(&self) -> Schema {
+        self.traits.clone()
+    }
+}
+
+const DEFAULT_CONFIG: &str = r#"# microseg workspace config.
+
+[metrics]
+# The event that counts as an order (orders, revenue, aov, recency, RFM).
+order_event = "order_completed"
+# An event of this name always opens a new session (visits).
+session_event = "session_started"
+# Minutes without events after which the next event opens a new session.
+session_gap_minutes = 30
+
+# Declared trait types win over inference. Types: bool, integer, float, string,
+# string_set (items separated by any of `separators`, default ";|"), timestamp.
+# [traits.interests]
+# type = "string_set"
+# separators = ";"
+"#;
+
+/// An opened workspace directory.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Its config.
+    pub config: Config,
+}
+
+impl Workspace {
+    /// Creates the workspace at `dir` (and the directory) if it does not exist yet, and
+    /// opens it. Returns whether it was created.
+    pub fn init(dir: &Path) -> Result<(Workspace, bool), StoreError> {
+        let config_path = dir.join(CONFIG_FILE);
+        let created = !config_path.exists();
+        if created {
+            let io = |source| StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            };
+            std::fs::create_dir_all(dir.join("logs")).map_err(io)?;
+            std::fs::write(&config_path, DEFAULT_CONFIG).map_err(io)?;
+        }
+        let ws = Workspace::open(dir)?;
+        crate::store::Store::open(&ws)?;
+        Ok((ws, created))
+    }
+
+    /// Opens an existing workspace.
+    pub fn open(dir: &Path) -> Result<Workspace, StoreError> {
+        let config_path = dir.join(CONFIG_FILE);
+        if !config_path.is_file() {
+            return Err(StoreError::NotAWorkspace(dir.to_path_buf()));
+        }
+        let text = crate::reader::read_to_string(&config_path)?;
+        let config: Config = toml::from_str(&text).map_err(|e| StoreError::Config {
+            path: config_path.clone(),
+            reason: e.to_string().trim().replace('\n', " "),
+        })?;
+        for (name, spec) in &config.traits {
+            if spec.separators.is_some() && spec.ty != TraitType::StringSet {
+                return Err(StoreError::Config {
+                    path: config_path,
+                    reason: format!("trait '{name}': separators only apply to string_set"),
+                });
+            }
+        }
+        Ok(Workspace {
+            dir: dir.to_path_buf(),
+            config,
+        })
+    }
+
+    /// The store file.
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.join(STORE_FILE)
+    }
+
+    /// The logs directory (created on demand).
+    pub fn logs_dir(&self) -> Result<PathBuf, StoreError> {
+        let logs = self.dir.join("logs");
+        std::fs::create_dir_all(&logs).map_err(|source| StoreError::Io {
+            path: logs.clone(),
+            source,
+        })?;
+        Ok(logs)
+    }
+}
