@@ -19,6 +19,7 @@ use microseg_core::time::TimeFormat;
 use microseg_core::value::{parse_float, parse_text, TypeGuess};
 use microseg_core::{ProfileId, Schema, TraitSpec, TraitType, Value};
 use rusqlite::{params, TransactionBehavior};
+use rustc_hash::FxHashMap;
 
 use crate::error::StoreError;
 use crate::reader::{self, Cell, Delimiter, Format, Row, RowReader};
@@ -201,14 +202,15 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Text of an id cell.
-fn id_text(cell: &Cell) -> Option<String> {
+/// Text of an id cell (integers are written out).
+fn id_text(cell: &Cell) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
     match cell {
         Cell::Text(s) => {
             let t = s.trim();
-            (!t.is_empty()).then(|| t.to_string())
+            (!t.is_empty()).then_some(Cow::Borrowed(t))
         }
-        Cell::Int(i) => Some(i.to_string()),
+        Cell::Int(i) => Some(Cow::Owned(i.to_string())),
         _ => None,
     }
 }
@@ -219,15 +221,18 @@ struct EventRow {
     time: i64,
     name: u32,
     revenue: Option<f64>,
-    properties: Option<String>,
+    /// Range of the properties JSON in [`Batch::properties`]; empty when none.
+    properties: (u32, u32),
 }
 
 /// A batch from the reading thread to the writing one.
 #[derive(Default)]
 struct Batch {
     new_profiles: Vec<(ProfileId, String)>,
-    new_names: Vec<String>,
+    new_names: Vec<(u32, String)>,
     events: Vec<EventRow>,
+    /// The properties JSON of all events of the batch, back to back.
+    properties: String,
     rejects: Vec<(u64, String, String)>,
     rows: u64,
     position: u64,
@@ -239,9 +244,9 @@ const BATCH_ROWS: usize = 16_384;
 struct EventReader {
     reader: Box<dyn RowReader + Send>,
     settings: EventImport,
-    ids: HashMap<String, ProfileId>,
+    ids: FxHashMap<String, ProfileId>,
     next_id: ProfileId,
-    names: HashMap<String, u32>,
+    names: FxHashMap<String, u32>,
 }
 
 impl EventReader {
@@ -267,15 +272,12 @@ impl EventReader {
             Some(c) => column_index(reader, &path, c)?,
             None => None,
         };
-        if let EventName::Fixed(name) = &self.settings.name {
-            self.names.insert(name.clone(), 0);
-        }
         let mut batch = Batch::default();
-        if let EventName::Fixed(name) = &self.settings.name {
-            batch.new_names.push(name.clone());
-        }
+        let fixed_name = match self.settings.name.clone() {
+            EventName::Fixed(name) => Some(self.name_code(&name, &mut batch)),
+            EventName::Column(_) => None,
+        };
         let mut row = Row::default();
-        let mut props = String::new();
         let mut known_columns = self.reader.columns().len();
         while self.reader.next_row(&mut row)? {
             batch.rows += 1;
@@ -293,7 +295,7 @@ impl EventReader {
                 }
             }
             let mapped = [profile_col, time_col, name_col, revenue_col];
-            match self.validate(&row, mapped, &mut props, &mut batch) {
+            match self.validate(&row, mapped, fixed_name, &mut batch) {
                 Ok(event) => batch.events.push(event),
                 Err(reason) => {
                     batch.rejects.push((row.line, reason, self.reader.raw()));
@@ -311,11 +313,22 @@ impl EventReader {
         Ok(())
     }
 
+    /// The id of event name `name`, registering it in `batch` when new.
+    fn name_code(&mut self, name: &str, batch: &mut Batch) -> u32 {
+        if let Some(&code) = self.names.get(name) {
+            return code;
+        }
+        let code = self.names.len() as u32;
+        self.names.insert(name.to_string(), code);
+        batch.new_names.push((code, name.to_string()));
+        code
+    }
+
     fn validate(
         &mut self,
         row: &Row,
         [profile_col, time_col, name_col, revenue_col]: [Option<usize>; 4],
-        props: &mut String,
+        fixed_name: Option<u32>,
         batch: &mut Batch,
     ) -> Result<EventRow, String> {
         if let Some(problem) = &row.problem {
@@ -329,6 +342,10 @@ impl EventReader {
             Cell::Null => return Err(format!("missing time (column '{}')", s.time_column)),
             Cell::Time(ms) => *ms,
             Cell::Int(i) if s.time_format == TimeFormat::UnixMillis => *i,
+            Cell::Int(i) if s.time_format == TimeFormat::UnixSeconds => i.saturating_mul(1000),
+            Cell::Text(t) if s.time_format == TimeFormat::UnixSeconds && is_digits(t) => {
+                t.parse::<i64>().map_or(i64::MAX, |x| x.saturating_mul(1000))
+            }
             other => {
                 let text = other.as_text().unwrap_or_default();
                 s.time_format
@@ -337,21 +354,23 @@ impl EventReader {
                     .0
             }
         };
-        let name = match &s.name {
-            EventName::Fixed(_) => 0,
-            EventName::Column(c) => {
+        let name = match (&s.name, fixed_name) {
+            (_, Some(code)) => code,
+            (EventName::Column(c), None) => {
                 let text = id_text(cell(name_col))
                     .ok_or_else(|| format!("missing event name (column '{c}')"))?;
-                match self.names.get(&text) {
+                match self.names.get(text.as_ref()) {
                     Some(&code) => code,
                     None => {
+                        let text = text.into_owned();
                         let code = self.names.len() as u32;
                         self.names.insert(text.clone(), code);
-                        batch.new_names.push(text);
+                        batch.new_names.push((code, text));
                         code
                     }
                 }
             }
+            (EventName::Fixed(_), None) => unreachable!("fixed names are resolved up front"),
         };
         let revenue = match cell(revenue_col) {
             Cell::Null => None,
@@ -370,29 +389,29 @@ impl EventReader {
                 ))
             }
         };
-        props.clear();
+        let props = &mut batch.properties;
+        let start = props.len();
         let columns = self.reader.columns();
         for (i, c) in row.cells.iter().enumerate() {
-            if matches!(c, Cell::Null) || [profile_col, time_col, name_col, revenue_col].contains(&Some(i))
-            {
+            let mapped = [profile_col, time_col, name_col, revenue_col];
+            if matches!(c, Cell::Null) || mapped.contains(&Some(i)) {
                 continue;
             }
-            props.push(if props.is_empty() { '{' } else { ',' });
+            props.push(if props.len() == start { '{' } else { ',' });
             write_json_string(props, &columns[i]);
             props.push(':');
             write_json_cell(props, c);
         }
-        let properties = if props.is_empty() {
-            None
-        } else {
+        if props.len() > start {
             props.push('}');
-            Some(props.clone())
-        };
-        let profile = match self.ids.get(&external) {
+        }
+        let properties = (start as u32, props.len() as u32);
+        let profile = match self.ids.get(external.as_ref()) {
             Some(&id) => id,
             None => {
                 let id = self.next_id;
                 self.next_id += 1;
+                let external = external.into_owned();
                 self.ids.insert(external.clone(), id);
                 batch.new_profiles.push((id, external));
                 id
@@ -408,9 +427,19 @@ impl EventReader {
     }
 }
 
+/// True for a non-empty run of ASCII digits.
+fn is_digits(t: &str) -> bool {
+    !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Writes `s` as a JSON string literal.
 fn write_json_string(out: &mut String, s: &str) {
     out.push('"');
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -495,43 +524,31 @@ impl Store {
             settings: settings.clone(),
             ids: store.profile_ids()?,
             next_id: store.next_profile_id()?,
-            names: HashMap::new(),
+            names: store.event_name_ids()?,
         };
         let (send, receive) = mpsc::sync_channel(4);
         let reading = std::thread::spawn(move || event_reader.run(send));
         let (mut rows, mut imported, mut new_profiles) = (0u64, 0u64, 0u64);
         let created = now_ms();
-        let mut names: Vec<String> = Vec::new();
         {
             let mut insert_profile = tx.prepare_cached(
                 "INSERT INTO profiles(id, external_id, traits, created_at, updated_at)
                  VALUES (?1, ?2, '{}', ?3, ?3)",
             )?;
-            let mut insert_identity = tx.prepare_cached(
-                "INSERT OR IGNORE INTO identities(kind, value, profile_id) VALUES ('user_id', ?1, ?2)",
-            )?;
-            let mut insert_event = tx.prepare_cached(
-                "INSERT INTO events(profile_id, time, name, revenue, properties)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
+            let mut insert_name =
+                tx.prepare_cached("INSERT INTO event_names(id, name) VALUES (?1, ?2)")?;
+            let mut insert_events = EventInserter::new(&tx)?;
             for batch in receive {
                 let batch = batch?;
                 rows += batch.rows;
-                names.extend(batch.new_names);
+                for (id, name) in &batch.new_names {
+                    insert_name.execute(params![id, name])?;
+                }
                 for (id, external) in &batch.new_profiles {
                     insert_profile.execute(params![id, external, created])?;
-                    insert_identity.execute(params![external, id])?;
                 }
                 new_profiles += batch.new_profiles.len() as u64;
-                for e in &batch.events {
-                    insert_event.execute(params![
-                        e.profile,
-                        e.time,
-                        names[e.name as usize],
-                        e.revenue,
-                        e.properties
-                    ])?;
-                }
+                insert_events.insert(&batch.events, &batch.properties)?;
                 imported += batch.events.len() as u64;
                 for (line, reason, raw) in &batch.rejects {
                     rejects.add(*line, reason, raw)?;
@@ -692,7 +709,6 @@ impl Store {
                             serde_json::Value::Object(json).to_string(),
                             created
                         ])?;
-                        identity.execute(params!["user_id", external, id])?;
                         ids.insert(external.clone(), id);
                         new_profiles += 1;
                         id
@@ -724,6 +740,57 @@ impl Store {
 }
 
 
+/// Inserts events many rows per statement: SQLite runs one statement per
+/// [`EventInserter::ROWS`] events instead of one per event.
+struct EventInserter<'c> {
+    many: rusqlite::CachedStatement<'c>,
+    one: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> EventInserter<'c> {
+    const ROWS: usize = 64;
+    const SQL: &'static str =
+        "INSERT INTO events(profile_id, time, name_id, revenue, properties) VALUES ";
+
+    fn new(tx: &'c rusqlite::Transaction<'c>) -> Result<EventInserter<'c>, StoreError> {
+        let values = vec!["(?,?,?,?,?)"; Self::ROWS].join(",");
+        Ok(EventInserter {
+            many: tx.prepare_cached(&format!("{}{values}", Self::SQL))?,
+            one: tx.prepare_cached(&format!("{}(?,?,?,?,?)", Self::SQL))?,
+        })
+    }
+
+    fn insert(&mut self, events: &[EventRow], properties: &str) -> Result<(), StoreError> {
+        let mut chunks = events.chunks_exact(Self::ROWS);
+        for chunk in &mut chunks {
+            for (i, e) in chunk.iter().enumerate() {
+                Self::bind(&mut self.many, i * 5, e, properties)?;
+            }
+            self.many.raw_execute()?;
+        }
+        for e in chunks.remainder() {
+            Self::bind(&mut self.one, 0, e, properties)?;
+            self.one.raw_execute()?;
+        }
+        Ok(())
+    }
+
+    fn bind(
+        stmt: &mut rusqlite::CachedStatement<'_>,
+        at: usize,
+        e: &EventRow,
+        properties: &str,
+    ) -> Result<(), StoreError> {
+        stmt.raw_bind_parameter(at + 1, e.profile)?;
+        stmt.raw_bind_parameter(at + 2, e.time)?;
+        stmt.raw_bind_parameter(at + 3, e.name)?;
+        stmt.raw_bind_parameter(at + 4, e.revenue)?;
+        let (a, b) = e.properties;
+        stmt.raw_bind_parameter(at + 5, (a < b).then(|| &properties[a as usize..b as usize]))?;
+        Ok(())
+    }
+}
+
 /// Store queries that must run inside an import's transaction.
 struct StoreTx<'a>(&'a rusqlite::Transaction<'a>);
 
@@ -744,7 +811,13 @@ impl StoreTx<'_> {
             })?)
     }
 
-    fn profile_ids(&self) -> Result<HashMap<String, ProfileId>, StoreError> {
+    fn event_name_ids(&self) -> Result<FxHashMap<String, u32>, StoreError> {
+        let mut stmt = self.0.prepare("SELECT id, name FROM event_names")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, u32>(0)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn profile_ids(&self) -> Result<FxHashMap<String, ProfileId>, StoreError> {
         let mut stmt = self.0.prepare("SELECT id, external_id FROM profiles")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, u32>(0)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -822,7 +895,7 @@ fn type_row(
         };
         traits.push((name.clone(), value));
     }
-    Ok((external, traits))
+    Ok((external.into_owned(), traits))
 }
 
 fn open_send(file: &FileOptions) -> Result<Box<dyn RowReader + Send>, StoreError> {

@@ -8,10 +8,12 @@
 //!          external_id TEXT UNIQUE,       -- the id people see
 //!          traits TEXT,                   -- JSON object, typed by trait_types
 //!          created_at, updated_at)        -- UTC ms
-//! identities(kind, value, profile_id)     -- user_id, email, phone, anonymous_id
+//! identities(kind, value, profile_id)     -- other ids: email, phone, anonymous_id
 //! trait_types(name, type, separators)     -- a trait keeps the type it was first given
-//! events(id INTEGER PRIMARY KEY, profile_id, time, name, revenue, properties)
+//! event_names(id, name)                  -- event names, interned
+//! events(id INTEGER PRIMARY KEY, profile_id, time, name_id, revenue, properties)
 //!                                         -- time in UTC ms, properties a JSON object
+//! events_named                            -- view: events with their name
 //! imports(id, kind, file, started_at, finished_at, rows, rejected)
 //! ```
 
@@ -46,14 +48,21 @@ CREATE TABLE trait_types(
     type TEXT NOT NULL,
     separators TEXT
 );
+CREATE TABLE event_names(
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
 CREATE TABLE events(
     id INTEGER PRIMARY KEY,
     profile_id INTEGER NOT NULL,
     time INTEGER NOT NULL,
-    name TEXT NOT NULL,
+    name_id INTEGER NOT NULL,
     revenue REAL,
     properties TEXT
 );
+CREATE VIEW events_named AS
+    SELECT e.id, e.profile_id, e.time, n.name, e.revenue, e.properties
+    FROM events e JOIN event_names n ON n.id = e.name_id;
 CREATE TABLE imports(
     id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -172,6 +181,26 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// External id of every profile, indexed by dense id.
+    pub fn external_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, external_id FROM profiles ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        let mut ids = Vec::new();
+        while let Some(row) = rows.next()? {
+            let id: u32 = row.get(0)?;
+            if id as usize != ids.len() {
+                return Err(StoreError::Invalid(format!(
+                    "store: profile ids are not dense (expected {}, found {id})",
+                    ids.len()
+                )));
+            }
+            ids.push(row.get(1)?);
+        }
+        Ok(ids)
+    }
+
     /// Every profile's traits, by column.
     pub fn load_profiles(&self) -> Result<ProfileTable, StoreError> {
         let schema = self.schema()?;
@@ -209,23 +238,34 @@ impl Store {
             .conn
             .query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
         let mut builder = EventTableBuilder::with_capacity(total as usize);
+        let names = self.event_names()?;
         let mut stmt = self
             .conn
-            .prepare("SELECT profile_id, time, name, revenue FROM events")?;
+            .prepare("SELECT profile_id, time, name_id, revenue FROM events")?;
         let mut rows = stmt.query([])?;
-        let mut name = String::new();
         while let Some(row) = rows.next()? {
             let profile: u32 = row.get(0)?;
+            let name: u32 = row.get(2)?;
+            let name = names.get(name as usize).ok_or_else(|| {
+                StoreError::Invalid(format!("store: unknown event name id {name}"))
+            })?;
             if profile as usize >= profiles {
                 return Err(StoreError::Invalid(format!(
                     "store: event of unknown profile {profile}"
                 )));
             }
-            name.clear();
-            name.push_str(row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?);
-            builder.push(profile, row.get(1)?, &name, row.get(3)?);
+            builder.push(profile, row.get(1)?, name, row.get(3)?);
         }
         Ok(builder.finish(profiles))
+    }
+
+    /// Event names by id (ids are dense from 0).
+    pub fn event_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM event_names ORDER BY id")?;
+        let names = stmt.query_map([], |r| r.get(0))?;
+        Ok(names.collect::<Result<_, _>>()?)
     }
 
     /// One profile with its identities and typed traits.
@@ -269,7 +309,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT time, name, revenue, properties FROM events
+            "SELECT time, name, revenue, properties FROM events_named
              WHERE profile_id = ?1 AND time <= ?2 ORDER BY time DESC, id DESC LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![id, as_of.0, limit as i64], |r| {

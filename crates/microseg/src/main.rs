@@ -1,1 +1,25 @@
-fn main() {}
+//! The `microseg` binary: parses the command line, runs one command, and turns the
+//! outcome into an exit code in one place.
+
+mod commands;
+mod output;
+mod progress;
+
+use clap::Parser;
+
+fn main() {
+    let cli = commands::Cli::parse();
+    if let Err(err) = commands::run(cli) {
+        // One line: what went wrong and where (the chain of causes, joined).
+        let mut message = err.to_string();
+        for cause in err.chain().skip(1) {
+            let cause = cause.to_string();
+            if !message.contains(&cause) {
+                message.push_str(": ");
+                message.push_str(&cause);
+            }
+        }
+        eprintln!("error: {}", message.replace('\n', " "));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,102 @@
+//! Every `microseg` command: one clap enum, one dispatch match, a module per command.
+
+// mod demo;
+mod import;
+mod init;
+mod metrics;
+mod profile;
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use microseg_core::time::parse_timestamp;
+use microseg_core::Timestamp;
+use microseg_store::{Store, Workspace};
+
+/// microseg: micro-segmentation and personalisation for marketing teams.
+///
+/// Load customer profiles and events, compute behavioural metrics (visits, orders,
+/// revenue, recency, RFM), and cut customers into precise segments.
+/// Start with `microseg demo`.
+#[derive(Debug, Parser)]
+#[command(name = "microseg", version, max_term_width = 100)]
+pub struct Cli {
+    /// The workspace directory.
+    #[arg(
+        long,
+        global = true,
+        env = "MICROSEG_DATA",
+        default_value = "./microseg-data",
+        value_name = "DIR"
+    )]
+    data: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Init(init::InitArgs),
+    #[command(subcommand)]
+    Import(import::ImportCommand),
+    Metrics(metrics::MetricsArgs),
+    #[command(subcommand)]
+    Profile(profile::ProfileCommand),
+    // Demo(demo::DemoArgs),
+}
+
+/// Runs the command.
+pub fn run(cli: Cli) -> Result<()> {
+    let ctx = Context { data: cli.data };
+    match cli.command {
+        Command::Init(args) => init::run(&ctx, args),
+        Command::Import(cmd) => import::run(&ctx, cmd),
+        Command::Metrics(args) => metrics::run(&ctx, args),
+        Command::Profile(cmd) => profile::run(&ctx, cmd),
+        // Command::Demo(args) => demo::run(&ctx, args),
+    }
+}
+
+/// What every command knows: where the workspace is.
+pub struct Context {
+    data: PathBuf,
+}
+
+impl Context {
+    /// Opens the workspace and its store.
+    fn open(&self) -> Result<(Workspace, Store)> {
+        let ws = Workspace::open(&self.data)?;
+        let store = Store::open(&ws)
+            .with_context(|| format!("opening {}", ws.store_path().display()))?;
+        Ok((ws, store))
+    }
+}
+
+/// Reads `--as-of`: `YYYY-MM-DD` (midnight UTC) or RFC 3339; the clock when absent.
+fn as_of(value: Option<&str>) -> Result<Timestamp> {
+    match value {
+        Some(text) => Ok(parse_timestamp(text).with_context(|| "--as-of")?),
+        None => Ok(Timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as i64,
+        )),
+    }
+}
+
+/// Prints one JSON document on stdout.
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

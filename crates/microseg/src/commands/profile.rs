@@ -1,0 +1,97 @@
+//! `microseg profile show`: one person, everything microseg knows.
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use microseg_engine::METRIC_NAMES;
+
+use super::metrics::{compute, json, text};
+use super::{as_of, print_json, Context};
+
+/// Look at single profiles.
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    Show(ShowArgs),
+}
+
+/// Show a profile: identities, traits, metrics and its latest events.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The profile's external id.
+    id: String,
+    /// The instant metrics and events are shown as of (default: now).
+    #[arg(long, value_name = "T")]
+    as_of: Option<String>,
+    /// How many of the latest events to show.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    events: usize,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(ctx: &Context, cmd: ProfileCommand) -> Result<()> {
+    let ProfileCommand::Show(args) = cmd;
+    let (ws, store) = ctx.open()?;
+    let as_of = as_of(args.as_of.as_deref())?;
+    let profile = store.profile(&args.id)?;
+    let computed = compute(&ws, &store, as_of)?;
+    let events = store.recent_events(profile.id, as_of, args.events)?;
+    let metrics: Vec<(&str, Option<microseg_core::Value>)> = METRIC_NAMES
+        .iter()
+        .map(|n| (*n, computed.metrics.value(n, profile.id)))
+        .collect();
+    if args.json {
+        let doc = serde_json::json!({
+            "id": profile.external_id,
+            "as_of": as_of.to_string(),
+            "identities": profile.identities.iter()
+                .map(|(k, v)| serde_json::json!({"kind": k, "value": v}))
+                .collect::<Vec<_>>(),
+            "traits": profile.traits.iter()
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect::<serde_json::Map<_, _>>(),
+            "metrics": metrics.iter()
+                .map(|(k, v)| (k.to_string(), json(v)))
+                .collect::<serde_json::Map<_, _>>(),
+            "events": events.iter().map(|e| serde_json::json!({
+                "time": e.time.to_string(),
+                "name": e.name,
+                "revenue": e.revenue,
+                "properties": e.properties,
+            })).collect::<Vec<_>>(),
+        });
+        return print_json(&doc);
+    }
+    println!("profile {}  (as of {as_of})", profile.external_id);
+    println!("\nidentities");
+    for (kind, value) in &profile.identities {
+        println!("  {kind:<22} {value}");
+    }
+    println!("\ntraits");
+    for (name, value) in &profile.traits {
+        println!("  {name:<22} {value}");
+    }
+    println!("\nmetrics");
+    for (name, value) in &metrics {
+        let shown = match value {
+            Some(microseg_core::Value::Float(x)) => format!("{x:.2}"),
+            None => "-".into(),
+            v => text(v),
+        };
+        println!("  {name:<22} {shown}");
+    }
+    println!("\nlatest events");
+    if events.is_empty() {
+        println!("  (none)");
+    }
+    for e in &events {
+        let revenue = e.revenue.map(|r| format!("  revenue {r:.2}")).unwrap_or_default();
+        let props = if e.properties.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", serde_json::Value::Object(e.properties.clone()))
+        };
+        println!("  {}  {}{revenue}{props}", e.time, e.name);
+    }
+    Ok(())
+}
