@@ -1,6 +1,6 @@
 //! Every `microseg` command: one clap enum, one dispatch match, a module per command.
 
-// mod demo;
+mod demo;
 mod import;
 mod init;
 mod metrics;
@@ -44,7 +44,7 @@ enum Command {
     Metrics(metrics::MetricsArgs),
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
-    // Demo(demo::DemoArgs),
+    Demo(demo::DemoArgs),
 }
 
 /// Runs the command.
@@ -55,7 +55,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Import(cmd) => import::run(&ctx, cmd),
         Command::Metrics(args) => metrics::run(&ctx, args),
         Command::Profile(cmd) => profile::run(&ctx, cmd),
-        // Command::Demo(args) => demo::run(&ctx, args),
+        Command::Demo(args) => demo::run(&ctx, args),
     }
 }
 

@@ -1,0 +1,398 @@
+//! `microseg demo`: a synthetic bicycle shop, imported and summarised end to end.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use microseg_core::time::TimeFormat;
+use microseg_core::{Timestamp, Value};
+use microseg_store::{
+    EventImport, EventName, FileOptions, ImportSummary, ProfileImport, Store, Workspace,
+};
+use microseg_synth::{generate, ShopConfig, DEMO_END};
+
+use super::import::print_summary;
+use super::metrics::{compute, ComputedMetrics};
+use super::{print_json, Context};
+use crate::output::{money, percent, print_table, thousands};
+use crate::progress::Bar;
+
+/// Generate a realistic bicycle shop, import it, compute metrics, and summarise it.
+///
+/// Customers have age, gender, country and city, income band, cycling discipline
+/// (mountain/road/city), skill (beginner/amateur/pro), interests, consent flags, e-mail and
+/// phone; over two years they visit, view pages (including the winter-accessories pages),
+/// add to cart and order, in ways that depend on who they are. The same seed always gives
+/// the same shop. Data ends at 2026-11-01, the demo's as-of date.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The workspace to create (default: --data).
+    dir: Option<PathBuf>,
+    /// Number of customers.
+    #[arg(long, default_value_t = 50_000, value_name = "N")]
+    customers: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Replace the workspace's store if it already holds data.
+    #[arg(long)]
+    force: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+const DEMO_CONFIG: &str = r#"# microseg workspace config (written by `microseg demo`).
+
+[metrics]
+order_event = "order_completed"
+session_event = "session_started"
+session_gap_minutes = 30
+
+[traits.interests]
+type = "string_set"
+separators = ";"
+
+[traits.phone]
+type = "string"
+"#;
+
+pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
+    if args.customers == 0 {
+        bail!("--customers must be at least 1");
+    }
+    let dir = args.dir.clone().unwrap_or_else(|| ctx.data.clone());
+    prepare(&dir, args.force)?;
+    let (ws, _) = Workspace::init(&dir)?;
+    let mut store = Store::open(&ws)?;
+    let files = dir.join("demo");
+    std::fs::create_dir_all(&files).with_context(|| files.display().to_string())?;
+    let config = ShopConfig {
+        customers: args.customers,
+        seed: args.seed,
+        end: DEMO_END,
+    };
+    let (profiles_csv, events_csv) = write_shop(&config, &files)?;
+    let profiles = store.import_profiles(
+        &ws,
+        &ProfileImport {
+            file: FileOptions::new(&profiles_csv),
+            id_column: "id".into(),
+            types: BTreeMap::new(),
+        },
+        &Bar::new("profiles"),
+    )?;
+    let events = store.import_events(
+        &ws,
+        &EventImport {
+            file: FileOptions::new(&events_csv),
+            profile_column: "user_id".into(),
+            time_column: "time".into(),
+            time_format: TimeFormat::Auto,
+            name: EventName::Column("event".into()),
+            revenue_column: Some("revenue".into()),
+        },
+        &Bar::new("events"),
+    )?;
+    let computed = compute(&ws, &store, DEMO_END)?;
+    let table = store.load_profiles()?;
+    let summary = Summary::new(&computed, &table, profiles, events);
+    if args.json {
+        print_json(&summary.to_json())
+    } else {
+        summary.print(&dir);
+        Ok(())
+    }
+}
+
+/// Refuses to overwrite a workspace with data unless forced.
+fn prepare(dir: &Path, force: bool) -> Result<()> {
+    if let Ok(ws) = Workspace::open(dir) {
+        let (profiles, events) = Store::open(&ws)?.counts()?;
+        if profiles + events > 0 {
+            if !force {
+                bail!(
+                    "{} already holds {profiles} profiles and {events} events; \
+                     use another directory or --force to replace it",
+                    dir.display()
+                );
+            }
+            for name in ["store.sqlite", "store.sqlite-wal", "store.sqlite-shm"] {
+                let path = dir.join(name);
+                if path.exists() {
+                    std::fs::remove_file(&path).with_context(|| path.display().to_string())?;
+                }
+            }
+        }
+        std::fs::write(dir.join("microseg.toml"), DEMO_CONFIG)?;
+    } else {
+        std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+        std::fs::write(dir.join("microseg.toml"), DEMO_CONFIG)
+            .with_context(|| dir.display().to_string())?;
+    }
+    Ok(())
+}
+
+/// Writes `profiles.csv` and `events.csv`.
+fn write_shop(config: &ShopConfig, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let profiles_path = dir.join("profiles.csv");
+    let events_path = dir.join("events.csv");
+    let mut profiles = csv::Writer::from_path(&profiles_path)
+        .with_context(|| profiles_path.display().to_string())?;
+    let mut events = csv::Writer::from_path(&events_path)
+        .with_context(|| events_path.display().to_string())?;
+    profiles.write_record([
+        "id",
+        "email",
+        "phone",
+        "first_name",
+        "age",
+        "gender",
+        "country",
+        "city",
+        "income_band",
+        "discipline",
+        "skill",
+        "interests",
+        "consent_email",
+        "consent_sms",
+        "consent_push",
+        "signup_at",
+    ])?;
+    events.write_record([
+        "user_id", "time", "event", "revenue", "path", "category", "price", "items",
+    ])?;
+    let bar = Bar::new("generate");
+    microseg_store::Progress::start(&bar, config.customers as u64);
+    let mut failure: Option<csv::Error> = None;
+    let mut done = 0u64;
+    generate(config, |c, evs| {
+        if failure.is_some() {
+            return;
+        }
+        let result = (|| -> Result<(), csv::Error> {
+            profiles.write_record([
+                c.id.as_str(),
+                &c.email,
+                &c.phone,
+                c.first_name,
+                &c.age.to_string(),
+                c.gender,
+                c.country,
+                c.city,
+                c.income_band,
+                c.discipline,
+                c.skill,
+                &c.interests.join(";"),
+                bool_text(c.consent_email),
+                bool_text(c.consent_sms),
+                bool_text(c.consent_push),
+                &c.signup_at.to_string(),
+            ])?;
+            for e in evs {
+                events.write_record([
+                    c.id.as_str(),
+                    &e.time.to_string(),
+                    e.name,
+                    &e.revenue.map(|r| format!("{r:.2}")).unwrap_or_default(),
+                    e.path.unwrap_or_default(),
+                    e.category.unwrap_or_default(),
+                    &e.price.map(|p| format!("{p:.2}")).unwrap_or_default(),
+                    &e.items.map(|i| i.to_string()).unwrap_or_default(),
+                ])?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            failure = Some(e);
+        }
+        done += 1;
+        if done % 1024 == 0 {
+            microseg_store::Progress::update(&bar, done);
+        }
+    });
+    microseg_store::Progress::finish(&bar);
+    if let Some(e) = failure {
+        return Err(e).context(format!("writing {}", dir.display()));
+    }
+    profiles.flush()?;
+    events.flush()?;
+    Ok((profiles_path, events_path))
+}
+
+fn bool_text(b: bool) -> &'static str {
+    if b {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+/// What a marketer wants to see first.
+struct Summary {
+    as_of: Timestamp,
+    customers: u64,
+    events: u64,
+    buyers: u64,
+    orders: u64,
+    revenue: f64,
+    visits: u64,
+    rf_grid: [[u64; 5]; 5],
+    rfm_cells: Vec<(String, u64, f64)>,
+    cities: Vec<(String, u64, u64, f64)>,
+    disciplines: Vec<(String, u64, u64, f64)>,
+    imports: [ImportSummary; 2],
+}
+
+impl Summary {
+    fn new(
+        c: &ComputedMetrics,
+        table: &microseg_engine::ProfileTable,
+        profiles: ImportSummary,
+        events: ImportSummary,
+    ) -> Summary {
+        let m = &c.metrics;
+        let n = c.external_ids.len();
+        let mut rf_grid = [[0u64; 5]; 5];
+        let mut cells: BTreeMap<String, (u64, f64)> = BTreeMap::new();
+        for p in 0..n {
+            if let Some([r, f, mm]) = m.rfm[p] {
+                rf_grid[r as usize - 1][f as usize - 1] += 1;
+                let cell = cells.entry(format!("{r}{f}{mm}")).or_default();
+                cell.0 += 1;
+                cell.1 += m.revenue[p];
+            }
+        }
+        let mut rfm_cells: Vec<(String, u64, f64)> =
+            cells.into_iter().map(|(k, (n, r))| (k, n, r)).collect();
+        rfm_cells.sort_by(|a, b| b.2.total_cmp(&a.2));
+        rfm_cells.truncate(5);
+        let group_by = |trait_name: &str| {
+            let mut groups: BTreeMap<String, (u64, u64, f64)> = BTreeMap::new();
+            if let Some(column) = table.columns.get(trait_name) {
+                for p in 0..n {
+                    let key = match column.get(p as u32) {
+                        Some(Value::Str(s)) => s,
+                        _ => "(unknown)".to_string(),
+                    };
+                    let g = groups.entry(key).or_default();
+                    g.0 += 1;
+                    g.1 += (m.orders[p] > 0) as u64;
+                    g.2 += m.revenue[p];
+                }
+            }
+            let mut rows: Vec<(String, u64, u64, f64)> =
+                groups.into_iter().map(|(k, (a, b, c))| (k, a, b, c)).collect();
+            rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            rows
+        };
+        let mut cities = group_by("city");
+        cities.truncate(8);
+        Summary {
+            as_of: m.as_of.unwrap_or(DEMO_END),
+            customers: n as u64,
+            events: events.imported,
+            buyers: m.orders.iter().filter(|&&o| o > 0).count() as u64,
+            orders: m.orders.iter().map(|&o| o as u64).sum(),
+            revenue: m.revenue.iter().sum(),
+            visits: m.visits.iter().map(|&v| v as u64).sum(),
+            rf_grid,
+            rfm_cells,
+            cities,
+            disciplines: group_by("discipline"),
+            imports: [profiles, events],
+        }
+    }
+
+    fn print(&self, dir: &Path) {
+        for s in &self.imports {
+            print_summary(s);
+        }
+        println!();
+        println!("Bicycle shop as of {}", self.as_of);
+        println!(
+            "  {} customers, {} buyers ({}), {} orders, revenue {}, average order value {}",
+            thousands(self.customers),
+            thousands(self.buyers),
+            percent(self.buyers, self.customers),
+            thousands(self.orders),
+            money(self.revenue),
+            money(self.revenue / self.orders.max(1) as f64),
+        );
+        println!(
+            "  {} events, {} visits ({:.1} per customer)",
+            thousands(self.events),
+            thousands(self.visits),
+            self.visits as f64 / self.customers.max(1) as f64
+        );
+        println!("\nBuyers by recency (R, 5 = ordered most recently) and frequency (F) score");
+        let header = ["R \\ F", "1", "2", "3", "4", "5"];
+        let rows: Vec<Vec<String>> = (0..5)
+            .rev()
+            .map(|r| {
+                let mut row = vec![format!("R{}", r + 1)];
+                row.extend(self.rf_grid[r].iter().map(|&c| thousands(c)));
+                row
+            })
+            .collect();
+        print_table(&header, &rows);
+        println!("\nTop RFM cells by revenue");
+        let rows: Vec<Vec<String>> = self
+            .rfm_cells
+            .iter()
+            .map(|(cell, n, revenue)| vec![cell.clone(), thousands(*n), money(*revenue)])
+            .collect();
+        print_table(&["rfm", "buyers", "revenue"], &rows);
+        let group_rows = |groups: &[(String, u64, u64, f64)]| -> Vec<Vec<String>> {
+            groups
+                .iter()
+                .map(|(k, customers, buyers, revenue)| {
+                    vec![
+                        k.clone(),
+                        thousands(*customers),
+                        percent(*buyers, *customers),
+                        money(*revenue),
+                        money(revenue / (*customers).max(1) as f64),
+                    ]
+                })
+                .collect()
+        };
+        let header = ["", "customers", "buying", "revenue", "per customer"];
+        println!("\nTop cities");
+        print_table(&header, &group_rows(&self.cities));
+        println!("\nBy discipline");
+        print_table(&header, &group_rows(&self.disciplines));
+        let data = dir.display();
+        println!("\nNext: microseg --data {data} metrics --as-of 2026-11-01 --format csv --out metrics.csv");
+        println!("      microseg --data {data} profile show c0000001 --as-of 2026-11-01");
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let groups = |g: &[(String, u64, u64, f64)]| -> Vec<serde_json::Value> {
+            g.iter()
+                .map(|(k, customers, buyers, revenue)| {
+                    serde_json::json!({
+                        "value": k, "customers": customers, "buyers": buyers, "revenue": revenue,
+                    })
+                })
+                .collect()
+        };
+        serde_json::json!({
+            "as_of": self.as_of.to_string(),
+            "customers": self.customers,
+            "events": self.events,
+            "buyers": self.buyers,
+            "orders": self.orders,
+            "revenue": self.revenue,
+            "visits": self.visits,
+            "rf_grid": self.rf_grid,
+            "top_rfm_cells": self.rfm_cells.iter()
+                .map(|(c, n, r)| serde_json::json!({"rfm": c, "buyers": n, "revenue": r}))
+                .collect::<Vec<_>>(),
+            "cities": groups(&self.cities),
+            "disciplines": groups(&self.disciplines),
+            "imports": self.imports,
+        })
+    }
+}
