@@ -124,7 +124,9 @@ impl TimeFormat {
             TimeFormat::Auto => parse_timestamp(text),
             TimeFormat::CompactDate => parse_compact_date(text),
             TimeFormat::UnixSeconds => {
-                let secs: f64 = text.parse().map_err(|_| invalid(text, "seconds since 1970"))?;
+                let secs: f64 = text
+                    .parse()
+                    .map_err(|_| invalid(text, "seconds since 1970"))?;
                 if !secs.is_finite() {
                     return Err(invalid(text, "seconds since 1970"));
                 }
@@ -243,10 +245,9 @@ pub fn parse_timestamp(text: &str) -> Result<Timestamp, TimeError> {
         }
         _ => return Err(err()),
     };
-    let ms = date.0
-        + (hour as i64 * 3600 + minute as i64 * 60 + second as i64) * 1000
-        + millis as i64
-        - offset_minutes * 60_000;
+    let ms =
+        date.0 + (hour as i64 * 3600 + minute as i64 * 60 + second as i64) * 1000 + millis as i64
+            - offset_minutes * 60_000;
     Ok(Timestamp(ms))
 }
 
@@ -307,7 +308,15 @@ mod tests {
 
     #[test]
     fn round_trips_through_display() {
-        for ms in [0, 1, 999, 86_399_999, -1, 951_782_400_123, 4_102_444_800_000] {
+        for ms in [
+            0,
+            1,
+            999,
+            86_399_999,
+            -1,
+            951_782_400_123,
+            4_102_444_800_000,
+        ] {
             let t = Timestamp(ms);
             assert_eq!(parse_timestamp(&t.to_string()).unwrap(), t, "{t}");
         }
@@ -359,7 +368,9 @@ mod tests {
             parse_timestamp("2024-01-31T10:00:00Z").unwrap()
         );
         assert_eq!(
-            TimeFormat::from_spec("%d/%m/%Y").parse("31/01/2024").unwrap(),
+            TimeFormat::from_spec("%d/%m/%Y")
+                .parse("31/01/2024")
+                .unwrap(),
             parse_timestamp("2024-01-31").unwrap()
         );
         assert_eq!(

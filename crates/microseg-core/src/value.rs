@@ -208,6 +208,7 @@ pub struct TypeGuess {
     can_int: bool,
     can_float: bool,
     can_time: bool,
+    can_set: bool,
     seen: bool,
 }
 
@@ -218,6 +219,7 @@ impl Default for TypeGuess {
             can_int: true,
             can_float: true,
             can_time: true,
+            can_set: true,
             seen: false,
         }
     }
@@ -231,6 +233,7 @@ impl TypeGuess {
             return;
         }
         self.seen = true;
+        self.can_set = false;
         if self.can_bool && parse_bool(t).is_none() {
             self.can_bool = false;
         }
@@ -252,6 +255,7 @@ impl TypeGuess {
         self.can_int &= ty == TraitType::Integer;
         self.can_float &= matches!(ty, TraitType::Integer | TraitType::Float);
         self.can_time &= ty == TraitType::Timestamp;
+        self.can_set &= ty == TraitType::StringSet;
     }
 
     /// The inferred type.
@@ -264,6 +268,7 @@ impl TypeGuess {
                 can_float: true, ..
             } => TraitType::Float,
             TypeGuess { can_time: true, .. } => TraitType::Timestamp,
+            TypeGuess { can_set: true, .. } => TraitType::StringSet,
             _ => TraitType::String,
         }
     }
@@ -284,7 +289,10 @@ mod tests {
         assert_eq!(infer(&["true", "FALSE", ""]), TraitType::Bool);
         assert_eq!(infer(&["1", "-2", ""]), TraitType::Integer);
         assert_eq!(infer(&["1", "2.5"]), TraitType::Float);
-        assert_eq!(infer(&["2024-01-01", "2024-01-02T10:00:00Z"]), TraitType::Timestamp);
+        assert_eq!(
+            infer(&["2024-01-01", "2024-01-02T10:00:00Z"]),
+            TraitType::Timestamp
+        );
         assert_eq!(infer(&["1", "x"]), TraitType::String);
         assert_eq!(infer(&["NaN"]), TraitType::String);
         assert_eq!(infer(&["", " "]), TraitType::String);
@@ -296,6 +304,15 @@ mod tests {
         g.observe_type(TraitType::Integer);
         g.observe_type(TraitType::Float);
         assert_eq!(g.result(), TraitType::Float);
+    }
+
+    #[test]
+    fn typed_lists_infer_as_string_sets_unless_mixed_with_text() {
+        let mut g = TypeGuess::default();
+        g.observe_type(TraitType::StringSet);
+        assert_eq!(g.result(), TraitType::StringSet);
+        g.observe("road");
+        assert_eq!(g.result(), TraitType::String);
     }
 
     #[test]

@@ -407,7 +407,10 @@ impl EventTableBuilder {
         }
         for w in offsets.windows(2) {
             let slice = &mut order[w[0]..w[1]];
-            if slice.windows(2).any(|s| table.time[s[0] as usize] > table.time[s[1] as usize]) {
+            if slice
+                .windows(2)
+                .any(|s| table.time[s[0] as usize] > table.time[s[1] as usize])
+            {
                 slice.sort_by_key(|&r| table.time[r as usize]);
             }
         }
@@ -480,7 +483,10 @@ mod tests {
         );
         assert_eq!(tags.get(1), None);
         assert_eq!(tags.get(2), Some(Value::Set(vec![])));
-        assert_eq!(t.columns["city"].get(0), Some(Value::Str("Budapest".into())));
+        assert_eq!(
+            t.columns["city"].get(0),
+            Some(Value::Str("Budapest".into()))
+        );
         assert_eq!(t.columns["city"].get(2), None);
         assert_eq!(t.find("c"), Some(2));
     }

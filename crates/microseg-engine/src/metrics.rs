@@ -214,7 +214,9 @@ fn ntile5(i: usize, n: usize) -> u8 {
 }
 
 fn score_rfm(m: &mut Metrics, as_of: Timestamp) {
-    let buyers: Vec<u32> = (0..m.len() as u32).filter(|&p| m.orders[p as usize] > 0).collect();
+    let buyers: Vec<u32> = (0..m.len() as u32)
+        .filter(|&p| m.orders[p as usize] > 0)
+        .collect();
     let n = buyers.len();
     let mut scores = vec![[0u8; 3]; m.len()];
     let mut ranked = buyers.clone();
@@ -306,7 +308,11 @@ mod tests {
             b.push(p, t("2024-01-01"), "order_completed", Some(10.0));
         }
         let events = b.finish(10);
-        let m = compute(&events, parse_timestamp("2024-02-01").unwrap(), &MetricsConfig::default());
+        let m = compute(
+            &events,
+            parse_timestamp("2024-02-01").unwrap(),
+            &MetricsConfig::default(),
+        );
         let r: Vec<u8> = m.rfm.iter().map(|s| s.unwrap()[0]).collect();
         let f: Vec<u8> = m.rfm.iter().map(|s| s.unwrap()[1]).collect();
         assert_eq!(r, [5, 5, 4, 4, 3, 3, 2, 2, 1, 1]);

@@ -60,7 +60,9 @@ impl FileOptions {
     /// Options for `path` with the format guessed from its extension and `,` (or tab for
     /// `.tsv`) as delimiter.
     pub fn new(path: &Path) -> FileOptions {
-        let tsv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
+        let tsv = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
         FileOptions {
             path: path.to_path_buf(),
             format: Format::from_path(path),
@@ -343,9 +345,9 @@ impl EventReader {
             Cell::Time(ms) => *ms,
             Cell::Int(i) if s.time_format == TimeFormat::UnixMillis => *i,
             Cell::Int(i) if s.time_format == TimeFormat::UnixSeconds => i.saturating_mul(1000),
-            Cell::Text(t) if s.time_format == TimeFormat::UnixSeconds && is_digits(t) => {
-                t.parse::<i64>().map_or(i64::MAX, |x| x.saturating_mul(1000))
-            }
+            Cell::Text(t) if s.time_format == TimeFormat::UnixSeconds && is_digits(t) => t
+                .parse::<i64>()
+                .map_or(i64::MAX, |x| x.saturating_mul(1000)),
             other => {
                 let text = other.as_text().unwrap_or_default();
                 s.time_format
@@ -667,13 +669,15 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?4)",
             )?;
             let mut select = tx.prepare_cached("SELECT traits FROM profiles WHERE id = ?1")?;
-            let mut update = tx.prepare_cached(
-                "UPDATE profiles SET traits = ?2, updated_at = ?3 WHERE id = ?1",
-            )?;
+            let mut update = tx
+                .prepare_cached("UPDATE profiles SET traits = ?2, updated_at = ?3 WHERE id = ?1")?;
             let mut identity = tx.prepare_cached(
                 "INSERT OR IGNORE INTO identities(kind, value, profile_id) VALUES (?1, ?2, ?3)",
             )?;
             for (line, cells) in rows {
+                if let Ok(cells) = &cells {
+                    raws.insert(line, raw_of(cells));
+                }
                 let typed = cells.and_then(|cells| type_row(&cells, &columns, id_col, &schema));
                 let (external, traits) = match typed {
                     Ok(t) => t,
@@ -723,7 +727,9 @@ impl Store {
             }
         }
         let rejected = rejects.count;
-        store.record_import(import_id, "profiles", &file.path, created, total_rows, rejected)?;
+        store.record_import(
+            import_id, "profiles", &file.path, created, total_rows, rejected,
+        )?;
         tx.commit()?;
         progress.finish();
         Ok(summary(
@@ -738,7 +744,6 @@ impl Store {
         ))
     }
 }
-
 
 /// Inserts events many rows per statement: SQLite runs one statement per
 /// [`EventInserter::ROWS`] events instead of one per event.
@@ -896,6 +901,21 @@ fn type_row(
         traits.push((name.clone(), value));
     }
     Ok((external.into_owned(), traits))
+}
+
+/// A row's cells as comma-separated text, for the rejects file.
+fn raw_of(cells: &[Cell]) -> String {
+    let texts: Vec<String> = cells
+        .iter()
+        .map(|c| match c {
+            Cell::Null => String::new(),
+            Cell::List(items) => items.join(";"),
+            Cell::Time(ms) => microseg_core::Timestamp(*ms).to_string(),
+            Cell::Json(v) => v.to_string(),
+            other => other.as_text().map(|t| t.into_owned()).unwrap_or_default(),
+        })
+        .collect();
+    texts.join(",")
 }
 
 fn open_send(file: &FileOptions) -> Result<Box<dyn RowReader + Send>, StoreError> {

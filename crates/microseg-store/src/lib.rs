@@ -8,7 +8,9 @@ pub mod store;
 pub mod workspace;
 
 pub use error::StoreError;
-pub use import::{EventImport, EventName, FileOptions, ImportSummary, NoProgress, ProfileImport, Progress};
+pub use import::{
+    EventImport, EventName, FileOptions, ImportSummary, NoProgress, ProfileImport, Progress,
+};
 pub use reader::{Delimiter, Format};
 pub use store::{Store, StoredEvent, StoredProfile};
 pub use workspace::{Config, Workspace};

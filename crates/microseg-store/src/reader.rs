@@ -95,7 +95,11 @@ impl Format {
     /// Guesses the format from a file extension (`.csv`, `.tsv`, `.txt`, `.ndjson`,
     /// `.jsonl`, `.json`, `.parquet`); text by default.
     pub fn from_path(path: &Path) -> Format {
-        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase) {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+        {
             Some(e) if e == "ndjson" || e == "jsonl" || e == "json" => Format::Ndjson,
             Some(e) if e == "parquet" || e == "pq" => Format::Parquet,
             _ => Format::Csv,
@@ -166,7 +170,12 @@ impl CsvReader {
         let headers = inner.byte_headers().map_err(|e| csv_error(path, e))?;
         let columns = headers
             .iter()
-            .map(|h| String::from_utf8_lossy(h).trim().trim_start_matches('\u{feff}').to_string())
+            .map(|h| {
+                String::from_utf8_lossy(h)
+                    .trim()
+                    .trim_start_matches('\u{feff}')
+                    .to_string()
+            })
             .collect::<Vec<_>>();
         if columns.iter().all(String::is_empty) {
             return Err(StoreError::Unreadable {
@@ -210,10 +219,7 @@ impl RowReader for CsvReader {
         let n = self.columns.len();
         row.cells.resize(n, Cell::Null);
         if self.record.len() != n {
-            row.problem = Some(format!(
-                "expected {n} fields, found {}",
-                self.record.len()
-            ));
+            row.problem = Some(format!("expected {n} fields, found {}", self.record.len()));
             return Ok(true);
         }
         for (cell, field) in row.cells.iter_mut().zip(self.record.iter()) {
@@ -275,7 +281,10 @@ impl LineReader {
                     });
                 }
                 let header = String::from_utf8_lossy(&r.buf).to_string();
-                r.columns = header.split_ascii_whitespace().map(str::to_string).collect();
+                r.columns = header
+                    .split_ascii_whitespace()
+                    .map(str::to_string)
+                    .collect();
                 if !r.columns.is_empty() {
                     break;
                 }

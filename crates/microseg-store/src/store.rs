@@ -166,9 +166,9 @@ impl Store {
     /// Number of profiles and of events.
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
         let count = |table: &str| -> Result<u64, StoreError> {
-            let n: i64 = self
-                .conn
-                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
+            let n: i64 =
+                self.conn
+                    .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
             Ok(n as u64)
         };
         Ok((count("profiles")?, count("events")?))

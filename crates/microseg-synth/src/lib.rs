@@ -182,7 +182,10 @@ const MALE: &[&str] = &[
 const NEUTRAL: &[&str] = &["alex", "robin", "kim", "sam"];
 
 const INTERESTS: &[(&str, &[&str])] = &[
-    ("mountain", &["mountain_biking", "outdoor", "camping", "hiking"]),
+    (
+        "mountain",
+        &["mountain_biking", "outdoor", "camping", "hiking"],
+    ),
     ("road", &["road_cycling", "triathlon", "fitness", "racing"]),
     ("city", &["commuting", "sustainability", "urban"]),
 ];
@@ -252,12 +255,14 @@ fn customer(rng: &mut Rng, index: usize, end: Timestamp) -> Customer {
         ("f", _) => 0.4,
         _ => 0.6,
     });
-    let skill = *pick(rng, &["beginner", "amateur", "pro"], |s| match (*s, discipline) {
-        ("pro", "city") => 0.03,
-        ("pro", _) => 0.15,
-        ("beginner", "city") => 0.6,
-        ("beginner", _) => 0.4,
-        _ => 0.42,
+    let skill = *pick(rng, &["beginner", "amateur", "pro"], |s| {
+        match (*s, discipline) {
+            ("pro", "city") => 0.03,
+            ("pro", _) => 0.15,
+            ("beginner", "city") => 0.6,
+            ("beginner", _) => 0.4,
+            _ => 0.42,
+        }
     });
     let (mean_age, sd_age) = match skill {
         "pro" => (31.0, 7.0),
@@ -305,7 +310,12 @@ fn customer(rng: &mut Rng, index: usize, end: Timestamp) -> Customer {
     Customer {
         id: format!("c{:07}", index + 1),
         email: format!("{first_name}.{}@example.com", index + 1),
-        phone: format!("{} {:03} {:04}", country.phone, number / 10_000, number % 10_000),
+        phone: format!(
+            "{} {:03} {:04}",
+            country.phone,
+            number / 10_000,
+            number % 10_000
+        ),
         first_name,
         age,
         gender,
@@ -504,7 +514,9 @@ mod tests {
     fn events_are_ordered_and_before_the_end() {
         for (c, events) in shop(500, 1) {
             assert!(events.windows(2).all(|w| w[0].time <= w[1].time));
-            assert!(events.iter().all(|e| e.time < DEMO_END && e.time >= c.signup_at));
+            assert!(events
+                .iter()
+                .all(|e| e.time < DEMO_END && e.time >= c.signup_at));
             for e in events.iter().filter(|e| e.name == "order_completed") {
                 assert!(e.revenue.unwrap() > 0.0);
             }

@@ -140,8 +140,8 @@ fn write_shop(config: &ShopConfig, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let events_path = dir.join("events.csv");
     let mut profiles = csv::Writer::from_path(&profiles_path)
         .with_context(|| profiles_path.display().to_string())?;
-    let mut events = csv::Writer::from_path(&events_path)
-        .with_context(|| events_path.display().to_string())?;
+    let mut events =
+        csv::Writer::from_path(&events_path).with_context(|| events_path.display().to_string())?;
     profiles.write_record([
         "id",
         "email",
@@ -282,8 +282,10 @@ impl Summary {
                     g.2 += m.revenue[p];
                 }
             }
-            let mut rows: Vec<(String, u64, u64, f64)> =
-                groups.into_iter().map(|(k, (a, b, c))| (k, a, b, c)).collect();
+            let mut rows: Vec<(String, u64, u64, f64)> = groups
+                .into_iter()
+                .map(|(k, (a, b, c))| (k, a, b, c))
+                .collect();
             rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             rows
         };

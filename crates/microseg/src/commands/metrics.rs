@@ -114,7 +114,10 @@ pub fn run(ctx: &Context, args: MetricsArgs) -> Result<()> {
             let profiles: Vec<serde_json::Value> = ids
                 .map(|p| {
                     let mut o = serde_json::Map::new();
-                    o.insert("id".into(), computed.external_ids[p as usize].clone().into());
+                    o.insert(
+                        "id".into(),
+                        computed.external_ids[p as usize].clone().into(),
+                    );
                     for n in METRIC_NAMES {
                         o.insert(n.into(), json(&m.value(n, p)));
                     }

@@ -68,8 +68,8 @@ impl Context {
     /// Opens the workspace and its store.
     fn open(&self) -> Result<(Workspace, Store)> {
         let ws = Workspace::open(&self.data)?;
-        let store = Store::open(&ws)
-            .with_context(|| format!("opening {}", ws.store_path().display()))?;
+        let store =
+            Store::open(&ws).with_context(|| format!("opening {}", ws.store_path().display()))?;
         Ok((ws, store))
     }
 }

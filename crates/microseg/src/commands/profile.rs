@@ -85,7 +85,10 @@ pub fn run(ctx: &Context, cmd: ProfileCommand) -> Result<()> {
         println!("  (none)");
     }
     for e in &events {
-        let revenue = e.revenue.map(|r| format!("  revenue {r:.2}")).unwrap_or_default();
+        let revenue = e
+            .revenue
+            .map(|r| format!("  revenue {r:.2}"))
+            .unwrap_or_default();
         let props = if e.properties.is_empty() {
             String::new()
         } else {
