@@ -9,7 +9,7 @@
 //! Events are read and validated on one thread and written on another, so parsing and
 //! SQLite share the two cores.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -592,16 +592,13 @@ impl Store {
         let mut reader = reader::open(&file.path, file.format, file.delimiter)?;
         column_index(&*reader, &file.path, &settings.id_column)?;
         progress.start(reader.position().1);
-        let mut rows: Vec<(u64, Result<Vec<Cell>, String>)> = Vec::new();
-        let mut raws: HashMap<u64, String> = HashMap::new();
+        // Rows that cannot be read keep their reason and raw text for the rejects file.
+        let mut rows: Vec<(u64, Result<Vec<Cell>, (String, String)>)> = Vec::new();
         let mut row = Row::default();
         while reader.next_row(&mut row)? {
             match row.problem.take() {
-                Some(p) => {
-                    raws.insert(row.line, reader.raw());
-                    rows.push((row.line, Err(p)));
-                }
-                None => rows.push((row.line, Ok(row.cells.clone()))),
+                Some(p) => rows.push((row.line, Err((p, reader.raw())))),
+                None => rows.push((row.line, Ok(std::mem::take(&mut row.cells)))),
             }
             if rows.len() % 8192 == 0 {
                 progress.update(reader.position().0);
@@ -674,15 +671,17 @@ impl Store {
             let mut identity = tx.prepare_cached(
                 "INSERT OR IGNORE INTO identities(kind, value, profile_id) VALUES (?1, ?2, ?3)",
             )?;
+            let specs: Vec<Option<&TraitSpec>> = columns.iter().map(|c| schema.get(c)).collect();
+            let mut json = String::new();
             for (line, cells) in rows {
-                if let Ok(cells) = &cells {
-                    raws.insert(line, raw_of(cells));
-                }
-                let typed = cells.and_then(|cells| type_row(&cells, &columns, id_col, &schema));
+                let typed = match &cells {
+                    Ok(cells) => type_row(cells, &columns, id_col, &specs)
+                        .map_err(|reason| (reason, raw_of(cells))),
+                    Err(e) => Err(e.clone()),
+                };
                 let (external, traits) = match typed {
                     Ok(t) => t,
-                    Err(reason) => {
-                        let raw = raws.remove(&line).unwrap_or_default();
+                    Err((reason, raw)) => {
                         rejects.add(line, &reason, &raw)?;
                         continue;
                     }
@@ -692,7 +691,9 @@ impl Store {
                         let old: String = select.query_row([id], |r| r.get(0))?;
                         let mut merged: serde_json::Map<String, serde_json::Value> =
                             serde_json::from_str(&old).unwrap_or_default();
-                        merged.extend(traits.iter().map(|(k, v)| (k.clone(), v.to_json())));
+                        merged.extend(
+                            traits.iter().map(|(i, v)| (columns[*i].clone(), v.to_json())),
+                        );
                         update.execute(params![
                             id,
                             serde_json::Value::Object(merged).to_string(),
@@ -703,24 +704,26 @@ impl Store {
                     None => {
                         let id = next_id;
                         next_id += 1;
-                        let json: serde_json::Map<String, serde_json::Value> = traits
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.to_json()))
-                            .collect();
-                        insert.execute(params![
-                            id,
-                            external,
-                            serde_json::Value::Object(json).to_string(),
-                            created
-                        ])?;
+                        json.clear();
+                        json.push('{');
+                        for (n, (i, v)) in traits.iter().enumerate() {
+                            if n > 0 {
+                                json.push(',');
+                            }
+                            write_json_string(&mut json, &columns[*i]);
+                            json.push(':');
+                            write_value_json(&mut json, v);
+                        }
+                        json.push('}');
+                        insert.execute(params![id, external, json, created])?;
                         ids.insert(external.clone(), id);
                         new_profiles += 1;
                         id
                     }
                 };
-                for (kind, value) in &traits {
-                    if let ("email" | "phone", Value::Str(v)) = (kind.as_str(), value) {
-                        identity.execute(params![kind, v, id])?;
+                for (i, value) in &traits {
+                    if let ("email" | "phone", Value::Str(v)) = (columns[*i].as_str(), value) {
+                        identity.execute(params![columns[*i], v, id])?;
                     }
                 }
                 imported += 1;
@@ -854,13 +857,26 @@ impl StoreTx<'_> {
     }
 }
 
-/// Types one profile row: its external id and the traits it sets.
+/// Writes a trait value as JSON, as [`Value::to_json`] would.
+fn write_value_json(out: &mut String, value: &Value) {
+    match value {
+        Value::Str(s) => write_json_string(out, s),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Time(t) => write_json_string(out, &t.to_string()),
+        other => out.push_str(&other.to_json().to_string()),
+    }
+}
+
+/// Types one profile row: its external id and the traits it sets, by column index.
 fn type_row(
     cells: &[Cell],
     columns: &[String],
     id_col: usize,
-    schema: &Schema,
-) -> Result<(String, Vec<(String, Value)>), String> {
+    specs: &[Option<&TraitSpec>],
+) -> Result<(String, Vec<(usize, Value)>), String> {
     let external = cells
         .get(id_col)
         .and_then(id_text)
@@ -871,7 +887,7 @@ fn type_row(
             continue;
         }
         let name = &columns[i];
-        let Some(spec) = schema.get(name) else {
+        let Some(spec) = specs[i] else {
             continue;
         };
         let value = match (spec.ty, cell) {
@@ -898,7 +914,7 @@ fn type_row(
                 return Err(format!("column '{name}': expected {ty}, found {other:?}"));
             }
         };
-        traits.push((name.clone(), value));
+        traits.push((i, value));
     }
     Ok((external.into_owned(), traits))
 }

@@ -42,7 +42,6 @@ CREATE TABLE identities(
     profile_id INTEGER NOT NULL,
     PRIMARY KEY(kind, value)
 ) WITHOUT ROWID;
-CREATE INDEX identities_profile ON identities(profile_id);
 CREATE TABLE trait_types(
     name TEXT PRIMARY KEY,
     type TEXT NOT NULL,

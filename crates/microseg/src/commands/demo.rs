@@ -134,6 +134,34 @@ fn prepare(dir: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// Write the demo shop's files without importing them.
+///
+/// Writes DIR/profiles.csv and DIR/events.csv exactly as `microseg demo` generates them,
+/// for benchmarks and for trying imports by hand.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Where to write the files.
+    dir: PathBuf,
+    /// Number of customers.
+    #[arg(long, default_value_t = 50_000, value_name = "N")]
+    customers: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+pub fn run_generate(args: GenerateArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.dir).with_context(|| args.dir.display().to_string())?;
+    let config = ShopConfig {
+        customers: args.customers,
+        seed: args.seed,
+        end: DEMO_END,
+    };
+    let (profiles, events) = write_shop(&config, &args.dir)?;
+    println!("wrote {} and {}", profiles.display(), events.display());
+    Ok(())
+}
+
 /// Writes `profiles.csv` and `events.csv`.
 fn write_shop(config: &ShopConfig, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let profiles_path = dir.join("profiles.csv");

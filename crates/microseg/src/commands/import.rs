@@ -169,10 +169,14 @@ pub fn run(ctx: &Context, cmd: ImportCommand) -> Result<()> {
     }
 }
 
-/// The one-line summary of an import (and where the rejects went).
+/// The one-line summary of an import, naming the rejects file when rows were rejected.
 pub fn print_summary(s: &ImportSummary) {
+    let rejects = match &s.rejects_file {
+        Some(path) => format!(" (see {})", path.display()),
+        None => String::new(),
+    };
     println!(
-        "imported {} {} from {} ({} rows, {} rejected, {} new profiles) in {:.2} s, {} rows/s",
+        "imported {} {} from {}: {} rows, {} rejected{rejects}, {} new profiles, {:.2} s, {} rows/s",
         thousands(s.imported),
         s.kind,
         s.file.display(),
@@ -182,7 +186,4 @@ pub fn print_summary(s: &ImportSummary) {
         s.seconds,
         thousands(s.rows_per_second.round() as u64),
     );
-    if let Some(path) = &s.rejects_file {
-        println!("rejected rows, with line and reason: {}", path.display());
-    }
 }

@@ -45,6 +45,7 @@ enum Command {
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
     Demo(demo::DemoArgs),
+    Generate(demo::GenerateArgs),
 }
 
 /// Runs the command.
@@ -56,6 +57,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Metrics(args) => metrics::run(&ctx, args),
         Command::Profile(cmd) => profile::run(&ctx, cmd),
         Command::Demo(args) => demo::run(&ctx, args),
+        Command::Generate(args) => demo::run_generate(args),
     }
 }
 
