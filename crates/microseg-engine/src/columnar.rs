@@ -367,11 +367,7 @@ impl EventTableBuilder {
     /// Sets property `key` of event `row`.
     pub fn set_property(&mut self, row: usize, key: &str, value: PropertyValue<'_>) {
         let len = self.table.time.len();
-        let column = self
-            .table
-            .properties
-            .entry(key.to_string())
-            .or_insert_with(PropertyColumn::default);
+        let column = self.table.properties.entry(key.to_string()).or_default();
         if column.numbers.len() < len {
             column.numbers.resize(len, f64::NAN);
             column.texts.resize(len, NO_CODE);

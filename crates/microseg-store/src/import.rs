@@ -593,7 +593,7 @@ impl Store {
         column_index(&*reader, &file.path, &settings.id_column)?;
         progress.start(reader.position().1);
         // Rows that cannot be read keep their reason and raw text for the rejects file.
-        let mut rows: Vec<(u64, Result<Vec<Cell>, (String, String)>)> = Vec::new();
+        let mut rows: Vec<(u64, Result<Vec<Cell>, Unreadable>)> = Vec::new();
         let mut row = Row::default();
         while reader.next_row(&mut row)? {
             match row.problem.take() {
@@ -692,7 +692,9 @@ impl Store {
                         let mut merged: serde_json::Map<String, serde_json::Value> =
                             serde_json::from_str(&old).unwrap_or_default();
                         merged.extend(
-                            traits.iter().map(|(i, v)| (columns[*i].clone(), v.to_json())),
+                            traits
+                                .iter()
+                                .map(|(i, v)| (columns[*i].clone(), v.to_json())),
                         );
                         update.execute(params![
                             id,
@@ -918,6 +920,9 @@ fn type_row(
     }
     Ok((external.into_owned(), traits))
 }
+
+/// A row that could not be read: the reason and its raw text.
+type Unreadable = (String, String);
 
 /// A row's cells as comma-separated text, for the rejects file.
 fn raw_of(cells: &[Cell]) -> String {

@@ -581,9 +581,20 @@ fn demo_is_reproducible_and_summarised() {
         let y = std::fs::read(b.join("demo").join(file)).unwrap();
         assert!(x == y, "{file} differs between two runs with the same seed");
     }
-    let err = env.fails(&["demo", a.to_str().unwrap(), "--customers", "10"]);
+    // A demo workspace is replaced by the next demo; a workspace with other data is not.
+    env.ok(&["demo", a.to_str().unwrap(), "--customers", "10"]);
+    let own = env.write(
+        "own.csv",
+        b"id,city
+x,Budapest
+",
+    );
+    env.ok(&["import", "profiles", &own]);
+    let err = env.fails(&["demo", "--customers", "10"]);
     assert!(err.contains("--force"), "{err}");
-    env.ok(&["demo", a.to_str().unwrap(), "--customers", "10", "--force"]);
+    assert_eq!(env.count("profiles"), 1);
+    env.ok(&["demo", "--customers", "10", "--force"]);
+    assert_eq!(env.count("profiles"), 10);
     let metrics = env.ok(&[
         "--data",
         a.to_str().unwrap(),

@@ -35,7 +35,7 @@ pub struct DemoArgs {
     /// Random seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Replace the workspace's store if it already holds data.
+    /// Replace the workspace's store even if it holds data the demo did not write.
     #[arg(long)]
     force: bool,
     /// Print the summary as JSON.
@@ -111,7 +111,8 @@ fn prepare(dir: &Path, force: bool) -> Result<()> {
     if let Ok(ws) = Workspace::open(dir) {
         let (profiles, events) = Store::open(&ws)?.counts()?;
         if profiles + events > 0 {
-            if !force {
+            // A workspace the demo made itself is replaced; anything else needs --force.
+            if !force && !dir.join("demo").is_dir() {
                 bail!(
                     "{} already holds {profiles} profiles and {events} events; \
                      use another directory or --force to replace it",
