@@ -319,6 +319,54 @@ impl EventTable {
         self.offsets.len().saturating_sub(1)
     }
 
+    /// Start of each profile's rows; one more entry than profiles.
+    pub fn offsets(&self) -> &[usize] {
+        &self.offsets
+    }
+
+    /// Reassembles a table from its columns (as written by a snapshot), checking that they
+    /// fit together: offsets start at 0, never decrease and end at the number of events;
+    /// times are sorted within each profile; every name id has a name.
+    pub fn from_parts(
+        offsets: Vec<usize>,
+        time: Vec<i64>,
+        name: Vec<u32>,
+        names: Vec<String>,
+        revenue: Vec<f64>,
+    ) -> Result<EventTable, String> {
+        let n = time.len();
+        if name.len() != n || revenue.len() != n {
+            return Err("columns differ in length".into());
+        }
+        if offsets.first() != Some(&0) || offsets.last() != Some(&n) {
+            return Err("offsets do not span the events".into());
+        }
+        if offsets.windows(2).any(|w| w[0] > w[1]) {
+            return Err("offsets decrease".into());
+        }
+        if offsets
+            .windows(2)
+            .any(|w| time[w[0]..w[1]].windows(2).any(|t| t[0] > t[1]))
+        {
+            return Err("events are not sorted by time".into());
+        }
+        let mut dict = Dictionary::default();
+        for s in &names {
+            dict.intern(s);
+        }
+        if dict.len() != names.len() || name.iter().any(|&c| c as usize >= names.len()) {
+            return Err("bad event name ids".into());
+        }
+        Ok(EventTable {
+            offsets,
+            time,
+            name,
+            names: dict,
+            revenue,
+            properties: BTreeMap::new(),
+        })
+    }
+
     /// The rows of profile `id`'s events, in time order (empty for an unknown id).
     pub fn events_of(&self, id: ProfileId) -> Range<usize> {
         let i = id as usize;

@@ -563,6 +563,7 @@ impl Store {
             .map_err(|_| StoreError::Invalid("the reading thread panicked".into()))?;
         let rejected = rejects.count;
         store.record_import(import_id, "events", &file.path, created, rows, rejected)?;
+        store.bump_events_version()?;
         tx.commit()?;
         progress.finish();
         Ok(summary(
@@ -831,6 +832,16 @@ impl StoreTx<'_> {
         let mut stmt = self.0.prepare("SELECT id, external_id FROM profiles")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, u32>(0)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks the events as changed (keys the columnar cache); every transaction that writes
+    /// events calls it.
+    fn bump_events_version(&self) -> Result<(), StoreError> {
+        self.0.execute(
+            "UPDATE meta SET value = value + 1 WHERE key = 'events_version'",
+            [],
+        )?;
+        Ok(())
     }
 
     fn record_import(

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod import;
 pub mod reader;
+pub mod snapshot;
 pub mod store;
 pub mod workspace;
 

@@ -15,6 +15,8 @@
 //!                                         -- time in UTC ms, properties a JSON object
 //! events_named                            -- view: events with their name
 //! imports(id, kind, file, started_at, finished_at, rows, rejected)
+//! meta(key, value)                        -- events_version: bumped by every transaction
+//!                                         -- that writes events (keys the columnar cache)
 //! ```
 
 use std::collections::HashMap;
@@ -24,6 +26,7 @@ use microseg_engine::{EventTable, EventTableBuilder, ProfileTable};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::StoreError;
+use crate::snapshot::{self, SnapshotKey};
 use crate::workspace::Workspace;
 
 const SCHEMA_VERSION: i64 = 1;
@@ -62,6 +65,11 @@ CREATE TABLE events(
 CREATE VIEW events_named AS
     SELECT e.id, e.profile_id, e.time, n.name, e.revenue, e.properties
     FROM events e JOIN event_names n ON n.id = e.name_id;
+CREATE TABLE meta(
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT INTO meta(key, value) VALUES ('events_version', 0);
 CREATE TABLE imports(
     id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -77,6 +85,7 @@ CREATE TABLE imports(
 pub struct Store {
     pub(crate) conn: Connection,
     pub(crate) declared: Schema,
+    cache: std::path::PathBuf,
 }
 
 /// One event as stored.
@@ -128,6 +137,7 @@ impl Store {
         Ok(Store {
             conn,
             declared: workspace.config.declared_schema(),
+            cache: workspace.dir.join("cache").join("events.bin"),
         })
     }
 
@@ -231,8 +241,39 @@ impl Store {
         Ok(table)
     }
 
-    /// Every event, by column, sorted by profile and time. Properties are not loaded.
+    /// The store state the columnar event cache is keyed by.
+    fn snapshot_key(&self, profiles: usize) -> Result<SnapshotKey, StoreError> {
+        let events_version: i64 = self.conn.query_row(
+            "SELECT value FROM meta WHERE key = 'events_version'",
+            [],
+            |r| r.get(0),
+        )?;
+        let max_event_id: i64 =
+            self.conn
+                .query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
+        Ok(SnapshotKey {
+            events_version: events_version as u64,
+            max_event_id: max_event_id as u64,
+            profiles: profiles as u64,
+        })
+    }
+
+    /// Every event, by column, sorted by profile and time, for `profiles` profiles.
+    /// Properties are not loaded. Served from the snapshot in `cache/` when it matches the
+    /// store, otherwise read from SQLite and the snapshot rewritten.
     pub fn load_events(&self, profiles: usize) -> Result<EventTable, StoreError> {
+        let key = self.snapshot_key(profiles)?;
+        if let Some(table) = snapshot::read(&self.cache, key) {
+            return Ok(table);
+        }
+        let table = self.read_events(profiles)?;
+        // The cache is an optimisation: failing to write it must not fail the command.
+        let _ = snapshot::write(&self.cache, key, &table);
+        Ok(table)
+    }
+
+    /// Every event read from SQLite, by column, sorted by profile and time.
+    pub fn read_events(&self, profiles: usize) -> Result<EventTable, StoreError> {
         let total: i64 = self
             .conn
             .query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;

@@ -618,3 +618,128 @@ fn help_reads_like_a_real_tool() {
     assert!(import.contains("--time-format"), "{import}");
     assert!(import.contains("CDNOW"), "{import}");
 }
+
+/// The columnar cache is reused, rebuilt after an import, and ignored when damaged: the
+/// output never changes because of it.
+#[test]
+fn metrics_cache_never_changes_answers() {
+    let env = Env::new();
+    let first = env.write("a.csv", b"user_id,time,event,revenue\nu1,2024-01-01,order_completed,5\nu2,2024-01-02,page_viewed,\n");
+    let import = |file: &str| {
+        env.ok(&[
+            "import",
+            "events",
+            file,
+            "--profile",
+            "user_id",
+            "--time",
+            "time",
+            "--revenue",
+            "revenue",
+        ])
+    };
+    import(&first);
+    let metrics = || env.ok(&["metrics", "--as-of", "2024-02-01", "--format", "csv"]);
+    let before = metrics();
+    let cache = env.data().join("cache/events.bin");
+    assert!(cache.is_file(), "the first load writes the cache");
+    assert_eq!(metrics(), before, "served from the cache");
+    let second = env.write(
+        "b.csv",
+        b"user_id,time,event,revenue\nu2,2024-01-03,order_completed,7\n",
+    );
+    import(&second);
+    let after = metrics();
+    assert!(
+        after.contains("u2,2,1,7,7,"),
+        "the new order is counted: {after}"
+    );
+    let mut bytes = std::fs::read(&cache).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&cache, &bytes).unwrap();
+    assert_eq!(metrics(), after, "a damaged cache is ignored");
+}
+
+/// Sessions, orders, revenue and first/last seen of every profile of a generated shop,
+/// against the metric definitions written as SQL window functions, run by SQLite over the
+/// store's rows (independent of microseg's metrics code).
+#[test]
+fn demo_shop_metrics_match_independent_sql() {
+    let env = Env::new();
+    let dir = env.dir.path().join("shop");
+    env.ok(&[
+        "demo",
+        dir.to_str().unwrap(),
+        "--customers",
+        "1500",
+        "--seed",
+        "11",
+    ]);
+    let out = env.ok(&[
+        "--data",
+        dir.to_str().unwrap(),
+        "metrics",
+        "--as-of",
+        "2026-06-01",
+        "--format",
+        "csv",
+    ]);
+    let as_of = 1_780_272_000_000_i64; // 2026-06-01T00:00:00Z
+    let store = Connection::open(dir.join("store.sqlite")).unwrap();
+    let mut stmt = store
+        .prepare(
+            "WITH e AS (
+               SELECT profile_id, id, time, name, revenue,
+                      CASE WHEN lag(time) OVER w IS NULL OR time - lag(time) OVER w > 1800000
+                                OR name = 'session_started' THEN 1 ELSE 0 END AS new_session
+               FROM events_named WHERE time <= ?1
+               WINDOW w AS (PARTITION BY profile_id ORDER BY time, id))
+             SELECT p.external_id, coalesce(sum(new_session), 0),
+                    count(e.id) FILTER (WHERE name = 'order_completed'),
+                    coalesce(sum(revenue) FILTER (WHERE name = 'order_completed'), 0),
+                    min(e.time), max(e.time)
+             FROM profiles p LEFT JOIN e ON e.profile_id = p.id
+             GROUP BY p.id ORDER BY p.id",
+        )
+        .unwrap();
+    let expected: Vec<(String, i64, i64, f64, Option<i64>, Option<i64>)> = stmt
+        .query_map([as_of], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut reader = csv::Reader::from_reader(out.as_bytes());
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1500);
+    let time = |ms: Option<i64>| {
+        ms.map(|ms| {
+            let t = microseg_core::Timestamp(ms);
+            t.to_string()
+        })
+        .unwrap_or_default()
+    };
+    let mut sessions = 0;
+    for (row, e) in rows.iter().zip(&expected) {
+        assert_eq!(row[0], e.0);
+        assert_eq!(row[1].parse::<i64>().unwrap(), e.1, "visits of {}", e.0);
+        assert_eq!(row[2].parse::<i64>().unwrap(), e.2, "orders of {}", e.0);
+        assert!(
+            (row[3].parse::<f64>().unwrap() - e.3).abs() < 1e-6,
+            "revenue of {}",
+            e.0
+        );
+        assert_eq!(row[5], time(e.4), "first_seen of {}", e.0);
+        assert_eq!(row[6], time(e.5), "last_seen of {}", e.0);
+        sessions += e.1;
+    }
+    assert!(sessions > 3000, "the shop has real sessions: {sessions}");
+}
