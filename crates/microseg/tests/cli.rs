@@ -703,7 +703,9 @@ fn demo_shop_metrics_match_independent_sql() {
              GROUP BY p.id ORDER BY p.id",
         )
         .unwrap();
-    let expected: Vec<(String, i64, i64, f64, Option<i64>, Option<i64>)> = stmt
+    // (external id, visits, orders, revenue, first seen, last seen)
+    type Expected = (String, i64, i64, f64, Option<i64>, Option<i64>);
+    let expected: Vec<Expected> = stmt
         .query_map([as_of], |r| {
             Ok((
                 r.get(0)?,
