@@ -164,6 +164,10 @@ impl CsvReader {
         let mut inner = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .flexible(true)
+            // Records end at '\n' only, so reported line numbers are exact for CRLF files
+            // too (csv's CRLF handling reports a record's start before its line feed);
+            // the '\r' left on the last field is removed in `next_row`.
+            .terminator(csv::Terminator::Any(b'\n'))
             .has_headers(true)
             .buffer_capacity(1 << 20)
             .from_reader(file);
@@ -222,7 +226,11 @@ impl RowReader for CsvReader {
             row.problem = Some(format!("expected {n} fields, found {}", self.record.len()));
             return Ok(true);
         }
-        for (cell, field) in row.cells.iter_mut().zip(self.record.iter()) {
+        for (i, (cell, field)) in row.cells.iter_mut().zip(self.record.iter()).enumerate() {
+            let field = match field {
+                [rest @ .., b'\r'] if i + 1 == n => rest,
+                other => other,
+            };
             match std::str::from_utf8(field) {
                 Ok(text) => cell.set_text(text),
                 Err(_) => {
@@ -240,7 +248,8 @@ impl RowReader for CsvReader {
 
     fn raw(&self) -> String {
         let fields: Vec<_> = self.record.iter().map(String::from_utf8_lossy).collect();
-        fields.join(&(self.delimiter as char).to_string())
+        let raw = fields.join(&(self.delimiter as char).to_string());
+        raw.strip_suffix('\r').map(str::to_string).unwrap_or(raw)
     }
 }
 
@@ -536,4 +545,100 @@ pub fn read_to_string(path: &Path) -> Result<String, StoreError> {
             source,
         })?;
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(name: &str, content: &[u8], delimiter: Delimiter) -> (Vec<String>, Vec<Row>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let mut reader = open(&path, Format::from_path(&path), delimiter).unwrap();
+        let mut out = Vec::new();
+        let mut row = Row::default();
+        while reader.next_row(&mut row).unwrap() {
+            out.push(row.clone());
+        }
+        (reader.columns().to_vec(), out)
+    }
+
+    fn text(s: &str) -> Cell {
+        Cell::Text(s.into())
+    }
+
+    #[test]
+    fn csv_quotes_bom_crlf_and_empty_cells() {
+        let (columns, rows) = rows(
+            "a.csv",
+            b"\xef\xbb\xbfid,name,city\r\n1,\"Kov\xc3\xa1cs, Anna\",\r\n2,\"say \"\"hi\"\"\",Graz\r\n",
+            Delimiter::Byte(b','),
+        );
+        assert_eq!(columns, ["id", "name", "city"]);
+        assert_eq!(rows[0].cells, [text("1"), text("Kovács, Anna"), Cell::Null]);
+        assert_eq!(rows[1].cells[1], text("say \"hi\""));
+        assert_eq!((rows[0].line, rows[1].line), (2, 3));
+        assert!(rows.iter().all(|r| r.problem.is_none()));
+    }
+
+    #[test]
+    fn whitespace_runs_crlf_blank_lines_and_field_counts() {
+        let (columns, rows) = rows(
+            "c.txt",
+            b" id  date   n\r\n 00001 19970101  1\r\n\r\n 00002\t19970112 5 extra\r\n",
+            Delimiter::Whitespace,
+        );
+        assert_eq!(columns, ["id", "date", "n"]);
+        assert_eq!(rows.len(), 2, "blank lines are skipped");
+        assert_eq!(rows[0].cells, [text("00001"), text("19970101"), text("1")]);
+        assert_eq!(rows[1].line, 4);
+        assert_eq!(
+            rows[1].problem.as_deref(),
+            Some("expected 3 fields, found 4")
+        );
+    }
+
+    #[test]
+    fn ndjson_learns_columns_as_keys_appear() {
+        let (columns, rows) = rows(
+            "e.ndjson",
+            b"{\"a\": 1}\n{\"b\": \"x\", \"a\": null}\n[1]\n{\"c\": [\"p\", \"q\"], \"d\": 2.5}\n",
+            Delimiter::Byte(b','),
+        );
+        assert_eq!(columns, ["a", "b", "c", "d"]);
+        assert_eq!(rows[0].cells[0], Cell::Int(1));
+        assert_eq!(rows[1].cells[..2], [Cell::Null, text("x")]);
+        assert_eq!(rows[2].problem.as_deref(), Some("not a JSON object"));
+        assert_eq!(rows[3].cells[2], Cell::List(vec!["p".into(), "q".into()]));
+        assert_eq!(rows[3].cells[3], Cell::Float(2.5));
+    }
+
+    #[test]
+    fn formats_and_delimiters_from_names() {
+        assert_eq!(Format::from_path(Path::new("x.JSONL")), Format::Ndjson);
+        assert_eq!(Format::from_path(Path::new("x.parquet")), Format::Parquet);
+        assert_eq!(Format::from_path(Path::new("x.tsv")), Format::Csv);
+        assert_eq!(Delimiter::from_spec("\\t"), Some(Delimiter::Byte(b'\t')));
+        assert_eq!(
+            Delimiter::from_spec("whitespace"),
+            Some(Delimiter::Whitespace)
+        );
+        assert_eq!(Delimiter::from_spec(";;"), None);
+    }
+
+    #[test]
+    fn empty_files_cannot_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.csv");
+        std::fs::write(&path, b"").unwrap();
+        let err = open(&path, Format::Csv, Delimiter::Byte(b','))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("no header row"), "{err}");
+        let err = open(&path, Format::Csv, Delimiter::Whitespace)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("no header row"), "{err}");
+    }
 }

@@ -90,10 +90,14 @@ pub struct ProfilesArgs {
 
 /// Import events: one row per event; columns not mapped become event properties.
 ///
-/// Example (the CDNOW purchase history):
-///   microseg import events CDNOW_master.txt --delimiter whitespace --profile customer_id
-///     --time date --time-format %Y%m%d --event order_completed --revenue dollar_value
+/// Unknown profile ids create profiles.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example (the CDNOW purchase history, whitespace separated):
+  microseg import events CDNOW_master.txt --delimiter whitespace \\
+    --profile customer_id --time date --time-format %Y%m%d \\
+    --event order_completed --revenue dollar_value"
+)]
 pub struct EventsArgs {
     #[command(flatten)]
     file: FileArgs,

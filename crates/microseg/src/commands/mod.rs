@@ -27,6 +27,7 @@ pub struct Cli {
         long,
         global = true,
         env = "MICROSEG_DATA",
+        hide_env_values = true,
         default_value = "./microseg-data",
         value_name = "DIR"
     )]
