@@ -183,13 +183,6 @@ impl Store {
         Ok((count("profiles")?, count("events")?))
     }
 
-    /// External id to dense id, for every profile.
-    pub fn profile_ids(&self) -> Result<HashMap<String, ProfileId>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT id, external_id FROM profiles")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, u32>(0)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// External id of every profile, indexed by dense id.
     pub fn external_ids(&self) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
@@ -273,7 +266,7 @@ impl Store {
     }
 
     /// Every event read from SQLite, by column, sorted by profile and time.
-    pub fn read_events(&self, profiles: usize) -> Result<EventTable, StoreError> {
+    fn read_events(&self, profiles: usize) -> Result<EventTable, StoreError> {
         let total: i64 = self
             .conn
             .query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;

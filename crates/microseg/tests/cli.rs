@@ -745,3 +745,25 @@ fn demo_shop_metrics_match_independent_sql() {
     }
     assert!(sessions > 3000, "the shop has real sessions: {sessions}");
 }
+
+#[test]
+fn config_declares_trait_types_and_bad_configs_are_named() {
+    let env = Env::new();
+    let config = env.data().join("microseg.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[traits.tags]\ntype = \"string_set\"\nseparators = \"/\"\n\n[traits.zip]\ntype = \"string\"\n");
+    std::fs::write(&config, &text).unwrap();
+    let file = env.write("p.csv", b"id,tags,zip\na,road/coffee/road,01234\nb,,99\n");
+    env.ok(&["import", "profiles", &file]);
+    let a = env.json(&["profile", "show", "a", "--as-of", "2024-01-01", "--json"]);
+    assert_eq!(a["traits"]["tags"], serde_json::json!(["coffee", "road"]));
+    assert_eq!(
+        a["traits"]["zip"], "01234",
+        "declared string, not an integer"
+    );
+
+    std::fs::write(&config, "[metrics]\norder_event = 3\n").unwrap();
+    let err = env.fails(&["metrics"]);
+    assert!(err.contains("microseg.toml"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
