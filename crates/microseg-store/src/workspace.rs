@@ -123,9 +123,17 @@ impl Workspace {
             return Err(StoreError::NotAWorkspace(dir.to_path_buf()));
         }
         let text = crate::reader::read_to_string(&config_path)?;
-        let config: Config = toml::from_str(&text).map_err(|e| StoreError::Config {
-            path: config_path.clone(),
-            reason: e.to_string().trim().replace('\n', " "),
+        let config: Config = toml::from_str(&text).map_err(|e| {
+            let place = e.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            StoreError::Config {
+                path: config_path.clone(),
+                reason: format!("{}{}", place.unwrap_or_default(), e.message()),
+            }
         })?;
         for (name, spec) in &config.traits {
             if spec.separators.is_some() && spec.ty != TraitType::StringSet {

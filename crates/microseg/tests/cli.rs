@@ -764,6 +764,11 @@ fn config_declares_trait_types_and_bad_configs_are_named() {
 
     std::fs::write(&config, "[metrics]\norder_event = 3\n").unwrap();
     let err = env.fails(&["metrics"]);
-    assert!(err.contains("microseg.toml"), "{err}");
+    assert!(
+        err.contains(
+            "microseg.toml: line 2, column 15: invalid type: integer `3`, expected a string"
+        ),
+        "{err}"
+    );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
