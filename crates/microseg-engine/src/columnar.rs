@@ -412,6 +412,24 @@ impl EventTableBuilder {
         t.time.len() - 1
     }
 
+    /// Registers event names so that name `i` of `names` gets code `i`, for
+    /// [`EventTableBuilder::push_code`]. Call before any push.
+    pub fn define_names(&mut self, names: &[String]) {
+        for name in names {
+            self.table.names.intern(name);
+        }
+    }
+
+    /// Adds one event whose name is already a code (see
+    /// [`EventTableBuilder::define_names`]).
+    pub fn push_code(&mut self, profile: ProfileId, time: i64, name: u32, revenue: Option<f64>) {
+        let t = &mut self.table;
+        self.profile.push(profile);
+        t.time.push(time);
+        t.name.push(name);
+        t.revenue.push(revenue.unwrap_or(f64::NAN));
+    }
+
     /// Sets property `key` of event `row`.
     pub fn set_property(&mut self, row: usize, key: &str, value: PropertyValue<'_>) {
         let len = self.table.time.len();

@@ -582,6 +582,10 @@ impl Store {
     /// the store (earlier imports), then `settings.types`, then the config, then
     /// inference over the file. Re-importing a profile updates the traits in the file and
     /// keeps the others; empty cells change nothing.
+    ///
+    /// The file is streamed twice at most: once to infer the types it needs (skipped when
+    /// every column has a type), once to import, with reading and typing on one thread and
+    /// SQLite on the other. Memory does not grow with the file.
     pub fn import_profiles(
         &mut self,
         workspace: &Workspace,
@@ -590,71 +594,57 @@ impl Store {
     ) -> Result<ImportSummary, StoreError> {
         let started = Instant::now();
         let file = &settings.file;
-        let mut reader = reader::open(&file.path, file.format, file.delimiter)?;
+        let reader = open_send(file)?;
         column_index(&*reader, &file.path, &settings.id_column)?;
-        progress.start(reader.position().1);
-        // Rows that cannot be read keep their reason and raw text for the rejects file.
-        let mut rows: Vec<(u64, Result<Vec<Cell>, Unreadable>)> = Vec::new();
-        let mut row = Row::default();
-        while reader.next_row(&mut row)? {
-            match row.problem.take() {
-                Some(p) => rows.push((row.line, Err((p, reader.raw())))),
-                None => rows.push((row.line, Ok(std::mem::take(&mut row.cells)))),
-            }
-            if rows.len() % 8192 == 0 {
-                progress.update(reader.position().0);
-            }
-        }
-        let columns = reader.columns().to_vec();
-        let id_col = columns
-            .iter()
-            .position(|c| c == &settings.id_column)
-            .ok_or_else(|| StoreError::MissingColumn {
-                path: file.path.clone(),
-                column: settings.id_column.clone(),
-                available: columns.join(", "),
-            })?;
         // Types: stored, then declared for this import, then config, then inferred.
         let stored = self.stored_schema()?;
-        let mut schema: Schema = Schema::new();
-        for (i, name) in columns.iter().enumerate() {
-            if i == id_col {
-                continue;
-            }
-            let spec = stored
+        let known = |name: &str| {
+            stored
                 .get(name)
                 .or_else(|| settings.types.get(name))
                 .or_else(|| self.declared.get(name))
                 .cloned()
-                .unwrap_or_else(|| {
-                    let mut guess = TypeGuess::default();
-                    for (_, cells) in &rows {
-                        match cells.as_ref().ok().and_then(|c| c.get(i)) {
-                            Some(Cell::Text(t)) => guess.observe(t),
-                            Some(Cell::Bool(_)) => guess.observe_type(TraitType::Bool),
-                            Some(Cell::Int(_)) => guess.observe_type(TraitType::Integer),
-                            Some(Cell::Float(_)) => guess.observe_type(TraitType::Float),
-                            Some(Cell::Time(_)) => guess.observe_type(TraitType::Timestamp),
-                            Some(Cell::List(_)) => guess.observe_type(TraitType::StringSet),
-                            Some(Cell::Json(_)) => guess.observe_type(TraitType::String),
-                            Some(Cell::Null) | None => {}
-                        }
-                    }
-                    TraitSpec::new(guess.result())
-                });
-            schema.insert(name.clone(), spec);
-        }
+        };
+        let needs_scan = reader.columns().is_empty()
+            || reader
+                .columns()
+                .iter()
+                .any(|c| c != &settings.id_column && known(c).is_none());
+        let mut schema = Schema::new();
+        let reader = if needs_scan {
+            let guesses = infer_types(reader, progress)?;
+            for (name, guess) in guesses {
+                let spec = known(&name).unwrap_or_else(|| TraitSpec::new(guess.result()));
+                schema.insert(name, spec);
+            }
+            open_send(file)?
+        } else {
+            for name in reader.columns() {
+                if let Some(spec) = known(name) {
+                    schema.insert(name.clone(), spec);
+                }
+            }
+            reader
+        };
+        schema.remove(&settings.id_column);
+        progress.start(reader.position().1);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let store = StoreTx(&tx);
         let import_id = store.next_import_id()?;
         let mut rejects = Rejects::new(workspace, import_id)?;
-        let mut ids = store.profile_ids()?;
-        let mut next_id = store.next_profile_id()?;
+        let profile_reader = ProfileReader {
+            reader,
+            id_column: settings.id_column.clone(),
+            schema: schema.clone(),
+            ids: store.profile_ids()?,
+            next_id: store.next_profile_id()?,
+        };
+        let (send, receive) = mpsc::sync_channel(4);
+        let reading = std::thread::spawn(move || profile_reader.run(send));
         let created = now_ms();
-        let (mut imported, mut new_profiles) = (0u64, 0u64);
-        let total_rows = rows.len() as u64;
+        let (mut rows, mut imported, mut new_profiles) = (0u64, 0u64, 0u64);
         {
             let mut insert_type = tx.prepare_cached(
                 "INSERT OR IGNORE INTO trait_types(name, type, separators) VALUES (?1, ?2, ?3)",
@@ -672,82 +662,210 @@ impl Store {
             let mut identity = tx.prepare_cached(
                 "INSERT OR IGNORE INTO identities(kind, value, profile_id) VALUES (?1, ?2, ?3)",
             )?;
-            let specs: Vec<Option<&TraitSpec>> = columns.iter().map(|c| schema.get(c)).collect();
-            let mut json = String::new();
-            for (line, cells) in rows {
-                let typed = match &cells {
-                    Ok(cells) => type_row(cells, &columns, id_col, &specs)
-                        .map_err(|reason| (reason, raw_of(cells))),
-                    Err(e) => Err(e.clone()),
-                };
-                let (external, traits) = match typed {
-                    Ok(t) => t,
-                    Err((reason, raw)) => {
-                        rejects.add(line, &reason, &raw)?;
-                        continue;
-                    }
-                };
-                let id = match ids.get(&external) {
-                    Some(&id) => {
-                        let old: String = select.query_row([id], |r| r.get(0))?;
-                        let mut merged: serde_json::Map<String, serde_json::Value> =
-                            serde_json::from_str(&old).unwrap_or_default();
-                        merged.extend(
-                            traits
-                                .iter()
-                                .map(|(i, v)| (columns[*i].clone(), v.to_json())),
-                        );
-                        update.execute(params![
-                            id,
-                            serde_json::Value::Object(merged).to_string(),
-                            created
-                        ])?;
-                        id
-                    }
-                    None => {
-                        let id = next_id;
-                        next_id += 1;
-                        json.clear();
-                        json.push('{');
-                        for (n, (i, v)) in traits.iter().enumerate() {
-                            if n > 0 {
-                                json.push(',');
-                            }
-                            write_json_string(&mut json, &columns[*i]);
-                            json.push(':');
-                            write_value_json(&mut json, v);
+            for batch in receive {
+                let batch = batch?;
+                rows += batch.rows;
+                for p in &batch.profiles {
+                    let traits = &batch.json[p.traits.0..p.traits.1];
+                    match &p.new_external_id {
+                        Some(external) => {
+                            insert.execute(params![p.id, external, traits, created])?;
+                            new_profiles += 1;
                         }
-                        json.push('}');
-                        insert.execute(params![id, external, json, created])?;
-                        ids.insert(external.clone(), id);
-                        new_profiles += 1;
-                        id
+                        None => {
+                            let old: String = select.query_row([p.id], |r| r.get(0))?;
+                            let mut merged: serde_json::Map<String, serde_json::Value> =
+                                serde_json::from_str(&old).unwrap_or_default();
+                            let new: serde_json::Map<String, serde_json::Value> =
+                                serde_json::from_str(traits).unwrap_or_default();
+                            merged.extend(new);
+                            let merged = serde_json::Value::Object(merged).to_string();
+                            update.execute(params![p.id, merged, created])?;
+                        }
                     }
-                };
-                for (i, value) in &traits {
-                    if let ("email" | "phone", Value::Str(v)) = (columns[*i].as_str(), value) {
-                        identity.execute(params![columns[*i], v, id])?;
+                    for (kind, value) in &p.identities {
+                        identity.execute(params![kind, value, p.id])?;
                     }
                 }
-                imported += 1;
+                imported += batch.profiles.len() as u64;
+                for (line, reason, raw) in &batch.rejects {
+                    rejects.add(*line, reason, raw)?;
+                }
+                progress.update(batch.position);
             }
         }
+        reading
+            .join()
+            .map_err(|_| StoreError::Invalid("the reading thread panicked".into()))?;
         let rejected = rejects.count;
-        store.record_import(
-            import_id, "profiles", &file.path, created, total_rows, rejected,
-        )?;
+        store.record_import(import_id, "profiles", &file.path, created, rows, rejected)?;
         tx.commit()?;
         progress.finish();
         Ok(summary(
             "profiles",
             file,
-            total_rows,
+            rows,
             imported,
             rejected,
             new_profiles,
             started,
             rejects.finish()?,
         ))
+    }
+}
+
+/// Streams a profile file once and infers a type for every column it has.
+fn infer_types(
+    mut reader: Box<dyn RowReader + Send>,
+    progress: &dyn Progress,
+) -> Result<Vec<(String, TypeGuess)>, StoreError> {
+    progress.start(reader.position().1);
+    let mut guesses: Vec<TypeGuess> = Vec::new();
+    let mut row = Row::default();
+    let mut n = 0u64;
+    while reader.next_row(&mut row)? {
+        n += 1;
+        if n % 8192 == 0 {
+            progress.update(reader.position().0);
+        }
+        if row.problem.is_some() {
+            continue;
+        }
+        guesses.resize(reader.columns().len(), TypeGuess::default());
+        for (guess, cell) in guesses.iter_mut().zip(&row.cells) {
+            match cell {
+                Cell::Text(t) => guess.observe(t),
+                Cell::Bool(_) => guess.observe_type(TraitType::Bool),
+                Cell::Int(_) => guess.observe_type(TraitType::Integer),
+                Cell::Float(_) => guess.observe_type(TraitType::Float),
+                Cell::Time(_) => guess.observe_type(TraitType::Timestamp),
+                Cell::List(_) => guess.observe_type(TraitType::StringSet),
+                Cell::Json(_) => guess.observe_type(TraitType::String),
+                Cell::Null => {}
+            }
+        }
+    }
+    guesses.resize(reader.columns().len(), TypeGuess::default());
+    Ok(reader.columns().iter().cloned().zip(guesses).collect())
+}
+
+/// One typed profile on its way to the store.
+struct ProfileRow {
+    id: ProfileId,
+    /// The external id, when the profile is new.
+    new_external_id: Option<String>,
+    /// Range of the traits JSON object in [`ProfileBatch::json`].
+    traits: (usize, usize),
+    identities: Vec<(&'static str, String)>,
+}
+
+/// A batch from the profile reading thread to the writing one.
+#[derive(Default)]
+struct ProfileBatch {
+    profiles: Vec<ProfileRow>,
+    json: String,
+    rejects: Vec<(u64, String, String)>,
+    rows: u64,
+    position: u64,
+}
+
+/// Reads and types profile rows and resolves their ids on its own thread.
+struct ProfileReader {
+    reader: Box<dyn RowReader + Send>,
+    id_column: String,
+    schema: Schema,
+    ids: FxHashMap<String, ProfileId>,
+    next_id: ProfileId,
+}
+
+impl ProfileReader {
+    fn run(mut self, tx: mpsc::SyncSender<Result<ProfileBatch, StoreError>>) {
+        if let Err(e) = self.read_all(&tx) {
+            let _ = tx.send(Err(e));
+        }
+    }
+
+    fn read_all(
+        &mut self,
+        tx: &mpsc::SyncSender<Result<ProfileBatch, StoreError>>,
+    ) -> Result<(), StoreError> {
+        let mut batch = ProfileBatch::default();
+        let mut row = Row::default();
+        let mut specs: Vec<Option<TraitSpec>> = Vec::new();
+        let mut id_col = None;
+        let mut traits: Vec<(usize, Value)> = Vec::new();
+        while self.reader.next_row(&mut row)? {
+            batch.rows += 1;
+            let columns = self.reader.columns();
+            if specs.len() != columns.len() {
+                // NDJSON keys seen for the first time (CSV and Parquet: the first row).
+                specs = columns
+                    .iter()
+                    .map(|c| self.schema.get(c).cloned())
+                    .collect();
+                id_col = columns.iter().position(|c| c == &self.id_column);
+            }
+            let typed = match (&row.problem, id_col) {
+                (Some(problem), _) => Err(problem.clone()),
+                (None, None) => Err(format!("missing id (column '{}')", self.id_column)),
+                (None, Some(id_col)) => {
+                    traits.clear();
+                    type_row(&row.cells, columns, id_col, &specs, &mut traits)
+                }
+            };
+            let external = match typed {
+                Ok(external) => external,
+                Err(reason) => {
+                    let raw = match row.problem {
+                        Some(_) => self.reader.raw(),
+                        None => raw_of(&row.cells),
+                    };
+                    batch.rejects.push((row.line, reason, raw));
+                    continue;
+                }
+            };
+            let start = batch.json.len();
+            batch.json.push('{');
+            let mut identities = Vec::new();
+            for (n, (i, value)) in traits.iter().enumerate() {
+                if n > 0 {
+                    batch.json.push(',');
+                }
+                write_json_string(&mut batch.json, &columns[*i]);
+                batch.json.push(':');
+                write_value_json(&mut batch.json, value);
+                match (columns[*i].as_str(), value) {
+                    ("email", Value::Str(v)) => identities.push(("email", v.clone())),
+                    ("phone", Value::Str(v)) => identities.push(("phone", v.clone())),
+                    _ => {}
+                }
+            }
+            batch.json.push('}');
+            let (id, new_external_id) = match self.ids.get(external.as_str()) {
+                Some(&id) => (id, None),
+                None => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.ids.insert(external.clone(), id);
+                    (id, Some(external))
+                }
+            };
+            batch.profiles.push(ProfileRow {
+                id,
+                new_external_id,
+                traits: (start, batch.json.len()),
+                identities,
+            });
+            if batch.rows as usize >= BATCH_ROWS / 4 {
+                batch.position = self.reader.position().0;
+                if tx.send(Ok(std::mem::take(&mut batch))).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        batch.position = self.reader.position().0;
+        let _ = tx.send(Ok(batch));
+        Ok(())
     }
 }
 
@@ -888,19 +1006,19 @@ fn type_row(
     cells: &[Cell],
     columns: &[String],
     id_col: usize,
-    specs: &[Option<&TraitSpec>],
-) -> Result<(String, Vec<(usize, Value)>), String> {
+    specs: &[Option<TraitSpec>],
+    traits: &mut Vec<(usize, Value)>,
+) -> Result<String, String> {
     let external = cells
         .get(id_col)
         .and_then(id_text)
         .ok_or_else(|| format!("missing id (column '{}')", columns[id_col]))?;
-    let mut traits = Vec::new();
     for (i, cell) in cells.iter().enumerate() {
         if i == id_col {
             continue;
         }
         let name = &columns[i];
-        let Some(spec) = specs[i] else {
+        let Some(spec) = specs.get(i).and_then(Option::as_ref) else {
             continue;
         };
         let value = match (spec.ty, cell) {
@@ -929,11 +1047,8 @@ fn type_row(
         };
         traits.push((i, value));
     }
-    Ok((external.into_owned(), traits))
+    Ok(external.into_owned())
 }
-
-/// A row that could not be read: the reason and its raw text.
-type Unreadable = (String, String);
 
 /// A row's cells as comma-separated text, for the rejects file.
 fn raw_of(cells: &[Cell]) -> String {

@@ -272,6 +272,7 @@ impl Store {
             .query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
         let mut builder = EventTableBuilder::with_capacity(total as usize);
         let names = self.event_names()?;
+        builder.define_names(&names);
         let mut stmt = self
             .conn
             .prepare("SELECT profile_id, time, name_id, revenue FROM events")?;
@@ -279,15 +280,17 @@ impl Store {
         while let Some(row) = rows.next()? {
             let profile: u32 = row.get(0)?;
             let name: u32 = row.get(2)?;
-            let name = names.get(name as usize).ok_or_else(|| {
-                StoreError::Invalid(format!("store: unknown event name id {name}"))
-            })?;
+            if name as usize >= names.len() {
+                return Err(StoreError::Invalid(format!(
+                    "store: unknown event name id {name}"
+                )));
+            }
             if profile as usize >= profiles {
                 return Err(StoreError::Invalid(format!(
                     "store: event of unknown profile {profile}"
                 )));
             }
-            builder.push(profile, row.get(1)?, name, row.get(3)?);
+            builder.push_code(profile, row.get(1)?, name, row.get(3)?);
         }
         Ok(builder.finish(profiles))
     }

@@ -772,3 +772,22 @@ fn config_declares_trait_types_and_bad_configs_are_named() {
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn a_profile_repeated_in_one_file_is_merged_in_order() {
+    let env = Env::new();
+    let file = env.write(
+        "dup.csv",
+        b"id,city,age\na,Budapest,30\nb,Graz,\na,Vienna,\n",
+    );
+    let summary = env.json(&["import", "profiles", &file, "--json"]);
+    assert_eq!(summary["imported"], 3);
+    assert_eq!(summary["new_profiles"], 2);
+    let a = env.json(&["profile", "show", "a", "--as-of", "2024-01-01", "--json"]);
+    assert_eq!(a["traits"]["city"], "Vienna", "the later row wins");
+    assert_eq!(
+        a["traits"]["age"], 30,
+        "an empty cell keeps the earlier value"
+    );
+    assert_eq!(env.count("profiles"), 2);
+}
