@@ -500,6 +500,15 @@ impl Store {
         settings: &EventImport,
         progress: &dyn Progress,
     ) -> Result<ImportSummary, StoreError> {
+        self.bulk_write(|store| store.write_events(workspace, settings, progress))
+    }
+
+    fn write_events(
+        &mut self,
+        workspace: &Workspace,
+        settings: &EventImport,
+        progress: &dyn Progress,
+    ) -> Result<ImportSummary, StoreError> {
         let started = Instant::now();
         let file = &settings.file;
         let reader = open_send(file)?;
@@ -587,6 +596,15 @@ impl Store {
     /// every column has a type), once to import, with reading and typing on one thread and
     /// SQLite on the other. Memory does not grow with the file.
     pub fn import_profiles(
+        &mut self,
+        workspace: &Workspace,
+        settings: &ProfileImport,
+        progress: &dyn Progress,
+    ) -> Result<ImportSummary, StoreError> {
+        self.bulk_write(|store| store.write_profiles(workspace, settings, progress))
+    }
+
+    fn write_profiles(
         &mut self,
         workspace: &Workspace,
         settings: &ProfileImport,

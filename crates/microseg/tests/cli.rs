@@ -791,3 +791,42 @@ fn a_profile_repeated_in_one_file_is_merged_in_order() {
     );
     assert_eq!(env.count("profiles"), 2);
 }
+
+/// Imports leave WAL for a rollback journal only when alone; beside another open
+/// connection they stay in WAL, and either way the store is in WAL afterwards.
+#[test]
+fn imports_work_beside_other_connections_and_leave_the_store_in_wal() {
+    let env = Env::new();
+    let file = env.write(
+        "e.csv",
+        b"user_id,time,event\na,2024-01-01,page_viewed\nb,2024-01-02,page_viewed\n",
+    );
+    let import = [
+        "import",
+        "events",
+        file.as_str(),
+        "--profile",
+        "user_id",
+        "--time",
+        "time",
+    ];
+    let mode = |c: &Connection| -> String {
+        c.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap()
+    };
+    {
+        let reader = env.store();
+        assert_eq!(mode(&reader), "wal");
+        let before: i64 = reader
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        env.ok(&import);
+        let after: i64 = reader
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((before, after), (0, 2));
+    }
+    env.ok(&import);
+    assert_eq!(env.count("events"), 4);
+    assert_eq!(mode(&env.store()), "wal");
+}
