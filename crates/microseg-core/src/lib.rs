@@ -1,8 +1,10 @@
-//! Domain types of microseg: trait values and their types, the trait schema, and time.
+//! Domain types of microseg: the condition language, trait values and their types, the
+//! trait schema, and time.
 //!
 //! This crate does no I/O and never reads the clock: every function that depends on "now"
 //! takes an explicit `as_of` [`time::Timestamp`].
 
+pub mod condition;
 pub mod schema;
 pub mod time;
 pub mod value;

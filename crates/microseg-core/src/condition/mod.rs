@@ -1,0 +1,317 @@
+//! The condition language: one typed AST ([`Condition`]) for segments, with a text form
+//! that parses to it ([`parse`]) and prints from it ([`Condition::to_string`]) without loss,
+//! and a JSON form (serde) for machines.
+//!
+//! ```
+//! use microseg_core::condition::parse;
+//! let c = parse(r#"gender = "f" and discipline in ("mountain") and skill = "amateur""#).unwrap();
+//! assert_eq!(parse(&c.to_string()).unwrap(), c);
+//! ```
+//!
+//! The full grammar and the exact semantics (windows, missing values, sequences) are in
+//! `docs/conditions.md`. In short:
+//!
+//! - `within 7d` covers event times `t` with `as_of - 7d <= t <= as_of`; `between @A and
+//!   @B` covers `A <= t <= B`; `before 90d ago` covers `t < as_of - 90d`. Events after
+//!   `as_of` are invisible to every condition.
+//! - A missing trait never matches a comparison (`!=` included); only `exists` tests it.
+//! - `count(...) = 0` and `not did(...)` include people with no events at all.
+
+mod lexer;
+mod parser;
+mod printer;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+pub use parser::{parse, ParseError, MAX_DEPTH};
+
+/// A condition over one profile: its traits, its metrics, its events and its segments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Condition {
+    /// Every condition holds (two or more).
+    And {
+        /// The conditions.
+        all: Vec<Condition>,
+    },
+    /// At least one condition holds (two or more).
+    Or {
+        /// The conditions.
+        any: Vec<Condition>,
+    },
+    /// The condition does not hold; at the root it means "everyone else".
+    Not {
+        /// The negated condition.
+        not: Box<Condition>,
+    },
+    /// `left OP right`, e.g. `age >= 30`, `revenue / orders > 50`.
+    Compare {
+        /// A trait, metric or arithmetic over them.
+        left: Operand,
+        /// The comparison.
+        op: CompareOp,
+        /// The value compared with.
+        right: Literal,
+    },
+    /// `operand in (v1, v2, ...)`, or `not in` when `negated`.
+    In {
+        /// The trait or metric.
+        operand: Operand,
+        /// The values.
+        values: Vec<Literal>,
+        /// `not in`: the value is present and none of them.
+        #[serde(default, skip_serializing_if = "is_false")]
+        negated: bool,
+    },
+    /// `operand between low and high`, both ends included.
+    Between {
+        /// The trait or metric.
+        operand: Operand,
+        /// Lower bound.
+        low: Literal,
+        /// Upper bound.
+        high: Literal,
+    },
+    /// `name exists`, or `name not exists` when `negated`.
+    Exists {
+        /// The trait or metric.
+        name: String,
+        /// `not exists`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        negated: bool,
+    },
+    /// A text test: `contains`, `starts_with`, `ends_with`, `matches` (regex).
+    Text {
+        /// The trait.
+        name: String,
+        /// Which test.
+        op: TextOp,
+        /// The text or pattern.
+        value: String,
+    },
+    /// `name has "value"`: string-set membership.
+    Has {
+        /// The string-set trait.
+        name: String,
+        /// The member.
+        value: String,
+    },
+    /// `in_segment("name")`.
+    InSegment {
+        /// The segment's name.
+        segment: String,
+    },
+    /// `count(E [where C] [, window]) OP n`.
+    Count {
+        /// Which events.
+        event: EventFilter,
+        /// When.
+        #[serde(default, skip_serializing_if = "Window::is_all")]
+        window: Window,
+        /// The comparison.
+        op: CompareOp,
+        /// The number compared with.
+        value: f64,
+    },
+    /// `sum|avg|min|max(PROP of E [where C] [, window]) OP n`.
+    Aggregate {
+        /// The aggregate.
+        function: AggregateFn,
+        /// The numeric event property.
+        property: String,
+        /// Which events.
+        event: EventFilter,
+        /// When.
+        #[serde(default, skip_serializing_if = "Window::is_all")]
+        window: Window,
+        /// The comparison.
+        op: CompareOp,
+        /// The number compared with.
+        value: f64,
+    },
+    /// `did(E [where C]) [window]`: at least one such event in the window.
+    Did {
+        /// Which events.
+        event: EventFilter,
+        /// When.
+        #[serde(default, skip_serializing_if = "Window::is_all")]
+        window: Window,
+    },
+    /// `last(E [where C]) before D ago`: there are such events and the latest is more than
+    /// `D` before as-of.
+    LastBefore {
+        /// Which events.
+        event: EventFilter,
+        /// How long ago, in milliseconds.
+        ago_ms: i64,
+    },
+    /// `first(E [where C]) window`: there are such events and the first ever is in the
+    /// window (a first-time action).
+    First {
+        /// Which events.
+        event: EventFilter,
+        /// When.
+        window: Window,
+    },
+    /// `E1 then E2 within D [, window]` or `E1 then not E2 within D [, window]`.
+    ///
+    /// Positive: some E1 in the outer window is followed by an E2 at most `D` later.
+    /// Negated: after the latest E1 in the outer window, no E2 within `D` of it; true only
+    /// once `D` has passed (as-of ≥ that E1 + D).
+    Sequence {
+        /// The first step.
+        first: EventFilter,
+        /// The second step.
+        then: EventFilter,
+        /// `then not`: the second step must not happen.
+        #[serde(default, skip_serializing_if = "is_false")]
+        negated: bool,
+        /// The step window, in milliseconds.
+        within_ms: i64,
+        /// The window of the first step.
+        #[serde(default, skip_serializing_if = "Window::is_all")]
+        window: Window,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Events of one name, optionally filtered by their properties.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventFilter {
+    /// The event name.
+    pub name: String,
+    /// A condition over the event's properties (`E where path starts_with "/winter"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Box<Condition>>,
+}
+
+/// Which event times a behavioural condition looks at (never after as-of).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Window {
+    /// Every event up to as-of.
+    #[default]
+    All,
+    /// `within D`: `as_of - D <= t <= as_of`.
+    Within {
+        /// D in milliseconds.
+        ms: i64,
+    },
+    /// `between @A and @B`: `A <= t <= B` (and `t <= as_of`).
+    Between {
+        /// A.
+        from: Timestamp,
+        /// B.
+        to: Timestamp,
+    },
+}
+
+impl Window {
+    /// True for [`Window::All`].
+    pub fn is_all(&self) -> bool {
+        matches!(self, Window::All)
+    }
+}
+
+/// The left side of a comparison: a name or arithmetic over names and numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Operand {
+    /// A trait, metric or (inside `where`) event property.
+    Name(String),
+    /// A number (inside arithmetic).
+    Number(f64),
+    /// `left OP right`.
+    Arith {
+        /// The operator.
+        op: ArithOp,
+        /// Left side.
+        left: Box<Operand>,
+        /// Right side.
+        right: Box<Operand>,
+    },
+}
+
+/// `+ - * /`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArithOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/`
+    Div,
+}
+
+/// `= != < <= > >=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareOp {
+    /// `=`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+/// Text tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextOp {
+    /// Substring.
+    Contains,
+    /// Prefix.
+    StartsWith,
+    /// Suffix.
+    EndsWith,
+    /// Regular expression (unanchored).
+    Matches,
+}
+
+/// `sum avg min max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregateFn {
+    /// Sum.
+    Sum,
+    /// Mean.
+    Avg,
+    /// Minimum.
+    Min,
+    /// Maximum.
+    Max,
+}
+
+/// A literal value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Literal {
+    /// `42`
+    Int(i64),
+    /// `4.5`
+    Float(f64),
+    /// `"text"`
+    Str(String),
+    /// `true` / `false`
+    Bool(bool),
+    /// `@2024-01-31` / `@2024-01-31T10:00:00Z`
+    Time(Timestamp),
+}
+
+#[cfg(test)]
+mod tests;
