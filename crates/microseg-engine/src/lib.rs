@@ -2,7 +2,9 @@
 //! metrics computed over them. No I/O: tables are filled by `microseg-store`.
 
 pub mod columnar;
+pub mod evaluate;
 pub mod metrics;
 
 pub use columnar::{Column, Dictionary, EventTable, EventTableBuilder, ProfileTable};
+pub use evaluate::{Dataset, EvalError};
 pub use metrics::{compute as compute_metrics, Metrics, MetricsConfig, METRIC_NAMES};

@@ -1,0 +1,653 @@
+//! The batch evaluator: a [`Condition`] over every profile at once, into a
+//! [`RoaringBitmap`] of dense profile ids.
+//!
+//! Leaves on traits and metrics scan their column once (dictionary-encoded strings are
+//! compared by code); `and`, `or` and `not` combine bitmaps. Missing values follow the
+//! language's rule: a profile without the value never matches a comparison (`!=`, `not in`
+//! and `between` included); only `exists` tests for it, and `not` is the complement.
+//!
+//! Behavioural leaves (`count`, `did`, sequences, ...) and `in_segment` are not evaluated
+//! yet and return [`EvalError::Unsupported`].
+
+use std::cmp::Ordering;
+
+use microseg_core::condition::{ArithOp, CompareOp, Condition, Literal, Operand, TextOp};
+use microseg_core::{ProfileId, TraitType, Value};
+use roaring::RoaringBitmap;
+
+use crate::columnar::{Column, ProfileTable, NO_CODE};
+use crate::metrics::{metric_type, Metrics};
+
+/// Why a condition cannot be evaluated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    /// A name that is neither a trait nor a metric.
+    #[error("unknown trait or metric '{0}'")]
+    UnknownName(String),
+    /// A value of the wrong type for the name.
+    #[error("'{name}' is {ty}: {hint}")]
+    WrongType {
+        /// The name.
+        name: String,
+        /// Its type.
+        ty: TraitType,
+        /// What to write instead.
+        hint: String,
+    },
+    /// An invalid regular expression.
+    #[error("bad regular expression '{pattern}': {reason}")]
+    BadRegex {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        reason: String,
+    },
+    /// A part of the language this evaluator does not handle yet.
+    #[error("{0} is not evaluated yet")]
+    Unsupported(&'static str),
+}
+
+/// What conditions are evaluated over: profile traits and (optionally) metrics computed
+/// at the same as-of instant.
+pub struct Dataset<'a> {
+    /// Traits by column.
+    pub profiles: &'a ProfileTable,
+    /// Metrics, when the condition may use them.
+    pub metrics: Option<&'a Metrics>,
+}
+
+/// Where a name's values come from.
+enum Source<'a> {
+    Trait(&'a Column),
+    Metric(&'a str, TraitType),
+}
+
+impl Dataset<'_> {
+    fn len(&self) -> u32 {
+        self.profiles.len() as u32
+    }
+
+    fn universe(&self) -> RoaringBitmap {
+        let mut all = RoaringBitmap::new();
+        all.insert_range(0..self.len());
+        all
+    }
+
+    fn source(&self, name: &str) -> Result<Source<'_>, EvalError> {
+        if let Some(column) = self.profiles.columns.get(name) {
+            return Ok(Source::Trait(column));
+        }
+        match (self.metrics, metric_type(name)) {
+            (Some(_), Some(ty)) => Ok(Source::Metric(
+                static_metric_name(name).expect("metric_type knows only metric names"),
+                ty,
+            )),
+            _ => Err(EvalError::UnknownName(name.to_string())),
+        }
+    }
+
+    fn value(&self, source: &Source<'_>, p: ProfileId) -> Option<Value> {
+        match source {
+            Source::Trait(column) => column.get(p),
+            Source::Metric(name, _) => self.metrics.and_then(|m| m.value(name, p)),
+        }
+    }
+
+    /// Evaluates `condition` to the set of matching profiles.
+    pub fn evaluate(&self, condition: &Condition) -> Result<RoaringBitmap, EvalError> {
+        Ok(match condition {
+            Condition::And { all } => {
+                let mut it = all.iter();
+                let mut acc = match it.next() {
+                    Some(c) => self.evaluate(c)?,
+                    None => return Ok(self.universe()),
+                };
+                for c in it {
+                    if acc.is_empty() {
+                        break;
+                    }
+                    acc &= self.evaluate(c)?;
+                }
+                acc
+            }
+            Condition::Or { any } => {
+                let mut acc = RoaringBitmap::new();
+                for c in any {
+                    acc |= self.evaluate(c)?;
+                }
+                acc
+            }
+            Condition::Not { not } => self.universe() - self.evaluate(not)?,
+            Condition::Compare { left, op, right } => self.compare(left, *op, right)?,
+            Condition::In {
+                operand,
+                values,
+                negated,
+            } => {
+                let matched = self.any_of(operand, values, CompareOp::Eq)?;
+                if *negated {
+                    self.present(operand)? - matched
+                } else {
+                    matched
+                }
+            }
+            Condition::Between { operand, low, high } => {
+                self.compare(operand, CompareOp::Ge, low)?
+                    & self.compare(operand, CompareOp::Le, high)?
+            }
+            Condition::Exists { name, negated } => {
+                let present = self.present(&Operand::Name(name.clone()))?;
+                if *negated {
+                    self.universe() - present
+                } else {
+                    present
+                }
+            }
+            Condition::Text { name, op, value } => self.text(name, *op, value)?,
+            Condition::Has { name, value } => self.has(name, value)?,
+            Condition::InSegment { .. } => return Err(EvalError::Unsupported("in_segment")),
+            Condition::Count { .. }
+            | Condition::Aggregate { .. }
+            | Condition::Did { .. }
+            | Condition::LastBefore { .. }
+            | Condition::First { .. }
+            | Condition::Sequence { .. } => {
+                return Err(EvalError::Unsupported("a behavioural condition"))
+            }
+        })
+    }
+
+    /// Profiles that have a value for `operand` (every name present, no division by zero).
+    fn present(&self, operand: &Operand) -> Result<RoaringBitmap, EvalError> {
+        if let Operand::Name(name) = operand {
+            let source = self.source(name)?;
+            return Ok((0..self.len())
+                .filter(|&p| self.value(&source, p).is_some())
+                .collect());
+        }
+        let numeric = self.numeric(operand)?;
+        Ok((0..self.len()).filter(|&p| numeric(p).is_some()).collect())
+    }
+
+    fn any_of(
+        &self,
+        operand: &Operand,
+        values: &[Literal],
+        op: CompareOp,
+    ) -> Result<RoaringBitmap, EvalError> {
+        let mut acc = RoaringBitmap::new();
+        for v in values {
+            acc |= self.compare(operand, op, v)?;
+        }
+        Ok(acc)
+    }
+
+    fn compare(
+        &self,
+        left: &Operand,
+        op: CompareOp,
+        right: &Literal,
+    ) -> Result<RoaringBitmap, EvalError> {
+        let Operand::Name(name) = left else {
+            let target = literal_number(right).ok_or_else(|| EvalError::WrongType {
+                name: left.to_string(),
+                ty: TraitType::Float,
+                hint: "arithmetic compares with a number".into(),
+            })?;
+            let numeric = self.numeric(left)?;
+            return Ok((0..self.len())
+                .filter(|&p| numeric(p).is_some_and(|x| holds(x.partial_cmp(&target), op)))
+                .collect());
+        };
+        let source = self.source(name)?;
+        let ty = match &source {
+            Source::Trait(c) => c.trait_type(),
+            Source::Metric(_, ty) => *ty,
+        };
+        check_literal(name, ty, right)?;
+        // Fast path: equality on a dictionary-encoded column compares codes.
+        if let (Source::Trait(Column::Str { dict, codes }), Literal::Str(s)) = (&source, right) {
+            if matches!(op, CompareOp::Eq | CompareOp::Ne) {
+                let code = dict.code(s);
+                return Ok(codes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &c)| {
+                        c != NO_CODE
+                            && match op {
+                                CompareOp::Eq => Some(c) == code,
+                                _ => Some(c) != code,
+                            }
+                    })
+                    .map(|(p, _)| p as u32)
+                    .collect());
+            }
+        }
+        Ok((0..self.len())
+            .filter(|&p| {
+                self.value(&source, p)
+                    .is_some_and(|v| holds(compare_value(&v, right), op))
+            })
+            .collect())
+    }
+
+    /// A per-profile numeric evaluator for arithmetic (and numeric names).
+    fn numeric<'s>(
+        &'s self,
+        operand: &'s Operand,
+    ) -> Result<Box<dyn Fn(ProfileId) -> Option<f64> + 's>, EvalError> {
+        Ok(match operand {
+            Operand::Number(x) => {
+                let x = *x;
+                Box::new(move |_| Some(x))
+            }
+            Operand::Name(name) => {
+                let source = self.source(name)?;
+                let ty = match &source {
+                    Source::Trait(c) => c.trait_type(),
+                    Source::Metric(_, ty) => *ty,
+                };
+                if !matches!(ty, TraitType::Integer | TraitType::Float) {
+                    return Err(EvalError::WrongType {
+                        name: name.clone(),
+                        ty,
+                        hint: "arithmetic needs numbers".into(),
+                    });
+                }
+                Box::new(move |p| match self.value(&source, p) {
+                    Some(Value::Int(i)) => Some(i as f64),
+                    Some(Value::Float(x)) => Some(x),
+                    _ => None,
+                })
+            }
+            Operand::Arith { op, left, right } => {
+                let (l, r, op) = (self.numeric(left)?, self.numeric(right)?, *op);
+                Box::new(move |p| {
+                    let (a, b) = (l(p)?, r(p)?);
+                    let x = match op {
+                        ArithOp::Add => a + b,
+                        ArithOp::Sub => a - b,
+                        ArithOp::Mul => a * b,
+                        ArithOp::Div if b == 0.0 => return None,
+                        ArithOp::Div => a / b,
+                    };
+                    x.is_finite().then_some(x)
+                })
+            }
+        })
+    }
+
+    fn text(&self, name: &str, op: TextOp, pattern: &str) -> Result<RoaringBitmap, EvalError> {
+        let source = self.source(name)?;
+        let Source::Trait(Column::Str { dict, codes }) = source else {
+            let ty = match source {
+                Source::Trait(c) => c.trait_type(),
+                Source::Metric(_, ty) => ty,
+            };
+            return Err(EvalError::WrongType {
+                name: name.into(),
+                ty,
+                hint: "text tests need a string trait".into(),
+            });
+        };
+        let regex = match op {
+            TextOp::Matches => {
+                Some(regex::Regex::new(pattern).map_err(|e| EvalError::BadRegex {
+                    pattern: pattern.into(),
+                    reason: e.to_string().lines().last().unwrap_or_default().to_string(),
+                })?)
+            }
+            _ => None,
+        };
+        // Test each distinct string once, then scan the codes.
+        let hits: Vec<bool> = (0..dict.len() as u32)
+            .map(|code| {
+                let s = dict.value(code);
+                match op {
+                    TextOp::Contains => s.contains(pattern),
+                    TextOp::StartsWith => s.starts_with(pattern),
+                    TextOp::EndsWith => s.ends_with(pattern),
+                    TextOp::Matches => regex.as_ref().is_some_and(|r| r.is_match(s)),
+                }
+            })
+            .collect();
+        Ok(codes
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c != NO_CODE && hits[c as usize])
+            .map(|(p, _)| p as u32)
+            .collect())
+    }
+
+    fn has(&self, name: &str, member: &str) -> Result<RoaringBitmap, EvalError> {
+        match self.source(name)? {
+            Source::Trait(Column::Set {
+                dict,
+                offsets,
+                items,
+                present,
+            }) => {
+                let Some(code) = dict.code(member) else {
+                    return Ok(RoaringBitmap::new());
+                };
+                Ok((0..present.len())
+                    .filter(|&p| {
+                        present[p]
+                            && items[offsets[p] as usize..offsets[p + 1] as usize].contains(&code)
+                    })
+                    .map(|p| p as u32)
+                    .collect())
+            }
+            other => Err(EvalError::WrongType {
+                name: name.into(),
+                ty: match other {
+                    Source::Trait(c) => c.trait_type(),
+                    Source::Metric(_, ty) => ty,
+                },
+                hint: "`has` needs a string set; compare strings with = or contains".into(),
+            }),
+        }
+    }
+}
+
+/// The static metric name equal to `name`.
+fn static_metric_name(name: &str) -> Option<&'static str> {
+    crate::metrics::METRIC_NAMES
+        .iter()
+        .copied()
+        .find(|m| *m == name)
+}
+
+fn literal_number(l: &Literal) -> Option<f64> {
+    match l {
+        Literal::Int(i) => Some(*i as f64),
+        Literal::Float(x) => Some(*x),
+        _ => None,
+    }
+}
+
+/// Refuses comparisons between a name and a literal of another kind.
+fn check_literal(name: &str, ty: TraitType, lit: &Literal) -> Result<(), EvalError> {
+    let ok = matches!(
+        (ty, lit),
+        (
+            TraitType::Integer | TraitType::Float,
+            Literal::Int(_) | Literal::Float(_)
+        ) | (TraitType::String, Literal::Str(_))
+            | (TraitType::Bool, Literal::Bool(_))
+            | (TraitType::Timestamp, Literal::Time(_))
+    );
+    if ok {
+        return Ok(());
+    }
+    let hint = match ty {
+        TraitType::Integer | TraitType::Float => "compare it with a number",
+        TraitType::String => "compare it with a \"string\"",
+        TraitType::Bool => "compare it with true or false",
+        TraitType::Timestamp => "compare it with a date such as @2024-01-31",
+        TraitType::StringSet => "test members with `has \"value\"`",
+    };
+    Err(EvalError::WrongType {
+        name: name.into(),
+        ty,
+        hint: hint.into(),
+    })
+}
+
+/// Orders a value against a literal of a compatible kind.
+fn compare_value(v: &Value, lit: &Literal) -> Option<Ordering> {
+    match (v, lit) {
+        (Value::Int(a), Literal::Int(b)) => Some(a.cmp(b)),
+        (Value::Int(a), Literal::Float(b)) => (*a as f64).partial_cmp(b),
+        (Value::Float(a), Literal::Int(b)) => a.partial_cmp(&(*b as f64)),
+        (Value::Float(a), Literal::Float(b)) => a.partial_cmp(b),
+        (Value::Str(a), Literal::Str(b)) => Some(a.as_str().cmp(b.as_str())),
+        (Value::Bool(a), Literal::Bool(b)) => Some(a.cmp(b)),
+        (Value::Time(a), Literal::Time(b)) => Some(a.cmp(b)),
+        _ => None,
+    }
+}
+
+fn holds(ordering: Option<Ordering>, op: CompareOp) -> bool {
+    let Some(o) = ordering else {
+        return false;
+    };
+    match op {
+        CompareOp::Eq => o == Ordering::Equal,
+        CompareOp::Ne => o != Ordering::Equal,
+        CompareOp::Lt => o == Ordering::Less,
+        CompareOp::Le => o != Ordering::Greater,
+        CompareOp::Gt => o == Ordering::Greater,
+        CompareOp::Ge => o != Ordering::Less,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use microseg_core::condition::parse;
+    use microseg_core::time::parse_timestamp;
+    use microseg_core::{Schema, TraitSpec};
+
+    use super::*;
+    use crate::columnar::EventTableBuilder;
+    use crate::metrics::{compute, MetricsConfig};
+
+    /// Five profiles; profile 4 has no traits at all.
+    fn dataset() -> (ProfileTable, Metrics) {
+        let mut schema = Schema::new();
+        for (name, ty) in [
+            ("age", TraitType::Integer),
+            ("score", TraitType::Float),
+            ("city", TraitType::String),
+            ("vip", TraitType::Bool),
+            ("tags", TraitType::StringSet),
+            ("joined", TraitType::Timestamp),
+            ("refunds", TraitType::Float),
+        ] {
+            schema.insert(name.into(), TraitSpec::new(ty));
+        }
+        let mut table = ProfileTable::with_schema(&schema);
+        let t = |s: &str| Value::Time(parse_timestamp(s).unwrap());
+        let rows: Vec<Vec<(&str, Value)>> = vec![
+            vec![
+                ("age", Value::Int(25)),
+                ("score", Value::Float(0.5)),
+                ("city", Value::Str("Budapest".into())),
+                ("vip", Value::Bool(true)),
+                ("tags", Value::Set(vec!["mtb".into(), "road".into()])),
+                ("joined", t("2024-01-01")),
+                ("refunds", Value::Float(10.0)),
+            ],
+            vec![
+                ("age", Value::Int(34)),
+                ("score", Value::Float(2.0)),
+                ("city", Value::Str("Vienna".into())),
+                ("vip", Value::Bool(false)),
+                ("tags", Value::Set(vec!["road".into()])),
+                ("joined", t("2024-06-01")),
+            ],
+            vec![
+                ("age", Value::Int(35)),
+                ("city", Value::Str("Budapest".into())),
+                ("tags", Value::Set(vec![])),
+            ],
+            vec![
+                ("score", Value::Float(-1.0)),
+                ("city", Value::Str("Bern".into())),
+                ("refunds", Value::Float(0.0)),
+            ],
+            vec![],
+        ];
+        for (i, row) in rows.iter().enumerate() {
+            let traits: HashMap<&str, Value> = row.iter().cloned().collect();
+            table.push(format!("p{i}"), &traits);
+        }
+        let mut events = EventTableBuilder::default();
+        events.push(
+            0,
+            parse_timestamp("2024-07-01").unwrap().0,
+            "order_completed",
+            Some(100.0),
+        );
+        events.push(
+            0,
+            parse_timestamp("2024-07-02").unwrap().0,
+            "order_completed",
+            Some(50.0),
+        );
+        events.push(
+            1,
+            parse_timestamp("2024-07-03").unwrap().0,
+            "order_completed",
+            Some(30.0),
+        );
+        events.push(
+            3,
+            parse_timestamp("2024-07-03").unwrap().0,
+            "page_viewed",
+            None,
+        );
+        let metrics = compute(
+            &events.finish(5),
+            parse_timestamp("2024-08-01").unwrap(),
+            &MetricsConfig::default(),
+        );
+        (table, metrics)
+    }
+
+    fn members(text: &str) -> Vec<u32> {
+        let (table, metrics) = dataset();
+        let data = Dataset {
+            profiles: &table,
+            metrics: Some(&metrics),
+        };
+        let c = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        data.evaluate(&c)
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+            .iter()
+            .collect()
+    }
+
+    fn error(text: &str) -> String {
+        let (table, metrics) = dataset();
+        let data = Dataset {
+            profiles: &table,
+            metrics: Some(&metrics),
+        };
+        data.evaluate(&parse(text).unwrap())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn comparisons_never_match_missing_values() {
+        assert_eq!(members("age = 34"), [1]);
+        assert_eq!(members("age != 34"), [0, 2], "profiles 3 and 4 have no age");
+        assert_eq!(members("age >= 34"), [1, 2]);
+        assert_eq!(members("age < 30.5"), [0]);
+        assert_eq!(members("score > 0"), [0, 1]);
+        assert_eq!(members(r#"city = "Budapest""#), [0, 2]);
+        assert_eq!(members(r#"city != "Budapest""#), [1, 3]);
+        assert_eq!(members(r#"city = "Nowhere""#), Vec::<u32>::new());
+        assert_eq!(members(r#"city != "Nowhere""#), [0, 1, 2, 3]);
+        assert_eq!(members(r#"city < "C""#), [0, 2, 3]);
+        assert_eq!(members("vip = false"), [1]);
+        assert_eq!(members("joined >= @2024-03-01"), [1]);
+    }
+
+    #[test]
+    fn not_is_the_complement_unlike_not_equal() {
+        assert_eq!(members("not age = 34"), [0, 2, 3, 4]);
+        assert_eq!(members("not (age = 34 or age = 25)"), [2, 3, 4]);
+        assert_eq!(members("age > 30 and not vip = true"), [1, 2]);
+    }
+
+    #[test]
+    fn in_between_exists() {
+        assert_eq!(members("age in (25, 35)"), [0, 2]);
+        assert_eq!(
+            members("age not in (25, 35)"),
+            [1],
+            "present and none of them"
+        );
+        assert_eq!(
+            members("age between 25 and 34"),
+            [0, 1],
+            "both ends included"
+        );
+        assert_eq!(members(r#"city between "Bern" and "Bern""#), [3]);
+        assert_eq!(members(r#"city between "B" and "C""#), [0, 2, 3]);
+        assert_eq!(members("score exists"), [0, 1, 3]);
+        assert_eq!(members("score not exists"), [2, 4]);
+        assert_eq!(members("aov exists"), [0, 1], "metrics are traits");
+    }
+
+    #[test]
+    fn text_tests_and_set_membership() {
+        assert_eq!(members(r#"city contains "e""#), [0, 1, 2, 3]);
+        assert_eq!(members(r#"city contains "nn""#), [1]);
+        assert_eq!(members(r#"city starts_with "Bu""#), [0, 2]);
+        assert_eq!(members(r#"city ends_with "na""#), [1]);
+        assert_eq!(members(r#"city matches "^B.*n$""#), [3]);
+        assert_eq!(members(r#"tags has "road""#), [0, 1]);
+        assert_eq!(members(r#"tags has "gravel""#), Vec::<u32>::new());
+        assert_eq!(members(r#"not tags has "road""#), [2, 3, 4]);
+    }
+
+    #[test]
+    fn metrics_and_arithmetic() {
+        // Profile 0: two orders, 150 revenue; profile 1: one order, 30.
+        assert_eq!(members("orders >= 2"), [0]);
+        assert_eq!(members("orders = 0"), [2, 3, 4]);
+        assert_eq!(
+            members("revenue / orders > 40"),
+            [0],
+            "division by zero orders is missing"
+        );
+        assert_eq!(
+            members("revenue - refunds >= 100"),
+            [0],
+            "missing refunds on 1 is missing"
+        );
+        assert_eq!(members("score * 2 + 1 > 2"), [1], "0.5 * 2 + 1 is not > 2");
+        assert_eq!(members("score * 2 + 1 >= 2"), [0, 1]);
+        assert_eq!(
+            members("score / refunds < 0"),
+            Vec::<u32>::new(),
+            "3 divides by zero"
+        );
+        // Buyers 0 (2 orders, 150, last 30 days ago) and 1 (1 order, 30, 29 days ago):
+        // NTILE(5) over two rows gives buckets 1 and 2, so 1 scores R5 F1 M1 and 0 R4 F2 M2.
+        assert_eq!(members(r#"rfm = "511""#), [1]);
+        assert_eq!(members(r#"rfm = "422""#), [0]);
+        assert_eq!(members("recency_days = 30"), [0]);
+    }
+
+    #[test]
+    fn type_errors_and_unknown_names_are_explained() {
+        assert_eq!(error("nope = 1"), "unknown trait or metric 'nope'");
+        assert_eq!(
+            error(r#"age = "old""#),
+            "'age' is integer: compare it with a number"
+        );
+        assert_eq!(
+            error(r#"tags = "road""#),
+            "'tags' is string_set: test members with `has \"value\"`"
+        );
+        assert_eq!(
+            error(r#"city has "x""#),
+            "'city' is string: `has` needs a string set; compare strings with = or contains"
+        );
+        assert_eq!(
+            error(r#"city + 1 > 2"#),
+            "'city' is string: arithmetic needs numbers"
+        );
+        assert!(error(r#"city matches "[z-a]""#).starts_with("bad regular expression '[z-a]'"));
+        assert_eq!(
+            error("did(order_completed)"),
+            "a behavioural condition is not evaluated yet"
+        );
+    }
+}
