@@ -6,16 +6,17 @@
 //! language's rule: a profile without the value never matches a comparison (`!=`, `not in`
 //! and `between` included); only `exists` tests for it, and `not` is the complement.
 //!
-//! Behavioural leaves (`count`, `did`, sequences, ...) and `in_segment` are not evaluated
-//! yet and return [`EvalError::Unsupported`].
+//! Behavioural leaves (`count`, `did`, sequences, ...) are evaluated by one pass over the
+//! profile-sorted events each (see the `behaviour` module). `in_segment` is not evaluated
+//! yet and returns [`EvalError::Unsupported`].
 
 use std::cmp::Ordering;
 
 use microseg_core::condition::{ArithOp, CompareOp, Condition, Literal, Operand, TextOp};
-use microseg_core::{ProfileId, TraitType, Value};
+use microseg_core::{ProfileId, Timestamp, TraitType, Value};
 use roaring::RoaringBitmap;
 
-use crate::columnar::{Column, ProfileTable, NO_CODE};
+use crate::columnar::{Column, EventTable, ProfileTable, NO_CODE};
 use crate::metrics::{metric_type, Metrics};
 
 /// Why a condition cannot be evaluated.
@@ -52,8 +53,12 @@ pub enum EvalError {
 pub struct Dataset<'a> {
     /// Traits by column.
     pub profiles: &'a ProfileTable,
-    /// Metrics, when the condition may use them.
+    /// Metrics at `as_of`, when the condition may use them.
     pub metrics: Option<&'a Metrics>,
+    /// Events sorted by profile and time, with the properties `where` filters use.
+    pub events: Option<&'a EventTable>,
+    /// The instant conditions are evaluated at; later events are invisible.
+    pub as_of: Timestamp,
 }
 
 /// Where a name's values come from.
@@ -151,9 +156,16 @@ impl Dataset<'_> {
             | Condition::Did { .. }
             | Condition::LastBefore { .. }
             | Condition::First { .. }
-            | Condition::Sequence { .. } => {
-                return Err(EvalError::Unsupported("a behavioural condition"))
-            }
+            | Condition::Sequence { .. } => match self.events {
+                Some(events) => {
+                    crate::behaviour::evaluate(events, self.len(), self.as_of, condition)?
+                }
+                None => {
+                    return Err(EvalError::Unsupported(
+                        "a behavioural condition without events",
+                    ))
+                }
+            },
         })
     }
 
@@ -435,7 +447,7 @@ mod tests {
     use crate::metrics::{compute, MetricsConfig};
 
     /// Five profiles; profile 4 has no traits at all.
-    fn dataset() -> (ProfileTable, Metrics) {
+    fn dataset() -> (ProfileTable, Metrics, EventTable) {
         let mut schema = Schema::new();
         for (name, ty) in [
             ("age", TraitType::Integer),
@@ -509,36 +521,38 @@ mod tests {
             "page_viewed",
             None,
         );
+        let events = events.finish(5);
         let metrics = compute(
-            &events.finish(5),
+            &events,
             parse_timestamp("2024-08-01").unwrap(),
             &MetricsConfig::default(),
         );
-        (table, metrics)
+        (table, metrics, events)
+    }
+
+    fn with<T>(f: impl FnOnce(&Dataset<'_>) -> T) -> T {
+        let (table, metrics, events) = dataset();
+        f(&Dataset {
+            profiles: &table,
+            metrics: Some(&metrics),
+            events: Some(&events),
+            as_of: parse_timestamp("2024-08-01").unwrap(),
+        })
     }
 
     fn members(text: &str) -> Vec<u32> {
-        let (table, metrics) = dataset();
-        let data = Dataset {
-            profiles: &table,
-            metrics: Some(&metrics),
-        };
         let c = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-        data.evaluate(&c)
-            .unwrap_or_else(|e| panic!("{text}: {e}"))
-            .iter()
-            .collect()
+        with(|data| {
+            data.evaluate(&c)
+                .unwrap_or_else(|e| panic!("{text}: {e}"))
+                .iter()
+                .collect()
+        })
     }
 
     fn error(text: &str) -> String {
-        let (table, metrics) = dataset();
-        let data = Dataset {
-            profiles: &table,
-            metrics: Some(&metrics),
-        };
-        data.evaluate(&parse(text).unwrap())
-            .unwrap_err()
-            .to_string()
+        let c = parse(text).unwrap();
+        with(|data| data.evaluate(&c).unwrap_err().to_string())
     }
 
     #[test]
@@ -646,8 +660,8 @@ mod tests {
         );
         assert!(error(r#"city matches "[z-a]""#).starts_with("bad regular expression '[z-a]'"));
         assert_eq!(
-            error("did(order_completed)"),
-            "a behavioural condition is not evaluated yet"
+            error(r#"in_segment("x")"#),
+            "in_segment is not evaluated yet"
         );
     }
 }

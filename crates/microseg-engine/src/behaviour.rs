@@ -1,0 +1,587 @@
+//! Behavioural leaves over the profile-sorted event table: one pass over every profile's
+//! visible events (time ≤ as-of) per leaf.
+//!
+//! Semantics (docs/conditions.md): `within D` is `as_of - D <= t <= as_of`; `between @A and
+//! @B` is `A <= t <= B`; `last(E) before D ago` needs the latest E at `t < as_of - D`;
+//! `first(E) W` needs the first-ever E in W; `E1 then E2 within D` needs an E2 in a later
+//! row than some E1 in the window with `t2 - t1 <= D`; `E1 then not E2 within D` looks at
+//! the latest E1 in the window, needs no E2 in a later row within D of it, and
+//! `as_of >= t1 + D`.
+//!
+//! Event properties are schemaless: a `where` test whose value has another type than the
+//! property's value (text against a number) does not match, rather than failing.
+
+use std::cmp::Ordering;
+
+use microseg_core::condition::{
+    AggregateFn, ArithOp, CompareOp, Condition, EventFilter, Literal, Operand, TextOp, Window,
+};
+use microseg_core::time::parse_timestamp;
+use microseg_core::{ProfileId, Timestamp};
+use roaring::RoaringBitmap;
+
+use crate::columnar::{EventTable, PropertyColumn, NO_CODE};
+use crate::evaluate::EvalError;
+
+/// A compiled event test: does row `r` match?
+type RowTest<'a> = Box<dyn Fn(usize) -> bool + 'a>;
+
+/// A property value of one event.
+enum Prop<'a> {
+    Number(f64),
+    Text(&'a str),
+}
+
+/// Where a property's values come from: its column, or for `revenue` (when no property has
+/// that name) the events' revenue.
+#[derive(Clone, Copy)]
+enum PropRef<'a> {
+    Column(Option<&'a PropertyColumn>),
+    Revenue(&'a [f64]),
+}
+
+fn prop_ref<'a>(events: &'a EventTable, name: &str) -> PropRef<'a> {
+    match events.properties.get(name) {
+        Some(c) => PropRef::Column(Some(c)),
+        None if name == "revenue" => PropRef::Revenue(&events.revenue),
+        None => PropRef::Column(None),
+    }
+}
+
+fn prop(source: PropRef<'_>, row: usize) -> Option<Prop<'_>> {
+    let c = match source {
+        PropRef::Revenue(revenue) => {
+            return (!revenue[row].is_nan()).then(|| Prop::Number(revenue[row]));
+        }
+        PropRef::Column(c) => c?,
+    };
+    let x = c.numbers[row];
+    if !x.is_nan() {
+        return Some(Prop::Number(x));
+    }
+    let code = c.texts[row];
+    (code != NO_CODE).then(|| Prop::Text(c.dict.value(code)))
+}
+
+fn holds(o: Option<Ordering>, op: CompareOp) -> bool {
+    match (o, op) {
+        (None, _) => false,
+        (Some(o), CompareOp::Eq) => o == Ordering::Equal,
+        (Some(o), CompareOp::Ne) => o != Ordering::Equal,
+        (Some(o), CompareOp::Lt) => o == Ordering::Less,
+        (Some(o), CompareOp::Le) => o != Ordering::Greater,
+        (Some(o), CompareOp::Gt) => o == Ordering::Greater,
+        (Some(o), CompareOp::Ge) => o != Ordering::Less,
+    }
+}
+
+fn order(p: &Prop<'_>, lit: &Literal) -> Option<Ordering> {
+    match (p, lit) {
+        (Prop::Number(a), Literal::Int(b)) => a.partial_cmp(&(*b as f64)),
+        (Prop::Number(a), Literal::Float(b)) => a.partial_cmp(b),
+        (Prop::Text(a), Literal::Str(b)) => Some((*a).cmp(b.as_str())),
+        (Prop::Text(a), Literal::Bool(b)) => match *a {
+            "true" => Some(true.cmp(b)),
+            "false" => Some(false.cmp(b)),
+            _ => None,
+        },
+        (Prop::Text(a), Literal::Time(b)) => parse_timestamp(a).ok().map(|t| t.cmp(b)),
+        _ => None,
+    }
+}
+
+/// Compiles a `where` condition into a per-row test.
+fn compile<'a>(events: &'a EventTable, c: &'a Condition) -> Result<RowTest<'a>, EvalError> {
+    let column = |name: &str| prop_ref(events, name);
+    Ok(match c {
+        Condition::And { all } => {
+            let tests = all
+                .iter()
+                .map(|c| compile(events, c))
+                .collect::<Result<Vec<_>, _>>()?;
+            Box::new(move |r| tests.iter().all(|t| t(r)))
+        }
+        Condition::Or { any } => {
+            let tests = any
+                .iter()
+                .map(|c| compile(events, c))
+                .collect::<Result<Vec<_>, _>>()?;
+            Box::new(move |r| tests.iter().any(|t| t(r)))
+        }
+        Condition::Not { not } => {
+            let t = compile(events, not)?;
+            Box::new(move |r| !t(r))
+        }
+        Condition::Compare { left, op, right } => with_op(op_test(events, left, right), *op),
+        Condition::In {
+            operand,
+            values,
+            negated,
+        } => {
+            let tests: Vec<OpTest<'a>> =
+                values.iter().map(|v| op_test(events, operand, v)).collect();
+            let present = present(events, operand);
+            let negated = *negated;
+            Box::new(move |r| {
+                let any = tests.iter().any(|t| t(r, CompareOp::Eq));
+                if negated {
+                    present(r) && !any
+                } else {
+                    any
+                }
+            })
+        }
+        Condition::Between { operand, low, high } => {
+            let lo = with_op(op_test(events, operand, low), CompareOp::Ge);
+            let hi = with_op(op_test(events, operand, high), CompareOp::Le);
+            Box::new(move |r| lo(r) && hi(r))
+        }
+        Condition::Exists { name, negated } => {
+            let col = column(name);
+            let negated = *negated;
+            Box::new(move |r| prop(col, r).is_some() != negated)
+        }
+        Condition::Text { name, op, value } => {
+            let col = column(name);
+            let regex = match op {
+                TextOp::Matches => {
+                    Some(regex::Regex::new(value).map_err(|e| EvalError::BadRegex {
+                        pattern: value.clone(),
+                        reason: e.to_string().lines().last().unwrap_or_default().to_string(),
+                    })?)
+                }
+                _ => None,
+            };
+            let op = *op;
+            Box::new(move |r| match prop(col, r) {
+                Some(Prop::Text(s)) => match op {
+                    TextOp::Contains => s.contains(value.as_str()),
+                    TextOp::StartsWith => s.starts_with(value.as_str()),
+                    TextOp::EndsWith => s.ends_with(value.as_str()),
+                    TextOp::Matches => regex.as_ref().is_some_and(|re| re.is_match(s)),
+                },
+                _ => false,
+            })
+        }
+        Condition::Has { name, value } => {
+            // Lists in event properties are stored as JSON text; `has` looks for the item.
+            let col = column(name);
+            let needle = serde_json_string(value);
+            Box::new(move |r| match prop(col, r) {
+                Some(Prop::Text(s)) => s == value || s.contains(&needle),
+                _ => false,
+            })
+        }
+        _ => {
+            return Err(EvalError::Unsupported(
+                "a behavioural condition inside `where`",
+            ))
+        }
+    })
+}
+
+/// A comparison test `operand = literal` whose operator is chosen later.
+type OpTest<'a> = Box<dyn Fn(usize, CompareOp) -> bool + 'a>;
+
+/// `operand OP lit` for a row, with the operator given per call.
+fn op_test<'a>(events: &'a EventTable, operand: &'a Operand, lit: &'a Literal) -> OpTest<'a> {
+    match operand {
+        Operand::Name(name) => {
+            let col = prop_ref(events, name);
+            Box::new(move |r, op| prop(col, r).is_some_and(|p| holds(order(&p, lit), op)))
+        }
+        arith => {
+            let value = numeric(events, arith);
+            let target = match lit {
+                Literal::Int(i) => Some(*i as f64),
+                Literal::Float(x) => Some(*x),
+                _ => None,
+            };
+            Box::new(move |r, op| match (value(r), target) {
+                (Some(x), Some(t)) => holds(x.partial_cmp(&t), op),
+                _ => false,
+            })
+        }
+    }
+}
+
+fn with_op<'a>(test: OpTest<'a>, op: CompareOp) -> Box<dyn Fn(usize) -> bool + 'a> {
+    Box::new(move |r| test(r, op))
+}
+
+fn present<'a>(events: &'a EventTable, operand: &'a Operand) -> Box<dyn Fn(usize) -> bool + 'a> {
+    match operand {
+        Operand::Name(name) => {
+            let col = prop_ref(events, name);
+            Box::new(move |r| prop(col, r).is_some())
+        }
+        arith => {
+            let value = numeric(events, arith);
+            Box::new(move |r| value(r).is_some())
+        }
+    }
+}
+
+fn serde_json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn numeric<'a>(events: &'a EventTable, o: &'a Operand) -> Box<dyn Fn(usize) -> Option<f64> + 'a> {
+    match o {
+        Operand::Number(x) => {
+            let x = *x;
+            Box::new(move |_| Some(x))
+        }
+        Operand::Name(name) => {
+            let col = prop_ref(events, name);
+            Box::new(move |r| match prop(col, r) {
+                Some(Prop::Number(x)) => Some(x),
+                _ => None,
+            })
+        }
+        Operand::Arith { op, left, right } => {
+            let (l, r, op) = (numeric(events, left), numeric(events, right), *op);
+            Box::new(move |row| {
+                let (a, b) = (l(row)?, r(row)?);
+                let x = match op {
+                    ArithOp::Add => a + b,
+                    ArithOp::Sub => a - b,
+                    ArithOp::Mul => a * b,
+                    ArithOp::Div if b == 0.0 => return None,
+                    ArithOp::Div => a / b,
+                };
+                x.is_finite().then_some(x)
+            })
+        }
+    }
+}
+
+/// Compiles an event filter (name and `where`) into a row test.
+fn matcher<'a>(events: &'a EventTable, e: &'a EventFilter) -> Result<RowTest<'a>, EvalError> {
+    let Some(code) = events.names.code(&e.name) else {
+        return Ok(Box::new(|_| false));
+    };
+    let filter = match &e.filter {
+        Some(f) => Some(compile(events, f)?),
+        None => None,
+    };
+    Ok(Box::new(move |r| {
+        events.name[r] == code && filter.as_ref().is_none_or(|f| f(r))
+    }))
+}
+
+fn in_window(t: i64, window: &Window, as_of: Timestamp) -> bool {
+    t <= as_of.0
+        && match window {
+            Window::All => true,
+            Window::Within { ms } => t >= as_of.0.saturating_sub(*ms),
+            Window::Between { from, to } => from.0 <= t && t <= to.0,
+        }
+}
+
+/// Evaluates one behavioural leaf for every profile.
+pub(crate) fn evaluate(
+    events: &EventTable,
+    profiles: u32,
+    as_of: Timestamp,
+    c: &Condition,
+) -> Result<RoaringBitmap, EvalError> {
+    let visible = |p: ProfileId| {
+        let rows = events.events_of(p);
+        let n = events.time[rows.clone()].partition_point(|&t| t <= as_of.0);
+        rows.start..rows.start + n
+    };
+    let mut out = RoaringBitmap::new();
+    match c {
+        Condition::Count {
+            event,
+            window,
+            op,
+            value,
+        } => {
+            let m = matcher(events, event)?;
+            for p in 0..profiles {
+                let n = visible(p)
+                    .filter(|&r| in_window(events.time[r], window, as_of) && m(r))
+                    .count();
+                if holds((n as f64).partial_cmp(value), *op) {
+                    out.insert(p);
+                }
+            }
+        }
+        Condition::Aggregate {
+            function,
+            property,
+            event,
+            window,
+            op,
+            value,
+        } => {
+            let m = matcher(events, event)?;
+            let col = prop_ref(events, property);
+            for p in 0..profiles {
+                let (mut n, mut sum, mut min, mut max) =
+                    (0u64, 0.0, f64::INFINITY, f64::NEG_INFINITY);
+                for r in visible(p) {
+                    if !(in_window(events.time[r], window, as_of) && m(r)) {
+                        continue;
+                    }
+                    if let Some(Prop::Number(x)) = prop(col, r) {
+                        n += 1;
+                        sum += x;
+                        min = min.min(x);
+                        max = max.max(x);
+                    }
+                }
+                let result = match function {
+                    AggregateFn::Sum => Some(sum),
+                    _ if n == 0 => None,
+                    AggregateFn::Avg => Some(sum / n as f64),
+                    AggregateFn::Min => Some(min),
+                    AggregateFn::Max => Some(max),
+                };
+                if result.is_some_and(|x| holds(x.partial_cmp(value), *op)) {
+                    out.insert(p);
+                }
+            }
+        }
+        Condition::Did { event, window } => {
+            let m = matcher(events, event)?;
+            for p in 0..profiles {
+                if visible(p).any(|r| in_window(events.time[r], window, as_of) && m(r)) {
+                    out.insert(p);
+                }
+            }
+        }
+        Condition::LastBefore { event, ago_ms } => {
+            let m = matcher(events, event)?;
+            let limit = as_of.0.saturating_sub(*ago_ms);
+            for p in 0..profiles {
+                if let Some(r) = visible(p).rev().find(|&r| m(r)) {
+                    if events.time[r] < limit {
+                        out.insert(p);
+                    }
+                }
+            }
+        }
+        Condition::First { event, window } => {
+            let m = matcher(events, event)?;
+            for p in 0..profiles {
+                if let Some(r) = visible(p).find(|&r| m(r)) {
+                    if in_window(events.time[r], window, as_of) {
+                        out.insert(p);
+                    }
+                }
+            }
+        }
+        Condition::Sequence {
+            first,
+            then,
+            negated,
+            within_ms,
+            window,
+        } => {
+            let (m1, m2) = (matcher(events, first)?, matcher(events, then)?);
+            for p in 0..profiles {
+                let rows = visible(p);
+                let mut starts = rows
+                    .clone()
+                    .filter(|&r| in_window(events.time[r], window, as_of) && m1(r));
+                let followed = |r1: usize| {
+                    let limit = events.time[r1].saturating_add(*within_ms);
+                    (r1 + 1..rows.end)
+                        .take_while(|&r2| events.time[r2] <= limit)
+                        .any(&m2)
+                };
+                let hit = if *negated {
+                    starts.next_back().is_some_and(|r1| {
+                        as_of.0 >= events.time[r1].saturating_add(*within_ms) && !followed(r1)
+                    })
+                } else {
+                    starts.into_iter().any(followed)
+                };
+                if hit {
+                    out.insert(p);
+                }
+            }
+        }
+        _ => {
+            return Err(EvalError::Unsupported(
+                "this condition as a behavioural leaf",
+            ))
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use microseg_core::condition::parse;
+
+    use super::*;
+    use crate::columnar::{EventTableBuilder, PropertyValue};
+
+    fn day(d: u32, h: u32) -> i64 {
+        parse_timestamp(&format!("2024-01-{d:02}T{h:02}:00:00Z"))
+            .unwrap()
+            .0
+    }
+
+    /// Six profiles, as of 2024-01-10T00:00Z:
+    /// 0 viewed a winter page on day 5 10:00 and never ordered;
+    /// 1 viewed a winter page on day 8 12:00 (its 3 days are not over);
+    /// 2 viewed a winter page on day 2 00:00 and ordered (50, winter) on day 3 00:00;
+    /// 3 ordered (100, bikes) on day 1, viewed /bikes on day 9, ordered (2000, bikes) day 9 12:00;
+    /// 4 has no events; 5 ordered on day 12, after as-of.
+    fn events() -> EventTable {
+        let mut b = EventTableBuilder::default();
+        let mut add = |p: u32, t: i64, name: &str, revenue: Option<f64>, props: &[(&str, &str)]| {
+            let row = b.push(p, t, name, revenue);
+            for (k, v) in props {
+                b.set_property(row, k, PropertyValue::Text(v));
+            }
+        };
+        add(
+            0,
+            day(5, 10),
+            "page_viewed",
+            None,
+            &[("path", "/winter/gloves")],
+        );
+        add(
+            1,
+            day(8, 12),
+            "page_viewed",
+            None,
+            &[("path", "/winter/jackets")],
+        );
+        add(
+            2,
+            day(2, 0),
+            "page_viewed",
+            None,
+            &[("path", "/winter/gloves")],
+        );
+        add(
+            2,
+            day(3, 0),
+            "order_completed",
+            Some(50.0),
+            &[("category", "winter")],
+        );
+        add(
+            3,
+            day(1, 0),
+            "order_completed",
+            Some(100.0),
+            &[("category", "bikes")],
+        );
+        add(3, day(9, 0), "page_viewed", None, &[("path", "/bikes")]);
+        add(
+            3,
+            day(9, 12),
+            "order_completed",
+            Some(2000.0),
+            &[("category", "bikes")],
+        );
+        add(5, day(12, 0), "order_completed", Some(10.0), &[]);
+        b.finish(6)
+    }
+
+    fn members(text: &str) -> Vec<u32> {
+        let events = events();
+        let c = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        evaluate(&events, 6, Timestamp(day(10, 0)), &c)
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+            .iter()
+            .collect()
+    }
+
+    #[test]
+    fn counts_see_nothing_after_as_of_and_zero_includes_the_eventless() {
+        assert_eq!(members("count(order_completed) >= 1"), [2, 3]);
+        assert_eq!(members("count(order_completed) = 0"), [0, 1, 4, 5]);
+        assert_eq!(members("count(order_completed, within 2d) >= 1"), [3]);
+        assert_eq!(
+            members(r#"count(order_completed where category = "bikes") = 2"#),
+            [3]
+        );
+        assert_eq!(
+            members("count(order_completed where category = 5) >= 1"),
+            Vec::<u32>::new()
+        );
+    }
+
+    #[test]
+    fn aggregates_over_property_values_and_revenue() {
+        assert_eq!(members("sum(revenue of order_completed) > 1000"), [3]);
+        assert_eq!(members("avg(revenue of order_completed) = 1050"), [3]);
+        assert_eq!(members("min(revenue of order_completed) < 60"), [2]);
+        // No values: the sum is 0 for everyone, the maximum is missing for everyone.
+        assert_eq!(
+            members("sum(items of order_completed) = 0"),
+            [0, 1, 2, 3, 4, 5]
+        );
+        assert_eq!(
+            members("max(items of order_completed) >= 0"),
+            Vec::<u32>::new()
+        );
+    }
+
+    #[test]
+    fn windows_include_their_start() {
+        assert_eq!(
+            members(r#"did(page_viewed where path starts_with "/winter") within 7d"#),
+            [0, 1]
+        );
+        // Profile 2's order at day 3 00:00 is exactly 7 days before as-of: included.
+        assert_eq!(members("did(order_completed) within 7d"), [2, 3]);
+        assert_eq!(
+            members("did(order_completed) between @2024-01-03 and @2024-01-09"),
+            [2]
+        );
+        assert_eq!(members("last(order_completed) before 5d ago"), [2]);
+        assert_eq!(
+            members("first(order_completed) between @2024-01-01 and @2024-01-02"),
+            [3]
+        );
+        assert_eq!(members("first(order_completed) within 7d"), [2]);
+    }
+
+    #[test]
+    fn sequences_and_the_absence_deadline() {
+        let winter = r#"page_viewed where path starts_with "/winter""#;
+        // 0: deadline day 8 10:00 passed, no order. 1: deadline day 11 not reached.
+        // 2: ordered 1 day after the view.
+        assert_eq!(
+            members(&format!("{winter} then not order_completed within 3d")),
+            [0]
+        );
+        assert_eq!(
+            members(&format!("{winter} then order_completed within 3d")),
+            [2]
+        );
+        // Exactly one day later still counts as within 1d.
+        assert_eq!(
+            members("page_viewed then order_completed within 1d"),
+            [2, 3]
+        );
+        assert_eq!(
+            members("page_viewed then order_completed within 1d, within 2d"),
+            [3]
+        );
+        assert_eq!(
+            members("page_viewed then page_viewed within 30d"),
+            Vec::<u32>::new()
+        );
+    }
+}
