@@ -412,6 +412,16 @@ impl EventTableBuilder {
         t.time.len() - 1
     }
 
+    /// Number of events pushed so far.
+    pub fn len(&self) -> usize {
+        self.profile.len()
+    }
+
+    /// True before the first push.
+    pub fn is_empty(&self) -> bool {
+        self.profile.is_empty()
+    }
+
     /// Registers event names so that name `i` of `names` gets code `i`, for
     /// [`EventTableBuilder::push_code`]. Call before any push.
     pub fn define_names(&mut self, names: &[String]) {

@@ -7,10 +7,11 @@
 //! and `between` included); only `exists` tests for it, and `not` is the complement.
 //!
 //! Behavioural leaves (`count`, `did`, sequences, ...) are evaluated by one pass over the
-//! profile-sorted events each (see the `behaviour` module). `in_segment` is not evaluated
-//! yet and returns [`EvalError::Unsupported`].
+//! profile-sorted events each (see the `behaviour` module). `in_segment` evaluates the
+//! stored segment at the same as-of; a reference cycle is an error naming it.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use microseg_core::condition::{ArithOp, CompareOp, Condition, Literal, Operand, TextOp};
 use microseg_core::{ProfileId, Timestamp, TraitType, Value};
@@ -43,6 +44,12 @@ pub enum EvalError {
         /// Why.
         reason: String,
     },
+    /// `in_segment` names a segment that does not exist.
+    #[error("unknown segment '{0}'")]
+    UnknownSegment(String),
+    /// Segments that refer to each other in a loop.
+    #[error("segment reference cycle: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
     /// A part of the language this evaluator does not handle yet.
     #[error("{0} is not evaluated yet")]
     Unsupported(&'static str),
@@ -59,6 +66,38 @@ pub struct Dataset<'a> {
     pub events: Option<&'a EventTable>,
     /// The instant conditions are evaluated at; later events are invisible.
     pub as_of: Timestamp,
+    /// Stored segments by name, for `in_segment`.
+    pub segments: Option<&'a BTreeMap<String, Condition>>,
+}
+
+/// Checks that the segments `condition` (to be saved as `name`) refers to exist and that
+/// no chain of references leads back to `name`.
+pub fn check_references(
+    name: &str,
+    condition: &Condition,
+    segments: &BTreeMap<String, Condition>,
+) -> Result<(), EvalError> {
+    fn visit(
+        condition: &Condition,
+        path: &mut Vec<String>,
+        segments: &BTreeMap<String, Condition>,
+    ) -> Result<(), EvalError> {
+        for r in condition.segment_refs() {
+            if let Some(at) = path.iter().position(|p| p == r) {
+                let mut cycle = path[at..].to_vec();
+                cycle.push(r.to_string());
+                return Err(EvalError::Cycle(cycle));
+            }
+            let next = segments
+                .get(r)
+                .ok_or_else(|| EvalError::UnknownSegment(r.to_string()))?;
+            path.push(r.to_string());
+            visit(next, path, segments)?;
+            path.pop();
+        }
+        Ok(())
+    }
+    visit(condition, &mut vec![name.to_string()], segments)
 }
 
 /// Where a name's values come from.
@@ -100,29 +139,38 @@ impl Dataset<'_> {
 
     /// Evaluates `condition` to the set of matching profiles.
     pub fn evaluate(&self, condition: &Condition) -> Result<RoaringBitmap, EvalError> {
+        self.eval(condition, &mut Vec::new())
+    }
+
+    /// Evaluates with `path` holding the segments being evaluated (to catch cycles).
+    fn eval(
+        &self,
+        condition: &Condition,
+        path: &mut Vec<String>,
+    ) -> Result<RoaringBitmap, EvalError> {
         Ok(match condition {
             Condition::And { all } => {
                 let mut it = all.iter();
                 let mut acc = match it.next() {
-                    Some(c) => self.evaluate(c)?,
+                    Some(c) => self.eval(c, path)?,
                     None => return Ok(self.universe()),
                 };
                 for c in it {
                     if acc.is_empty() {
                         break;
                     }
-                    acc &= self.evaluate(c)?;
+                    acc &= self.eval(c, path)?;
                 }
                 acc
             }
             Condition::Or { any } => {
                 let mut acc = RoaringBitmap::new();
                 for c in any {
-                    acc |= self.evaluate(c)?;
+                    acc |= self.eval(c, path)?;
                 }
                 acc
             }
-            Condition::Not { not } => self.universe() - self.evaluate(not)?,
+            Condition::Not { not } => self.universe() - self.eval(not, path)?,
             Condition::Compare { left, op, right } => self.compare(left, *op, right)?,
             Condition::In {
                 operand,
@@ -150,7 +198,21 @@ impl Dataset<'_> {
             }
             Condition::Text { name, op, value } => self.text(name, *op, value)?,
             Condition::Has { name, value } => self.has(name, value)?,
-            Condition::InSegment { .. } => return Err(EvalError::Unsupported("in_segment")),
+            Condition::InSegment { segment } => {
+                if let Some(at) = path.iter().position(|p| p == segment) {
+                    let mut cycle = path[at..].to_vec();
+                    cycle.push(segment.clone());
+                    return Err(EvalError::Cycle(cycle));
+                }
+                let inner = self
+                    .segments
+                    .and_then(|s| s.get(segment))
+                    .ok_or_else(|| EvalError::UnknownSegment(segment.clone()))?;
+                path.push(segment.clone());
+                let members = self.eval(inner, path)?;
+                path.pop();
+                members
+            }
             Condition::Count { .. }
             | Condition::Aggregate { .. }
             | Condition::Did { .. }
@@ -532,12 +594,47 @@ mod tests {
 
     fn with<T>(f: impl FnOnce(&Dataset<'_>) -> T) -> T {
         let (table, metrics, events) = dataset();
+        let segments: BTreeMap<String, Condition> = [
+            ("budapest", r#"city = "Budapest""#),
+            ("young_budapest", r#"in_segment("budapest") and age < 30"#),
+            ("loop_a", r#"in_segment("loop_b")"#),
+            ("loop_b", r#"age > 1 and in_segment("loop_a")"#),
+        ]
+        .into_iter()
+        .map(|(n, c)| (n.to_string(), parse(c).unwrap()))
+        .collect();
         f(&Dataset {
             profiles: &table,
             metrics: Some(&metrics),
             events: Some(&events),
             as_of: parse_timestamp("2024-08-01").unwrap(),
+            segments: Some(&segments),
         })
+    }
+
+    #[test]
+    fn segments_refer_to_segments_and_cycles_are_named() {
+        assert_eq!(members(r#"in_segment("budapest")"#), [0, 2]);
+        assert_eq!(members(r#"in_segment("young_budapest")"#), [0]);
+        assert_eq!(members(r#"not in_segment("budapest")"#), [1, 3, 4]);
+        assert_eq!(error(r#"in_segment("nope")"#), "unknown segment 'nope'");
+        assert_eq!(
+            error(r#"in_segment("loop_a")"#),
+            "segment reference cycle: loop_a -> loop_b -> loop_a"
+        );
+        let mut saved = BTreeMap::new();
+        saved.insert("a".to_string(), parse(r#"in_segment("b")"#).unwrap());
+        saved.insert("b".to_string(), parse("x = 1").unwrap());
+        let c = parse(r#"in_segment("a")"#).unwrap();
+        assert_eq!(check_references("new", &c, &saved), Ok(()));
+        assert_eq!(
+            check_references("b", &c, &saved),
+            Err(EvalError::Cycle(vec!["b".into(), "a".into(), "b".into()]))
+        );
+        assert_eq!(
+            check_references("new", &parse(r#"in_segment("zz")"#).unwrap(), &saved),
+            Err(EvalError::UnknownSegment("zz".into()))
+        );
     }
 
     fn members(text: &str) -> Vec<u32> {
@@ -659,9 +756,6 @@ mod tests {
             "'city' is string: arithmetic needs numbers"
         );
         assert!(error(r#"city matches "[z-a]""#).starts_with("bad regular expression '[z-a]'"));
-        assert_eq!(
-            error(r#"in_segment("x")"#),
-            "in_segment is not evaluated yet"
-        );
+        assert_eq!(error(r#"in_segment("x")"#), "unknown segment 'x'");
     }
 }

@@ -7,5 +7,5 @@ pub mod evaluate;
 pub mod metrics;
 
 pub use columnar::{Column, Dictionary, EventTable, EventTableBuilder, ProfileTable};
-pub use evaluate::{Dataset, EvalError};
+pub use evaluate::{check_references, Dataset, EvalError};
 pub use metrics::{compute as compute_metrics, Metrics, MetricsConfig, METRIC_NAMES};

@@ -13,5 +13,5 @@ pub use import::{
     EventImport, EventName, FileOptions, ImportSummary, NoProgress, ProfileImport, Progress,
 };
 pub use reader::{Delimiter, Format};
-pub use store::{Store, StoredEvent, StoredProfile};
+pub use store::{Store, StoredEvent, StoredProfile, StoredSegment};
 pub use workspace::{Config, Workspace};

@@ -29,7 +29,7 @@ use crate::error::StoreError;
 use crate::snapshot::{self, SnapshotKey};
 use crate::workspace::Workspace;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE profiles(
@@ -81,6 +81,41 @@ CREATE TABLE imports(
 );
 "#;
 
+const MIGRATION_2: &str = r#"
+CREATE TABLE segments(
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    condition TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    description TEXT,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE segment_versions(
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    condition TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    description TEXT,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY(name, version)
+);
+"#;
+
+/// A stored segment definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSegment {
+    /// Its name.
+    pub name: String,
+    /// Its version, from 1, bumped by every change.
+    pub version: i64,
+    /// The condition.
+    pub condition: microseg_core::condition::Condition,
+    /// What it is for.
+    pub description: Option<String>,
+    /// When the current version was saved (UTC ms).
+    pub updated_at: Timestamp,
+}
+
 /// An open connection to a workspace's durable store.
 pub struct Store {
     pub(crate) conn: Connection,
@@ -124,11 +159,17 @@ impl Store {
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "cache_size", -262_144)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version == 0 {
+        if version < 1 {
             conn.execute_batch(&format!(
-                "BEGIN; {MIGRATION_1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN; {MIGRATION_1} PRAGMA user_version = 1; COMMIT;"
             ))?;
-        } else if version > SCHEMA_VERSION {
+        }
+        if version < 2 {
+            conn.execute_batch(&format!(
+                "BEGIN; {MIGRATION_2} PRAGMA user_version = 2; COMMIT;"
+            ))?;
+        }
+        if version > SCHEMA_VERSION {
             return Err(StoreError::Invalid(format!(
                 "{}: store schema version {version} is newer than this microseg ({SCHEMA_VERSION})",
                 workspace.store_path().display()
@@ -260,6 +301,147 @@ impl Store {
             table.push(row.get(1)?, &traits);
         }
         Ok(table)
+    }
+
+    /// Every event like [`Store::load_events`], plus the named event properties as
+    /// columns (for `where` filters and aggregates). Read from SQLite: the cache holds no
+    /// properties.
+    pub fn load_events_with_properties(
+        &self,
+        profiles: usize,
+        properties: &[String],
+    ) -> Result<EventTable, StoreError> {
+        if properties.is_empty() {
+            return self.load_events(profiles);
+        }
+        let total: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+        let mut builder = EventTableBuilder::with_capacity(total as usize);
+        let names = self.event_names()?;
+        builder.define_names(&names);
+        // JSON booleans stay the text `true`/`false` (json_extract would give 1 and 0).
+        let extracts: Vec<String> = properties
+            .iter()
+            .map(|p| {
+                let path = format!("'$.\"{}\"'", p.replace('\'', "''").replace('"', "\\\""));
+                format!(
+                    ", CASE json_type(properties, {path}) WHEN 'true' THEN 'true' \
+                     WHEN 'false' THEN 'false' ELSE json_extract(properties, {path}) END"
+                )
+            })
+            .collect();
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT profile_id, time, name_id, revenue{} FROM events",
+            extracts.concat()
+        ))?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let profile: u32 = row.get(0)?;
+            let name: u32 = row.get(2)?;
+            if name as usize >= names.len() || profile as usize >= profiles {
+                return Err(StoreError::Invalid(format!(
+                    "store: event of unknown profile {profile} or name {name}"
+                )));
+            }
+            builder.push_code(profile, row.get(1)?, name, row.get(3)?);
+            let at = builder.len() - 1;
+            for (i, key) in properties.iter().enumerate() {
+                use microseg_engine::columnar::PropertyValue;
+                use rusqlite::types::ValueRef;
+                match row.get_ref(4 + i)? {
+                    ValueRef::Integer(x) => {
+                        builder.set_property(at, key, PropertyValue::Number(x as f64))
+                    }
+                    ValueRef::Real(x) => builder.set_property(at, key, PropertyValue::Number(x)),
+                    ValueRef::Text(t) => {
+                        let text = String::from_utf8_lossy(t);
+                        builder.set_property(at, key, PropertyValue::Text(&text))
+                    }
+                    ValueRef::Null | ValueRef::Blob(_) => {}
+                }
+            }
+        }
+        Ok(builder.finish(profiles))
+    }
+
+    /// Saves `condition` as segment `name`: version 1 when new; with `replace`, the next
+    /// version of an existing segment. Returns the version saved.
+    pub fn save_segment(
+        &mut self,
+        name: &str,
+        condition: &microseg_core::condition::Condition,
+        description: Option<&str>,
+        replace: bool,
+    ) -> Result<i64, StoreError> {
+        let tx = self.conn.transaction()?;
+        let current: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM segments WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let version = match (current, replace) {
+            (Some(_), false) => {
+                return Err(StoreError::Invalid(format!(
+                    "segment '{name}' already exists (use --replace to save a new version)"
+                )))
+            }
+            (Some(v), true) => v + 1,
+            (None, _) => 1,
+        };
+        let text = condition.to_string();
+        let json = serde_json::to_string(condition)
+            .map_err(|e| StoreError::Invalid(format!("segment '{name}': {e}")))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        tx.execute(
+            "INSERT INTO segments(name, version, condition, definition, description, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(name) DO UPDATE SET version = ?2, condition = ?3, definition = ?4,
+                 description = coalesce(?5, description), updated_at = ?6",
+            params![name, version, text, json, description, now],
+        )?;
+        tx.execute(
+            "INSERT INTO segment_versions(name, version, condition, definition, description, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![name, version, text, json, description, now],
+        )?;
+        tx.commit()?;
+        Ok(version)
+    }
+
+    /// Every stored segment, by name.
+    pub fn segments(&self) -> Result<Vec<StoredSegment>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, version, definition, description, updated_at FROM segments ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, version, json, description, updated_at) = row?;
+            let condition = serde_json::from_str(&json).map_err(|e| {
+                StoreError::Invalid(format!("store: segment '{name}' is unreadable: {e}"))
+            })?;
+            out.push(StoredSegment {
+                name,
+                version,
+                condition,
+                description,
+                updated_at: Timestamp(updated_at),
+            });
+        }
+        Ok(out)
     }
 
     /// The store state the columnar event cache is keyed by.

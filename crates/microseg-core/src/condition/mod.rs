@@ -180,6 +180,104 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+impl Condition {
+    /// Calls `f` on this condition and every condition inside it (`where` filters
+    /// included), parents first.
+    pub fn walk<'a>(&'a self, f: &mut impl FnMut(&'a Condition)) {
+        f(self);
+        match self {
+            Condition::And { all: cs } | Condition::Or { any: cs } => {
+                cs.iter().for_each(|c| c.walk(f))
+            }
+            Condition::Not { not } => not.walk(f),
+            Condition::Count { event, .. }
+            | Condition::Aggregate { event, .. }
+            | Condition::Did { event, .. }
+            | Condition::LastBefore { event, .. }
+            | Condition::First { event, .. } => event.walk_filter(f),
+            Condition::Sequence { first, then, .. } => {
+                first.walk_filter(f);
+                then.walk_filter(f);
+            }
+            _ => {}
+        }
+    }
+
+    /// The segments this condition refers to with `in_segment`, in order, without repeats.
+    pub fn segment_refs(&self) -> Vec<&str> {
+        let mut refs: Vec<&str> = Vec::new();
+        self.walk(&mut |c| {
+            if let Condition::InSegment { segment } = c {
+                if !refs.contains(&segment.as_str()) {
+                    refs.push(segment);
+                }
+            }
+        });
+        refs
+    }
+
+    /// The event properties this condition reads (names in `where` filters and aggregated
+    /// properties), sorted, without repeats.
+    pub fn event_properties(&self) -> Vec<String> {
+        let mut names = std::collections::BTreeSet::new();
+        self.walk(&mut |c| {
+            let filters: Vec<&EventFilter> = match c {
+                Condition::Aggregate {
+                    property, event, ..
+                } => {
+                    names.insert(property.clone());
+                    vec![event]
+                }
+                Condition::Count { event, .. }
+                | Condition::Did { event, .. }
+                | Condition::LastBefore { event, .. }
+                | Condition::First { event, .. } => vec![event],
+                Condition::Sequence { first, then, .. } => vec![first, then],
+                _ => vec![],
+            };
+            for filter in filters.into_iter().filter_map(|e| e.filter.as_deref()) {
+                filter.walk(&mut |leaf| leaf_names(leaf, &mut names));
+            }
+        });
+        names.into_iter().collect()
+    }
+}
+
+/// The names a non-behavioural leaf reads.
+fn leaf_names(c: &Condition, names: &mut std::collections::BTreeSet<String>) {
+    fn operand(o: &Operand, names: &mut std::collections::BTreeSet<String>) {
+        match o {
+            Operand::Name(n) => {
+                names.insert(n.clone());
+            }
+            Operand::Number(_) => {}
+            Operand::Arith { left, right, .. } => {
+                operand(left, names);
+                operand(right, names);
+            }
+        }
+    }
+    match c {
+        Condition::Compare { left: o, .. }
+        | Condition::In { operand: o, .. }
+        | Condition::Between { operand: o, .. } => operand(o, names),
+        Condition::Exists { name, .. }
+        | Condition::Text { name, .. }
+        | Condition::Has { name, .. } => {
+            names.insert(name.clone());
+        }
+        _ => {}
+    }
+}
+
+impl EventFilter {
+    fn walk_filter<'a>(&'a self, f: &mut impl FnMut(&'a Condition)) {
+        if let Some(filter) = &self.filter {
+            filter.walk(f);
+        }
+    }
+}
+
 /// Events of one name, optionally filtered by their properties.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventFilter {

@@ -145,6 +145,20 @@ fn the_issues_examples_parse_to_the_expected_trees() {
 }
 
 #[test]
+fn walkers_find_properties_and_segment_references() {
+    let c = p(
+        r#"in_segment("a") and (count(order_completed where category = "bikes" and price * items > 10) > 1
+        or sum(revenue of order_completed) > 5 or page_viewed where path exists then x within 1d)
+        and not in_segment("b") and in_segment("a") and age > 3"#,
+    );
+    assert_eq!(c.segment_refs(), ["a", "b"]);
+    assert_eq!(
+        c.event_properties(),
+        ["category", "items", "path", "price", "revenue"]
+    );
+}
+
+#[test]
 fn precedence_not_binds_tighter_than_and_than_or() {
     let c = p("not a = 1 and b = 2 or c = 3");
     let a = Condition::Compare {
