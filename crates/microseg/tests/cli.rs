@@ -830,3 +830,178 @@ fn imports_work_beside_other_connections_and_leave_the_store_in_wal() {
     assert_eq!(env.count("events"), 4);
     assert_eq!(mode(&env.store()), "wal");
 }
+
+#[test]
+fn segment_commands_create_version_list_show_size_and_members() {
+    let env = Env::new();
+    let file = env.write(
+        "p.csv",
+        b"id,city,age,tags\na,Budapest,25,road;coffee\nb,Vienna,34,road\nc,Budapest,40,\nd,,19,mtb\n",
+    );
+    env.ok(&["import", "profiles", &file, "--type", "tags=string_set"]);
+    let created = env.json(&[
+        "segment",
+        "create",
+        "bp",
+        r#"city = "Budapest""#,
+        "--description",
+        "capital",
+        "--json",
+    ]);
+    assert_eq!(
+        (created["version"].as_i64(), created["size"].as_u64()),
+        (Some(1), Some(2))
+    );
+    env.ok(&[
+        "segment",
+        "create",
+        "young_bp",
+        r#"in_segment("bp") and age < 30"#,
+    ]);
+    let err = env.fails(&["segment", "create", "bp", "age > 1"]);
+    assert!(err.contains("already exists (use --replace"), "{err}");
+    let err = env.fails(&[
+        "segment",
+        "create",
+        "bp",
+        r#"in_segment("young_bp")"#,
+        "--replace",
+    ]);
+    assert!(
+        err.contains("segment reference cycle: bp -> young_bp -> bp"),
+        "{err}"
+    );
+    let err = env.fails(&["segment", "create", "z", "age >"]);
+    assert!(
+        err.contains("condition: line 1, column 6: expected a value"),
+        "{err}"
+    );
+    let err = env.fails(&["segment", "create", "z", r#"tags = "road""#]);
+    assert!(
+        err.contains("'tags' is string_set: test members with `has"),
+        "{err}"
+    );
+    let v2 = env.json(&[
+        "segment",
+        "create",
+        "bp",
+        r#"city = "Budapest" or age > 30"#,
+        "--replace",
+        "--json",
+    ]);
+    assert_eq!(
+        (v2["version"].as_i64(), v2["size"].as_u64()),
+        (Some(2), Some(3))
+    );
+
+    let list = env.json(&["segment", "list", "--json", "--as-of", "2024-01-01"]);
+    let names: Vec<&str> = list["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["bp", "young_bp"]);
+    assert_eq!(list["segments"][0]["size"], 3);
+    assert_eq!(list["segments"][0]["description"], "capital");
+    assert_eq!(
+        list["segments"][1]["size"], 1,
+        "young_bp follows bp's new version"
+    );
+
+    let show = env.json(&["segment", "show", "bp", "--json", "--as-of", "2024-01-01"]);
+    assert_eq!(show["condition"], r#"city = "Budapest" or age > 30"#);
+    assert_eq!(show["definition"]["type"], "or");
+    let size = env.json(&[
+        "segment",
+        "size",
+        r#"tags has "road" and not city = "Vienna""#,
+        "--json",
+        "--as-of",
+        "2024-01-01",
+    ]);
+    assert_eq!(
+        (size["size"].as_u64(), size["total"].as_u64()),
+        (Some(1), Some(4))
+    );
+    assert_eq!(size["as_of"], "2024-01-01T00:00:00Z");
+    assert_eq!(
+        env.json(&["segment", "size", "young_bp", "--json"])["segment"],
+        "young_bp"
+    );
+
+    let csv = env.ok(&["segment", "members", "bp", "--as-of", "2024-01-01"]);
+    assert_eq!(csv, "id\na\nb\nc\n");
+    let json = env.json(&["segment", "members", "bp", "--format", "json"]);
+    assert_eq!(json["members"], serde_json::json!(["a", "b", "c"]));
+    let err = env.fails(&["segment", "members", "nope"]);
+    assert!(err.contains("no segment named 'nope'"), "{err}");
+}
+
+/// Segment sizes on a generated shop against the same conditions written as SQL by hand
+/// and run by SQLite over the store's rows (independent of the evaluator).
+#[test]
+fn segment_sizes_match_independent_sql_on_the_demo_shop() {
+    let env = Env::new();
+    let dir = env.dir.path().join("shop");
+    let data = dir.to_str().unwrap();
+    env.ok(&["demo", data, "--customers", "3000", "--seed", "3"]);
+    let store = Connection::open(dir.join("store.sqlite")).unwrap();
+    let as_of = "2026-02-01";
+    let t = 1_769_904_000_000_i64; // 2026-02-01T00:00:00Z
+    let day = 86_400_000_i64;
+    let trait_of = |n: &str| format!("json_extract(p.traits, '$.{n}')");
+    let cases: Vec<(&str, String)> = vec![
+        (
+            r#"gender = "f" and discipline = "mountain" and skill = "amateur""#,
+            format!("SELECT count(*) FROM profiles p WHERE {} = 'f' AND {} = 'mountain' AND {} = 'amateur'",
+                trait_of("gender"), trait_of("discipline"), trait_of("skill")),
+        ),
+        (
+            r#"age between 25 and 34 and interests has "coffee""#,
+            format!("SELECT count(*) FROM profiles p WHERE {} BETWEEN 25 AND 34 AND EXISTS
+                     (SELECT 1 FROM json_each(p.traits, '$.interests') WHERE value = 'coffee')", trait_of("age")),
+        ),
+        (
+            r#"city != "Budapest" and not consent_sms = true"#,
+            format!("SELECT count(*) FROM profiles p WHERE {c} IS NOT NULL AND {c} != 'Budapest'
+                     AND NOT coalesce({s} = 1, 0)", c = trait_of("city"), s = trait_of("consent_sms")),
+        ),
+        (
+            r#"count(page_viewed where category = "winter_accessories", within 30d) >= 2"#,
+            format!("SELECT count(*) FROM (SELECT profile_id FROM events_named WHERE name = 'page_viewed'
+                     AND json_extract(properties, '$.category') = 'winter_accessories'
+                     AND time BETWEEN {} AND {t} GROUP BY profile_id HAVING count(*) >= 2)", t - 30 * day),
+        ),
+        (
+            "did(order_completed) within 90d and not did(page_viewed) within 7d",
+            format!("SELECT count(DISTINCT profile_id) FROM events_named e WHERE name = 'order_completed'
+                     AND time BETWEEN {} AND {t} AND NOT EXISTS (SELECT 1 FROM events_named v
+                     WHERE v.profile_id = e.profile_id AND v.name = 'page_viewed' AND v.time BETWEEN {} AND {t})",
+                t - 90 * day, t - 7 * day),
+        ),
+        (
+            "sum(revenue of order_completed) > 2000 and orders >= 2",
+            format!("SELECT count(*) FROM (SELECT profile_id FROM events_named WHERE name = 'order_completed'
+                     AND time <= {t} GROUP BY profile_id HAVING sum(coalesce(revenue, 0)) > 2000 AND count(*) >= 2)"),
+        ),
+        (
+            r#"page_viewed where category = "winter_accessories" then not order_completed within 3d"#,
+            format!("WITH v AS (SELECT profile_id, time, id, row_number() OVER (PARTITION BY profile_id
+                       ORDER BY time DESC, id DESC) AS k FROM events_named WHERE name = 'page_viewed'
+                       AND json_extract(properties, '$.category') = 'winter_accessories' AND time <= {t})
+                     SELECT count(*) FROM v WHERE k = 1 AND time + {d3} <= {t} AND NOT EXISTS
+                       (SELECT 1 FROM events_named o WHERE o.profile_id = v.profile_id
+                        AND o.name = 'order_completed' AND o.time <= v.time + {d3}
+                        AND (o.time > v.time OR (o.time = v.time AND o.id > v.id)))", d3 = 3 * day),
+        ),
+    ];
+    for (condition, sql) in cases {
+        let expected: i64 = store.query_row(&sql, [], |r| r.get(0)).unwrap();
+        let got = env.json(&[
+            "--data", data, "segment", "size", condition, "--as-of", as_of, "--json",
+        ]);
+        assert_eq!(got["size"].as_i64(), Some(expected), "{condition}");
+        assert!(expected > 0, "the shop has members for {condition}");
+    }
+}

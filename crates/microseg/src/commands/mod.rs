@@ -5,6 +5,7 @@ mod import;
 mod init;
 mod metrics;
 mod profile;
+mod segment;
 
 use std::path::PathBuf;
 
@@ -45,6 +46,8 @@ enum Command {
     Metrics(metrics::MetricsArgs),
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
+    #[command(subcommand)]
+    Segment(segment::SegmentCommand),
     Demo(demo::DemoArgs),
     Generate(demo::GenerateArgs),
 }
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Import(cmd) => import::run(&ctx, cmd),
         Command::Metrics(args) => metrics::run(&ctx, args),
         Command::Profile(cmd) => profile::run(&ctx, cmd),
+        Command::Segment(cmd) => segment::run(&ctx, cmd),
         Command::Demo(args) => demo::run(&ctx, args),
         Command::Generate(args) => demo::run_generate(args),
     }

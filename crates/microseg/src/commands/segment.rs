@@ -1,0 +1,402 @@
+//! `microseg segment ...`: define segments in the condition language and see who is in them.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use microseg_core::condition::{parse, Condition};
+use microseg_core::Timestamp;
+use microseg_engine::{
+    check_references, compute_metrics, Dataset, EventTable, Metrics, ProfileTable,
+};
+use microseg_store::{Store, Workspace};
+use roaring::RoaringBitmap;
+
+use super::{as_of, print_json, Context};
+use crate::output::{percent, print_table, thousands};
+
+/// Define segments with the condition language (docs/conditions.md) and see their members.
+#[derive(Debug, Subcommand)]
+pub enum SegmentCommand {
+    Create(CreateArgs),
+    List(ListArgs),
+    Show(ShowArgs),
+    Size(SizeArgs),
+    Members(MembersArgs),
+}
+
+/// Save a segment: a name and a condition, validated against the data before saving.
+///
+/// Example: microseg segment create female_amateur_mtb
+///   'gender = "f" and discipline = "mountain" and skill = "amateur"'
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The segment's name.
+    name: String,
+    /// The condition (quote it for the shell).
+    condition: String,
+    /// What the segment is for.
+    #[arg(long, value_name = "TEXT")]
+    description: Option<String>,
+    /// Save a new version of an existing segment.
+    #[arg(long)]
+    replace: bool,
+    /// The size shown is as of this instant (default now).
+    #[arg(long, value_name = "T")]
+    as_of: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// List segments with their sizes.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Sizes as of this instant (default now).
+    #[arg(long, value_name = "T")]
+    as_of: Option<String>,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Show a segment: condition, version, description and size.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The segment's name.
+    name: String,
+    /// Size as of this instant (default now).
+    #[arg(long, value_name = "T")]
+    as_of: Option<String>,
+    /// Print as JSON (the condition also as its JSON tree).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Count the members of a saved segment or of a condition.
+#[derive(Debug, Args)]
+pub struct SizeArgs {
+    /// A segment name, or a condition such as 'orders >= 2 and city = "Budapest"'.
+    segment_or_condition: String,
+    /// As of this instant (default now).
+    #[arg(long, value_name = "T")]
+    as_of: Option<String>,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// List the members of a segment by external id.
+#[derive(Debug, Args)]
+pub struct MembersArgs {
+    /// The segment's name.
+    name: String,
+    /// As of this instant (default now).
+    #[arg(long, value_name = "T")]
+    as_of: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "csv")]
+    format: MembersFormat,
+    /// Write to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum MembersFormat {
+    Csv,
+    Json,
+}
+
+pub fn run(ctx: &Context, cmd: SegmentCommand) -> Result<()> {
+    let (ws, mut store) = ctx.open()?;
+    match cmd {
+        SegmentCommand::Create(args) => create(&ws, &mut store, args),
+        SegmentCommand::List(args) => list(&ws, &store, args),
+        SegmentCommand::Show(args) => show(&ws, &store, args),
+        SegmentCommand::Size(args) => size(&ws, &store, args),
+        SegmentCommand::Members(args) => members(&ws, &store, args),
+    }
+}
+
+/// Everything conditions are evaluated over, as of one instant.
+struct Loaded {
+    external_ids: Vec<String>,
+    profiles: ProfileTable,
+    metrics: Metrics,
+    events: EventTable,
+    segments: BTreeMap<String, Condition>,
+    as_of: Timestamp,
+}
+
+impl Loaded {
+    /// Loads the workspace for evaluating `conditions` (and the segments they refer to).
+    fn new(
+        ws: &Workspace,
+        store: &Store,
+        as_of: Timestamp,
+        conditions: &[&Condition],
+    ) -> Result<Loaded> {
+        let segments: BTreeMap<String, Condition> = store
+            .segments()?
+            .into_iter()
+            .map(|s| (s.name, s.condition))
+            .collect();
+        // Event properties of the conditions and of every segment they reach.
+        let mut properties = std::collections::BTreeSet::new();
+        let mut todo: Vec<&Condition> = conditions.to_vec();
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(c) = todo.pop() {
+            properties.extend(c.event_properties());
+            for r in c.segment_refs() {
+                if seen.insert(r.to_string()) {
+                    if let Some(s) = segments.get(r) {
+                        todo.push(s);
+                    }
+                }
+            }
+        }
+        let properties: Vec<String> = properties.into_iter().collect();
+        let profiles = store.load_profiles()?;
+        let events = store.load_events_with_properties(profiles.len(), &properties)?;
+        let metrics = compute_metrics(&events, as_of, &ws.config.metrics_config());
+        Ok(Loaded {
+            external_ids: profiles.external_ids.clone(),
+            profiles,
+            metrics,
+            events,
+            segments,
+            as_of,
+        })
+    }
+
+    fn dataset(&self) -> Dataset<'_> {
+        Dataset {
+            profiles: &self.profiles,
+            metrics: Some(&self.metrics),
+            events: Some(&self.events),
+            as_of: self.as_of,
+            segments: Some(&self.segments),
+        }
+    }
+
+    fn evaluate(&self, condition: &Condition) -> Result<RoaringBitmap> {
+        Ok(self.dataset().evaluate(condition)?)
+    }
+}
+
+fn parse_condition(text: &str) -> Result<Condition> {
+    parse(text).map_err(|e| anyhow::anyhow!("condition: {e}"))
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !ok {
+        bail!("segment name '{name}': use 1 to 100 letters, digits, '_', '-' or '.'");
+    }
+    Ok(())
+}
+
+fn create(ws: &Workspace, store: &mut Store, args: CreateArgs) -> Result<()> {
+    check_name(&args.name)?;
+    let condition = parse_condition(&args.condition)?;
+    let saved: BTreeMap<String, Condition> = store
+        .segments()?
+        .into_iter()
+        .map(|s| (s.name, s.condition))
+        .collect();
+    check_references(&args.name, &condition, &saved)
+        .with_context(|| format!("segment '{}'", args.name))?;
+    // Evaluating once now catches unknown names and type errors before saving.
+    let now = as_of(args.as_of.as_deref())?;
+    let loaded = Loaded::new(ws, store, now, &[&condition])?;
+    let members = loaded
+        .evaluate(&condition)
+        .with_context(|| format!("segment '{}'", args.name))?;
+    let version = store.save_segment(
+        &args.name,
+        &condition,
+        args.description.as_deref(),
+        args.replace,
+    )?;
+    let size = members.len();
+    if args.json {
+        return print_json(&serde_json::json!({
+            "name": args.name,
+            "version": version,
+            "condition": condition.to_string(),
+            "size": size,
+            "as_of": now.to_string(),
+        }));
+    }
+    let verb = if version == 1 { "created" } else { "updated" };
+    println!(
+        "{verb} segment {} (version {version}): {} of {} profiles as of {now}",
+        args.name,
+        thousands(size),
+        thousands(loaded.external_ids.len() as u64)
+    );
+    Ok(())
+}
+
+fn list(ws: &Workspace, store: &Store, args: ListArgs) -> Result<()> {
+    let at = as_of(args.as_of.as_deref())?;
+    let stored = store.segments()?;
+    let conditions: Vec<&Condition> = stored.iter().map(|s| &s.condition).collect();
+    let loaded = Loaded::new(ws, store, at, &conditions)?;
+    let total = loaded.external_ids.len() as u64;
+    let mut rows = Vec::new();
+    let mut json = Vec::new();
+    for s in &stored {
+        let size = loaded.evaluate(&s.condition)?.len();
+        rows.push(vec![
+            s.name.clone(),
+            thousands(size),
+            percent(size, total),
+            s.version.to_string(),
+            s.description.clone().unwrap_or_default(),
+        ]);
+        json.push(serde_json::json!({
+            "name": s.name,
+            "size": size,
+            "share": if total > 0 { size as f64 / total as f64 } else { 0.0 },
+            "version": s.version,
+            "description": s.description,
+            "condition": s.condition.to_string(),
+        }));
+    }
+    if args.json {
+        return print_json(
+            &serde_json::json!({"as_of": at.to_string(), "total": total, "segments": json}),
+        );
+    }
+    if stored.is_empty() {
+        println!("no segments yet (create one with `microseg segment create NAME 'CONDITION'`)");
+        return Ok(());
+    }
+    println!("segments as of {at} ({} profiles)", thousands(total));
+    print_table(&["name", "size", "share", "version", "description"], &rows);
+    Ok(())
+}
+
+fn find(store: &Store, name: &str) -> Result<microseg_store::StoredSegment> {
+    store
+        .segments()?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| anyhow::anyhow!("no segment named '{name}' (see `microseg segment list`)"))
+}
+
+fn show(ws: &Workspace, store: &Store, args: ShowArgs) -> Result<()> {
+    let at = as_of(args.as_of.as_deref())?;
+    let s = find(store, &args.name)?;
+    let loaded = Loaded::new(ws, store, at, &[&s.condition])?;
+    let size = loaded.evaluate(&s.condition)?.len();
+    let total = loaded.external_ids.len() as u64;
+    if args.json {
+        return print_json(&serde_json::json!({
+            "name": s.name,
+            "version": s.version,
+            "description": s.description,
+            "condition": s.condition.to_string(),
+            "definition": s.condition,
+            "updated_at": s.updated_at.to_string(),
+            "size": size,
+            "total": total,
+            "as_of": at.to_string(),
+        }));
+    }
+    println!(
+        "segment {} (version {}, saved {})",
+        s.name, s.version, s.updated_at
+    );
+    if let Some(d) = &s.description {
+        println!("  {d}");
+    }
+    println!("\n  {}\n", s.condition);
+    println!(
+        "{} of {} profiles ({}) as of {at}",
+        thousands(size),
+        thousands(total),
+        percent(size, total)
+    );
+    Ok(())
+}
+
+fn size(ws: &Workspace, store: &Store, args: SizeArgs) -> Result<()> {
+    let at = as_of(args.as_of.as_deref())?;
+    let named = store
+        .segments()?
+        .into_iter()
+        .find(|s| s.name == args.segment_or_condition);
+    let (segment, condition) = match named {
+        Some(s) => (Some(s.name), s.condition),
+        None => (None, parse_condition(&args.segment_or_condition)?),
+    };
+    let loaded = Loaded::new(ws, store, at, &[&condition])?;
+    let size = loaded.evaluate(&condition)?.len();
+    let total = loaded.external_ids.len() as u64;
+    if args.json {
+        return print_json(&serde_json::json!({
+            "size": size,
+            "as_of": at.to_string(),
+            "total": total,
+            "share": if total > 0 { size as f64 / total as f64 } else { 0.0 },
+            "segment": segment,
+            "condition": condition.to_string(),
+        }));
+    }
+    println!(
+        "{} of {} profiles ({}) as of {at}",
+        thousands(size),
+        thousands(total),
+        percent(size, total)
+    );
+    Ok(())
+}
+
+fn members(ws: &Workspace, store: &Store, args: MembersArgs) -> Result<()> {
+    let at = as_of(args.as_of.as_deref())?;
+    let s = find(store, &args.name)?;
+    let loaded = Loaded::new(ws, store, at, &[&s.condition])?;
+    let members = loaded.evaluate(&s.condition)?;
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| path.display().to_string())?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let ids = members
+        .iter()
+        .map(|p| loaded.external_ids[p as usize].as_str());
+    match args.format {
+        MembersFormat::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record(["id"])?;
+            for id in ids {
+                w.write_record([id])?;
+            }
+            w.flush()?;
+        }
+        MembersFormat::Json => {
+            let ids: Vec<&str> = ids.collect();
+            serde_json::to_writer_pretty(
+                &mut out,
+                &serde_json::json!({
+                    "segment": s.name,
+                    "as_of": at.to_string(),
+                    "size": ids.len(),
+                    "members": ids,
+                }),
+            )?;
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
