@@ -137,6 +137,25 @@ impl Dataset<'_> {
         }
     }
 
+    /// Number of profiles.
+    pub fn profile_count(&self) -> u32 {
+        self.len()
+    }
+
+    /// The type of trait or metric `name`.
+    pub fn type_of(&self, name: &str) -> Result<TraitType, EvalError> {
+        Ok(match self.source(name)? {
+            Source::Trait(c) => c.trait_type(),
+            Source::Metric(_, ty) => ty,
+        })
+    }
+
+    /// The value of trait or metric `name` for profile `p` (an error for unknown names).
+    pub fn value_of(&self, name: &str, p: ProfileId) -> Result<Option<Value>, EvalError> {
+        let source = self.source(name)?;
+        Ok(self.value(&source, p))
+    }
+
     /// Evaluates `condition` to the set of matching profiles.
     pub fn evaluate(&self, condition: &Condition) -> Result<RoaringBitmap, EvalError> {
         self.eval(condition, &mut Vec::new())

@@ -1,6 +1,7 @@
 //! microseg's in-memory engine: columnar profile and event tables and the behavioural
 //! metrics computed over them. No I/O: tables are filled by `microseg-store`.
 
+pub mod analytics;
 mod behaviour;
 pub mod columnar;
 pub mod evaluate;

@@ -8,6 +8,14 @@ mod progress;
 use clap::Parser;
 
 fn main() {
+    // Like other command-line tools, stop quietly when the reader of our output goes
+    // away (`microseg metrics | head`) instead of panicking on a broken pipe.
+    #[cfg(unix)]
+    // SAFETY: called first thing, before any other thread exists; restoring the default
+    // action of SIGPIPE has no other effect on the program.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = commands::Cli::parse();
     if let Err(err) = commands::run(cli) {
         // One line: what went wrong and where (the chain of causes, joined).

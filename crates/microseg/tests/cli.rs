@@ -576,6 +576,31 @@ fn demo_is_reproducible_and_summarised() {
     ]))
     .unwrap();
     assert_eq!(json["customers"], 400);
+    let saved: Vec<&str> = json["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(saved, ["female_amateur_mtb", "winter_no_order"]);
+    assert!(
+        out.contains("Drill-down: discipline, then skill, then gender"),
+        "{out}"
+    );
+    let listed = env.json(&[
+        "--data",
+        a.to_str().unwrap(),
+        "segment",
+        "size",
+        "female_amateur_mtb",
+        "--as-of",
+        "2026-11-01",
+        "--json",
+    ]);
+    assert_eq!(
+        listed["size"], json["segments"][0]["size"],
+        "the demo's figure is the segment's size"
+    );
     for file in ["profiles.csv", "events.csv"] {
         let x = std::fs::read(a.join("demo").join(file)).unwrap();
         let y = std::fs::read(b.join("demo").join(file)).unwrap();
@@ -936,6 +961,34 @@ fn segment_commands_create_version_list_show_size_and_members() {
     assert_eq!(json["members"], serde_json::json!(["a", "b", "c"]));
     let err = env.fails(&["segment", "members", "nope"]);
     assert!(err.contains("no segment named 'nope'"), "{err}");
+
+    // bp = {a, b, c}, young_bp = {a}: 1 in common, Jaccard 1/3.
+    let overlap = env.json(&["segment", "overlap", "bp", "young_bp", "--json"]);
+    assert_eq!(overlap["pairs"][0]["intersection"], 1);
+    assert_eq!(overlap["pairs"][0]["jaccard"].as_f64(), Some(1.0 / 3.0));
+    assert!(env
+        .fails(&["segment", "overlap", "bp"])
+        .contains("required"));
+
+    let tree = env.json(&[
+        "segment", "tree", "--by", "city,age", "--within", "bp", "--json",
+    ]);
+    let root = &tree["root"];
+    assert_eq!(root["size"], 3);
+    let first = &root["children"][0];
+    assert_eq!(
+        (first["value"].as_str(), first["size"].as_u64()),
+        (Some("Budapest"), Some(2))
+    );
+    assert_eq!(first["share_of_parent"].as_f64(), Some(2.0 / 3.0));
+    assert_eq!(
+        first["children"][0]["condition"],
+        r#"city = "Budapest" and age = 25"#
+    );
+    let leaf = first["children"][0]["condition"].as_str().unwrap();
+    assert_eq!(env.json(&["segment", "size", leaf, "--json"])["size"], 1);
+    let err = env.fails(&["segment", "tree", "--by", "nope"]);
+    assert!(err.contains("unknown trait or metric 'nope'"), "{err}");
 }
 
 /// Segment sizes on a generated shop against the same conditions written as SQL by hand

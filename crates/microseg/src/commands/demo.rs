@@ -97,13 +97,151 @@ pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
     )?;
     let computed = compute(&ws, &store, DEMO_END)?;
     let table = store.load_profiles()?;
+    let segments = demo_segments(&mut store, &table, &computed)?;
     let summary = Summary::new(&computed, &table, profiles, events);
     if args.json {
-        print_json(&summary.to_json())
+        let mut doc = summary.to_json();
+        doc["segments"] = segments.to_json();
+        print_json(&doc)
     } else {
-        summary.print(&dir);
+        summary.print();
+        segments.print();
+        print_next(&dir);
         Ok(())
     }
+}
+
+/// The segments the demo saves, as (name, description, condition).
+const DEMO_SEGMENTS: [(&str, &str, &str); 2] = [
+    (
+        "female_amateur_mtb",
+        "female amateur mountain bikers: the campaign's audience",
+        r#"gender = "f" and discipline = "mountain" and skill = "amateur""#,
+    ),
+    (
+        "winter_no_order",
+        "viewed winter accessories in the last 2 weeks, then no order within 3 days",
+        r#"page_viewed where category = "winter_accessories" then not order_completed within 3d, within 14d"#,
+    ),
+];
+
+/// The drill-down and the demo's saved segments.
+struct DemoSegments {
+    tree: microseg_engine::analytics::TreeNode,
+    saved: Vec<(String, String, String, u64)>,
+    total: u64,
+}
+
+fn demo_segments(
+    store: &mut Store,
+    table: &microseg_engine::ProfileTable,
+    computed: &ComputedMetrics,
+) -> Result<DemoSegments> {
+    use microseg_core::condition::parse;
+    let conditions: Vec<_> = DEMO_SEGMENTS
+        .iter()
+        .map(|(_, _, c)| parse(c).expect("the demo's conditions parse"))
+        .collect();
+    let properties: Vec<String> = conditions
+        .iter()
+        .flat_map(|c| c.event_properties())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let events = store.load_events_with_properties(table.len(), &properties)?;
+    let data = microseg_engine::Dataset {
+        profiles: table,
+        metrics: Some(&computed.metrics),
+        events: Some(&events),
+        as_of: DEMO_END,
+        segments: None,
+    };
+    let mut saved = Vec::new();
+    for ((name, description, _), condition) in DEMO_SEGMENTS.iter().zip(&conditions) {
+        let size = data.evaluate(condition)?.len();
+        store.save_segment(name, condition, Some(description), true)?;
+        saved.push((
+            name.to_string(),
+            description.to_string(),
+            condition.to_string(),
+            size,
+        ));
+    }
+    let all = (0..table.len() as u32).collect();
+    let dims = ["discipline", "skill", "gender"].map(String::from);
+    let tree = microseg_engine::analytics::drill_down(&data, all, &dims)?;
+    Ok(DemoSegments {
+        tree,
+        saved,
+        total: table.len() as u64,
+    })
+}
+
+impl DemoSegments {
+    fn print(&self) {
+        println!("\nDrill-down: discipline, then skill, then gender (customers)");
+        for d in &self.tree.children {
+            let line: Vec<String> = d
+                .children
+                .iter()
+                .map(|s| {
+                    let genders: Vec<String> = s
+                        .children
+                        .iter()
+                        .map(|g| format!("{} {}", value_text(g), thousands(g.members.len())))
+                        .collect();
+                    format!(
+                        "{} {} ({})",
+                        value_text(s),
+                        thousands(s.members.len()),
+                        genders.join(", ")
+                    )
+                })
+                .collect();
+            println!(
+                "  {:<9} {:>7}: {}",
+                value_text(d),
+                thousands(d.members.len()),
+                line.join("; ")
+            );
+        }
+        println!("\nSaved segments (microseg segment list)");
+        for (name, description, condition, size) in &self.saved {
+            println!(
+                "  {name}: {} customers ({}), {description}\n    {condition}",
+                thousands(*size),
+                percent(*size, self.total)
+            );
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.saved
+                .iter()
+                .map(|(name, description, condition, size)| {
+                    serde_json::json!({
+                        "name": name, "description": description,
+                        "condition": condition, "size": size,
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+/// What to try after the demo.
+fn print_next(dir: &Path) {
+    let data = dir.display();
+    println!("\nNext: microseg --data {data} segment tree --by discipline,skill,gender --as-of 2026-11-01");
+    println!("      microseg --data {data} segment members winter_no_order --as-of 2026-11-01");
+    println!("      microseg --data {data} profile show c0000001 --as-of 2026-11-01");
+}
+
+fn value_text(n: &microseg_engine::analytics::TreeNode) -> String {
+    n.value
+        .as_ref()
+        .map_or_else(|| "(missing)".to_string(), |v| v.to_string())
 }
 
 /// Refuses to overwrite a workspace with data unless forced.
@@ -336,7 +474,7 @@ impl Summary {
         }
     }
 
-    fn print(&self, dir: &Path) {
+    fn print(&self) {
         for s in &self.imports {
             print_summary(s);
         }
@@ -394,9 +532,6 @@ impl Summary {
         print_table(&header, &group_rows(&self.cities));
         println!("\nBy discipline");
         print_table(&header, &group_rows(&self.disciplines));
-        let data = dir.display();
-        println!("\nNext: microseg --data {data} metrics --as-of 2026-11-01 --format csv --out metrics.csv");
-        println!("      microseg --data {data} profile show c0000001 --as-of 2026-11-01");
     }
 
     fn to_json(&self) -> serde_json::Value {

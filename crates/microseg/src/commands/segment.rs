@@ -25,6 +25,41 @@ pub enum SegmentCommand {
     Show(ShowArgs),
     Size(SizeArgs),
     Members(MembersArgs),
+    Overlap(OverlapArgs),
+    Tree(TreeArgs),
+}
+
+/// Pairwise overlaps of segments: members in common and Jaccard similarity.
+#[derive(Debug, Args)]
+pub struct OverlapArgs {
+    /// Two or more segment names.
+    #[arg(required = true, num_args = 2..)]
+    names: Vec<String>,
+    /// As of this instant (default now).
+    #[arg(long, value_name = "T")]
+    as_of: Option<String>,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Drill down: split profiles by dimensions in turn, with counts at every node.
+///
+/// Example: microseg segment tree --by discipline,skill,gender
+#[derive(Debug, Args)]
+pub struct TreeArgs {
+    /// Traits or metrics to split by, in order (comma separated).
+    #[arg(long, value_delimiter = ',', required = true, value_name = "DIMS")]
+    by: Vec<String>,
+    /// Only the members of this segment (default everyone).
+    #[arg(long, value_name = "SEGMENT")]
+    within: Option<String>,
+    /// As of this instant (default now).
+    #[arg(long, value_name = "T")]
+    as_of: Option<String>,
+    /// Print as JSON (every node with its condition).
+    #[arg(long)]
+    json: bool,
 }
 
 /// Save a segment: a name and a condition, validated against the data before saving.
@@ -118,6 +153,8 @@ pub fn run(ctx: &Context, cmd: SegmentCommand) -> Result<()> {
         SegmentCommand::Show(args) => show(&ws, &store, args),
         SegmentCommand::Size(args) => size(&ws, &store, args),
         SegmentCommand::Members(args) => members(&ws, &store, args),
+        SegmentCommand::Overlap(args) => overlap(&ws, &store, args),
+        SegmentCommand::Tree(args) => tree(&ws, &store, args),
     }
 }
 
@@ -399,4 +436,128 @@ fn members(ws: &Workspace, store: &Store, args: MembersArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn overlap(ws: &Workspace, store: &Store, args: OverlapArgs) -> Result<()> {
+    let at = as_of(args.as_of.as_deref())?;
+    let found: Vec<microseg_store::StoredSegment> = args
+        .names
+        .iter()
+        .map(|n| find(store, n))
+        .collect::<Result<_>>()?;
+    let conditions: Vec<&Condition> = found.iter().map(|s| &s.condition).collect();
+    let loaded = Loaded::new(ws, store, at, &conditions)?;
+    let sets: Vec<RoaringBitmap> = conditions
+        .iter()
+        .map(|c| loaded.evaluate(c))
+        .collect::<Result<_>>()?;
+    let matrix = microseg_engine::analytics::overlaps(&sets);
+    if args.json {
+        let mut pairs = Vec::new();
+        for i in 0..sets.len() {
+            for j in i + 1..sets.len() {
+                pairs.push(serde_json::json!({
+                    "a": args.names[i], "b": args.names[j],
+                    "intersection": matrix[i][j].intersection,
+                    "jaccard": matrix[i][j].jaccard,
+                }));
+            }
+        }
+        let segments: Vec<serde_json::Value> = args
+            .names
+            .iter()
+            .zip(&sets)
+            .map(|(n, s)| serde_json::json!({"name": n, "size": s.len()}))
+            .collect();
+        return print_json(
+            &serde_json::json!({"as_of": at.to_string(), "segments": segments, "pairs": pairs}),
+        );
+    }
+    let mut header = vec!["members in common"];
+    header.extend(args.names.iter().map(String::as_str));
+    let rows: Vec<Vec<String>> = args
+        .names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut row = vec![n.clone()];
+            row.extend(matrix[i].iter().map(|o| thousands(o.intersection)));
+            row
+        })
+        .collect();
+    println!("as of {at}; the diagonal is each segment's size\n");
+    print_table(&header, &rows);
+    let mut header = vec!["jaccard"];
+    header.extend(args.names.iter().map(String::as_str));
+    let rows: Vec<Vec<String>> = args
+        .names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut row = vec![n.clone()];
+            row.extend(matrix[i].iter().map(|o| format!("{:.3}", o.jaccard)));
+            row
+        })
+        .collect();
+    println!();
+    print_table(&header, &rows);
+    Ok(())
+}
+
+fn tree(ws: &Workspace, store: &Store, args: TreeArgs) -> Result<()> {
+    let at = as_of(args.as_of.as_deref())?;
+    let within = match &args.within {
+        Some(name) => Some(find(store, name)?),
+        None => None,
+    };
+    let conditions: Vec<&Condition> = within.iter().map(|s| &s.condition).collect();
+    let loaded = Loaded::new(ws, store, at, &conditions)?;
+    let root = match &within {
+        Some(s) => loaded.evaluate(&s.condition)?,
+        None => (0..loaded.external_ids.len() as u32).collect(),
+    };
+    let tree = microseg_engine::analytics::drill_down(&loaded.dataset(), root, &args.by)?;
+    if args.json {
+        return print_json(&serde_json::json!({
+            "as_of": at.to_string(),
+            "within": args.within,
+            "by": args.by,
+            "root": node_json(&tree, None),
+        }));
+    }
+    let title = args.within.as_deref().unwrap_or("all profiles");
+    println!("{title}: {} as of {at}", thousands(tree.members.len()));
+    print_node(&tree, 1);
+    Ok(())
+}
+
+fn node_label(n: &microseg_engine::analytics::TreeNode) -> String {
+    let dim = n.dimension.as_deref().unwrap_or_default();
+    match &n.value {
+        Some(v) => format!("{dim} = {v}"),
+        None => format!("{dim} (missing)"),
+    }
+}
+
+fn print_node(n: &microseg_engine::analytics::TreeNode, depth: usize) {
+    for child in &n.children {
+        let label = format!("{}{}", "  ".repeat(depth), node_label(child));
+        println!(
+            "{label:<48} {:>10}  {:>6} of parent",
+            thousands(child.members.len()),
+            percent(child.members.len(), n.members.len())
+        );
+        print_node(child, depth + 1);
+    }
+}
+
+fn node_json(n: &microseg_engine::analytics::TreeNode, parent: Option<u64>) -> serde_json::Value {
+    serde_json::json!({
+        "dimension": n.dimension,
+        "value": n.value.as_ref().map(|v| v.to_json()),
+        "size": n.members.len(),
+        "share_of_parent": parent.map(|p| if p > 0 { n.members.len() as f64 / p as f64 } else { 0.0 }),
+        "condition": n.condition.as_ref().map(|c| c.to_string()),
+        "children": n.children.iter().map(|c| node_json(c, Some(n.members.len()))).collect::<Vec<_>>(),
+    })
 }
