@@ -125,7 +125,7 @@ fn split(
             };
             children.push(split(data, Some(dim.clone()), v, bitmap, Some(cond), rest));
         }
-        children.sort_by(|a, b| b.members.len().cmp(&a.members.len()));
+        children.sort_by_key(|c| std::cmp::Reverse(c.members.len()));
     }
     TreeNode {
         dimension,
