@@ -454,12 +454,12 @@ fn overlap(ws: &Workspace, store: &Store, args: OverlapArgs) -> Result<()> {
     let matrix = microseg_engine::analytics::overlaps(&sets);
     if args.json {
         let mut pairs = Vec::new();
-        for i in 0..sets.len() {
-            for j in i + 1..sets.len() {
+        for (i, row) in matrix.iter().enumerate() {
+            for (j, o) in row.iter().enumerate().skip(i + 1) {
                 pairs.push(serde_json::json!({
                     "a": args.names[i], "b": args.names[j],
-                    "intersection": matrix[i][j].intersection,
-                    "jaccard": matrix[i][j].jaccard,
+                    "intersection": o.intersection,
+                    "jaccard": o.jaccard,
                 }));
             }
         }
