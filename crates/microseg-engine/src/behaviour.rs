@@ -423,6 +423,122 @@ pub(crate) fn evaluate(
     Ok(out)
 }
 
+/// What a behavioural leaf sees for one profile, in words (for `segment explain`).
+pub(crate) fn describe(
+    events: &EventTable,
+    p: ProfileId,
+    as_of: Timestamp,
+    c: &Condition,
+) -> Result<String, EvalError> {
+    let rows = events.events_of(p);
+    let visible = rows.start..rows.start + events.time[rows].partition_point(|&t| t <= as_of.0);
+    let at = |r: usize| Timestamp(events.time[r]).to_string();
+    Ok(match c {
+        Condition::Count { event, window, .. } => {
+            let m = matcher(events, event)?;
+            let n = visible
+                .filter(|&r| in_window(events.time[r], window, as_of) && m(r))
+                .count();
+            format!("count = {n}")
+        }
+        Condition::Aggregate {
+            function,
+            property,
+            event,
+            window,
+            ..
+        } => {
+            let m = matcher(events, event)?;
+            let col = prop_ref(events, property);
+            let values: Vec<f64> = visible
+                .filter(|&r| in_window(events.time[r], window, as_of) && m(r))
+                .filter_map(|r| match prop(col, r) {
+                    Some(Prop::Number(x)) => Some(x),
+                    _ => None,
+                })
+                .collect();
+            let name = match function {
+                AggregateFn::Sum => "sum",
+                AggregateFn::Avg => "avg",
+                AggregateFn::Min => "min",
+                AggregateFn::Max => "max",
+            };
+            match (function, values.is_empty()) {
+                (AggregateFn::Sum, _) => format!("sum = {}", values.iter().sum::<f64>()),
+                (_, true) => format!("{name}: no values"),
+                (AggregateFn::Avg, _) => {
+                    format!("avg = {}", values.iter().sum::<f64>() / values.len() as f64)
+                }
+                (AggregateFn::Min, _) => format!(
+                    "min = {}",
+                    values.iter().copied().fold(f64::INFINITY, f64::min)
+                ),
+                (AggregateFn::Max, _) => format!(
+                    "max = {}",
+                    values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+                ),
+            }
+        }
+        Condition::Did { event, window } => {
+            let m = matcher(events, event)?;
+            let hits: Vec<usize> = visible
+                .filter(|&r| in_window(events.time[r], window, as_of) && m(r))
+                .collect();
+            match hits.last() {
+                Some(&r) => format!("{} matching, latest at {}", hits.len(), at(r)),
+                None => "no matching event".into(),
+            }
+        }
+        Condition::LastBefore { event, .. } => {
+            let m = matcher(events, event)?;
+            match visible.rev().find(|&r| m(r)) {
+                Some(r) => format!("last at {}", at(r)),
+                None => "never".into(),
+            }
+        }
+        Condition::First { event, .. } => {
+            let m = matcher(events, event)?;
+            match visible.clone().find(|&r| m(r)) {
+                Some(r) => format!("first at {}", at(r)),
+                None => "never".into(),
+            }
+        }
+        Condition::Sequence {
+            first,
+            then,
+            within_ms,
+            window,
+            ..
+        } => {
+            let (m1, m2) = (matcher(events, first)?, matcher(events, then)?);
+            let starts: Vec<usize> = visible
+                .clone()
+                .filter(|&r| in_window(events.time[r], window, as_of) && m1(r))
+                .collect();
+            match starts.last() {
+                None => "no first step in the window".into(),
+                Some(&r1) => {
+                    let limit = events.time[r1].saturating_add(*within_ms);
+                    let next = (r1 + 1..visible.end)
+                        .take_while(|&r2| events.time[r2] <= limit)
+                        .find(|&r2| m2(r2));
+                    match next {
+                        Some(r2) => {
+                            format!("latest first step at {}, second step at {}", at(r1), at(r2))
+                        }
+                        None => format!(
+                            "latest first step at {}, no second step by {}",
+                            at(r1),
+                            Timestamp(limit)
+                        ),
+                    }
+                }
+            }
+        }
+        _ => String::new(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use microseg_core::condition::parse;

@@ -70,6 +70,21 @@ pub struct Dataset<'a> {
     pub segments: Option<&'a BTreeMap<String, Condition>>,
 }
 
+/// Why one profile is or is not matched: every node of the condition with its result and,
+/// for leaves, the value it saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    /// The node, in the condition language.
+    pub condition: String,
+    /// Whether the profile matches this node.
+    pub matched: bool,
+    /// What the leaf saw (`missing` when the profile has no value); empty for `and`,
+    /// `or` and `not`.
+    pub saw: String,
+    /// Sub-conditions (for `in_segment`, the segment's own condition).
+    pub children: Vec<Explanation>,
+}
+
 /// Checks that the segments `condition` (to be saved as `name`) refers to exist and that
 /// no chain of references leads back to `name`.
 pub fn check_references(
@@ -154,6 +169,63 @@ impl Dataset<'_> {
     pub fn value_of(&self, name: &str, p: ProfileId) -> Result<Option<Value>, EvalError> {
         let source = self.source(name)?;
         Ok(self.value(&source, p))
+    }
+
+    /// Explains how `condition` treats profile `p`.
+    pub fn explain(&self, condition: &Condition, p: ProfileId) -> Result<Explanation, EvalError> {
+        let matched = self.evaluate(condition)?.contains(p);
+        let explain_all = |cs: &[Condition]| -> Result<Vec<Explanation>, EvalError> {
+            cs.iter().map(|c| self.explain(c, p)).collect()
+        };
+        let (saw, children) = match condition {
+            Condition::And { all: cs } | Condition::Or { any: cs } => {
+                (String::new(), explain_all(cs)?)
+            }
+            Condition::Not { not } => (String::new(), vec![self.explain(not, p)?]),
+            Condition::Compare { left, .. }
+            | Condition::In { operand: left, .. }
+            | Condition::Between { operand: left, .. } => (self.describe_operand(left, p)?, vec![]),
+            Condition::Exists { name, .. }
+            | Condition::Text { name, .. }
+            | Condition::Has { name, .. } => (
+                self.describe_operand(&Operand::Name(name.clone()), p)?,
+                vec![],
+            ),
+            Condition::InSegment { segment } => {
+                let inner = self
+                    .segments
+                    .and_then(|s| s.get(segment))
+                    .ok_or_else(|| EvalError::UnknownSegment(segment.clone()))?;
+                (String::new(), vec![self.explain(inner, p)?])
+            }
+            behavioural => match self.events {
+                Some(events) => (
+                    crate::behaviour::describe(events, p, self.as_of, behavioural)?,
+                    vec![],
+                ),
+                None => (String::new(), vec![]),
+            },
+        };
+        Ok(Explanation {
+            condition: condition.to_string(),
+            matched,
+            saw,
+            children,
+        })
+    }
+
+    fn describe_operand(&self, operand: &Operand, p: ProfileId) -> Result<String, EvalError> {
+        Ok(match operand {
+            Operand::Name(name) => match self.value_of(name, p)? {
+                Some(Value::Str(s)) => format!("{s:?}"),
+                Some(v) => v.to_string(),
+                None => "missing".into(),
+            },
+            arith => match self.numeric(arith)?(p) {
+                Some(x) => format!("{arith} = {x}"),
+                None => format!("{arith} is missing"),
+            },
+        })
     }
 
     /// Evaluates `condition` to the set of matching profiles.
@@ -776,5 +848,68 @@ mod tests {
         );
         assert!(error(r#"city matches "[z-a]""#).starts_with("bad regular expression '[z-a]'"));
         assert_eq!(error(r#"in_segment("x")"#), "unknown segment 'x'");
+    }
+}
+
+#[cfg(test)]
+mod explain_tests {
+    use super::*;
+    use crate::columnar::EventTableBuilder;
+    use microseg_core::condition::parse;
+    use microseg_core::{Schema, TraitSpec};
+    use std::collections::HashMap;
+
+    #[test]
+    fn explain_reports_each_leaf_with_what_it_saw() {
+        let mut schema = Schema::new();
+        schema.insert("city".into(), TraitSpec::new(TraitType::String));
+        schema.insert("age".into(), TraitSpec::new(TraitType::Integer));
+        let mut table = ProfileTable::with_schema(&schema);
+        let mut traits = HashMap::new();
+        traits.insert("city", Value::Str("Graz".into()));
+        table.push("p0".into(), &traits);
+        let mut b = EventTableBuilder::default();
+        b.push(0, 1_000, "order_completed", Some(20.0));
+        b.push(0, 2_000, "order_completed", Some(30.0));
+        let events = b.finish(1);
+        let data = Dataset {
+            profiles: &table,
+            metrics: None,
+            events: Some(&events),
+            as_of: Timestamp(86_400_000),
+            segments: None,
+        };
+        let c = parse(r#"city = "Graz" and (age > 30 or count(order_completed) >= 3) and not sum(revenue of order_completed) > 100"#).unwrap();
+        let e = data.explain(&c, 0).unwrap();
+        assert!(!e.matched);
+        let leaves: Vec<(bool, &str)> = vec![
+            (e.children[0].matched, e.children[0].saw.as_str()),
+            (
+                e.children[1].children[0].matched,
+                e.children[1].children[0].saw.as_str(),
+            ),
+            (
+                e.children[1].children[1].matched,
+                e.children[1].children[1].saw.as_str(),
+            ),
+            (
+                e.children[2].children[0].matched,
+                e.children[2].children[0].saw.as_str(),
+            ),
+        ];
+        assert_eq!(
+            leaves,
+            [
+                (true, "\"Graz\""),
+                (false, "missing"),
+                (false, "count = 2"),
+                (false, "sum = 50")
+            ]
+        );
+        assert!(e.children[2].matched, "not (sum > 100) holds");
+        assert_eq!(
+            e.children[1].condition,
+            "age > 30 or count(order_completed) >= 3"
+        );
     }
 }

@@ -8,5 +8,5 @@ pub mod evaluate;
 pub mod metrics;
 
 pub use columnar::{Column, Dictionary, EventTable, EventTableBuilder, ProfileTable};
-pub use evaluate::{check_references, Dataset, EvalError};
+pub use evaluate::{check_references, Dataset, EvalError, Explanation};
 pub use metrics::{compute as compute_metrics, Metrics, MetricsConfig, METRIC_NAMES};

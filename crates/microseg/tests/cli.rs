@@ -989,6 +989,26 @@ fn segment_commands_create_version_list_show_size_and_members() {
     assert_eq!(env.json(&["segment", "size", leaf, "--json"])["size"], 1);
     let err = env.fails(&["segment", "tree", "--by", "nope"]);
     assert!(err.contains("unknown trait or metric 'nope'"), "{err}");
+
+    // young_bp = in_segment("bp") and age < 30; c is in bp (Budapest) but 40.
+    let e = env.json(&["segment", "explain", "young_bp", "c", "--json"]);
+    assert_eq!(e["member"], false);
+    let parts = &e["explanation"]["children"];
+    assert_eq!(parts[0]["matched"], true);
+    assert_eq!(
+        parts[0]["children"][0]["condition"],
+        r#"city = "Budapest" or age > 30"#
+    );
+    assert_eq!(
+        (parts[1]["matched"].as_bool(), parts[1]["saw"].as_str()),
+        (Some(false), Some("40"))
+    );
+    let text = env.ok(&["segment", "explain", "young_bp", "a"]);
+    assert!(text.starts_with("a is in young_bp as of "), "{text}");
+    assert!(text.contains("yes  age < 30   (saw 25)"), "{text}");
+    assert!(env
+        .fails(&["segment", "explain", "young_bp", "zz"])
+        .contains("no profile with id 'zz'"));
 }
 
 /// Segment sizes on a generated shop against the same conditions written as SQL by hand

@@ -27,6 +27,22 @@ pub enum SegmentCommand {
     Members(MembersArgs),
     Overlap(OverlapArgs),
     Tree(TreeArgs),
+    Explain(ExplainArgs),
+}
+
+/// Explain why a profile is or is not in a segment: every condition with what it saw.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The segment's name.
+    name: String,
+    /// The profile's external id.
+    profile: String,
+    /// As of this instant (default now).
+    #[arg(long, value_name = "T")]
+    as_of: Option<String>,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Pairwise overlaps of segments: members in common and Jaccard similarity.
@@ -155,6 +171,7 @@ pub fn run(ctx: &Context, cmd: SegmentCommand) -> Result<()> {
         SegmentCommand::Members(args) => members(&ws, &store, args),
         SegmentCommand::Overlap(args) => overlap(&ws, &store, args),
         SegmentCommand::Tree(args) => tree(&ws, &store, args),
+        SegmentCommand::Explain(args) => explain(&ws, &store, args),
     }
 }
 
@@ -559,5 +576,48 @@ fn node_json(n: &microseg_engine::analytics::TreeNode, parent: Option<u64>) -> s
         "share_of_parent": parent.map(|p| if p > 0 { n.members.len() as f64 / p as f64 } else { 0.0 }),
         "condition": n.condition.as_ref().map(|c| c.to_string()),
         "children": n.children.iter().map(|c| node_json(c, Some(n.members.len()))).collect::<Vec<_>>(),
+    })
+}
+
+fn explain(ws: &Workspace, store: &Store, args: ExplainArgs) -> Result<()> {
+    let at = as_of(args.as_of.as_deref())?;
+    let s = find(store, &args.name)?;
+    let profile = store.profile(&args.profile)?;
+    let loaded = Loaded::new(ws, store, at, &[&s.condition])?;
+    let e = loaded.dataset().explain(&s.condition, profile.id)?;
+    if args.json {
+        return print_json(&serde_json::json!({
+            "segment": s.name,
+            "profile": args.profile,
+            "as_of": at.to_string(),
+            "member": e.matched,
+            "explanation": explanation_json(&e),
+        }));
+    }
+    let verdict = if e.matched { "is in" } else { "is not in" };
+    println!("{} {verdict} {} as of {at}\n", args.profile, s.name);
+    print_explanation(&e, 1);
+    Ok(())
+}
+
+fn print_explanation(e: &microseg_engine::Explanation, depth: usize) {
+    let mark = if e.matched { "yes" } else { "no " };
+    let saw = if e.saw.is_empty() {
+        String::new()
+    } else {
+        format!("   (saw {})", e.saw)
+    };
+    println!("{}{mark}  {}{saw}", "  ".repeat(depth), e.condition);
+    for c in &e.children {
+        print_explanation(c, depth + 1);
+    }
+}
+
+fn explanation_json(e: &microseg_engine::Explanation) -> serde_json::Value {
+    serde_json::json!({
+        "condition": e.condition,
+        "matched": e.matched,
+        "saw": if e.saw.is_empty() { None } else { Some(&e.saw) },
+        "children": e.children.iter().map(explanation_json).collect::<Vec<_>>(),
     })
 }
