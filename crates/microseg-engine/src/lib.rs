@@ -6,6 +6,7 @@ mod behaviour;
 pub mod columnar;
 pub mod evaluate;
 pub mod metrics;
+pub mod stats;
 
 pub use columnar::{Column, Dictionary, EventTable, EventTableBuilder, ProfileTable};
 pub use evaluate::{check_references, Dataset, EvalError, Explanation};

@@ -1,5 +1,7 @@
 //! Every `microseg` command: one clap enum, one dispatch match, a module per command.
 
+mod correlate;
+mod dataset;
 mod demo;
 mod import;
 mod init;
@@ -48,6 +50,7 @@ enum Command {
     Profile(profile::ProfileCommand),
     #[command(subcommand)]
     Segment(segment::SegmentCommand),
+    Correlate(correlate::CorrelateArgs),
     Demo(demo::DemoArgs),
     Generate(demo::GenerateArgs),
 }
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Metrics(args) => metrics::run(&ctx, args),
         Command::Profile(cmd) => profile::run(&ctx, cmd),
         Command::Segment(cmd) => segment::run(&ctx, cmd),
+        Command::Correlate(args) => correlate::run(&ctx, args),
         Command::Demo(args) => demo::run(&ctx, args),
         Command::Generate(args) => demo::run_generate(args),
     }

@@ -7,13 +7,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use microseg_core::condition::{parse, Condition};
-use microseg_core::Timestamp;
-use microseg_engine::{
-    check_references, compute_metrics, Dataset, EventTable, Metrics, ProfileTable,
-};
+use microseg_engine::check_references;
 use microseg_store::{Store, Workspace};
 use roaring::RoaringBitmap;
 
+use super::dataset::Loaded;
 use super::{as_of, print_json, Context};
 use crate::output::{percent, print_table, thousands};
 
@@ -172,72 +170,6 @@ pub fn run(ctx: &Context, cmd: SegmentCommand) -> Result<()> {
         SegmentCommand::Overlap(args) => overlap(&ws, &store, args),
         SegmentCommand::Tree(args) => tree(&ws, &store, args),
         SegmentCommand::Explain(args) => explain(&ws, &store, args),
-    }
-}
-
-/// Everything conditions are evaluated over, as of one instant.
-struct Loaded {
-    external_ids: Vec<String>,
-    profiles: ProfileTable,
-    metrics: Metrics,
-    events: EventTable,
-    segments: BTreeMap<String, Condition>,
-    as_of: Timestamp,
-}
-
-impl Loaded {
-    /// Loads the workspace for evaluating `conditions` (and the segments they refer to).
-    fn new(
-        ws: &Workspace,
-        store: &Store,
-        as_of: Timestamp,
-        conditions: &[&Condition],
-    ) -> Result<Loaded> {
-        let segments: BTreeMap<String, Condition> = store
-            .segments()?
-            .into_iter()
-            .map(|s| (s.name, s.condition))
-            .collect();
-        // Event properties of the conditions and of every segment they reach.
-        let mut properties = std::collections::BTreeSet::new();
-        let mut todo: Vec<&Condition> = conditions.to_vec();
-        let mut seen = std::collections::BTreeSet::new();
-        while let Some(c) = todo.pop() {
-            properties.extend(c.event_properties());
-            for r in c.segment_refs() {
-                if seen.insert(r.to_string()) {
-                    if let Some(s) = segments.get(r) {
-                        todo.push(s);
-                    }
-                }
-            }
-        }
-        let properties: Vec<String> = properties.into_iter().collect();
-        let profiles = store.load_profiles()?;
-        let events = store.load_events_with_properties(profiles.len(), &properties)?;
-        let metrics = compute_metrics(&events, as_of, &ws.config.metrics_config());
-        Ok(Loaded {
-            external_ids: profiles.external_ids.clone(),
-            profiles,
-            metrics,
-            events,
-            segments,
-            as_of,
-        })
-    }
-
-    fn dataset(&self) -> Dataset<'_> {
-        Dataset {
-            profiles: &self.profiles,
-            metrics: Some(&self.metrics),
-            events: Some(&self.events),
-            as_of: self.as_of,
-            segments: Some(&self.segments),
-        }
-    }
-
-    fn evaluate(&self, condition: &Condition) -> Result<RoaringBitmap> {
-        Ok(self.dataset().evaluate(condition)?)
     }
 }
 

@@ -1,0 +1,84 @@
+//! Loading a workspace for evaluation: traits, metrics and events as of one instant.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use microseg_core::condition::Condition;
+use microseg_core::Timestamp;
+use microseg_engine::{compute_metrics, Dataset, EventTable, Metrics, ProfileTable};
+use microseg_store::{Store, Workspace};
+use roaring::RoaringBitmap;
+
+/// Everything conditions are evaluated over, as of one instant.
+pub struct Loaded {
+    /// External id per dense profile id.
+    pub external_ids: Vec<String>,
+    /// Traits.
+    pub profiles: ProfileTable,
+    /// Metrics at `as_of`.
+    pub metrics: Metrics,
+    /// Events with the properties the conditions need.
+    pub events: EventTable,
+    /// Stored segments by name.
+    pub segments: BTreeMap<String, Condition>,
+    /// The instant everything is evaluated at.
+    pub as_of: Timestamp,
+}
+
+impl Loaded {
+    /// Loads the workspace for evaluating `conditions` (and the segments they refer to).
+    pub fn new(
+        ws: &Workspace,
+        store: &Store,
+        as_of: Timestamp,
+        conditions: &[&Condition],
+    ) -> Result<Loaded> {
+        let segments: BTreeMap<String, Condition> = store
+            .segments()?
+            .into_iter()
+            .map(|s| (s.name, s.condition))
+            .collect();
+        // Event properties of the conditions and of every segment they reach.
+        let mut properties = std::collections::BTreeSet::new();
+        let mut todo: Vec<&Condition> = conditions.to_vec();
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(c) = todo.pop() {
+            properties.extend(c.event_properties());
+            for r in c.segment_refs() {
+                if seen.insert(r.to_string()) {
+                    if let Some(s) = segments.get(r) {
+                        todo.push(s);
+                    }
+                }
+            }
+        }
+        let properties: Vec<String> = properties.into_iter().collect();
+        let profiles = store.load_profiles()?;
+        let events = store.load_events_with_properties(profiles.len(), &properties)?;
+        let metrics = compute_metrics(&events, as_of, &ws.config.metrics_config());
+        Ok(Loaded {
+            external_ids: profiles.external_ids.clone(),
+            profiles,
+            metrics,
+            events,
+            segments,
+            as_of,
+        })
+    }
+
+    /// The dataset the evaluator works on.
+    pub fn dataset(&self) -> Dataset<'_> {
+        Dataset {
+            profiles: &self.profiles,
+            metrics: Some(&self.metrics),
+            events: Some(&self.events),
+            as_of: self.as_of,
+            segments: Some(&self.segments),
+        }
+    }
+
+    /// Members of `condition`.
+    pub fn evaluate(&self, condition: &Condition) -> Result<RoaringBitmap> {
+        Ok(self.dataset().evaluate(condition)?)
+    }
+}
