@@ -59,7 +59,7 @@ WITH e AS (
     SELECT user_id, t, event, revenue,
            CASE WHEN lag(t) OVER w IS NULL OR t - lag(t) OVER w > 1800000
                      OR event = 'session_started' THEN 1 ELSE 0 END AS new_session
-    FROM e WINDOW w AS (PARTITION BY user_id ORDER BY t, rid)
+    FROM e WINDOW w AS (PARTITION BY user_id ORDER BY t, event = 'session_started' DESC, rid)
 ), agg AS (
     SELECT user_id, sum(new_session) AS visits,
            count(*) FILTER (WHERE event = 'order_completed') AS orders,
@@ -77,9 +77,9 @@ WITH e AS (
     FROM ids LEFT JOIN agg USING (user_id)
 ), rfm AS (
     SELECT id,
-           6 - ntile(5) OVER (ORDER BY recency_days, pid) AS rfm_r,
-           ntile(5) OVER (ORDER BY orders, pid) AS rfm_f,
-           ntile(5) OVER (ORDER BY revenue, pid) AS rfm_m
+           6 - ntile(5) OVER (ORDER BY recency_days, id) AS rfm_r,
+           ntile(5) OVER (ORDER BY orders, id) AS rfm_f,
+           ntile(5) OVER (ORDER BY revenue, id) AS rfm_m
     FROM m WHERE orders > 0
 )
 SELECT m.*, rfm_r, rfm_f, rfm_m FROM m LEFT JOIN rfm USING (id) ORDER BY pid

@@ -3,13 +3,15 @@
 //!
 //! Semantics (docs/conditions.md): `within D` is `as_of - D <= t <= as_of`; `between @A and
 //! @B` is `A <= t <= B`; `last(E) before D ago` needs the latest E at `t < as_of - D`;
-//! `first(E) W` needs the first-ever E in W; `E1 then E2 within D` needs an E2 in a later
-//! row than some E1 in the window with `t2 - t1 <= D`; `E1 then not E2 within D` looks at
-//! the latest E1 in the window, needs no E2 in a later row within D of it, and
+//! `first(E) W` needs the first-ever E in W; `E1 then E2 within D` needs an E2 strictly
+//! later than some E1 in the window, `t1 < t2 <= t1 + D`; `E1 then not E2 within D` looks
+//! at the latest E1 in the window, needs no E2 with `t1 < t2 <= t1 + D`, and
 //! `as_of >= t1 + D`.
 //!
 //! Event properties are schemaless: a `where` test whose value has another type than the
-//! property's value (text against a number) does not match, rather than failing.
+//! property's value (text against a number) does not match, rather than failing. The
+//! property `revenue` is the event's revenue wherever the event has no property of that
+//! name.
 
 use std::cmp::Ordering;
 
@@ -32,35 +34,34 @@ enum Prop<'a> {
     Text(&'a str),
 }
 
-/// Where a property's values come from: its column, or for `revenue` (when no property has
-/// that name) the events' revenue.
+/// Where a property's values come from: its column and, for `revenue`, the event's
+/// revenue wherever the event has no property of that name.
 #[derive(Clone, Copy)]
-enum PropRef<'a> {
-    Column(Option<&'a PropertyColumn>),
-    Revenue(&'a [f64]),
+struct PropRef<'a> {
+    column: Option<&'a PropertyColumn>,
+    revenue: Option<&'a [f64]>,
 }
 
 fn prop_ref<'a>(events: &'a EventTable, name: &str) -> PropRef<'a> {
-    match events.properties.get(name) {
-        Some(c) => PropRef::Column(Some(c)),
-        None if name == "revenue" => PropRef::Revenue(&events.revenue),
-        None => PropRef::Column(None),
+    PropRef {
+        column: events.properties.get(name),
+        revenue: (name == "revenue").then_some(events.revenue.as_slice()),
     }
 }
 
 fn prop(source: PropRef<'_>, row: usize) -> Option<Prop<'_>> {
-    let c = match source {
-        PropRef::Revenue(revenue) => {
-            return (!revenue[row].is_nan()).then(|| Prop::Number(revenue[row]));
+    if let Some(c) = source.column {
+        let x = c.numbers[row];
+        if !x.is_nan() {
+            return Some(Prop::Number(x));
         }
-        PropRef::Column(c) => c?,
-    };
-    let x = c.numbers[row];
-    if !x.is_nan() {
-        return Some(Prop::Number(x));
+        let code = c.texts[row];
+        if code != NO_CODE {
+            return Some(Prop::Text(c.dict.value(code)));
+        }
     }
-    let code = c.texts[row];
-    (code != NO_CODE).then(|| Prop::Text(c.dict.value(code)))
+    let x = source.revenue?[row];
+    (!x.is_nan()).then_some(Prop::Number(x))
 }
 
 fn holds(o: Option<Ordering>, op: CompareOp) -> bool {
@@ -396,9 +397,11 @@ pub(crate) fn evaluate(
                 let mut starts = rows
                     .clone()
                     .filter(|&r| in_window(events.time[r], window, as_of) && m1(r));
+                // Strictly later in time: events at the same instant are not ordered.
                 let followed = |r1: usize| {
-                    let limit = events.time[r1].saturating_add(*within_ms);
+                    let (t1, limit) = (events.time[r1], events.time[r1].saturating_add(*within_ms));
                     (r1 + 1..rows.end)
+                        .skip_while(|&r2| events.time[r2] == t1)
                         .take_while(|&r2| events.time[r2] <= limit)
                         .any(&m2)
                 };
@@ -518,8 +521,9 @@ pub(crate) fn describe(
             match starts.last() {
                 None => "no first step in the window".into(),
                 Some(&r1) => {
-                    let limit = events.time[r1].saturating_add(*within_ms);
+                    let (t1, limit) = (events.time[r1], events.time[r1].saturating_add(*within_ms));
                     let next = (r1 + 1..visible.end)
+                        .skip_while(|&r2| events.time[r2] == t1)
                         .take_while(|&r2| events.time[r2] <= limit)
                         .find(|&r2| m2(r2));
                     match next {

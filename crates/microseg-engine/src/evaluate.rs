@@ -677,6 +677,7 @@ mod tests {
         let events = events.finish(5);
         let metrics = compute(
             &events,
+            &table.external_ids,
             parse_timestamp("2024-08-01").unwrap(),
             &MetricsConfig::default(),
         );

@@ -4,7 +4,7 @@
 //!
 //! | metric | definition |
 //! |---|---|
-//! | `visits` | sessions: the first event opens one; so does every event more than the session gap (30 min) after the previous event, and every explicit session event (`session_started`) |
+//! | `visits` | sessions: the first event opens one; so does every event more than the session gap (30 min) after the previous event, and every explicit session event (`session_started`); at one instant, session events count first |
 //! | `orders` | number of order events (`order_completed` unless configured) |
 //! | `revenue` | sum of the revenue of order events (an order without revenue adds 0) |
 //! | `aov` | `revenue / orders`; missing without orders |
@@ -12,7 +12,7 @@
 //! | `last_order_at` | time of the last order |
 //! | `recency_days` | whole days (rounded down) from `last_order_at` to `as_of` |
 //! | `tenure_days` | whole days (rounded down) from `first_seen` to `as_of` |
-//! | `rfm_r`, `rfm_f`, `rfm_m` | quintiles of the rank among profiles with at least one order, ties broken by ascending profile id: R = 6 − NTILE(5) OVER (ORDER BY recency_days, id), F = NTILE(5) OVER (ORDER BY orders, id), M = NTILE(5) OVER (ORDER BY revenue, id) |
+//! | `rfm_r`, `rfm_f`, `rfm_m` | quintiles of the rank among profiles with at least one order, ties broken by external id in byte order: R = 6 − NTILE(5) OVER (ORDER BY recency_days, id), F = NTILE(5) OVER (ORDER BY orders, id), M = NTILE(5) OVER (ORDER BY revenue, id) |
 //! | `rfm` | the three digits as text, e.g. `"545"` |
 //!
 //! NTILE is SQL's: `n` rows go into 5 buckets whose sizes differ by at most one, the
@@ -147,8 +147,14 @@ impl Metrics {
     }
 }
 
-/// Computes every metric for each of the table's profiles as of `as_of`.
-pub fn compute(events: &EventTable, as_of: Timestamp, config: &MetricsConfig) -> Metrics {
+/// Computes every metric for each of the table's profiles as of `as_of`; `external_ids`
+/// (one per profile) break RFM ties.
+pub fn compute(
+    events: &EventTable,
+    external_ids: &[String],
+    as_of: Timestamp,
+    config: &MetricsConfig,
+) -> Metrics {
     let n = events.profiles();
     let order = events.names.code(&config.order_event);
     let session = events.names.code(&config.session_event);
@@ -171,25 +177,36 @@ pub fn compute(events: &EventTable, as_of: Timestamp, config: &MetricsConfig) ->
             continue;
         }
         let (mut visits, mut orders, mut revenue, mut last_order) = (0u32, 0u32, 0.0f64, None);
+        // Events at one instant are a group: each session event in it opens a session;
+        // without one, the group opens a session when it is the first or comes more than
+        // the gap after the previous group (as if session events sorted first).
         let mut previous = i64::MIN;
-        for row in rows.start..rows.start + visible {
+        let mut row = rows.start;
+        let end = rows.start + visible;
+        while row < end {
             let t = events.time[row];
-            let name = Some(events.name[row]);
-            if previous == i64::MIN
-                || t - previous > config.session_gap_ms
-                || (name == session && session.is_some())
-            {
-                visits += 1;
-            }
-            previous = t;
-            if name == order && order.is_some() {
-                orders += 1;
-                let r = events.revenue[row];
-                if !r.is_nan() {
-                    revenue += r;
+            let mut explicit = 0u32;
+            while row < end && events.time[row] == t {
+                let name = Some(events.name[row]);
+                if session.is_some() && name == session {
+                    explicit += 1;
                 }
-                last_order = Some(t);
+                if order.is_some() && name == order {
+                    orders += 1;
+                    let r = events.revenue[row];
+                    if !r.is_nan() {
+                        revenue += r;
+                    }
+                    last_order = Some(t);
+                }
+                row += 1;
             }
+            visits += if explicit > 0 {
+                explicit
+            } else {
+                u32::from(previous == i64::MIN || t - previous > config.session_gap_ms)
+            };
+            previous = t;
         }
         m.visits[p] = visits;
         m.orders[p] = orders;
@@ -198,7 +215,7 @@ pub fn compute(events: &EventTable, as_of: Timestamp, config: &MetricsConfig) ->
         m.last_seen[p] = Some(times[visible - 1]);
         m.last_order_at[p] = last_order;
     }
-    score_rfm(&mut m, as_of);
+    score_rfm(&mut m, external_ids, as_of);
     m
 }
 
@@ -213,27 +230,33 @@ fn ntile5(i: usize, n: usize) -> u8 {
     }
 }
 
-fn score_rfm(m: &mut Metrics, as_of: Timestamp) {
-    let buyers: Vec<u32> = (0..m.len() as u32)
+fn score_rfm(m: &mut Metrics, external_ids: &[String], as_of: Timestamp) {
+    let mut buyers: Vec<u32> = (0..m.len() as u32)
         .filter(|&p| m.orders[p as usize] > 0)
         .collect();
     let n = buyers.len();
+    // Ties break by external id (byte order), so scores do not depend on import order.
+    buyers.sort_unstable_by(|&a, &b| external_ids[a as usize].cmp(&external_ids[b as usize]));
+    let mut tie = vec![0u32; m.len()];
+    for (i, &p) in buyers.iter().enumerate() {
+        tie[p as usize] = i as u32;
+    }
     let mut scores = vec![[0u8; 3]; m.len()];
     let mut ranked = buyers.clone();
-    // Recency in whole days ascending (ties by id, as specified); R = 6 - ntile.
+    // Recency in whole days ascending; R = 6 - ntile.
     let days = |p: u32| Timestamp(m.last_order_at[p as usize].unwrap_or(0)).whole_days_until(as_of);
-    ranked.sort_by_key(|&p| (days(p), p));
+    ranked.sort_by_key(|&p| (days(p), tie[p as usize]));
     for (i, &p) in ranked.iter().enumerate() {
         scores[p as usize][0] = 6 - ntile5(i, n);
     }
-    ranked.sort_by_key(|&p| (m.orders[p as usize], p));
+    ranked.sort_by_key(|&p| (m.orders[p as usize], tie[p as usize]));
     for (i, &p) in ranked.iter().enumerate() {
         scores[p as usize][1] = ntile5(i, n);
     }
     ranked.sort_by(|&a, &b| {
         m.revenue[a as usize]
             .total_cmp(&m.revenue[b as usize])
-            .then(a.cmp(&b))
+            .then(tie[a as usize].cmp(&tie[b as usize]))
     });
     for (i, &p) in ranked.iter().enumerate() {
         scores[p as usize][2] = ntile5(i, n);
@@ -282,7 +305,7 @@ mod tests {
         // Profile 2: no events at all.
         let events = b.finish(3);
         let as_of = parse_timestamp("2024-01-11T09:00:00Z").unwrap();
-        let m = compute(&events, as_of, &MetricsConfig::default());
+        let m = compute(&events, &ids(3), as_of, &MetricsConfig::default());
         assert_eq!(m.visits, [3, 1, 0]);
         assert_eq!(m.orders, [2, 0, 0]);
         assert_eq!(m.revenue, [30.0, 0.0, 0.0]);
@@ -300,22 +323,50 @@ mod tests {
         assert_eq!(m.value("first_seen", 2), None);
     }
 
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|p| format!("p{p:03}")).collect()
+    }
+
     #[test]
-    fn rfm_ties_break_by_profile_id() {
-        // Ten buyers, identical behaviour: every score comes from the id tie-break alone.
+    fn rfm_ties_break_by_external_id() {
+        // Ten buyers, identical behaviour: every score comes from the tie-break alone,
+        // which follows the external ids ("c9" < ... < "c0"), not the dense ids.
         let mut b = EventTableBuilder::default();
         for p in 0..10 {
             b.push(p, t("2024-01-01"), "order_completed", Some(10.0));
         }
         let events = b.finish(10);
+        let external: Vec<String> = (0..10).map(|p| format!("c{}", 9 - p)).collect();
         let m = compute(
             &events,
+            &external,
             parse_timestamp("2024-02-01").unwrap(),
             &MetricsConfig::default(),
         );
         let r: Vec<u8> = m.rfm.iter().map(|s| s.unwrap()[0]).collect();
         let f: Vec<u8> = m.rfm.iter().map(|s| s.unwrap()[1]).collect();
-        assert_eq!(r, [5, 5, 4, 4, 3, 3, 2, 2, 1, 1]);
-        assert_eq!(f, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
+        assert_eq!(r, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
+        assert_eq!(f, [5, 5, 4, 4, 3, 3, 2, 2, 1, 1]);
+    }
+
+    #[test]
+    fn events_at_one_instant_count_session_events_first() {
+        // Sessions by hand, with the rule "at one instant, session events come first":
+        // 0: page and session_started at the same instant, in that arrival order -> 1
+        //    (the session start opens it; the page is 0 min after it);
+        // 1: two session_started at one instant -> 2;
+        // 2: two pages at one instant, then one 31 min later -> 2.
+        let mut b = EventTableBuilder::default();
+        b.push(0, t("2024-01-01T10:00:00Z"), "page_viewed", None);
+        b.push(0, t("2024-01-01T10:00:00Z"), "session_started", None);
+        b.push(1, t("2024-01-01T10:00:00Z"), "session_started", None);
+        b.push(1, t("2024-01-01T10:00:00Z"), "session_started", None);
+        b.push(2, t("2024-01-01T10:00:00Z"), "page_viewed", None);
+        b.push(2, t("2024-01-01T10:00:00Z"), "page_viewed", None);
+        b.push(2, t("2024-01-01T10:31:00Z"), "page_viewed", None);
+        let events = b.finish(3);
+        let as_of = parse_timestamp("2024-01-02").unwrap();
+        let m = compute(&events, &ids(3), as_of, &MetricsConfig::default());
+        assert_eq!(m.visits, [1, 2, 2]);
     }
 }

@@ -135,8 +135,8 @@ fn cdnow_metrics_match_independent_sql_for_every_customer() {
         let mut insert = sql.prepare("INSERT INTO p VALUES (?1, ?2, ?3)").unwrap();
         for line in raw.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
-            // Ascending customer ids in the file mean first-seen order = id order, so the
-            // issue's tie-break "by profile id" is a tie-break by customer id here.
+            // RFM ties break by external id in byte order: `cust` is TEXT, so SQLite's
+            // ORDER BY cust is the same order.
             assert!(f[0] >= previous.as_str());
             previous = f[0].to_string();
             let day = format!("{}-{}-{}", &f[1][..4], &f[1][4..6], &f[1][6..]);
@@ -719,7 +719,7 @@ fn demo_shop_metrics_match_independent_sql() {
                       CASE WHEN lag(time) OVER w IS NULL OR time - lag(time) OVER w > 1800000
                                 OR name = 'session_started' THEN 1 ELSE 0 END AS new_session
                FROM events_named WHERE time <= ?1
-               WINDOW w AS (PARTITION BY profile_id ORDER BY time, id))
+               WINDOW w AS (PARTITION BY profile_id ORDER BY time, name = 'session_started' DESC, id))
              SELECT p.external_id, coalesce(sum(new_session), 0),
                     count(e.id) FILTER (WHERE name = 'order_completed'),
                     coalesce(sum(revenue) FILTER (WHERE name = 'order_completed'), 0),

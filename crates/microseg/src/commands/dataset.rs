@@ -55,7 +55,12 @@ impl Loaded {
         let properties: Vec<String> = properties.into_iter().collect();
         let profiles = store.load_profiles()?;
         let events = store.load_events_with_properties(profiles.len(), &properties)?;
-        let metrics = compute_metrics(&events, as_of, &ws.config.metrics_config());
+        let metrics = compute_metrics(
+            &events,
+            &profiles.external_ids,
+            as_of,
+            &ws.config.metrics_config(),
+        );
         Ok(Loaded {
             external_ids: profiles.external_ids.clone(),
             profiles,

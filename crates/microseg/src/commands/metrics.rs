@@ -57,7 +57,7 @@ pub fn compute(ws: &Workspace, store: &Store, as_of: Timestamp) -> Result<Comput
     let events = store.load_events(external_ids.len())?;
     let load_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let metrics = compute_metrics(&events, as_of, &ws.config.metrics_config());
+    let metrics = compute_metrics(&events, &external_ids, as_of, &ws.config.metrics_config());
     Ok(ComputedMetrics {
         external_ids,
         metrics,
