@@ -627,6 +627,32 @@ mod tests {
     }
 
     #[test]
+    fn events_at_one_instant_do_not_follow_each_other() {
+        // Profile 0: a view and an order at the same instant, then nothing; profile 1: a
+        // view, and an order one hour later. Arrival order puts the order after the view
+        // in both, but only profile 1's order is later in time.
+        let mut b = EventTableBuilder::default();
+        b.push(0, day(2, 10), "page_viewed", None);
+        b.push(0, day(2, 10), "order_completed", Some(5.0));
+        b.push(1, day(2, 10), "page_viewed", None);
+        b.push(1, day(2, 11), "order_completed", Some(5.0));
+        let events = b.finish(2);
+        let run = |text: &str| -> Vec<u32> {
+            evaluate(&events, 2, Timestamp(day(10, 0)), &parse(text).unwrap())
+                .unwrap()
+                .iter()
+                .collect()
+        };
+        assert_eq!(run("page_viewed then order_completed within 1d"), [1]);
+        assert_eq!(run("page_viewed then not order_completed within 1d"), [0]);
+        // `order then order` never counts one order, or two at one instant, twice.
+        assert_eq!(
+            run("order_completed then order_completed within 1d"),
+            Vec::<u32>::new()
+        );
+    }
+
+    #[test]
     fn counts_see_nothing_after_as_of_and_zero_includes_the_eventless() {
         assert_eq!(members("count(order_completed) >= 1"), [2, 3]);
         assert_eq!(members("count(order_completed) = 0"), [0, 1, 4, 5]);

@@ -5,6 +5,7 @@ pub mod error;
 pub mod import;
 pub mod reader;
 pub mod snapshot;
+pub mod sql;
 pub mod store;
 pub mod workspace;
 

@@ -26,6 +26,24 @@ pub enum SegmentCommand {
     Overlap(OverlapArgs),
     Tree(TreeArgs),
     Explain(ExplainArgs),
+    Sql(SqlArgs),
+}
+
+/// Print a segment as one SQL query over the `profiles` / `events` layout of docs/sql.md,
+/// returning the members' external ids as `id`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// A segment name, or a condition.
+    segment_or_condition: String,
+    /// The SQL dialect.
+    #[arg(long, default_value = "sqlite")]
+    dialect: String,
+    /// The as-of instant written into the query (default now).
+    #[arg(long, value_name = "T")]
+    as_of: Option<String>,
+    /// Print as JSON: `{"sql", "dialect", "as_of", "segment"}`.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Explain why a profile is or is not in a segment: every condition with what it saw.
@@ -170,6 +188,7 @@ pub fn run(ctx: &Context, cmd: SegmentCommand) -> Result<()> {
         SegmentCommand::Overlap(args) => overlap(&ws, &store, args),
         SegmentCommand::Tree(args) => tree(&ws, &store, args),
         SegmentCommand::Explain(args) => explain(&ws, &store, args),
+        SegmentCommand::Sql(args) => sql(&ws, &store, args),
     }
 }
 
@@ -344,6 +363,45 @@ fn size(ws: &Workspace, store: &Store, args: SizeArgs) -> Result<()> {
         thousands(total),
         percent(size, total)
     );
+    Ok(())
+}
+
+fn sql(ws: &Workspace, store: &Store, args: SqlArgs) -> Result<()> {
+    use microseg_store::sql::{compile, Dialect, SqlContext};
+    let at = as_of(args.as_of.as_deref())?;
+    let dialect = Dialect::from_name(&args.dialect).map_err(anyhow::Error::msg)?;
+    let saved: BTreeMap<String, Condition> = store
+        .segments()?
+        .into_iter()
+        .map(|s| (s.name, s.condition))
+        .collect();
+    let (segment, condition) = match saved.get(&args.segment_or_condition) {
+        Some(c) => (Some(args.segment_or_condition.clone()), c.clone()),
+        None => (None, parse_condition(&args.segment_or_condition)?),
+    };
+    let traits = store
+        .schema()?
+        .into_iter()
+        .map(|(name, spec)| (name, spec.ty))
+        .collect();
+    let metrics = ws.config.metrics_config();
+    let ctx = SqlContext {
+        traits: &traits,
+        segments: &saved,
+        metrics: &metrics,
+        as_of: at,
+        dialect,
+    };
+    let sql = compile(&condition, &ctx)?;
+    if args.json {
+        return print_json(&serde_json::json!({
+            "sql": sql,
+            "dialect": args.dialect,
+            "as_of": at.to_string(),
+            "segment": segment,
+        }));
+    }
+    println!("{sql};");
     Ok(())
 }
 
