@@ -220,6 +220,9 @@ pub struct ProfileTable {
     pub external_ids: Vec<String>,
     /// Trait columns by name.
     pub columns: BTreeMap<String, Column>,
+    /// Bitmap indexes of the columns, built on first use; [`ProfileTable::push`] clears
+    /// them (code that edits `columns` directly must call `indexes.clear()`).
+    pub indexes: crate::index::IndexCache,
 }
 
 impl ProfileTable {
@@ -227,6 +230,7 @@ impl ProfileTable {
     pub fn with_schema(schema: &Schema) -> ProfileTable {
         ProfileTable {
             external_ids: Vec::new(),
+            indexes: Default::default(),
             columns: schema
                 .iter()
                 .map(|(name, spec)| (name.clone(), Column::new(spec.ty)))
@@ -248,6 +252,7 @@ impl ProfileTable {
     /// names to values; traits not in the schema are ignored.
     pub fn push(&mut self, external_id: String, traits: &HashMap<&str, Value>) -> ProfileId {
         let id = self.external_ids.len() as ProfileId;
+        self.indexes.clear();
         self.external_ids.push(external_id);
         for (name, column) in &mut self.columns {
             column.push(traits.get(name.as_str()));

@@ -18,6 +18,7 @@ use microseg_core::{ProfileId, Timestamp, TraitType, Value};
 use roaring::RoaringBitmap;
 
 use crate::columnar::{Column, EventTable, ProfileTable, NO_CODE};
+use crate::index::{scan, Keys, ValueIndex};
 use crate::metrics::{metric_type, Metrics};
 
 /// Why a condition cannot be evaluated.
@@ -326,12 +327,17 @@ impl Dataset<'_> {
     fn present(&self, operand: &Operand) -> Result<RoaringBitmap, EvalError> {
         if let Operand::Name(name) = operand {
             let source = self.source(name)?;
-            return Ok((0..self.len())
-                .filter(|&p| self.value(&source, p).is_some())
-                .collect());
+            if let Source::Trait(column) = source {
+                if let Some(index) = &*self.profiles.indexes.get(name, column) {
+                    return Ok(index.present.clone());
+                }
+            }
+            return Ok(scan(self.len() as usize, |p| {
+                self.value(&source, p as u32).is_some()
+            }));
         }
         let numeric = self.numeric(operand)?;
-        Ok((0..self.len()).filter(|&p| numeric(p).is_some()).collect())
+        Ok(scan(self.len() as usize, |p| numeric(p as u32).is_some()))
     }
 
     fn any_of(
@@ -360,9 +366,9 @@ impl Dataset<'_> {
                 hint: "arithmetic compares with a number".into(),
             })?;
             let numeric = self.numeric(left)?;
-            return Ok((0..self.len())
-                .filter(|&p| numeric(p).is_some_and(|x| holds(x.partial_cmp(&target), op)))
-                .collect());
+            return Ok(scan(self.len() as usize, |p| {
+                numeric(p as u32).is_some_and(|x| holds(x.partial_cmp(&target), op))
+            }));
         };
         let source = self.source(name)?;
         let ty = match &source {
@@ -370,30 +376,16 @@ impl Dataset<'_> {
             Source::Metric(_, ty) => *ty,
         };
         check_literal(name, ty, right)?;
-        // Fast path: equality on a dictionary-encoded column compares codes.
-        if let (Source::Trait(Column::Str { dict, codes }), Literal::Str(s)) = (&source, right) {
-            if matches!(op, CompareOp::Eq | CompareOp::Ne) {
-                let code = dict.code(s);
-                return Ok(codes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &c)| {
-                        c != NO_CODE
-                            && match op {
-                                CompareOp::Eq => Some(c) == code,
-                                _ => Some(c) != code,
-                            }
-                    })
-                    .map(|(p, _)| p as u32)
-                    .collect());
-            }
-        }
-        Ok((0..self.len())
-            .filter(|&p| {
-                self.value(&source, p)
+        Ok(match source {
+            Source::Trait(column) => match &*self.profiles.indexes.get(name, column) {
+                Some(index) => indexed_compare(index, column, op, right),
+                None => scan_compare(column, op, right),
+            },
+            Source::Metric(..) => scan(self.len() as usize, |p| {
+                self.value(&source, p as u32)
                     .is_some_and(|v| holds(compare_value(&v, right), op))
-            })
-            .collect())
+            }),
+        })
     }
 
     /// A per-profile numeric evaluator for arithmetic (and numeric names).
@@ -444,7 +436,7 @@ impl Dataset<'_> {
 
     fn text(&self, name: &str, op: TextOp, pattern: &str) -> Result<RoaringBitmap, EvalError> {
         let source = self.source(name)?;
-        let Source::Trait(Column::Str { dict, codes }) = source else {
+        let Source::Trait(column @ Column::Str { dict, codes }) = source else {
             let ty = match source {
                 Source::Trait(c) => c.trait_type(),
                 Source::Metric(_, ty) => ty,
@@ -476,32 +468,35 @@ impl Dataset<'_> {
                 }
             })
             .collect();
-        Ok(codes
-            .iter()
-            .enumerate()
-            .filter(|(_, &c)| c != NO_CODE && hits[c as usize])
-            .map(|(p, _)| p as u32)
-            .collect())
+        if let Some(index) = &*self.profiles.indexes.get(name, column) {
+            return Ok(index.union_where(|code| hits[code]));
+        }
+        Ok(scan(codes.len(), |p| {
+            let c = codes[p];
+            c != NO_CODE && hits[c as usize]
+        }))
     }
 
     fn has(&self, name: &str, member: &str) -> Result<RoaringBitmap, EvalError> {
         match self.source(name)? {
-            Source::Trait(Column::Set {
-                dict,
-                offsets,
-                items,
-                present,
-            }) => {
+            Source::Trait(
+                column @ Column::Set {
+                    dict,
+                    offsets,
+                    items,
+                    present,
+                },
+            ) => {
                 let Some(code) = dict.code(member) else {
                     return Ok(RoaringBitmap::new());
                 };
-                Ok((0..present.len())
-                    .filter(|&p| {
-                        present[p]
-                            && items[offsets[p] as usize..offsets[p + 1] as usize].contains(&code)
-                    })
-                    .map(|p| p as u32)
-                    .collect())
+                if let Some(index) = &*self.profiles.indexes.get(name, column) {
+                    return Ok(index.bitmaps[code as usize].clone());
+                }
+                Ok(scan(present.len(), |p| {
+                    present[p]
+                        && items[offsets[p] as usize..offsets[p + 1] as usize].contains(&code)
+                }))
             }
             other => Err(EvalError::WrongType {
                 name: name.into(),
@@ -560,6 +555,79 @@ fn check_literal(name: &str, ty: TraitType, lit: &Literal) -> Result<(), EvalErr
 }
 
 /// Orders a value against a literal of a compatible kind.
+/// `column OP lit` through the column's bitmap index: the union of the bitmaps of the
+/// values that satisfy it (the literal's kind was checked against the column's type).
+fn indexed_compare(
+    index: &ValueIndex,
+    column: &Column,
+    op: CompareOp,
+    lit: &Literal,
+) -> RoaringBitmap {
+    match (column, lit) {
+        (Column::Str { dict, .. }, Literal::Str(s)) => {
+            if op == CompareOp::Eq {
+                return dict
+                    .code(s)
+                    .map(|c| index.bitmaps[c as usize].clone())
+                    .unwrap_or_default();
+            }
+            index.union_where(|code| holds(Some(dict.value(code as u32).cmp(s.as_str())), op))
+        }
+        (Column::Bool(_), Literal::Bool(b)) => {
+            index.select_numeric(f64::from(u8::from(*b)), |o| holds(o, op))
+        }
+        (Column::Time(_), Literal::Time(t)) => match &index.keys {
+            Keys::Ints(keys) => index.union_where(|i| holds(Some(keys[i].cmp(&t.0)), op)),
+            _ => RoaringBitmap::new(),
+        },
+        (Column::Int(_), Literal::Int(b)) => match &index.keys {
+            Keys::Ints(keys) => index.union_where(|i| holds(Some(keys[i].cmp(b)), op)),
+            _ => RoaringBitmap::new(),
+        },
+        (_, lit) => match literal_number(lit) {
+            Some(x) => index.select_numeric(x, |o| holds(o, op)),
+            None => RoaringBitmap::new(),
+        },
+    }
+}
+
+/// `column OP lit` by one pass over the column, without building values.
+fn scan_compare(column: &Column, op: CompareOp, lit: &Literal) -> RoaringBitmap {
+    let test = |o: Option<Ordering>| holds(o, op);
+    match (column, lit) {
+        (Column::Int(v), Literal::Int(b)) => {
+            scan(v.len(), |p| v[p].is_some_and(|a| test(Some(a.cmp(b)))))
+        }
+        (Column::Time(v), Literal::Time(t)) => {
+            scan(v.len(), |p| v[p].is_some_and(|a| test(Some(a.cmp(&t.0)))))
+        }
+        (Column::Bool(v), Literal::Bool(b)) => {
+            scan(v.len(), |p| v[p].is_some_and(|a| test(Some(a.cmp(b)))))
+        }
+        (Column::Int(v), lit) => match literal_number(lit) {
+            Some(x) => scan(v.len(), |p| {
+                v[p].is_some_and(|a| test((a as f64).partial_cmp(&x)))
+            }),
+            None => RoaringBitmap::new(),
+        },
+        (Column::Float(v), lit) => match literal_number(lit) {
+            Some(x) => scan(v.len(), |p| v[p].is_some_and(|a| test(a.partial_cmp(&x)))),
+            None => RoaringBitmap::new(),
+        },
+        (Column::Str { dict, codes }, Literal::Str(s)) => {
+            // Each distinct string once, then the codes.
+            let hits: Vec<bool> = (0..dict.len() as u32)
+                .map(|c| test(Some(dict.value(c).cmp(s.as_str()))))
+                .collect();
+            scan(codes.len(), |p| {
+                let c = codes[p];
+                c != NO_CODE && hits[c as usize]
+            })
+        }
+        _ => RoaringBitmap::new(),
+    }
+}
+
 fn compare_value(v: &Value, lit: &Literal) -> Option<Ordering> {
     match (v, lit) {
         (Value::Int(a), Literal::Int(b)) => Some(a.cmp(b)),

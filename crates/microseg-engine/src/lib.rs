@@ -5,6 +5,7 @@ pub mod analytics;
 mod behaviour;
 pub mod columnar;
 pub mod evaluate;
+pub mod index;
 pub mod metrics;
 pub mod stats;
 

@@ -14,6 +14,7 @@ use microseg_core::condition::{
 };
 use microseg_core::{Schema, Timestamp, TraitSpec, TraitType, Value, DAY_MS};
 use microseg_engine::columnar::PropertyValue;
+use microseg_engine::index::IndexCache;
 use microseg_engine::{
     compute_metrics, Dataset, EvalError, EventTable, EventTableBuilder, Metrics, MetricsConfig,
     ProfileTable,
@@ -604,6 +605,7 @@ fn stored_segments() -> BTreeMap<String, Condition> {
 }
 
 fn batch_members(
+    table: &ProfileTable,
     data: &Data,
     metrics: &Metrics,
     segments: &BTreeMap<String, Condition>,
@@ -611,7 +613,7 @@ fn batch_members(
     c: &Condition,
 ) -> Result<BTreeSet<String>, EvalError> {
     let dataset = Dataset {
-        profiles: &data.table,
+        profiles: table,
         metrics: Some(metrics),
         events: Some(&data.events),
         as_of,
@@ -646,6 +648,8 @@ fn batch_and_sql_agree_on_random_conditions() {
     let mut nonempty = 0;
     for seed in 0..3u64 {
         let data = random_data(seed, 150);
+        let mut unindexed = data.table.clone();
+        unindexed.indexes = IndexCache::disabled();
         for (round, as_of) in [
             Timestamp(START + 70 * DAY_MS),
             Timestamp(START + 125 * DAY_MS + 7 * HOUR_MS),
@@ -671,7 +675,10 @@ fn batch_and_sql_agree_on_random_conditions() {
                     as_of,
                     dialect: Dialect::Sqlite,
                 };
-                let batch = batch_members(&data, &metrics, &segments, as_of, &c);
+                let batch = batch_members(&data.table, &data, &metrics, &segments, as_of, &c);
+                // The same without bitmap indexes (every leaf scans its column).
+                let scanned = batch_members(&unindexed, &data, &metrics, &segments, as_of, &c);
+                assert_eq!(batch, scanned, "indexed vs scanned: {text}");
                 let sql = compile(&c, &ctx);
                 let (batch, sql) = match (batch, sql) {
                     (Ok(b), Ok(s)) => (b, s),
