@@ -18,25 +18,32 @@ pub struct Overlap {
 }
 
 /// Pairwise overlaps of `sets`: `result[i][j]` for every pair (the diagonal holds sizes).
+/// Each unordered pair is intersected once.
 pub fn overlaps(sets: &[RoaringBitmap]) -> Vec<Vec<Overlap>> {
-    sets.iter()
-        .map(|a| {
-            sets.iter()
-                .map(|b| {
-                    let intersection = a.intersection_len(b);
-                    let union = a.len() + b.len() - intersection;
-                    Overlap {
-                        intersection,
-                        jaccard: if union == 0 {
-                            0.0
-                        } else {
-                            intersection as f64 / union as f64
-                        },
-                    }
-                })
-                .collect()
-        })
-        .collect()
+    let n = sets.len();
+    let sizes: Vec<u64> = sets.iter().map(RoaringBitmap::len).collect();
+    let overlap = |i: usize, j: usize, intersection: u64| {
+        let union = sizes[i] + sizes[j] - intersection;
+        Overlap {
+            intersection,
+            jaccard: if union == 0 {
+                0.0
+            } else {
+                intersection as f64 / union as f64
+            },
+        }
+    };
+    let mut matrix: Vec<Vec<Overlap>> = (0..n)
+        .map(|i| (0..n).map(|_| overlap(i, i, sizes[i])).collect())
+        .collect();
+    for i in 0..n {
+        for j in i + 1..n {
+            let o = overlap(i, j, sets[i].intersection_len(&sets[j]));
+            matrix[i][j] = o;
+            matrix[j][i] = o;
+        }
+    }
+    matrix
 }
 
 /// One node of a drill-down tree.

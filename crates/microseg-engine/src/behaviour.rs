@@ -26,7 +26,7 @@ use crate::columnar::{EventTable, PropertyColumn, NO_CODE};
 use crate::evaluate::EvalError;
 
 /// A compiled event test: does row `r` match?
-type RowTest<'a> = Box<dyn Fn(usize) -> bool + 'a>;
+type RowTest<'a> = Box<dyn Fn(usize) -> bool + Sync + 'a>;
 
 /// A property value of one event.
 enum Prop<'a> {
@@ -182,13 +182,24 @@ fn compile<'a>(events: &'a EventTable, c: &'a Condition) -> Result<RowTest<'a>, 
 }
 
 /// A comparison test `operand = literal` whose operator is chosen later.
-type OpTest<'a> = Box<dyn Fn(usize, CompareOp) -> bool + 'a>;
+type OpTest<'a> = Box<dyn Fn(usize, CompareOp) -> bool + Sync + 'a>;
 
 /// `operand OP lit` for a row, with the operator given per call.
 fn op_test<'a>(events: &'a EventTable, operand: &'a Operand, lit: &'a Literal) -> OpTest<'a> {
     match operand {
         Operand::Name(name) => {
             let col = prop_ref(events, name);
+            if let (Some(c), None, Literal::Str(s)) = (col.column, col.revenue, lit) {
+                // Text against a string: order each distinct text once, then test codes.
+                let ords: Vec<Ordering> = (0..c.dict.len() as u32)
+                    .map(|code| c.dict.value(code).cmp(s.as_str()))
+                    .collect();
+                // A row holds a number or a text, never both (see `set_property`).
+                return Box::new(move |r, op| {
+                    let code = c.texts[r];
+                    code != NO_CODE && holds(Some(ords[code as usize]), op)
+                });
+            }
             Box::new(move |r, op| prop(col, r).is_some_and(|p| holds(order(&p, lit), op)))
         }
         arith => {
@@ -206,11 +217,14 @@ fn op_test<'a>(events: &'a EventTable, operand: &'a Operand, lit: &'a Literal) -
     }
 }
 
-fn with_op<'a>(test: OpTest<'a>, op: CompareOp) -> Box<dyn Fn(usize) -> bool + 'a> {
+fn with_op<'a>(test: OpTest<'a>, op: CompareOp) -> Box<dyn Fn(usize) -> bool + Sync + 'a> {
     Box::new(move |r| test(r, op))
 }
 
-fn present<'a>(events: &'a EventTable, operand: &'a Operand) -> Box<dyn Fn(usize) -> bool + 'a> {
+fn present<'a>(
+    events: &'a EventTable,
+    operand: &'a Operand,
+) -> Box<dyn Fn(usize) -> bool + Sync + 'a> {
     match operand {
         Operand::Name(name) => {
             let col = prop_ref(events, name);
@@ -236,7 +250,10 @@ fn serde_json_string(s: &str) -> String {
     out
 }
 
-fn numeric<'a>(events: &'a EventTable, o: &'a Operand) -> Box<dyn Fn(usize) -> Option<f64> + 'a> {
+fn numeric<'a>(
+    events: &'a EventTable,
+    o: &'a Operand,
+) -> Box<dyn Fn(usize) -> Option<f64> + Sync + 'a> {
     match o {
         Operand::Number(x) => {
             let x = *x;
@@ -280,6 +297,46 @@ fn matcher<'a>(events: &'a EventTable, e: &'a EventFilter) -> Result<RowTest<'a>
     }))
 }
 
+/// How many profiles ahead [`prefetch`] asks for.
+const PREFETCH_AHEAD: usize = 16;
+
+/// Asks the CPU to bring `x` into cache (a hint: it never faults and changes nothing).
+#[inline(always)]
+fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; it reads nothing and cannot fault, even for a
+    // pointer that is not dereferenceable (this one is: it comes from a reference).
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((x as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
+/// The length of the prefix of `times` on which the monotone `pred` holds (true, then
+/// false), found by galloping back from the end: O(log k) for a boundary k rows from it.
+fn prefix_from_end(times: &[i64], pred: impl Fn(i64) -> bool) -> usize {
+    let n = times.len();
+    if n == 0 || pred(times[n - 1]) {
+        return n;
+    }
+    // times[hi] is past the prefix.
+    let (mut hi, mut step) = (n - 1, 1);
+    let lo = loop {
+        if hi < step {
+            break 0;
+        }
+        let probe = hi - step;
+        if pred(times[probe]) {
+            break probe + 1;
+        }
+        hi = probe;
+        step *= 2;
+    };
+    lo + times[lo..hi].partition_point(|&t| pred(t))
+}
+
 fn in_window(t: i64, window: &Window, as_of: Timestamp) -> bool {
     t <= as_of.0
         && match window {
@@ -301,8 +358,34 @@ pub(crate) fn evaluate(
         let n = events.time[rows.clone()].partition_point(|&t| t <= as_of.0);
         rows.start..rows.start + n
     };
-    let mut out = RoaringBitmap::new();
-    match c {
+    // The visible rows inside a window. Rows are in time order and windows are usually
+    // recent, so both ends are searched from the last row backwards.
+    let offsets = events.offsets();
+    let windowed = |p: ProfileId, window: &Window| {
+        // The rows of a profile a few ahead are fetched while this one is tested: the
+        // walk jumps from profile to profile and would otherwise wait on memory each time.
+        if let Some(&ahead) = offsets.get(p as usize + 1 + PREFETCH_AHEAD) {
+            if ahead > 0 {
+                prefetch(&events.time[ahead - 1]);
+                prefetch(&events.name[ahead - 1]);
+            }
+        }
+        let rows = events.events_of(p);
+        let times = &events.time[rows.clone()];
+        let (lo, hi) = match window {
+            Window::All => (i64::MIN, as_of.0),
+            Window::Within { ms } => (as_of.0.saturating_sub(*ms), as_of.0),
+            Window::Between { from, to } => (from.0, to.0.min(as_of.0)),
+        };
+        let end = prefix_from_end(times, |t| t <= hi);
+        let start = if lo == i64::MIN {
+            0
+        } else {
+            prefix_from_end(&times[..end], |t| t < lo)
+        };
+        rows.start + start..rows.start + end
+    };
+    Ok(match c {
         Condition::Count {
             event,
             window,
@@ -310,14 +393,10 @@ pub(crate) fn evaluate(
             value,
         } => {
             let m = matcher(events, event)?;
-            for p in 0..profiles {
-                let n = visible(p)
-                    .filter(|&r| in_window(events.time[r], window, as_of) && m(r))
-                    .count();
-                if holds((n as f64).partial_cmp(value), *op) {
-                    out.insert(p);
-                }
-            }
+            parallel(profiles, |p| {
+                let n = windowed(p, window).filter(|&r| m(r)).count();
+                holds((n as f64).partial_cmp(value), *op)
+            })
         }
         Condition::Aggregate {
             function,
@@ -329,11 +408,11 @@ pub(crate) fn evaluate(
         } => {
             let m = matcher(events, event)?;
             let col = prop_ref(events, property);
-            for p in 0..profiles {
+            parallel(profiles, |p| {
                 let (mut n, mut sum, mut min, mut max) =
                     (0u64, 0.0, f64::INFINITY, f64::NEG_INFINITY);
-                for r in visible(p) {
-                    if !(in_window(events.time[r], window, as_of) && m(r)) {
+                for r in windowed(p, window) {
+                    if !m(r) {
                         continue;
                     }
                     if let Some(Prop::Number(x)) = prop(col, r) {
@@ -350,39 +429,30 @@ pub(crate) fn evaluate(
                     AggregateFn::Min => Some(min),
                     AggregateFn::Max => Some(max),
                 };
-                if result.is_some_and(|x| holds(x.partial_cmp(value), *op)) {
-                    out.insert(p);
-                }
-            }
+                result.is_some_and(|x| holds(x.partial_cmp(value), *op))
+            })
         }
         Condition::Did { event, window } => {
             let m = matcher(events, event)?;
-            for p in 0..profiles {
-                if visible(p).any(|r| in_window(events.time[r], window, as_of) && m(r)) {
-                    out.insert(p);
-                }
-            }
+            parallel(profiles, |p| windowed(p, window).any(&m))
         }
         Condition::LastBefore { event, ago_ms } => {
             let m = matcher(events, event)?;
             let limit = as_of.0.saturating_sub(*ago_ms);
-            for p in 0..profiles {
-                if let Some(r) = visible(p).rev().find(|&r| m(r)) {
-                    if events.time[r] < limit {
-                        out.insert(p);
-                    }
-                }
-            }
+            parallel(profiles, |p| {
+                visible(p)
+                    .rev()
+                    .find(|&r| m(r))
+                    .is_some_and(|r| events.time[r] < limit)
+            })
         }
         Condition::First { event, window } => {
             let m = matcher(events, event)?;
-            for p in 0..profiles {
-                if let Some(r) = visible(p).find(|&r| m(r)) {
-                    if in_window(events.time[r], window, as_of) {
-                        out.insert(p);
-                    }
-                }
-            }
+            parallel(profiles, |p| {
+                visible(p)
+                    .find(|&r| m(r))
+                    .is_some_and(|r| in_window(events.time[r], window, as_of))
+            })
         }
         Condition::Sequence {
             first,
@@ -392,7 +462,7 @@ pub(crate) fn evaluate(
             window,
         } => {
             let (m1, m2) = (matcher(events, first)?, matcher(events, then)?);
-            for p in 0..profiles {
+            parallel(profiles, |p| {
                 let rows = visible(p);
                 let mut starts = rows
                     .clone()
@@ -405,25 +475,49 @@ pub(crate) fn evaluate(
                         .take_while(|&r2| events.time[r2] <= limit)
                         .any(&m2)
                 };
-                let hit = if *negated {
+                if *negated {
                     starts.next_back().is_some_and(|r1| {
                         as_of.0 >= events.time[r1].saturating_add(*within_ms) && !followed(r1)
                     })
                 } else {
-                    starts.into_iter().any(followed)
-                };
-                if hit {
-                    out.insert(p);
+                    starts.any(followed)
                 }
-            }
+            })
         }
         _ => {
             return Err(EvalError::Unsupported(
                 "this condition as a behavioural leaf",
             ))
         }
+    })
+}
+
+/// Profiles below this count are tested on one thread.
+const PARALLEL_MIN: u32 = 50_000;
+
+/// The profiles `0..profiles` for which `hit` holds, tested in contiguous slices on every
+/// available core.
+fn parallel(profiles: u32, hit: impl Fn(ProfileId) -> bool + Sync) -> RoaringBitmap {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    if profiles < PARALLEL_MIN || threads < 2 {
+        return RoaringBitmap::from_sorted_iter((0..profiles).filter(|&p| hit(p)))
+            .expect("ascending");
     }
-    Ok(out)
+    let step = profiles.div_ceil(threads);
+    let parts: Vec<Vec<u32>> = std::thread::scope(|scope| {
+        let hit = &hit;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let range = t * step..((t + 1) * step).min(profiles);
+                scope.spawn(move || range.filter(|&p| hit(p)).collect::<Vec<u32>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a segment thread panicked"))
+            .collect()
+    });
+    RoaringBitmap::from_sorted_iter(parts.into_iter().flatten()).expect("ascending")
 }
 
 /// What a behavioural leaf sees for one profile, in words (for `segment explain`).
@@ -624,6 +718,24 @@ mod tests {
             .unwrap_or_else(|e| panic!("{text}: {e}"))
             .iter()
             .collect()
+    }
+
+    #[test]
+    fn parallel_slices_give_the_sequential_answer() {
+        let test = |p: ProfileId| p % 7 == 3 || p == 99_999 || p == 50_000;
+        let expected: RoaringBitmap = (0..100_000).filter(|&p| test(p)).collect();
+        assert_eq!(parallel(100_000, test), expected);
+        assert_eq!(parallel(10, test), (0..10).filter(|&p| test(p)).collect());
+    }
+
+    #[test]
+    fn galloping_search_finds_the_prefix() {
+        let times: Vec<i64> = vec![1, 2, 2, 5, 9, 9, 9, 12];
+        for bound in -1..14 {
+            let expected = times.iter().filter(|&&t| t <= bound).count();
+            assert_eq!(prefix_from_end(&times, |t| t <= bound), expected, "{bound}");
+        }
+        assert_eq!(prefix_from_end(&[], |t| t <= 0), 0);
     }
 
     #[test]

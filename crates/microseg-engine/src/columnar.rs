@@ -133,6 +133,18 @@ impl Column {
         self.len() == 0
     }
 
+    /// Whether profile `id` has a value (without building it).
+    pub fn has_value(&self, id: ProfileId) -> bool {
+        let i = id as usize;
+        match self {
+            Column::Bool(v) => v.get(i).is_some_and(Option::is_some),
+            Column::Int(v) | Column::Time(v) => v.get(i).is_some_and(Option::is_some),
+            Column::Float(v) => v.get(i).is_some_and(Option::is_some),
+            Column::Str { codes, .. } => codes.get(i).is_some_and(|&c| c != NO_CODE),
+            Column::Set { present, .. } => present.get(i).copied().unwrap_or(false),
+        }
+    }
+
     /// The value of profile `id`, if it has one.
     pub fn get(&self, id: ProfileId) -> Option<Value> {
         let i = id as usize;
@@ -453,11 +465,19 @@ impl EventTableBuilder {
             column.numbers.resize(len, f64::NAN);
             column.texts.resize(len, NO_CODE);
         }
+        // A row holds a number or a text, never both.
         match value {
-            PropertyValue::Number(x) => column.numbers[row] = x,
-            PropertyValue::Text(s) => column.texts[row] = column.dict.intern(s),
+            PropertyValue::Number(x) => {
+                column.numbers[row] = x;
+                column.texts[row] = NO_CODE;
+            }
+            PropertyValue::Text(s) => {
+                column.texts[row] = column.dict.intern(s);
+                column.numbers[row] = f64::NAN;
+            }
             PropertyValue::Bool(b) => {
-                column.texts[row] = column.dict.intern(if b { "true" } else { "false" })
+                column.texts[row] = column.dict.intern(if b { "true" } else { "false" });
+                column.numbers[row] = f64::NAN;
             }
         }
     }

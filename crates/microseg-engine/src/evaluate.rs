@@ -331,6 +331,7 @@ impl Dataset<'_> {
                 if let Some(index) = &*self.profiles.indexes.get(name, column) {
                     return Ok(index.present.clone());
                 }
+                return Ok(scan(self.len() as usize, |p| column.has_value(p as u32)));
             }
             return Ok(scan(self.len() as usize, |p| {
                 self.value(&source, p as u32).is_some()

@@ -37,94 +37,123 @@ pub struct ValueIndex {
     pub bitmaps: Vec<RoaringBitmap>,
     /// Profiles that have a value at all.
     pub present: RoaringBitmap,
+    /// For numeric columns with at most [`MAX_CUMULATIVE`] values: `cumulative[i]` holds
+    /// the profiles whose value is at most the `i`-th key, so a range of keys is one
+    /// difference of two bitmaps.
+    pub cumulative: Option<Vec<RoaringBitmap>>,
 }
+
+/// Numeric columns with at most this many values also get cumulative bitmaps.
+pub const MAX_CUMULATIVE: usize = 256;
 
 impl ValueIndex {
     /// Builds the index of `column`, or `None` when it has too many distinct values.
     pub fn build(column: &Column) -> Option<ValueIndex> {
-        match column {
+        let len = column.len();
+        let (keys, lists) = match column {
             Column::Str { dict, codes } => {
                 if dict.len() > MAX_KEYS {
                     return None;
                 }
-                let mut bitmaps = vec![RoaringBitmap::new(); dict.len()];
-                let mut present = RoaringBitmap::new();
+                let mut lists = vec![Vec::new(); dict.len()];
                 for (p, &c) in codes.iter().enumerate() {
                     if c != NO_CODE {
-                        append(&mut bitmaps[c as usize], p as u32);
-                        append(&mut present, p as u32);
+                        lists[c as usize].push(p as u32);
                     }
                 }
-                Some(ValueIndex {
-                    keys: Keys::Codes,
-                    bitmaps,
-                    present,
-                })
+                (Keys::Codes, lists)
             }
             Column::Set {
                 dict,
                 offsets,
                 items,
-                present: has,
+                ..
             } => {
                 if dict.len() > MAX_KEYS {
                     return None;
                 }
-                let mut bitmaps = vec![RoaringBitmap::new(); dict.len()];
-                let mut present = RoaringBitmap::new();
-                for p in 0..has.len() {
-                    if has[p] {
-                        append(&mut present, p as u32);
-                    }
+                let mut lists = vec![Vec::new(); dict.len()];
+                for p in 0..len {
                     for &c in &items[offsets[p] as usize..offsets[p + 1] as usize] {
-                        append(&mut bitmaps[c as usize], p as u32);
+                        lists[c as usize].push(p as u32);
                     }
                 }
-                Some(ValueIndex {
-                    keys: Keys::Codes,
-                    bitmaps,
-                    present,
-                })
+                (Keys::Codes, lists)
             }
             Column::Bool(v) => {
-                let (ints, bitmaps, present) =
-                    by_key(v.iter().map(|b| b.map(i64::from)), |a, b| a.cmp(b))?;
-                Some(ValueIndex {
-                    keys: Keys::Ints(ints),
-                    bitmaps,
-                    present,
-                })
+                let (keys, lists) = by_key(v.iter().map(|b| b.map(i64::from)), |a, b| a.cmp(b))?;
+                (Keys::Ints(keys), lists)
             }
             Column::Int(v) | Column::Time(v) => {
-                let (ints, bitmaps, present) = by_key(v.iter().copied(), |a, b| a.cmp(b))?;
-                Some(ValueIndex {
-                    keys: Keys::Ints(ints),
-                    bitmaps,
-                    present,
-                })
+                let (keys, lists) = by_key(v.iter().copied(), |a, b| a.cmp(b))?;
+                (Keys::Ints(keys), lists)
             }
             Column::Float(v) => {
-                let (floats, bitmaps, present) =
-                    by_key(v.iter().map(|x| x.map(f64::to_bits)), |a, b| {
-                        f64::from_bits(*a).total_cmp(&f64::from_bits(*b))
-                    })?;
-                Some(ValueIndex {
-                    keys: Keys::Floats(floats.into_iter().map(f64::from_bits).collect()),
-                    bitmaps,
-                    present,
-                })
+                let (keys, lists) = by_key(v.iter().map(|x| x.map(f64::to_bits)), |a, b| {
+                    f64::from_bits(*a).total_cmp(&f64::from_bits(*b))
+                })?;
+                (
+                    Keys::Floats(keys.into_iter().map(f64::from_bits).collect()),
+                    lists,
+                )
             }
+        };
+        let bitmaps: Vec<RoaringBitmap> = lists
+            .into_iter()
+            .map(|ids| RoaringBitmap::from_sorted_iter(ids).expect("ids ascend"))
+            .collect();
+        let present = scan(len, |p| column.has_value(p as u32));
+        let cumulative =
+            (!matches!(keys, Keys::Codes) && bitmaps.len() <= MAX_CUMULATIVE).then(|| {
+                let mut acc = RoaringBitmap::new();
+                bitmaps
+                    .iter()
+                    .map(|b| {
+                        acc |= b;
+                        acc.clone()
+                    })
+                    .collect()
+            });
+        Some(ValueIndex {
+            keys,
+            bitmaps,
+            present,
+            cumulative,
+        })
+    }
+
+    /// The profiles whose key index is in `first..=last`.
+    fn key_range(&self, first: usize, last: usize) -> RoaringBitmap {
+        match &self.cumulative {
+            Some(cum) if first == 0 => cum[last].clone(),
+            Some(cum) => &cum[last] - &cum[first - 1],
+            None => self.bitmaps[first..=last].iter().union(),
+        }
+    }
+
+    /// The union of the bitmaps of the keys for which `keep(key index)` holds; a run of
+    /// consecutive keys (any comparison but `!=`) is one range.
+    pub fn select(&self, keep: impl Fn(usize) -> bool) -> RoaringBitmap {
+        let kept: Vec<usize> = (0..self.bitmaps.len()).filter(|&i| keep(i)).collect();
+        match (kept.first(), kept.last()) {
+            (None, _) | (_, None) => RoaringBitmap::new(),
+            (Some(&a), Some(&b)) if a == b => self.bitmaps[a].clone(),
+            (Some(&a), Some(&b)) if b - a + 1 == kept.len() => self.key_range(a, b),
+            _ if kept.len() * 2 > self.bitmaps.len() => {
+                // Mostly kept (`!=`): everyone with a value but the few left out.
+                let dropped = (0..self.bitmaps.len())
+                    .filter(|i| kept.binary_search(i).is_err())
+                    .map(|i| &self.bitmaps[i])
+                    .union();
+                &self.present - &dropped
+            }
+            _ => kept.iter().map(|&i| &self.bitmaps[i]).union(),
         }
     }
 
     /// The union of the bitmaps whose key index satisfies `keep`.
     pub fn union_where(&self, keep: impl Fn(usize) -> bool) -> RoaringBitmap {
-        self.bitmaps
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| keep(*i))
-            .map(|(_, b)| b)
-            .union()
+        self.select(keep)
     }
 
     /// The union of the bitmaps whose key compares with the target as `order(key)` says
@@ -142,23 +171,15 @@ impl ValueIndex {
     }
 }
 
-/// Adds `p`, which is above every member in the ways the builders call it.
-fn append(bitmap: &mut RoaringBitmap, p: u32) {
-    if bitmap.try_push(p).is_err() {
-        bitmap.insert(p);
-    }
-}
-
-/// Groups profiles by key; `None` when there are more than [`MAX_KEYS`] distinct keys.
+/// Groups profiles by key, keys sorted; `None` with more than [`MAX_KEYS`] distinct keys.
 #[allow(clippy::type_complexity)]
 fn by_key<K: Copy + Eq + std::hash::Hash>(
     values: impl Iterator<Item = Option<K>>,
     cmp: impl Fn(&K, &K) -> Ordering,
-) -> Option<(Vec<K>, Vec<RoaringBitmap>, RoaringBitmap)> {
+) -> Option<(Vec<K>, Vec<Vec<u32>>)> {
     let mut slot: HashMap<K, usize> = HashMap::new();
     let mut keys: Vec<K> = Vec::new();
-    let mut bitmaps: Vec<RoaringBitmap> = Vec::new();
-    let mut present = RoaringBitmap::new();
+    let mut lists: Vec<Vec<u32>> = Vec::new();
     for (p, v) in values.enumerate() {
         let Some(k) = v else { continue };
         let i = match slot.get(&k) {
@@ -169,21 +190,20 @@ fn by_key<K: Copy + Eq + std::hash::Hash>(
                 }
                 slot.insert(k, keys.len());
                 keys.push(k);
-                bitmaps.push(RoaringBitmap::new());
+                lists.push(Vec::new());
                 keys.len() - 1
             }
         };
-        append(&mut bitmaps[i], p as u32);
-        append(&mut present, p as u32);
+        lists[i].push(p as u32);
     }
     let mut order: Vec<usize> = (0..keys.len()).collect();
     order.sort_by(|&a, &b| cmp(&keys[a], &keys[b]));
     let keys = order.iter().map(|&i| keys[i]).collect();
-    let bitmaps = order
+    let lists = order
         .iter()
-        .map(|&i| std::mem::take(&mut bitmaps[i]))
+        .map(|&i| std::mem::take(&mut lists[i]))
         .collect();
-    Some((keys, bitmaps, present))
+    Some((keys, lists))
 }
 
 /// The profiles `0..len` for which `hit` holds, built 64 at a time.

@@ -1,5 +1,6 @@
 //! Every `microseg` command: one clap enum, one dispatch match, a module per command.
 
+mod bench;
 mod correlate;
 mod dataset;
 mod demo;
@@ -53,6 +54,8 @@ enum Command {
     Correlate(correlate::CorrelateArgs),
     Demo(demo::DemoArgs),
     Generate(demo::GenerateArgs),
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Runs the command.
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Correlate(args) => correlate::run(&ctx, args),
         Command::Demo(args) => demo::run(&ctx, args),
         Command::Generate(args) => demo::run_generate(args),
+        Command::Bench(cmd) => bench::run(cmd),
     }
 }
 
