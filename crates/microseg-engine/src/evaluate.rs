@@ -527,8 +527,8 @@ fn literal_number(l: &Literal) -> Option<f64> {
     }
 }
 
-/// Refuses comparisons between a name and a literal of another kind.
-fn check_literal(name: &str, ty: TraitType, lit: &Literal) -> Result<(), EvalError> {
+/// Refuses comparisons between a name of type `ty` and a literal of another kind.
+pub fn check_literal(name: &str, ty: TraitType, lit: &Literal) -> Result<(), EvalError> {
     let ok = matches!(
         (ty, lit),
         (

@@ -25,7 +25,7 @@ use microseg_core::condition::{
     AggregateFn, ArithOp, CompareOp, Condition, EventFilter, Literal, Operand, TextOp, Window,
 };
 use microseg_core::{Timestamp, TraitType};
-use microseg_engine::evaluate::EvalError;
+use microseg_engine::evaluate::{check_literal, EvalError};
 use microseg_engine::metrics::metric_type;
 use microseg_engine::MetricsConfig;
 
@@ -665,34 +665,6 @@ fn json_quoted(s: &str) -> String {
     }
     out.push('"');
     out
-}
-
-/// Refuses comparisons between a name and a literal of another kind (as the evaluator).
-fn check_literal(name: &str, ty: TraitType, lit: &Literal) -> Result<(), EvalError> {
-    let ok = matches!(
-        (ty, lit),
-        (
-            TraitType::Integer | TraitType::Float,
-            Literal::Int(_) | Literal::Float(_)
-        ) | (TraitType::String, Literal::Str(_))
-            | (TraitType::Bool, Literal::Bool(_))
-            | (TraitType::Timestamp, Literal::Time(_))
-    );
-    if ok {
-        return Ok(());
-    }
-    let hint = match ty {
-        TraitType::Integer | TraitType::Float => "compare it with a number",
-        TraitType::String => "compare it with a \"string\"",
-        TraitType::Bool => "compare it with true or false",
-        TraitType::Timestamp => "compare it with a date such as @2024-01-31",
-        TraitType::StringSet => "test members with `has \"value\"`",
-    };
-    Err(EvalError::WrongType {
-        name: name.into(),
-        ty,
-        hint: hint.into(),
-    })
 }
 
 /// The metrics of docs/metrics.md as a `WITH` clause defining `m(id, visits, ...)`.
