@@ -16,13 +16,13 @@
 use std::cmp::Ordering;
 
 use microseg_core::condition::{
-    AggregateFn, ArithOp, CompareOp, Condition, EventFilter, Literal, Operand, TextOp, Window,
+    AggregateFn, CompareOp, Condition, EventFilter, Literal, Operand, TextOp, Window,
 };
 use microseg_core::time::parse_timestamp;
 use microseg_core::{ProfileId, Timestamp};
 use roaring::RoaringBitmap;
 
-use crate::columnar::{EventTable, PropertyColumn, NO_CODE};
+use crate::columnar::{json_string, EventTable, PropertyColumn, NO_CODE};
 use crate::evaluate::EvalError;
 
 /// A compiled event test: does row `r` match?
@@ -64,18 +64,6 @@ fn prop(source: PropRef<'_>, row: usize) -> Option<Prop<'_>> {
     (!x.is_nan()).then_some(Prop::Number(x))
 }
 
-fn holds(o: Option<Ordering>, op: CompareOp) -> bool {
-    match (o, op) {
-        (None, _) => false,
-        (Some(o), CompareOp::Eq) => o == Ordering::Equal,
-        (Some(o), CompareOp::Ne) => o != Ordering::Equal,
-        (Some(o), CompareOp::Lt) => o == Ordering::Less,
-        (Some(o), CompareOp::Le) => o != Ordering::Greater,
-        (Some(o), CompareOp::Gt) => o == Ordering::Greater,
-        (Some(o), CompareOp::Ge) => o != Ordering::Less,
-    }
-}
-
 fn order(p: &Prop<'_>, lit: &Literal) -> Option<Ordering> {
     match (p, lit) {
         (Prop::Number(a), Literal::Int(b)) => a.partial_cmp(&(*b as f64)),
@@ -95,19 +83,16 @@ fn order(p: &Prop<'_>, lit: &Literal) -> Option<Ordering> {
 fn compile<'a>(events: &'a EventTable, c: &'a Condition) -> Result<RowTest<'a>, EvalError> {
     let column = |name: &str| prop_ref(events, name);
     Ok(match c {
-        Condition::And { all } => {
-            let tests = all
+        Condition::And { all: cs } | Condition::Or { any: cs } => {
+            let tests = cs
                 .iter()
                 .map(|c| compile(events, c))
                 .collect::<Result<Vec<_>, _>>()?;
-            Box::new(move |r| tests.iter().all(|t| t(r)))
-        }
-        Condition::Or { any } => {
-            let tests = any
-                .iter()
-                .map(|c| compile(events, c))
-                .collect::<Result<Vec<_>, _>>()?;
-            Box::new(move |r| tests.iter().any(|t| t(r)))
+            if matches!(c, Condition::And { .. }) {
+                Box::new(move |r| tests.iter().all(|t| t(r)))
+            } else {
+                Box::new(move |r| tests.iter().any(|t| t(r)))
+            }
         }
         Condition::Not { not } => {
             let t = compile(events, not)?;
@@ -167,7 +152,7 @@ fn compile<'a>(events: &'a EventTable, c: &'a Condition) -> Result<RowTest<'a>, 
         Condition::Has { name, value } => {
             // Lists in event properties are stored as JSON text; `has` looks for the item.
             let col = column(name);
-            let needle = serde_json_string(value);
+            let needle = json_string(value);
             Box::new(move |r| match prop(col, r) {
                 Some(Prop::Text(s)) => s == value || s.contains(&needle),
                 _ => false,
@@ -197,20 +182,16 @@ fn op_test<'a>(events: &'a EventTable, operand: &'a Operand, lit: &'a Literal) -
                 // A row holds a number or a text, never both (see `set_property`).
                 return Box::new(move |r, op| {
                     let code = c.texts[r];
-                    code != NO_CODE && holds(Some(ords[code as usize]), op)
+                    code != NO_CODE && op.holds(Some(ords[code as usize]))
                 });
             }
-            Box::new(move |r, op| prop(col, r).is_some_and(|p| holds(order(&p, lit), op)))
+            Box::new(move |r, op| prop(col, r).is_some_and(|p| op.holds(order(&p, lit))))
         }
         arith => {
             let value = numeric(events, arith);
-            let target = match lit {
-                Literal::Int(i) => Some(*i as f64),
-                Literal::Float(x) => Some(*x),
-                _ => None,
-            };
+            let target = lit.as_number();
             Box::new(move |r, op| match (value(r), target) {
-                (Some(x), Some(t)) => holds(x.partial_cmp(&t), op),
+                (Some(x), Some(t)) => op.holds(x.partial_cmp(&t)),
                 _ => false,
             })
         }
@@ -237,19 +218,6 @@ fn present<'a>(
     }
 }
 
-fn serde_json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn numeric<'a>(
     events: &'a EventTable,
     o: &'a Operand,
@@ -268,17 +236,7 @@ fn numeric<'a>(
         }
         Operand::Arith { op, left, right } => {
             let (l, r, op) = (numeric(events, left), numeric(events, right), *op);
-            Box::new(move |row| {
-                let (a, b) = (l(row)?, r(row)?);
-                let x = match op {
-                    ArithOp::Add => a + b,
-                    ArithOp::Sub => a - b,
-                    ArithOp::Mul => a * b,
-                    ArithOp::Div if b == 0.0 => return None,
-                    ArithOp::Div => a / b,
-                };
-                x.is_finite().then_some(x)
-            })
+            Box::new(move |row| op.apply(l(row)?, r(row)?))
         }
     }
 }
@@ -295,6 +253,74 @@ fn matcher<'a>(events: &'a EventTable, e: &'a EventFilter) -> Result<RowTest<'a>
     Ok(Box::new(move |r| {
         events.name[r] == code && filter.as_ref().is_none_or(|f| f(r))
     }))
+}
+
+/// The rows of profile `p`'s visible events (time ≤ as-of) inside `window`. Rows are in
+/// time order and windows are usually recent, so both ends are searched from the last
+/// row backwards.
+fn window_rows(
+    events: &EventTable,
+    p: ProfileId,
+    window: &Window,
+    as_of: Timestamp,
+) -> std::ops::Range<usize> {
+    let rows = events.events_of(p);
+    let times = &events.time[rows.clone()];
+    let (lo, hi) = match window {
+        Window::All => (i64::MIN, as_of.0),
+        Window::Within { ms } => (as_of.0.saturating_sub(*ms), as_of.0),
+        Window::Between { from, to } => (from.0, to.0.min(as_of.0)),
+    };
+    let end = prefix_from_end(times, |t| t <= hi);
+    let start = if lo == i64::MIN {
+        0
+    } else {
+        prefix_from_end(&times[..end], |t| t < lo)
+    };
+    rows.start + start..rows.start + end
+}
+
+/// `sum`, `avg`, `min` or `max` of `values`; the sum of nothing is 0, the others are
+/// missing.
+fn aggregate(function: AggregateFn, values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (mut n, mut sum, mut min, mut max) = (0u64, 0.0, f64::INFINITY, f64::NEG_INFINITY);
+    for x in values {
+        n += 1;
+        sum += x;
+        min = min.min(x);
+        max = max.max(x);
+    }
+    match function {
+        AggregateFn::Sum => Some(sum),
+        _ if n == 0 => None,
+        AggregateFn::Avg => Some(sum / n as f64),
+        AggregateFn::Min => Some(min),
+        AggregateFn::Max => Some(max),
+    }
+}
+
+/// The numeric value of a property, if it is a number.
+fn number(p: Option<Prop<'_>>) -> Option<f64> {
+    match p {
+        Some(Prop::Number(x)) => Some(x),
+        _ => None,
+    }
+}
+
+/// The first row before `end` that `second` accepts, strictly later than row `r1` and at
+/// most `within_ms` after it (events at the same instant are not ordered).
+fn second_step(
+    events: &EventTable,
+    r1: usize,
+    end: usize,
+    within_ms: i64,
+    second: &RowTest<'_>,
+) -> Option<usize> {
+    let (t1, limit) = (events.time[r1], events.time[r1].saturating_add(within_ms));
+    (r1 + 1..end)
+        .skip_while(|&r2| events.time[r2] == t1)
+        .take_while(|&r2| events.time[r2] <= limit)
+        .find(|&r2| second(r2))
 }
 
 /// How many profiles ahead [`prefetch`] asks for.
@@ -353,13 +379,6 @@ pub(crate) fn evaluate(
     as_of: Timestamp,
     c: &Condition,
 ) -> Result<RoaringBitmap, EvalError> {
-    let visible = |p: ProfileId| {
-        let rows = events.events_of(p);
-        let n = events.time[rows.clone()].partition_point(|&t| t <= as_of.0);
-        rows.start..rows.start + n
-    };
-    // The visible rows inside a window. Rows are in time order and windows are usually
-    // recent, so both ends are searched from the last row backwards.
     let offsets = events.offsets();
     let windowed = |p: ProfileId, window: &Window| {
         // The rows of a profile a few ahead are fetched while this one is tested: the
@@ -370,21 +389,9 @@ pub(crate) fn evaluate(
                 prefetch(&events.name[ahead - 1]);
             }
         }
-        let rows = events.events_of(p);
-        let times = &events.time[rows.clone()];
-        let (lo, hi) = match window {
-            Window::All => (i64::MIN, as_of.0),
-            Window::Within { ms } => (as_of.0.saturating_sub(*ms), as_of.0),
-            Window::Between { from, to } => (from.0, to.0.min(as_of.0)),
-        };
-        let end = prefix_from_end(times, |t| t <= hi);
-        let start = if lo == i64::MIN {
-            0
-        } else {
-            prefix_from_end(&times[..end], |t| t < lo)
-        };
-        rows.start + start..rows.start + end
+        window_rows(events, p, window, as_of)
     };
+    let visible = |p: ProfileId| windowed(p, &Window::All);
     Ok(match c {
         Condition::Count {
             event,
@@ -395,7 +402,7 @@ pub(crate) fn evaluate(
             let m = matcher(events, event)?;
             parallel(profiles, |p| {
                 let n = windowed(p, window).filter(|&r| m(r)).count();
-                holds((n as f64).partial_cmp(value), *op)
+                op.holds((n as f64).partial_cmp(value))
             })
         }
         Condition::Aggregate {
@@ -409,27 +416,10 @@ pub(crate) fn evaluate(
             let m = matcher(events, event)?;
             let col = prop_ref(events, property);
             parallel(profiles, |p| {
-                let (mut n, mut sum, mut min, mut max) =
-                    (0u64, 0.0, f64::INFINITY, f64::NEG_INFINITY);
-                for r in windowed(p, window) {
-                    if !m(r) {
-                        continue;
-                    }
-                    if let Some(Prop::Number(x)) = prop(col, r) {
-                        n += 1;
-                        sum += x;
-                        min = min.min(x);
-                        max = max.max(x);
-                    }
-                }
-                let result = match function {
-                    AggregateFn::Sum => Some(sum),
-                    _ if n == 0 => None,
-                    AggregateFn::Avg => Some(sum / n as f64),
-                    AggregateFn::Min => Some(min),
-                    AggregateFn::Max => Some(max),
-                };
-                result.is_some_and(|x| holds(x.partial_cmp(value), *op))
+                let values = windowed(p, window)
+                    .filter(|&r| m(r))
+                    .filter_map(|r| number(prop(col, r)));
+                aggregate(*function, values).is_some_and(|x| op.holds(x.partial_cmp(value)))
             })
         }
         Condition::Did { event, window } => {
@@ -463,18 +453,9 @@ pub(crate) fn evaluate(
         } => {
             let (m1, m2) = (matcher(events, first)?, matcher(events, then)?);
             parallel(profiles, |p| {
-                let rows = visible(p);
-                let mut starts = rows
-                    .clone()
-                    .filter(|&r| in_window(events.time[r], window, as_of) && m1(r));
-                // Strictly later in time: events at the same instant are not ordered.
-                let followed = |r1: usize| {
-                    let (t1, limit) = (events.time[r1], events.time[r1].saturating_add(*within_ms));
-                    (r1 + 1..rows.end)
-                        .skip_while(|&r2| events.time[r2] == t1)
-                        .take_while(|&r2| events.time[r2] <= limit)
-                        .any(&m2)
-                };
+                let end = visible(p).end;
+                let mut starts = windowed(p, window).filter(|&r| m1(r));
+                let followed = |r1: usize| second_step(events, r1, end, *within_ms, &m2).is_some();
                 if *negated {
                     starts.next_back().is_some_and(|r1| {
                         as_of.0 >= events.time[r1].saturating_add(*within_ms) && !followed(r1)
@@ -527,14 +508,13 @@ pub(crate) fn describe(
     as_of: Timestamp,
     c: &Condition,
 ) -> Result<String, EvalError> {
-    let rows = events.events_of(p);
-    let visible = rows.start..rows.start + events.time[rows].partition_point(|&t| t <= as_of.0);
+    let visible = window_rows(events, p, &Window::All, as_of);
     let at = |r: usize| Timestamp(events.time[r]).to_string();
     Ok(match c {
         Condition::Count { event, window, .. } => {
             let m = matcher(events, event)?;
-            let n = visible
-                .filter(|&r| in_window(events.time[r], window, as_of) && m(r))
+            let n = window_rows(events, p, window, as_of)
+                .filter(|&r| m(r))
                 .count();
             format!("count = {n}")
         }
@@ -547,39 +527,19 @@ pub(crate) fn describe(
         } => {
             let m = matcher(events, event)?;
             let col = prop_ref(events, property);
-            let values: Vec<f64> = visible
-                .filter(|&r| in_window(events.time[r], window, as_of) && m(r))
-                .filter_map(|r| match prop(col, r) {
-                    Some(Prop::Number(x)) => Some(x),
-                    _ => None,
-                })
-                .collect();
-            let name = match function {
-                AggregateFn::Sum => "sum",
-                AggregateFn::Avg => "avg",
-                AggregateFn::Min => "min",
-                AggregateFn::Max => "max",
-            };
-            match (function, values.is_empty()) {
-                (AggregateFn::Sum, _) => format!("sum = {}", values.iter().sum::<f64>()),
-                (_, true) => format!("{name}: no values"),
-                (AggregateFn::Avg, _) => {
-                    format!("avg = {}", values.iter().sum::<f64>() / values.len() as f64)
-                }
-                (AggregateFn::Min, _) => format!(
-                    "min = {}",
-                    values.iter().copied().fold(f64::INFINITY, f64::min)
-                ),
-                (AggregateFn::Max, _) => format!(
-                    "max = {}",
-                    values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-                ),
+            let values = window_rows(events, p, window, as_of)
+                .filter(|&r| m(r))
+                .filter_map(|r| number(prop(col, r)));
+            let name = function.name();
+            match aggregate(*function, values) {
+                Some(x) => format!("{name} = {x}"),
+                None => format!("{name}: no values"),
             }
         }
         Condition::Did { event, window } => {
             let m = matcher(events, event)?;
-            let hits: Vec<usize> = visible
-                .filter(|&r| in_window(events.time[r], window, as_of) && m(r))
+            let hits: Vec<usize> = window_rows(events, p, window, as_of)
+                .filter(|&r| m(r))
                 .collect();
             match hits.last() {
                 Some(&r) => format!("{} matching, latest at {}", hits.len(), at(r)),
@@ -608,19 +568,14 @@ pub(crate) fn describe(
             ..
         } => {
             let (m1, m2) = (matcher(events, first)?, matcher(events, then)?);
-            let starts: Vec<usize> = visible
-                .clone()
-                .filter(|&r| in_window(events.time[r], window, as_of) && m1(r))
+            let starts: Vec<usize> = window_rows(events, p, window, as_of)
+                .filter(|&r| m1(r))
                 .collect();
             match starts.last() {
                 None => "no first step in the window".into(),
                 Some(&r1) => {
-                    let (t1, limit) = (events.time[r1], events.time[r1].saturating_add(*within_ms));
-                    let next = (r1 + 1..visible.end)
-                        .skip_while(|&r2| events.time[r2] == t1)
-                        .take_while(|&r2| events.time[r2] <= limit)
-                        .find(|&r2| m2(r2));
-                    match next {
+                    let limit = events.time[r1].saturating_add(*within_ms);
+                    match second_step(events, r1, visible.end, *within_ms, &m2) {
                         Some(r2) => {
                             format!("latest first step at {}, second step at {}", at(r1), at(r2))
                         }

@@ -293,6 +293,21 @@ pub struct PropertyColumn {
     pub dict: Dictionary,
 }
 
+/// `s` as a JSON string, as an item appears in the JSON text of a list property (lists
+/// are kept as their JSON text; `has` looks for the quoted item in it).
+pub fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// An event property value while building.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PropertyValue<'a> {

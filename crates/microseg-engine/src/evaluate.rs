@@ -13,7 +13,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use microseg_core::condition::{ArithOp, CompareOp, Condition, Literal, Operand, TextOp};
+use microseg_core::condition::{CompareOp, Condition, Literal, Operand, TextOp};
 use microseg_core::{ProfileId, Timestamp, TraitType, Value};
 use roaring::RoaringBitmap;
 
@@ -361,14 +361,14 @@ impl Dataset<'_> {
         right: &Literal,
     ) -> Result<RoaringBitmap, EvalError> {
         let Operand::Name(name) = left else {
-            let target = literal_number(right).ok_or_else(|| EvalError::WrongType {
+            let target = right.as_number().ok_or_else(|| EvalError::WrongType {
                 name: left.to_string(),
                 ty: TraitType::Float,
                 hint: "arithmetic compares with a number".into(),
             })?;
             let numeric = self.numeric(left)?;
             return Ok(scan(self.len() as usize, |p| {
-                numeric(p as u32).is_some_and(|x| holds(x.partial_cmp(&target), op))
+                numeric(p as u32).is_some_and(|x| op.holds(x.partial_cmp(&target)))
             }));
         };
         let source = self.source(name)?;
@@ -377,6 +377,14 @@ impl Dataset<'_> {
             Source::Metric(_, ty) => *ty,
         };
         check_literal(name, ty, right)?;
+        if let (Source::Trait(column @ Column::Str { dict, .. }), Literal::Str(s)) =
+            (&source, right)
+        {
+            let hits: Vec<bool> = (0..dict.len() as u32)
+                .map(|code| op.holds(Some(dict.value(code).cmp(s.as_str()))))
+                .collect();
+            return Ok(self.strings_where(name, column, &hits));
+        }
         Ok(match source {
             Source::Trait(column) => match &*self.profiles.indexes.get(name, column) {
                 Some(index) => indexed_compare(index, column, op, right),
@@ -384,7 +392,7 @@ impl Dataset<'_> {
             },
             Source::Metric(..) => scan(self.len() as usize, |p| {
                 self.value(&source, p as u32)
-                    .is_some_and(|v| holds(compare_value(&v, right), op))
+                    .is_some_and(|v| op.holds(compare_value(&v, right)))
             }),
         })
     }
@@ -420,24 +428,14 @@ impl Dataset<'_> {
             }
             Operand::Arith { op, left, right } => {
                 let (l, r, op) = (self.numeric(left)?, self.numeric(right)?, *op);
-                Box::new(move |p| {
-                    let (a, b) = (l(p)?, r(p)?);
-                    let x = match op {
-                        ArithOp::Add => a + b,
-                        ArithOp::Sub => a - b,
-                        ArithOp::Mul => a * b,
-                        ArithOp::Div if b == 0.0 => return None,
-                        ArithOp::Div => a / b,
-                    };
-                    x.is_finite().then_some(x)
-                })
+                Box::new(move |p| op.apply(l(p)?, r(p)?))
             }
         })
     }
 
     fn text(&self, name: &str, op: TextOp, pattern: &str) -> Result<RoaringBitmap, EvalError> {
         let source = self.source(name)?;
-        let Source::Trait(column @ Column::Str { dict, codes }) = source else {
+        let Source::Trait(column @ Column::Str { dict, .. }) = source else {
             let ty = match source {
                 Source::Trait(c) => c.trait_type(),
                 Source::Metric(_, ty) => ty,
@@ -469,13 +467,22 @@ impl Dataset<'_> {
                 }
             })
             .collect();
+        Ok(self.strings_where(name, column, &hits))
+    }
+
+    /// The profiles of string column `name` whose value's dictionary code is a hit
+    /// (each distinct string was tested once): through the index, or one scan of codes.
+    fn strings_where(&self, name: &str, column: &Column, hits: &[bool]) -> RoaringBitmap {
         if let Some(index) = &*self.profiles.indexes.get(name, column) {
-            return Ok(index.union_where(|code| hits[code]));
+            return index.select(|code| hits[code]);
         }
-        Ok(scan(codes.len(), |p| {
+        let Column::Str { codes, .. } = column else {
+            return RoaringBitmap::new();
+        };
+        scan(codes.len(), |p| {
             let c = codes[p];
             c != NO_CODE && hits[c as usize]
-        }))
+        })
     }
 
     fn has(&self, name: &str, member: &str) -> Result<RoaringBitmap, EvalError> {
@@ -519,14 +526,6 @@ fn static_metric_name(name: &str) -> Option<&'static str> {
         .find(|m| *m == name)
 }
 
-fn literal_number(l: &Literal) -> Option<f64> {
-    match l {
-        Literal::Int(i) => Some(*i as f64),
-        Literal::Float(x) => Some(*x),
-        _ => None,
-    }
-}
-
 /// Refuses comparisons between a name of type `ty` and a literal of another kind.
 pub fn check_literal(name: &str, ty: TraitType, lit: &Literal) -> Result<(), EvalError> {
     let ok = matches!(
@@ -557,7 +556,8 @@ pub fn check_literal(name: &str, ty: TraitType, lit: &Literal) -> Result<(), Eva
 
 /// Orders a value against a literal of a compatible kind.
 /// `column OP lit` through the column's bitmap index: the union of the bitmaps of the
-/// values that satisfy it (the literal's kind was checked against the column's type).
+/// values that satisfy it (the literal's kind was checked against the column's type;
+/// strings go through `strings_where`).
 fn indexed_compare(
     index: &ValueIndex,
     column: &Column,
@@ -565,28 +565,17 @@ fn indexed_compare(
     lit: &Literal,
 ) -> RoaringBitmap {
     match (column, lit) {
-        (Column::Str { dict, .. }, Literal::Str(s)) => {
-            if op == CompareOp::Eq {
-                return dict
-                    .code(s)
-                    .map(|c| index.bitmaps[c as usize].clone())
-                    .unwrap_or_default();
-            }
-            index.union_where(|code| holds(Some(dict.value(code as u32).cmp(s.as_str())), op))
-        }
-        (Column::Bool(_), Literal::Bool(b)) => {
-            index.select_numeric(f64::from(u8::from(*b)), |o| holds(o, op))
-        }
+        (Column::Bool(_), Literal::Bool(b)) => index.select_numeric(f64::from(u8::from(*b)), op),
         (Column::Time(_), Literal::Time(t)) => match &index.keys {
-            Keys::Ints(keys) => index.union_where(|i| holds(Some(keys[i].cmp(&t.0)), op)),
+            Keys::Ints(keys) => index.select(|i| op.holds(Some(keys[i].cmp(&t.0)))),
             _ => RoaringBitmap::new(),
         },
         (Column::Int(_), Literal::Int(b)) => match &index.keys {
-            Keys::Ints(keys) => index.union_where(|i| holds(Some(keys[i].cmp(b)), op)),
+            Keys::Ints(keys) => index.select(|i| op.holds(Some(keys[i].cmp(b)))),
             _ => RoaringBitmap::new(),
         },
-        (_, lit) => match literal_number(lit) {
-            Some(x) => index.select_numeric(x, |o| holds(o, op)),
+        (_, lit) => match lit.as_number() {
+            Some(x) => index.select_numeric(x, op),
             None => RoaringBitmap::new(),
         },
     }
@@ -594,7 +583,7 @@ fn indexed_compare(
 
 /// `column OP lit` by one pass over the column, without building values.
 fn scan_compare(column: &Column, op: CompareOp, lit: &Literal) -> RoaringBitmap {
-    let test = |o: Option<Ordering>| holds(o, op);
+    let test = |o: Option<Ordering>| op.holds(o);
     match (column, lit) {
         (Column::Int(v), Literal::Int(b)) => {
             scan(v.len(), |p| v[p].is_some_and(|a| test(Some(a.cmp(b)))))
@@ -605,26 +594,16 @@ fn scan_compare(column: &Column, op: CompareOp, lit: &Literal) -> RoaringBitmap 
         (Column::Bool(v), Literal::Bool(b)) => {
             scan(v.len(), |p| v[p].is_some_and(|a| test(Some(a.cmp(b)))))
         }
-        (Column::Int(v), lit) => match literal_number(lit) {
+        (Column::Int(v), lit) => match lit.as_number() {
             Some(x) => scan(v.len(), |p| {
                 v[p].is_some_and(|a| test((a as f64).partial_cmp(&x)))
             }),
             None => RoaringBitmap::new(),
         },
-        (Column::Float(v), lit) => match literal_number(lit) {
+        (Column::Float(v), lit) => match lit.as_number() {
             Some(x) => scan(v.len(), |p| v[p].is_some_and(|a| test(a.partial_cmp(&x)))),
             None => RoaringBitmap::new(),
         },
-        (Column::Str { dict, codes }, Literal::Str(s)) => {
-            // Each distinct string once, then the codes.
-            let hits: Vec<bool> = (0..dict.len() as u32)
-                .map(|c| test(Some(dict.value(c).cmp(s.as_str()))))
-                .collect();
-            scan(codes.len(), |p| {
-                let c = codes[p];
-                c != NO_CODE && hits[c as usize]
-            })
-        }
         _ => RoaringBitmap::new(),
     }
 }
@@ -639,20 +618,6 @@ fn compare_value(v: &Value, lit: &Literal) -> Option<Ordering> {
         (Value::Bool(a), Literal::Bool(b)) => Some(a.cmp(b)),
         (Value::Time(a), Literal::Time(b)) => Some(a.cmp(b)),
         _ => None,
-    }
-}
-
-fn holds(ordering: Option<Ordering>, op: CompareOp) -> bool {
-    let Some(o) = ordering else {
-        return false;
-    };
-    match op {
-        CompareOp::Eq => o == Ordering::Equal,
-        CompareOp::Ne => o != Ordering::Equal,
-        CompareOp::Lt => o == Ordering::Less,
-        CompareOp::Le => o != Ordering::Greater,
-        CompareOp::Gt => o == Ordering::Greater,
-        CompareOp::Ge => o != Ordering::Less,
     }
 }
 

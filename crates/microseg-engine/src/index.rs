@@ -10,6 +10,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use microseg_core::condition::CompareOp;
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::columnar::{Column, NO_CODE};
@@ -151,21 +152,11 @@ impl ValueIndex {
         }
     }
 
-    /// The union of the bitmaps whose key index satisfies `keep`.
-    pub fn union_where(&self, keep: impl Fn(usize) -> bool) -> RoaringBitmap {
-        self.select(keep)
-    }
-
-    /// The union of the bitmaps whose key compares with the target as `order(key)` says
-    /// and `holds` accepts (numeric keys only).
-    pub fn select_numeric(
-        &self,
-        target: f64,
-        holds: impl Fn(Option<Ordering>) -> bool,
-    ) -> RoaringBitmap {
+    /// The profiles whose numeric key `k` satisfies `k OP target` (empty for string keys).
+    pub fn select_numeric(&self, target: f64, op: CompareOp) -> RoaringBitmap {
         match &self.keys {
-            Keys::Ints(keys) => self.union_where(|i| holds((keys[i] as f64).partial_cmp(&target))),
-            Keys::Floats(keys) => self.union_where(|i| holds(keys[i].partial_cmp(&target))),
+            Keys::Ints(keys) => self.select(|i| op.holds((keys[i] as f64).partial_cmp(&target))),
+            Keys::Floats(keys) => self.select(|i| op.holds(keys[i].partial_cmp(&target))),
             Keys::Codes => RoaringBitmap::new(),
         }
     }
@@ -296,7 +287,7 @@ mod tests {
         assert_eq!(keys, &[-2, 5, 9]);
         assert_eq!(index.bitmaps[1].iter().collect::<Vec<_>>(), [0, 3]);
         assert_eq!(index.present.len(), 4);
-        let ge5 = index.select_numeric(5.0, |o| o.is_some_and(|o| o != Ordering::Less));
+        let ge5 = index.select_numeric(5.0, CompareOp::Ge);
         assert_eq!(ge5.iter().collect::<Vec<_>>(), [0, 3, 4]);
         let many = Column::Int((0..MAX_KEYS as i64 + 1).map(Some).collect());
         assert!(ValueIndex::build(&many).is_none());

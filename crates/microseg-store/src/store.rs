@@ -444,6 +444,18 @@ impl Store {
         Ok(out)
     }
 
+    /// The latest condition of every segment, by name (what `in_segment` refers to).
+    pub fn segment_conditions(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, microseg_core::condition::Condition>, StoreError>
+    {
+        Ok(self
+            .segments()?
+            .into_iter()
+            .map(|s| (s.name, s.condition))
+            .collect())
+    }
+
     /// The store state the columnar event cache is keyed by.
     fn snapshot_key(&self, profiles: usize) -> Result<SnapshotKey, StoreError> {
         let events_version: i64 = self.conn.query_row(

@@ -411,5 +411,59 @@ pub enum Literal {
     Time(Timestamp),
 }
 
+impl CompareOp {
+    /// Whether `ordering` (of the left side against the right; `None` when the two cannot
+    /// be compared) satisfies this comparison. Incomparable values never match.
+    pub fn holds(self, ordering: Option<std::cmp::Ordering>) -> bool {
+        use std::cmp::Ordering::*;
+        match (ordering, self) {
+            (None, _) => false,
+            (Some(o), CompareOp::Eq) => o == Equal,
+            (Some(o), CompareOp::Ne) => o != Equal,
+            (Some(o), CompareOp::Lt) => o == Less,
+            (Some(o), CompareOp::Le) => o != Greater,
+            (Some(o), CompareOp::Gt) => o == Greater,
+            (Some(o), CompareOp::Ge) => o != Less,
+        }
+    }
+}
+
+impl ArithOp {
+    /// `a OP b`; `None` (a missing value) for a division by zero or a non-finite result.
+    pub fn apply(self, a: f64, b: f64) -> Option<f64> {
+        let x = match self {
+            ArithOp::Add => a + b,
+            ArithOp::Sub => a - b,
+            ArithOp::Mul => a * b,
+            ArithOp::Div if b == 0.0 => return None,
+            ArithOp::Div => a / b,
+        };
+        x.is_finite().then_some(x)
+    }
+}
+
+impl AggregateFn {
+    /// The function's name in the language: `sum`, `avg`, `min`, `max`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AggregateFn::Sum => "sum",
+            AggregateFn::Avg => "avg",
+            AggregateFn::Min => "min",
+            AggregateFn::Max => "max",
+        }
+    }
+}
+
+impl Literal {
+    /// The literal as a number, for integer and float literals.
+    pub fn as_number(&self) -> Option<f64> {
+        match self {
+            Literal::Int(i) => Some(*i as f64),
+            Literal::Float(x) => Some(*x),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

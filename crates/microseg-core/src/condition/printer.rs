@@ -5,9 +5,7 @@
 use std::fmt::{self, Display, Formatter, Write};
 
 use super::parser::RESERVED;
-use super::{
-    AggregateFn, ArithOp, CompareOp, Condition, EventFilter, Literal, Operand, TextOp, Window,
-};
+use super::{ArithOp, CompareOp, Condition, EventFilter, Literal, Operand, TextOp, Window};
 
 impl Display for Condition {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
@@ -82,13 +80,7 @@ impl Display for Condition {
                 op,
                 value,
             } => {
-                let function = match function {
-                    AggregateFn::Sum => "sum",
-                    AggregateFn::Avg => "avg",
-                    AggregateFn::Min => "min",
-                    AggregateFn::Max => "max",
-                };
-                write!(f, "{function}(")?;
+                write!(f, "{}(", function.name())?;
                 name_text(f, property)?;
                 write!(f, " of {event}")?;
                 if !window.is_all() {

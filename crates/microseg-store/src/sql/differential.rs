@@ -23,7 +23,7 @@ use microseg_synth::Rng;
 use rusqlite::Connection;
 use serde_json::{json, Value as Json};
 
-use super::{compile, Dialect, SqlContext};
+use super::{compile, SqlContext};
 
 const HOUR_MS: i64 = 3_600_000;
 /// 2024-01-01T00:00:00Z.
@@ -673,7 +673,6 @@ fn batch_and_sql_agree_on_random_conditions() {
                     segments: &segments,
                     metrics: &config,
                     as_of,
-                    dialect: Dialect::Sqlite,
                 };
                 let batch = batch_members(&data.table, &data, &metrics, &segments, as_of, &c);
                 // The same without bitmap indexes (every leaf scans its column).

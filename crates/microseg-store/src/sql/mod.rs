@@ -25,6 +25,7 @@ use microseg_core::condition::{
     AggregateFn, ArithOp, CompareOp, Condition, EventFilter, Literal, Operand, TextOp, Window,
 };
 use microseg_core::{Timestamp, TraitType};
+use microseg_engine::columnar::json_string;
 use microseg_engine::evaluate::{check_literal, EvalError};
 use microseg_engine::metrics::metric_type;
 use microseg_engine::MetricsConfig;
@@ -59,11 +60,10 @@ pub struct SqlContext<'a> {
     pub metrics: &'a MetricsConfig,
     /// The instant the condition is evaluated at.
     pub as_of: Timestamp,
-    /// The dialect to write.
-    pub dialect: Dialect,
 }
 
-/// Compiles `condition` to one `SELECT` returning the members' external ids as `id`.
+/// Compiles `condition` to one SQLite `SELECT` returning the members' external ids as
+/// `id` (the only [`Dialect`] so far).
 pub fn compile(condition: &Condition, ctx: &SqlContext<'_>) -> Result<String, EvalError> {
     let mut compiler = Compiler {
         ctx,
@@ -222,7 +222,7 @@ impl Compiler<'_> {
         right: &Literal,
     ) -> Result<String, EvalError> {
         let Operand::Name(name) = left else {
-            let Some(target) = literal_number(right) else {
+            let Some(target) = right.as_number() else {
                 return Err(EvalError::WrongType {
                     name: left.to_string(),
                     ty: TraitType::Float,
@@ -449,7 +449,7 @@ fn property_condition(e: &str, c: &Condition) -> Result<String, EvalError> {
             leaf(format!(
                 "({text} = {} OR instr({text}, {}) > 0)",
                 string(value),
-                string(&json_quoted(value))
+                string(&json_string(value))
             ))
         }
         _ => {
@@ -493,7 +493,7 @@ fn property_compare(e: &str, operand: &Operand, op: CompareOp, lit: &Literal) ->
                 )
             }
         },
-        arith => match literal_number(lit) {
+        arith => match lit.as_number() {
             Some(x) => format!("{} {op} {}", property_numeric(e, arith), number(x)),
             None => "NULL".into(),
         },
@@ -620,14 +620,6 @@ fn literal(l: &Literal) -> String {
     }
 }
 
-fn literal_number(l: &Literal) -> Option<f64> {
-    match l {
-        Literal::Int(i) => Some(*i as f64),
-        Literal::Float(x) => Some(*x),
-        _ => None,
-    }
-}
-
 /// A float as a SQL REAL literal.
 fn number(x: f64) -> String {
     let s = format!("{x:?}");
@@ -651,20 +643,6 @@ pub fn ident(s: &str) -> String {
 /// The JSON path of top-level key `name`, as a SQL string.
 fn json_path(name: &str) -> String {
     string(&format!("$.\"{}\"", name.replace('"', "\\\"")))
-}
-
-/// `s` as a JSON string (how a list item appears in its JSON text).
-fn json_quoted(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The metrics of docs/metrics.md as a `WITH` clause defining `m(id, visits, ...)`.
@@ -726,7 +704,6 @@ mod tests {
             segments: &segments,
             metrics: &MetricsConfig::default(),
             as_of: Timestamp(0),
-            dialect: Dialect::Sqlite,
         };
         compile(&parse(text).unwrap(), &ctx)
     }

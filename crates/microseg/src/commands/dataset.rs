@@ -33,11 +33,7 @@ impl Loaded {
         as_of: Timestamp,
         conditions: &[&Condition],
     ) -> Result<Loaded> {
-        let segments: BTreeMap<String, Condition> = store
-            .segments()?
-            .into_iter()
-            .map(|s| (s.name, s.condition))
-            .collect();
+        let segments = store.segment_conditions()?;
         // Event properties of the conditions and of every segment they reach.
         let mut properties = std::collections::BTreeSet::new();
         let mut todo: Vec<&Condition> = conditions.to_vec();

@@ -196,6 +196,17 @@ fn parse_condition(text: &str) -> Result<Condition> {
     parse(text).map_err(|e| anyhow::anyhow!("condition: {e}"))
 }
 
+/// A saved segment's name and condition, or (name `None`) `text` parsed as a condition.
+fn named_or_parsed(
+    saved: &BTreeMap<String, Condition>,
+    text: &str,
+) -> Result<(Option<String>, Condition)> {
+    Ok(match saved.get(text) {
+        Some(c) => (Some(text.to_string()), c.clone()),
+        None => (None, parse_condition(text)?),
+    })
+}
+
 fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 100
@@ -211,11 +222,7 @@ fn check_name(name: &str) -> Result<()> {
 fn create(ws: &Workspace, store: &mut Store, args: CreateArgs) -> Result<()> {
     check_name(&args.name)?;
     let condition = parse_condition(&args.condition)?;
-    let saved: BTreeMap<String, Condition> = store
-        .segments()?
-        .into_iter()
-        .map(|s| (s.name, s.condition))
-        .collect();
+    let saved = store.segment_conditions()?;
     check_references(&args.name, &condition, &saved)
         .with_context(|| format!("segment '{}'", args.name))?;
     // Evaluating once now catches unknown names and type errors before saving.
@@ -336,14 +343,8 @@ fn show(ws: &Workspace, store: &Store, args: ShowArgs) -> Result<()> {
 
 fn size(ws: &Workspace, store: &Store, args: SizeArgs) -> Result<()> {
     let at = as_of(args.as_of.as_deref())?;
-    let named = store
-        .segments()?
-        .into_iter()
-        .find(|s| s.name == args.segment_or_condition);
-    let (segment, condition) = match named {
-        Some(s) => (Some(s.name), s.condition),
-        None => (None, parse_condition(&args.segment_or_condition)?),
-    };
+    let saved = store.segment_conditions()?;
+    let (segment, condition) = named_or_parsed(&saved, &args.segment_or_condition)?;
     let loaded = Loaded::new(ws, store, at, &[&condition])?;
     let size = loaded.evaluate(&condition)?.len();
     let total = loaded.external_ids.len() as u64;
@@ -369,16 +370,9 @@ fn size(ws: &Workspace, store: &Store, args: SizeArgs) -> Result<()> {
 fn sql(ws: &Workspace, store: &Store, args: SqlArgs) -> Result<()> {
     use microseg_store::sql::{compile, Dialect, SqlContext};
     let at = as_of(args.as_of.as_deref())?;
-    let dialect = Dialect::from_name(&args.dialect).map_err(anyhow::Error::msg)?;
-    let saved: BTreeMap<String, Condition> = store
-        .segments()?
-        .into_iter()
-        .map(|s| (s.name, s.condition))
-        .collect();
-    let (segment, condition) = match saved.get(&args.segment_or_condition) {
-        Some(c) => (Some(args.segment_or_condition.clone()), c.clone()),
-        None => (None, parse_condition(&args.segment_or_condition)?),
-    };
+    Dialect::from_name(&args.dialect).map_err(anyhow::Error::msg)?;
+    let saved = store.segment_conditions()?;
+    let (segment, condition) = named_or_parsed(&saved, &args.segment_or_condition)?;
     let traits = store
         .schema()?
         .into_iter()
@@ -390,7 +384,6 @@ fn sql(ws: &Workspace, store: &Store, args: SqlArgs) -> Result<()> {
         segments: &saved,
         metrics: &metrics,
         as_of: at,
-        dialect,
     };
     let sql = compile(&condition, &ctx)?;
     if args.json {
