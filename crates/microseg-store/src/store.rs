@@ -260,13 +260,7 @@ impl Store {
         let mut rows = stmt.query([])?;
         let mut ids = Vec::new();
         while let Some(row) = rows.next()? {
-            let id: u32 = row.get(0)?;
-            if id as usize != ids.len() {
-                return Err(StoreError::Invalid(format!(
-                    "store: profile ids are not dense (expected {}, found {id})",
-                    ids.len()
-                )));
-            }
+            check_dense(row.get(0)?, ids.len())?;
             ids.push(row.get(1)?);
         }
         Ok(ids)
@@ -281,13 +275,7 @@ impl Store {
             .prepare("SELECT id, external_id, traits FROM profiles ORDER BY id")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let id: u32 = row.get(0)?;
-            if id as usize != table.len() {
-                return Err(StoreError::Invalid(format!(
-                    "store: profile ids are not dense (expected {}, found {id})",
-                    table.len()
-                )));
-            }
+            check_dense(row.get(0)?, table.len())?;
             let traits_json: String = row.get(2)?;
             let parsed: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(&traits_json).unwrap_or_default();
@@ -583,4 +571,14 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Profiles are read in id order; each id must be the next dense one.
+fn check_dense(id: u32, expected: usize) -> Result<(), StoreError> {
+    if id as usize != expected {
+        return Err(StoreError::Invalid(format!(
+            "store: profile ids are not dense (expected {expected}, found {id})"
+        )));
+    }
+    Ok(())
 }

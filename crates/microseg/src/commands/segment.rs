@@ -207,6 +207,16 @@ fn named_or_parsed(
     })
 }
 
+/// `N of M profiles (P%) as of T`.
+fn print_size(size: u64, total: u64, at: microseg_core::Timestamp) {
+    println!(
+        "{} of {} profiles ({}) as of {at}",
+        thousands(size),
+        thousands(total),
+        percent(size, total)
+    );
+}
+
 fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 100
@@ -332,12 +342,7 @@ fn show(ws: &Workspace, store: &Store, args: ShowArgs) -> Result<()> {
         println!("  {d}");
     }
     println!("\n  {}\n", s.condition);
-    println!(
-        "{} of {} profiles ({}) as of {at}",
-        thousands(size),
-        thousands(total),
-        percent(size, total)
-    );
+    print_size(size, total, at);
     Ok(())
 }
 
@@ -358,12 +363,7 @@ fn size(ws: &Workspace, store: &Store, args: SizeArgs) -> Result<()> {
             "condition": condition.to_string(),
         }));
     }
-    println!(
-        "{} of {} profiles ({}) as of {at}",
-        thousands(size),
-        thousands(total),
-        percent(size, total)
-    );
+    print_size(size, total, at);
     Ok(())
 }
 
