@@ -7,6 +7,8 @@ pub mod columnar;
 pub mod evaluate;
 pub mod index;
 pub mod metrics;
+pub mod models;
+pub mod special;
 pub mod stats;
 
 pub use columnar::{Column, Dictionary, EventTable, EventTableBuilder, ProfileTable};

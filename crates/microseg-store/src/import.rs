@@ -54,6 +54,8 @@ pub struct FileOptions {
     pub format: Format,
     /// The field delimiter of text files.
     pub delimiter: Delimiter,
+    /// Column names of a delimited text file without a header row.
+    pub columns: Option<Vec<String>>,
 }
 
 impl FileOptions {
@@ -67,6 +69,7 @@ impl FileOptions {
             path: path.to_path_buf(),
             format: Format::from_path(path),
             delimiter: Delimiter::Byte(if tsv { b'\t' } else { b',' }),
+            columns: None,
         }
     }
 }
@@ -1084,7 +1087,12 @@ fn raw_of(cells: &[Cell]) -> String {
 }
 
 fn open_send(file: &FileOptions) -> Result<Box<dyn RowReader + Send>, StoreError> {
-    reader::open(&file.path, file.format, file.delimiter)
+    reader::open(
+        &file.path,
+        file.format,
+        file.delimiter,
+        file.columns.as_deref(),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]

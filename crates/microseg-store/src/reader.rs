@@ -128,11 +128,13 @@ impl Delimiter {
     }
 }
 
-/// Opens `path` as `format`.
+/// Opens `path` as `format`. With `columns`, a delimited text file has no header row and
+/// its columns are named by `columns` (ignored for NDJSON and Parquet, which name their own).
 pub fn open(
     path: &Path,
     format: Format,
     delimiter: Delimiter,
+    columns: Option<&[String]>,
 ) -> Result<Box<dyn RowReader + Send>, StoreError> {
     let io = |source| StoreError::Io {
         path: path.to_path_buf(),
@@ -141,11 +143,19 @@ pub fn open(
     let file = File::open(path).map_err(io)?;
     let total = file.metadata().map_err(io)?.len();
     Ok(match (format, delimiter) {
-        (Format::Csv, Delimiter::Byte(b)) => Box::new(CsvReader::new(file, b, total, path)?),
-        (Format::Csv, Delimiter::Whitespace) => {
-            Box::new(LineReader::new(file, total, path, LineKind::Whitespace)?)
+        (Format::Csv, Delimiter::Byte(b)) => {
+            Box::new(CsvReader::new(file, b, total, path, columns)?)
         }
-        (Format::Ndjson, _) => Box::new(LineReader::new(file, total, path, LineKind::Ndjson)?),
+        (Format::Csv, Delimiter::Whitespace) => Box::new(LineReader::new(
+            file,
+            total,
+            path,
+            LineKind::Whitespace,
+            columns,
+        )?),
+        (Format::Ndjson, _) => {
+            Box::new(LineReader::new(file, total, path, LineKind::Ndjson, None)?)
+        }
         (Format::Parquet, _) => Box::new(ParquetReader::new(file, path)?),
     })
 }
@@ -160,7 +170,13 @@ struct CsvReader {
 }
 
 impl CsvReader {
-    fn new(file: File, delimiter: u8, total: u64, path: &Path) -> Result<CsvReader, StoreError> {
+    fn new(
+        file: File,
+        delimiter: u8,
+        total: u64,
+        path: &Path,
+        named: Option<&[String]>,
+    ) -> Result<CsvReader, StoreError> {
         let mut inner = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .flexible(true)
@@ -168,19 +184,23 @@ impl CsvReader {
             // too (csv's CRLF handling reports a record's start before its line feed);
             // the '\r' left on the last field is removed in `next_row`.
             .terminator(csv::Terminator::Any(b'\n'))
-            .has_headers(true)
+            .has_headers(named.is_none())
             .buffer_capacity(1 << 20)
             .from_reader(file);
-        let headers = inner.byte_headers().map_err(|e| csv_error(path, e))?;
-        let columns = headers
-            .iter()
-            .map(|h| {
-                String::from_utf8_lossy(h)
-                    .trim()
-                    .trim_start_matches('\u{feff}')
-                    .to_string()
-            })
-            .collect::<Vec<_>>();
+        let columns = match named {
+            Some(names) => names.to_vec(),
+            None => inner
+                .byte_headers()
+                .map_err(|e| csv_error(path, e))?
+                .iter()
+                .map(|h| {
+                    String::from_utf8_lossy(h)
+                        .trim()
+                        .trim_start_matches('\u{feff}')
+                        .to_string()
+                })
+                .collect::<Vec<_>>(),
+        };
         if columns.iter().all(String::is_empty) {
             return Err(StoreError::Unreadable {
                 path: path.to_path_buf(),
@@ -270,18 +290,24 @@ struct LineReader {
 }
 
 impl LineReader {
-    fn new(file: File, total: u64, path: &Path, kind: LineKind) -> Result<LineReader, StoreError> {
+    fn new(
+        file: File,
+        total: u64,
+        path: &Path,
+        kind: LineKind,
+        named: Option<&[String]>,
+    ) -> Result<LineReader, StoreError> {
         let mut r = LineReader {
             inner: BufReader::with_capacity(1 << 20, file),
             kind,
-            columns: Vec::new(),
+            columns: named.map(<[String]>::to_vec).unwrap_or_default(),
             buf: Vec::new(),
             line: 0,
             read: 0,
             total,
             path: path.to_path_buf(),
         };
-        if let LineKind::Whitespace = r.kind {
+        if matches!(r.kind, LineKind::Whitespace) && named.is_none() {
             loop {
                 if !r.read_line()? {
                     return Err(StoreError::Unreadable {
@@ -555,7 +581,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(name);
         std::fs::write(&path, content).unwrap();
-        let mut reader = open(&path, Format::from_path(&path), delimiter).unwrap();
+        let mut reader = open(&path, Format::from_path(&path), delimiter, None).unwrap();
         let mut out = Vec::new();
         let mut row = Row::default();
         while reader.next_row(&mut row).unwrap() {
@@ -632,13 +658,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("empty.csv");
         std::fs::write(&path, b"").unwrap();
-        let err = open(&path, Format::Csv, Delimiter::Byte(b','))
+        let err = open(&path, Format::Csv, Delimiter::Byte(b','), None)
             .err()
             .unwrap();
         assert!(err.to_string().contains("no header row"), "{err}");
-        let err = open(&path, Format::Csv, Delimiter::Whitespace)
+        let err = open(&path, Format::Csv, Delimiter::Whitespace, None)
             .err()
             .unwrap();
         assert!(err.to_string().contains("no header row"), "{err}");
+    }
+
+    #[test]
+    fn headerless_files_take_the_given_column_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["id".to_string(), "date".to_string()];
+        for (file, delimiter) in [
+            ("a.txt", Delimiter::Whitespace),
+            ("a.csv", Delimiter::Byte(b',')),
+        ] {
+            let path = dir.path().join(file);
+            let sep = if file.ends_with("txt") { "  " } else { "," };
+            std::fs::write(&path, format!("0001{sep}19970101\n0002{sep}19970102\n")).unwrap();
+            let mut reader = open(&path, Format::Csv, delimiter, Some(&names)).unwrap();
+            assert_eq!(reader.columns(), names.as_slice());
+            let mut row = Row::default();
+            assert!(reader.next_row(&mut row).unwrap());
+            assert_eq!((row.line, &row.cells[0]), (1, &text("0001")), "{file}");
+            assert!(reader.next_row(&mut row).unwrap());
+            assert_eq!(row.cells, [text("0002"), text("19970102")], "{file}");
+            assert!(!reader.next_row(&mut row).unwrap());
+        }
     }
 }

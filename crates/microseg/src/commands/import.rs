@@ -44,6 +44,9 @@ struct FileArgs {
     /// Field delimiter of text files: `,` `;` `\t` `|` or `whitespace` (runs of blanks).
     #[arg(long, default_value = ",", value_name = "D")]
     delimiter: String,
+    /// The file has no header row: name its columns, e.g. --columns customer_id,date,cds,amount.
+    #[arg(long, value_delimiter = ',', value_name = "A,B,..")]
+    columns: Option<Vec<String>>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -67,6 +70,7 @@ impl FileArgs {
                 )
             })?;
         }
+        options.columns = self.columns.clone();
         Ok(options)
     }
 }

@@ -1,0 +1,5 @@
+//! Models fitted to the data: lifetime value, personas (k-means), micro-segment discovery
+//! and experiments (lift and uplift).
+
+pub mod clv;
+pub mod optimize;
