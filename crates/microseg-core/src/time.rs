@@ -82,6 +82,31 @@ pub enum TimeError {
     BadFormat(String),
 }
 
+/// Milliseconds in one duration unit: `s`, `m`, `h`, `d`, `w`.
+pub fn unit_ms(unit: u8) -> Option<i64> {
+    Some(match unit {
+        b's' => 1_000,
+        b'm' => 60_000,
+        b'h' => 3_600_000,
+        b'd' => 86_400_000,
+        b'w' => 604_800_000,
+        _ => return None,
+    })
+}
+
+/// Parses a duration as the condition language writes it (`90d`, `52w`, `12h`) into
+/// milliseconds.
+pub fn parse_duration(text: &str) -> Result<i64, TimeError> {
+    let expected = "a duration: digits and a unit s, m, h, d or w, e.g. 90d or 52w";
+    let (digits, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: i64 = digits.parse().map_err(|_| invalid(text, expected))?;
+    let unit = unit_ms(unit.as_bytes().first().copied().unwrap_or(0));
+    match unit.and_then(|u| n.checked_mul(u)) {
+        Some(ms) if n >= 0 => Ok(ms),
+        _ => Err(invalid(text, expected)),
+    }
+}
+
 fn invalid(text: &str, expected: &str) -> TimeError {
     TimeError::Invalid {
         text: text.chars().take(80).collect(),
@@ -394,5 +419,15 @@ mod tests {
         let b = parse_timestamp("1998-07-01").unwrap();
         assert_eq!(a.whole_days_until(b), 0);
         assert_eq!(Timestamp(0).whole_days_until(b), 10_408);
+    }
+
+    #[test]
+    fn durations_parse_like_the_condition_language() {
+        assert_eq!(parse_duration("90d").unwrap(), 90 * 86_400_000);
+        assert_eq!(parse_duration("52w").unwrap(), 52 * 604_800_000);
+        assert_eq!(parse_duration("30s").unwrap(), 30_000);
+        for bad in ["", "d", "90", "90x", "-3d", "1.5d", "99999999999999999w"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

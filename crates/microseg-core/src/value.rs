@@ -90,6 +90,15 @@ impl Value {
         }
     }
 
+    /// The value as a number, for integers and floats.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(x) => Some(*x),
+            _ => None,
+        }
+    }
+
     /// The value as JSON, as stored in the durable store (timestamps as RFC 3339 text).
     pub fn to_json(&self) -> serde_json::Value {
         match self {

@@ -20,6 +20,7 @@ use roaring::RoaringBitmap;
 use crate::columnar::{Column, EventTable, ProfileTable, NO_CODE};
 use crate::index::{scan, Keys, ValueIndex};
 use crate::metrics::{metric_type, Metrics};
+use crate::models::clv::PREDICTION_NAMES;
 
 /// Why a condition cannot be evaluated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +52,9 @@ pub enum EvalError {
     /// Segments that refer to each other in a loop.
     #[error("segment reference cycle: {}", .0.join(" -> "))]
     Cycle(Vec<String>),
+    /// A CLV prediction used before a model was fitted.
+    #[error("'{0}' is predicted by the CLV model: fit it first with `microseg clv fit`")]
+    NoModel(String),
     /// A part of the language this evaluator does not handle yet.
     #[error("{0} is not evaluated yet")]
     Unsupported(&'static str),
@@ -138,6 +142,9 @@ impl Dataset<'_> {
             return Ok(Source::Trait(column));
         }
         match (self.metrics, metric_type(name)) {
+            (Some(m), Some(_)) if m.clv.is_none() && PREDICTION_NAMES.contains(&name) => {
+                Err(EvalError::NoModel(name.to_string()))
+            }
             (Some(_), Some(ty)) => Ok(Source::Metric(
                 static_metric_name(name).expect("metric_type knows only metric names"),
                 ty,
@@ -522,6 +529,7 @@ impl Dataset<'_> {
 fn static_metric_name(name: &str) -> Option<&'static str> {
     crate::metrics::METRIC_NAMES
         .iter()
+        .chain(&PREDICTION_NAMES)
         .copied()
         .find(|m| *m == name)
 }

@@ -48,6 +48,7 @@ pub fn metric_type(name: &str) -> Option<TraitType> {
         "revenue" | "aov" => TraitType::Float,
         "first_seen" | "last_seen" | "last_order_at" => TraitType::Timestamp,
         "rfm" => TraitType::String,
+        "p_alive" | "predicted_orders_90d" | "expected_aov" | "clv_12m" => TraitType::Float,
         _ => return None,
     })
 }
@@ -92,6 +93,8 @@ pub struct Metrics {
     pub last_order_at: Vec<Option<i64>>,
     /// RFM scores `[r, f, m]`, `None` without orders.
     pub rfm: Vec<Option<[u8; 3]>>,
+    /// CLV predictions ([`crate::models::clv::PREDICTION_NAMES`]) when a model is fitted.
+    pub clv: Option<crate::models::clv::Predictions>,
 }
 
 impl Metrics {
@@ -142,7 +145,7 @@ impl Metrics {
             "rfm_f" => rfm.map(|s| Value::Int(s[1] as i64)),
             "rfm_m" => rfm.map(|s| Value::Int(s[2] as i64)),
             "rfm" => rfm.map(|s| Value::Str(format!("{}{}{}", s[0], s[1], s[2]))),
-            _ => None,
+            _ => self.clv.as_ref()?.value(name, i).map(Value::Float),
         }
     }
 }
@@ -167,6 +170,7 @@ pub fn compute(
         last_seen: vec![None; n],
         last_order_at: vec![None; n],
         rfm: vec![None; n],
+        clv: None,
     };
     for p in 0..n {
         let rows = events.events_of(p as ProfileId);

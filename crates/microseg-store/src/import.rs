@@ -109,6 +109,8 @@ pub struct ProfileImport {
     pub id_column: String,
     /// Types declared for this import (they win over inference, not over stored types).
     pub types: BTreeMap<String, TraitSpec>,
+    /// Columns that are not traits (an experiment's arm and outcomes).
+    pub skip_columns: Vec<String>,
 }
 
 /// What an import did.
@@ -627,10 +629,9 @@ impl Store {
                 .cloned()
         };
         let needs_scan = reader.columns().is_empty()
-            || reader
-                .columns()
-                .iter()
-                .any(|c| c != &settings.id_column && known(c).is_none());
+            || reader.columns().iter().any(|c| {
+                c != &settings.id_column && !settings.skip_columns.contains(c) && known(c).is_none()
+            });
         let mut schema = Schema::new();
         let reader = if needs_scan {
             let guesses = infer_types(reader, progress)?;
@@ -648,6 +649,9 @@ impl Store {
             reader
         };
         schema.remove(&settings.id_column);
+        for skipped in &settings.skip_columns {
+            schema.remove(skipped);
+        }
         progress.start(reader.position().1);
         let tx = self
             .conn

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod import;
+pub mod models;
 pub mod reader;
 pub mod snapshot;
 pub mod sql;

@@ -17,6 +17,11 @@
 //! imports(id, kind, file, started_at, finished_at, rows, rejected)
 //! meta(key, value)                        -- events_version: bumped by every transaction
 //!                                         -- that writes events (keys the columnar cache)
+//! segments, segment_versions              -- (version 2) segment definitions, versioned
+//! models(name, body, created_at)          -- (version 3) fitted models as JSON (`clv`)
+//! experiments(name, control, arms, outcomes, file, created_at)
+//! experiment_members(experiment, profile_id, arm, outcomes)
+//!                                         -- arm: index into arms; outcomes: JSON array
 //! ```
 
 use std::collections::HashMap;
@@ -29,7 +34,7 @@ use crate::error::StoreError;
 use crate::snapshot::{self, SnapshotKey};
 use crate::workspace::Workspace;
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE profiles(
@@ -101,6 +106,29 @@ CREATE TABLE segment_versions(
 );
 "#;
 
+const MIGRATION_3: &str = r#"
+CREATE TABLE models(
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE experiments(
+    name TEXT PRIMARY KEY,
+    control TEXT NOT NULL,
+    arms TEXT NOT NULL,
+    outcomes TEXT NOT NULL,
+    file TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE experiment_members(
+    experiment TEXT NOT NULL,
+    profile_id INTEGER NOT NULL,
+    arm INTEGER NOT NULL,
+    outcomes TEXT NOT NULL,
+    PRIMARY KEY(experiment, profile_id)
+) WITHOUT ROWID;
+"#;
+
 /// A stored segment definition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSegment {
@@ -167,6 +195,11 @@ impl Store {
         if version < 2 {
             conn.execute_batch(&format!(
                 "BEGIN; {MIGRATION_2} PRAGMA user_version = 2; COMMIT;"
+            ))?;
+        }
+        if version < 3 {
+            conn.execute_batch(&format!(
+                "BEGIN; {MIGRATION_3} PRAGMA user_version = 3; COMMIT;"
             ))?;
         }
         if version > SCHEMA_VERSION {

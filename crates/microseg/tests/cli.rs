@@ -1226,3 +1226,7 @@ fn segment_sql_on_the_documented_layout_returns_the_members() {
     let err = env.fails(&["--data", data, "segment", "sql", "shoe_size > 40"]);
     assert!(err.contains("unknown trait or metric 'shoe_size'"), "{err}");
 }
+
+/// Models: lifetime value, personas, discovery, experiments.
+#[path = "cli/models.rs"]
+mod models;

@@ -75,14 +75,7 @@ pub(crate) fn lex(input: &str) -> Result<Vec<(Tok, Range<usize>)>, LexError> {
             let int_end = i;
             // A duration: digits directly followed by a unit and no more letters.
             if let Some(&unit) = bytes.get(i) {
-                let unit_ms = match unit {
-                    b's' => Some(1_000),
-                    b'm' => Some(60_000),
-                    b'h' => Some(3_600_000),
-                    b'd' => Some(86_400_000),
-                    b'w' => Some(604_800_000),
-                    _ => None,
-                };
+                let unit_ms = crate::time::unit_ms(unit);
                 let next_is_word = bytes
                     .get(i + 1)
                     .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_');

@@ -216,6 +216,23 @@ impl Condition {
         refs
     }
 
+    /// The traits and metrics this condition reads (outside `where` filters), sorted,
+    /// without repeats.
+    pub fn profile_names(&self) -> Vec<String> {
+        fn visit(c: &Condition, names: &mut std::collections::BTreeSet<String>) {
+            match c {
+                Condition::And { all: cs } | Condition::Or { any: cs } => {
+                    cs.iter().for_each(|c| visit(c, names))
+                }
+                Condition::Not { not } => visit(not, names),
+                leaf => leaf_names(leaf, names),
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        visit(self, &mut names);
+        names.into_iter().collect()
+    }
+
     /// The event properties this condition reads (names in `where` filters and aggregated
     /// properties), sorted, without repeats.
     pub fn event_properties(&self) -> Vec<String> {

@@ -128,6 +128,34 @@ pub fn summarise(
     out
 }
 
+/// Distinct order days per profile with an order after `start` and at or before `end`
+/// (the holdout period of a fit).
+pub fn order_days_between(
+    events: &EventTable,
+    order: Option<u32>,
+    start: Timestamp,
+    end: Timestamp,
+) -> Vec<u32> {
+    (0..events.profiles())
+        .map(|p| {
+            let Some(order) = order else { return 0 };
+            let mut last = None;
+            let mut days = 0;
+            for row in events.events_of(p as u32) {
+                let t = events.time[row];
+                if events.name[row] == order && t > start.0 && t <= end.0 {
+                    let day = t.div_euclid(DAY_MS);
+                    if last != Some(day) {
+                        days += 1;
+                        last = Some(day);
+                    }
+                }
+            }
+            days
+        })
+        .collect()
+}
+
 /// The summary of order days `(day, spend)` in time order (same days merged) up to `end_day`.
 fn summary_of_days(days: &mut Vec<(i64, f64)>, end_day: i64, unit: TimeUnit) -> Option<Summary> {
     // Events are in time order within a profile, so equal days are adjacent; merge anyway

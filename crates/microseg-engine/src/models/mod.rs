@@ -2,4 +2,6 @@
 //! and experiments (lift and uplift).
 
 pub mod clv;
+pub mod discover;
+pub mod experiment;
 pub mod optimize;

@@ -28,6 +28,7 @@ use microseg_core::{Timestamp, TraitType};
 use microseg_engine::columnar::json_string;
 use microseg_engine::evaluate::{check_literal, EvalError};
 use microseg_engine::metrics::metric_type;
+use microseg_engine::models::clv::PREDICTION_NAMES;
 use microseg_engine::MetricsConfig;
 
 /// A SQL dialect.
@@ -107,6 +108,9 @@ impl Compiler<'_> {
             });
         }
         match metric_type(name) {
+            Some(_) if PREDICTION_NAMES.contains(&name) => Err(EvalError::Unsupported(
+                "a CLV prediction (p_alive, predicted_orders_90d, expected_aov, clv_12m) in SQL",
+            )),
             Some(ty) => {
                 self.uses_metrics = true;
                 Ok(Source {

@@ -5,9 +5,27 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use microseg_core::condition::Condition;
 use microseg_core::Timestamp;
+use microseg_engine::models::clv::{summarise, ClvModel, Predictions, PREDICTION_NAMES};
 use microseg_engine::{compute_metrics, Dataset, EventTable, Metrics, ProfileTable};
 use microseg_store::{Store, Workspace};
 use roaring::RoaringBitmap;
+
+/// The stored CLV model's predictions for every profile as of `as_of`, over `horizon`
+/// milliseconds (default 90 days); `None` without a model.
+pub fn clv_predictions(
+    store: &Store,
+    events: &EventTable,
+    order_event: &str,
+    as_of: Timestamp,
+    horizon_ms: Option<i64>,
+) -> Result<Option<Predictions>> {
+    let Some(model) = store.model::<ClvModel>("clv")? else {
+        return Ok(None);
+    };
+    let summaries = summarise(events, events.names.code(order_event), as_of, model.unit);
+    let horizon = horizon_ms.unwrap_or(90 * 86_400_000) as f64 / (model.unit.days() * 86_400_000.0);
+    Ok(Some(Predictions::compute(&model, &summaries, horizon)))
+}
 
 /// Everything conditions are evaluated over, as of one instant.
 pub struct Loaded {
@@ -36,10 +54,12 @@ impl Loaded {
         let segments = store.segment_conditions()?;
         // Event properties of the conditions and of every segment they reach.
         let mut properties = std::collections::BTreeSet::new();
+        let mut names = std::collections::BTreeSet::new();
         let mut todo: Vec<&Condition> = conditions.to_vec();
         let mut seen = std::collections::BTreeSet::new();
         while let Some(c) = todo.pop() {
             properties.extend(c.event_properties());
+            names.extend(c.profile_names());
             for r in c.segment_refs() {
                 if seen.insert(r.to_string()) {
                     if let Some(s) = segments.get(r) {
@@ -51,12 +71,11 @@ impl Loaded {
         let properties: Vec<String> = properties.into_iter().collect();
         let profiles = store.load_profiles()?;
         let events = store.load_events_with_properties(profiles.len(), &properties)?;
-        let metrics = compute_metrics(
-            &events,
-            &profiles.external_ids,
-            as_of,
-            &ws.config.metrics_config(),
-        );
+        let config = ws.config.metrics_config();
+        let mut metrics = compute_metrics(&events, &profiles.external_ids, as_of, &config);
+        if names.iter().any(|n| PREDICTION_NAMES.contains(&n.as_str())) {
+            metrics.clv = clv_predictions(store, &events, &config.order_event, as_of, None)?;
+        }
         Ok(Loaded {
             external_ids: profiles.external_ids.clone(),
             profiles,

@@ -80,6 +80,7 @@ pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
             file: FileOptions::new(&profiles_csv),
             id_column: "id".into(),
             types: BTreeMap::new(),
+            skip_columns: Vec::new(),
         },
         &Bar::new("profiles"),
     )?;

@@ -146,6 +146,7 @@ pub fn run(ctx: &Context, cmd: ImportCommand) -> Result<()> {
                 file: args.file.options()?,
                 id_column: args.id,
                 types,
+                skip_columns: Vec::new(),
             };
             let bar = Bar::new("profiles");
             (store.import_profiles(&ws, &settings, &bar)?, args.file.json)

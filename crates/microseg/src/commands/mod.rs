@@ -1,6 +1,7 @@
 //! Every `microseg` command: one clap enum, one dispatch match, a module per command.
 
 mod bench;
+mod clv;
 mod correlate;
 mod dataset;
 mod demo;
@@ -52,6 +53,8 @@ enum Command {
     #[command(subcommand)]
     Segment(segment::SegmentCommand),
     Correlate(correlate::CorrelateArgs),
+    #[command(subcommand)]
+    Clv(clv::ClvCommand),
     Demo(demo::DemoArgs),
     Generate(demo::GenerateArgs),
     #[command(subcommand)]
@@ -68,6 +71,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Profile(cmd) => profile::run(&ctx, cmd),
         Command::Segment(cmd) => segment::run(&ctx, cmd),
         Command::Correlate(args) => correlate::run(&ctx, args),
+        Command::Clv(cmd) => clv::run(&ctx, cmd),
         Command::Demo(args) => demo::run(&ctx, args),
         Command::Generate(args) => demo::run_generate(args),
         Command::Bench(cmd) => bench::run(cmd),

@@ -1,0 +1,159 @@
+//! Fitted models and experiments in the store.
+
+use microseg_engine::models::experiment::{Experiment, Member};
+use rusqlite::{params, OptionalExtension};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::StoreError;
+use crate::store::Store;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn json_error(what: &str, e: serde_json::Error) -> StoreError {
+    StoreError::Invalid(format!("store: {what} is unreadable: {e}"))
+}
+
+impl Store {
+    /// Saves (or replaces) model `name`.
+    pub fn save_model(&mut self, name: &str, model: &impl Serialize) -> Result<(), StoreError> {
+        let body = serde_json::to_string(model).map_err(|e| json_error(name, e))?;
+        self.conn.execute(
+            "INSERT INTO models(name, body, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET body = ?2, created_at = ?3",
+            params![name, body, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Model `name`, if one was saved.
+    pub fn model<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        let body: Option<String> = self
+            .conn
+            .query_row("SELECT body FROM models WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        body.map(|b| {
+            serde_json::from_str(&b).map_err(|e| json_error(&format!("model '{name}'"), e))
+        })
+        .transpose()
+    }
+
+    /// Saves an experiment in one transaction, replacing one of the same name.
+    pub fn save_experiment(
+        &mut self,
+        experiment: &Experiment,
+        file: &str,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM experiment_members WHERE experiment = ?1",
+            [&experiment.name],
+        )?;
+        let arms = serde_json::to_string(&experiment.arms).map_err(|e| json_error("arms", e))?;
+        let outcomes =
+            serde_json::to_string(&experiment.outcomes).map_err(|e| json_error("outcomes", e))?;
+        tx.execute(
+            "INSERT INTO experiments(name, control, arms, outcomes, file, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(name) DO UPDATE SET control = ?2, arms = ?3, outcomes = ?4, file = ?5,
+                 created_at = ?6",
+            params![
+                experiment.name,
+                experiment.control,
+                arms,
+                outcomes,
+                file,
+                now_ms()
+            ],
+        )?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT OR REPLACE INTO experiment_members(experiment, profile_id, arm, outcomes)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for m in &experiment.members {
+                let values: Vec<Option<f64>> = m
+                    .outcomes
+                    .iter()
+                    .map(|v| (!v.is_nan()).then_some(*v))
+                    .collect();
+                let values =
+                    serde_json::to_string(&values).map_err(|e| json_error("outcomes", e))?;
+                insert.execute(params![experiment.name, m.profile, m.arm as i64, values])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The names of the stored experiments.
+    pub fn experiment_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM experiments ORDER BY name")?;
+        let names = stmt.query_map([], |r| r.get(0))?;
+        Ok(names.collect::<Result<_, _>>()?)
+    }
+
+    /// Experiment `name`.
+    pub fn experiment(&self, name: &str) -> Result<Experiment, StoreError> {
+        let head: Option<(String, String, String)> = self
+            .conn
+            .query_row(
+                "SELECT control, arms, outcomes FROM experiments WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((control, arms, outcomes)) = head else {
+            let known = self.experiment_names()?;
+            return Err(StoreError::Invalid(format!(
+                "no experiment '{name}' (experiments: {})",
+                if known.is_empty() {
+                    "none; load one with `microseg experiment import`".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        };
+        let what = format!("experiment '{name}'");
+        let arms: Vec<String> = serde_json::from_str(&arms).map_err(|e| json_error(&what, e))?;
+        let outcomes: Vec<String> =
+            serde_json::from_str(&outcomes).map_err(|e| json_error(&what, e))?;
+        let mut stmt = self.conn.prepare(
+            "SELECT profile_id, arm, outcomes FROM experiment_members
+             WHERE experiment = ?1 ORDER BY profile_id",
+        )?;
+        let rows = stmt.query_map([name], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut members = Vec::new();
+        for row in rows {
+            let (profile, arm, values) = row?;
+            let values: Vec<Option<f64>> =
+                serde_json::from_str(&values).map_err(|e| json_error(&what, e))?;
+            members.push(Member {
+                profile,
+                arm: arm as usize,
+                outcomes: values.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect(),
+            });
+        }
+        Ok(Experiment {
+            name: name.to_string(),
+            control,
+            arms,
+            outcomes,
+            members,
+        })
+    }
+}
