@@ -1,5 +1,6 @@
 //! Fitted models and experiments in the store.
 
+use microseg_core::{ProfileId, TraitSpec, Value};
 use microseg_engine::models::experiment::{Experiment, Member};
 use rusqlite::{params, OptionalExtension};
 use serde::de::DeserializeOwned;
@@ -19,6 +20,56 @@ fn json_error(what: &str, e: serde_json::Error) -> StoreError {
 }
 
 impl Store {
+    /// Sets trait `name` (of type `spec`) on the given profiles and removes it from every
+    /// other profile, in one transaction: a computed trait such as a persona number.
+    pub fn set_trait(
+        &mut self,
+        name: &str,
+        spec: &TraitSpec,
+        values: &[(ProfileId, Value)],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let stored: Option<String> = tx
+            .query_row(
+                "SELECT type FROM trait_types WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match stored {
+            Some(ty) if ty != spec.ty.name() => {
+                return Err(StoreError::Invalid(format!(
+                    "trait '{name}' already exists as {ty}; choose another name"
+                )))
+            }
+            Some(_) => {}
+            None => {
+                tx.execute(
+                    "INSERT INTO trait_types(name, type, separators) VALUES (?1, ?2, ?3)",
+                    params![name, spec.ty.name(), spec.separators],
+                )?;
+            }
+        }
+        let path = format!("$.{}", microseg_engine::columnar::json_string(name));
+        let now = now_ms();
+        tx.execute(
+            "UPDATE profiles SET traits = json_remove(traits, ?1), updated_at = ?2
+             WHERE json_type(traits, ?1) IS NOT NULL",
+            params![path, now],
+        )?;
+        {
+            let mut update = tx.prepare(
+                "UPDATE profiles SET traits = json_set(traits, ?2, json(?3)), updated_at = ?4
+                 WHERE id = ?1",
+            )?;
+            for (id, value) in values {
+                update.execute(params![id, path, value.to_json().to_string(), now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Saves (or replaces) model `name`.
     pub fn save_model(&mut self, name: &str, model: &impl Serialize) -> Result<(), StoreError> {
         let body = serde_json::to_string(model).map_err(|e| json_error(name, e))?;

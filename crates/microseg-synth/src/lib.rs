@@ -546,3 +546,62 @@ mod tests {
         assert!(share > 0.6, "winter share {share}");
     }
 }
+
+/// One customer's row in the simulated past e-mail campaign.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmailTestRow {
+    /// The customer's external id.
+    pub id: String,
+    /// `discount_email`, `new_season_email` or `no_email` (the control).
+    pub arm: &'static str,
+    /// Visited the shop within two weeks.
+    pub visit: bool,
+    /// Ordered within two weeks.
+    pub conversion: bool,
+    /// Spend within two weeks.
+    pub spend: f64,
+}
+
+/// The arms of [`email_test`], control last.
+pub const EMAIL_TEST_ARMS: [&str; 3] = ["discount_email", "new_season_email", "no_email"];
+
+/// A past e-mail campaign over `customer` (who had made `orders` orders before it), with
+/// effects that differ by segment, as the demo's experiment: customers with 3 or more
+/// orders buy as often with or without a discount (they would buy anyway); beginners and
+/// amateurs respond to the discount; pros respond to the new-season e-mail and slightly
+/// less to the discount than without any e-mail (it cheapens the brand for them).
+/// Seeded by the customer id, so the same shop always gives the same experiment.
+pub fn email_test(seed: u64, customer: &Customer, orders: u32) -> EmailTestRow {
+    let hash = customer.id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut rng = Rng::for_stream(seed ^ 0xe3a1_1000, hash);
+    let arm = EMAIL_TEST_ARMS[rng.below(3) as usize];
+    let loyal = orders >= 3;
+    // Two-week conversion without an e-mail, then the effect of each e-mail.
+    let base = if loyal { 0.20 } else { 0.04 };
+    let effect = match (arm, loyal, customer.skill) {
+        ("no_email", ..) => 0.0,
+        (_, true, _) => 0.0,
+        ("discount_email", false, "pro") => -0.025,
+        ("discount_email", false, "beginner") => 0.05,
+        ("discount_email", false, _) => 0.07,
+        ("new_season_email", false, "pro") => 0.05,
+        (_, false, _) => 0.01,
+    };
+    let conversion = rng.f64() < base + effect;
+    let visit = conversion || rng.f64() < if arm == "no_email" { 0.15 } else { 0.25 };
+    let spend = if conversion {
+        let discount = if arm == "discount_email" { 0.8 } else { 1.0 };
+        (80.0 * (0.5 * rng.normal()).exp() * discount * 100.0).round() / 100.0
+    } else {
+        0.0
+    };
+    EmailTestRow {
+        id: customer.id.clone(),
+        arm,
+        visit,
+        conversion,
+        spend,
+    }
+}

@@ -4,4 +4,5 @@
 pub mod clv;
 pub mod discover;
 pub mod experiment;
+pub mod kmeans;
 pub mod optimize;

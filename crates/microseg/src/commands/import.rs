@@ -35,9 +35,9 @@ enum FormatArg {
 
 /// How the file is read (shared by both imports).
 #[derive(Debug, Args)]
-struct FileArgs {
+pub(super) struct FileArgs {
     /// The file to import.
-    file: PathBuf,
+    pub(super) file: PathBuf,
     /// File format (default: from the extension; .ndjson/.jsonl/.json, .parquet, else csv).
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
@@ -49,11 +49,11 @@ struct FileArgs {
     columns: Option<Vec<String>>,
     /// Print the summary as JSON.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 impl FileArgs {
-    fn options(&self) -> Result<FileOptions> {
+    pub(super) fn options(&self) -> Result<FileOptions> {
         let mut options = FileOptions::new(&self.file);
         if let Some(f) = self.format {
             options.format = match f {
@@ -130,18 +130,7 @@ pub fn run(ctx: &Context, cmd: ImportCommand) -> Result<()> {
     let (ws, mut store) = ctx.open()?;
     let (summary, json) = match cmd {
         ImportCommand::Profiles(args) => {
-            let mut types = BTreeMap::new();
-            for t in &args.types {
-                let (name, ty) = t
-                    .split_once('=')
-                    .ok_or_else(|| anyhow::anyhow!("--type '{t}': expected TRAIT=TYPE"))?;
-                let ty = TraitType::from_name(ty).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "--type '{t}': unknown type '{ty}' (bool, integer, float, string, string_set, timestamp)"
-                    )
-                })?;
-                types.insert(name.to_string(), TraitSpec::new(ty));
-            }
+            let types = parse_types(&args.types)?;
             let settings = ProfileImport {
                 file: args.file.options()?,
                 id_column: args.id,
@@ -176,6 +165,23 @@ pub fn run(ctx: &Context, cmd: ImportCommand) -> Result<()> {
         print_summary(&summary);
         Ok(())
     }
+}
+
+/// `--type TRAIT=TYPE` declarations.
+pub(super) fn parse_types(specs: &[String]) -> Result<BTreeMap<String, TraitSpec>> {
+    let mut types = BTreeMap::new();
+    for t in specs {
+        let (name, ty) = t
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--type '{t}': expected TRAIT=TYPE"))?;
+        let ty = TraitType::from_name(ty).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--type '{t}': unknown type '{ty}' (bool, integer, float, string, string_set, timestamp)"
+            )
+        })?;
+        types.insert(name.to_string(), TraitSpec::new(ty));
+    }
+    Ok(types)
 }
 
 /// The one-line summary of an import, naming the rejects file when rows were rejected.

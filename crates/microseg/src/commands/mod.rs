@@ -1,10 +1,13 @@
 //! Every `microseg` command: one clap enum, one dispatch match, a module per command.
 
 mod bench;
+mod cluster;
 mod clv;
 mod correlate;
 mod dataset;
 mod demo;
+mod discover;
+mod experiment;
 mod import;
 mod init;
 mod metrics;
@@ -55,6 +58,10 @@ enum Command {
     Correlate(correlate::CorrelateArgs),
     #[command(subcommand)]
     Clv(clv::ClvCommand),
+    Cluster(cluster::ClusterArgs),
+    Discover(discover::DiscoverArgs),
+    #[command(subcommand)]
+    Experiment(experiment::ExperimentCommand),
     Demo(demo::DemoArgs),
     Generate(demo::GenerateArgs),
     #[command(subcommand)]
@@ -72,6 +79,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Segment(cmd) => segment::run(&ctx, cmd),
         Command::Correlate(args) => correlate::run(&ctx, args),
         Command::Clv(cmd) => clv::run(&ctx, cmd),
+        Command::Cluster(args) => cluster::run(&ctx, args),
+        Command::Discover(args) => discover::run(&ctx, args),
+        Command::Experiment(cmd) => experiment::run(&ctx, cmd),
         Command::Demo(args) => demo::run(&ctx, args),
         Command::Generate(args) => demo::run_generate(args),
         Command::Bench(cmd) => bench::run(cmd),

@@ -192,12 +192,12 @@ pub fn run(ctx: &Context, cmd: SegmentCommand) -> Result<()> {
     }
 }
 
-fn parse_condition(text: &str) -> Result<Condition> {
+pub(super) fn parse_condition(text: &str) -> Result<Condition> {
     parse(text).map_err(|e| anyhow::anyhow!("condition: {e}"))
 }
 
 /// A saved segment's name and condition, or (name `None`) `text` parsed as a condition.
-fn named_or_parsed(
+pub(super) fn named_or_parsed(
     saved: &BTreeMap<String, Condition>,
     text: &str,
 ) -> Result<(Option<String>, Condition)> {
@@ -217,7 +217,7 @@ fn print_size(size: u64, total: u64, at: microseg_core::Timestamp) {
     );
 }
 
-fn check_name(name: &str) -> Result<()> {
+pub(super) fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 100
         && name

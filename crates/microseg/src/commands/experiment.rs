@@ -1,0 +1,676 @@
+//! `microseg experiment`: load a past campaign's results, report lift per arm and segment,
+//! and discover where a treatment works, does nothing, or backfires.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+use microseg_core::condition::{Condition, Literal};
+use microseg_engine::models::discover::{discover_uplift, Settings, Verdict};
+use microseg_engine::models::experiment::{
+    compare, Comparison, Experiment, Member, Moments, OutcomeKind,
+};
+use microseg_store::reader::{self, Cell, Row};
+use microseg_store::ProfileImport;
+use roaring::RoaringBitmap;
+use serde_json::{json, Value as Json};
+
+use super::dataset::Loaded;
+use super::discover::{print_findings, show, SearchArgs};
+use super::import::{parse_types, print_summary, FileArgs};
+use super::segment::check_name;
+use super::{as_of, print_json, Context};
+use crate::output::{print_table, thousands};
+use crate::progress::Bar;
+
+/// Experiments: profiles assigned to arms (one is the control) and their outcomes.
+#[derive(Debug, Subcommand)]
+pub enum ExperimentCommand {
+    Import(ImportArgs),
+    Report(ReportArgs),
+    Discover(DiscoverArgs),
+    List,
+}
+
+/// Load a past campaign's results: one row per profile with its arm and outcomes.
+///
+/// The other columns of the file become the profiles' traits (as `import profiles` does),
+/// so the report can be split by them. Outcomes are numbers; an outcome with only 0 and 1
+/// (or true/false) is a rate, any other a mean.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example (an e-mail test with two campaigns and a control):
+  microseg experiment import emails.csv --id customer_id --arm segment \\
+    --control 'No E-Mail' --outcomes visit,conversion,spend --name email_test"
+)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    file: FileArgs,
+    /// Column with the profile's external id.
+    #[arg(long, value_name = "COL")]
+    id: String,
+    /// Column with the arm.
+    #[arg(long, value_name = "COL")]
+    arm: String,
+    /// The control arm's value.
+    #[arg(long, value_name = "VALUE")]
+    control: String,
+    /// Outcome columns.
+    #[arg(long, value_delimiter = ',', required = true, value_name = "A,B,..")]
+    outcomes: Vec<String>,
+    /// The experiment's name (default: the file's stem).
+    #[arg(long)]
+    name: Option<String>,
+    /// Declare a trait type, e.g. --type zip_code=string.
+    #[arg(long = "type", value_name = "TRAIT=TYPE")]
+    types: Vec<String>,
+}
+
+/// Per arm: n and each outcome's rate or mean, with the lift over the control (absolute and
+/// relative), its 95% interval (Newcombe for rates, Welch for means) and p-value; with
+/// --by, the same within each value of each dimension or segment.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The experiment.
+    name: String,
+    /// Split by these traits, metrics or saved segments (numbers with many values in
+    /// quartiles).
+    #[arg(long, value_delimiter = ',', value_name = "A,B,..")]
+    by: Vec<String>,
+    /// The instant traits and metrics are evaluated at (default now).
+    #[arg(long, value_name = "T")]
+    as_of: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Find the micro-segments where an arm works best, where it does nothing, and where it
+/// backfires, with the false discovery rate controlled over every candidate tested.
+///
+/// `works` and `backfires` segments pass the FDR; `no_effect` segments have a 95% interval
+/// that covers zero and lies below the overall effect: they gain measurably less than
+/// average, possibly nothing. Those with a high control-group value are the people who
+/// act anyway: --save-exclusion stores them as one segment to leave out of discounts.
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// The experiment.
+    name: String,
+    /// The treatment arm compared with the control.
+    #[arg(long)]
+    arm: String,
+    /// The outcome.
+    #[arg(long)]
+    outcome: String,
+    #[command(flatten)]
+    search: SearchArgs,
+    /// Save the no-effect segments whose control value is above the control's overall value
+    /// (at most 5, the highest first) as one segment under this name.
+    #[arg(long, value_name = "NAME")]
+    save_exclusion: Option<String>,
+    /// The instant traits and metrics are evaluated at (default now).
+    #[arg(long, value_name = "T")]
+    as_of: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(ctx: &Context, cmd: ExperimentCommand) -> Result<()> {
+    match cmd {
+        ExperimentCommand::Import(args) => import(ctx, args),
+        ExperimentCommand::Report(args) => report(ctx, args),
+        ExperimentCommand::Discover(args) => uplift(ctx, args),
+        ExperimentCommand::List => {
+            let (_, store) = ctx.open()?;
+            for name in store.experiment_names()? {
+                println!("{name}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn import(ctx: &Context, args: ImportArgs) -> Result<()> {
+    let (ws, mut store) = ctx.open()?;
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => args
+            .file
+            .file
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default(),
+    };
+    check_name(&name).context("--name")?;
+    let options = args.file.options()?;
+    // Every column but the arm and the outcomes is a trait of the profile.
+    let mut skip = args.outcomes.clone();
+    skip.push(args.arm.clone());
+    let profiles = store.import_profiles(
+        &ws,
+        &ProfileImport {
+            file: options.clone(),
+            id_column: args.id.clone(),
+            types: parse_types(&args.types)?,
+            skip_columns: skip,
+        },
+        &Bar::new("profiles"),
+    )?;
+    // Then the assignment and the outcomes.
+    let ids: HashMap<String, u32> = store
+        .external_ids()?
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| (id, i as u32))
+        .collect();
+    let mut reader = reader::open(
+        &options.path,
+        options.format,
+        options.delimiter,
+        options.columns.as_deref(),
+    )?;
+    let mut row = Row::default();
+    let mut arms: Vec<String> = Vec::new();
+    let mut members: Vec<Member> = Vec::new();
+    let mut seen: HashMap<u32, u64> = HashMap::new();
+    let mut rejected: Vec<(u64, String)> = Vec::new();
+    let mut rows = 0u64;
+    while reader.next_row(&mut row)? {
+        rows += 1;
+        let columns = reader.columns();
+        let col = |name: &str| columns.iter().position(|c| c == name);
+        let result = (|| -> Result<Member, String> {
+            if let Some(problem) = &row.problem {
+                return Err(problem.clone());
+            }
+            let text = |name: &str| -> Result<String, String> {
+                col(name)
+                    .and_then(|i| row.cells[i].as_text())
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| format!("no {name}"))
+            };
+            let id = text(&args.id)?;
+            let profile = *ids
+                .get(&id)
+                .ok_or_else(|| format!("profile '{id}' was not imported"))?;
+            let arm_name = text(&args.arm)?;
+            let arm = match arms.iter().position(|a| a == &arm_name) {
+                Some(i) => i,
+                None => {
+                    arms.push(arm_name);
+                    arms.len() - 1
+                }
+            };
+            let mut outcomes = Vec::with_capacity(args.outcomes.len());
+            for o in &args.outcomes {
+                let i = col(o).ok_or_else(|| format!("no column '{o}'"))?;
+                outcomes.push(outcome_value(&row.cells[i]).map_err(|e| format!("{o}: {e}"))?);
+            }
+            Ok(Member {
+                profile,
+                arm,
+                outcomes,
+            })
+        })();
+        match result {
+            Ok(m) => {
+                if let Some(first) = seen.insert(m.profile, row.line) {
+                    rejected.push((
+                        row.line,
+                        format!("profile already assigned on line {first}"),
+                    ));
+                } else {
+                    members.push(m);
+                }
+            }
+            Err(reason) => rejected.push((row.line, reason)),
+        }
+    }
+    for o in &args.outcomes {
+        if !reader.columns().contains(o) {
+            bail!(
+                "{}: no outcome column '{o}' (columns: {})",
+                options.path.display(),
+                reader.columns().join(", ")
+            );
+        }
+    }
+    if !arms.contains(&args.control) {
+        bail!(
+            "--control '{}' is not an arm of {} (arms: {})",
+            args.control,
+            options.path.display(),
+            arms.join(", ")
+        );
+    }
+    if arms.len() < 2 {
+        bail!(
+            "{}: only one arm ('{}'); an experiment needs a control and a treatment",
+            options.path.display(),
+            arms[0]
+        );
+    }
+    let experiment = Experiment {
+        name: name.clone(),
+        control: args.control.clone(),
+        arms,
+        outcomes: args.outcomes.clone(),
+        members,
+    };
+    store.save_experiment(&experiment, &options.path.display().to_string())?;
+    let counts: Vec<(String, usize)> = experiment
+        .arms
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            (
+                a.clone(),
+                experiment.members.iter().filter(|m| m.arm == i).count(),
+            )
+        })
+        .collect();
+    let kinds: Vec<(String, OutcomeKind)> = (0..experiment.outcomes.len())
+        .map(|o| (experiment.outcomes[o].clone(), experiment.outcome_kind(o)))
+        .collect();
+    if args.file.json {
+        return print_json(&json!({
+            "name": name,
+            "rows": rows,
+            "members": experiment.members.len(),
+            "rejected": rejected.len(),
+            "rejects": rejected.iter().take(20).map(|(l, r)| json!({"line": l, "reason": r})).collect::<Vec<_>>(),
+            "control": experiment.control,
+            "arms": counts.iter().map(|(a, n)| json!({"arm": a, "n": n})).collect::<Vec<_>>(),
+            "outcomes": kinds.iter().map(|(o, k)| json!({"outcome": o, "kind": k})).collect::<Vec<_>>(),
+            "profiles": profiles,
+        }));
+    }
+    print_summary(&profiles);
+    println!(
+        "experiment {name}: {} profiles in {} arms ({}), control '{}'; outcomes {}; {} rows rejected",
+        thousands(experiment.members.len() as u64),
+        counts.len(),
+        counts
+            .iter()
+            .map(|(a, n)| format!("{a} {}", thousands(*n as u64)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        experiment.control,
+        kinds
+            .iter()
+            .map(|(o, k)| format!("{o} ({})", if *k == OutcomeKind::Rate { "rate" } else { "mean" }))
+            .collect::<Vec<_>>()
+            .join(", "),
+        thousands(rejected.len() as u64),
+    );
+    for (line, reason) in rejected.iter().take(5) {
+        println!("  line {line}: {reason}");
+    }
+    Ok(())
+}
+
+/// An outcome cell as a number: numbers, true/false, yes/no; empty is missing.
+fn outcome_value(cell: &Cell) -> Result<f64, String> {
+    match cell {
+        Cell::Null => Ok(f64::NAN),
+        Cell::Int(i) => Ok(*i as f64),
+        Cell::Float(x) if x.is_finite() => Ok(*x),
+        Cell::Bool(b) => Ok(if *b { 1.0 } else { 0.0 }),
+        Cell::Text(t) => {
+            let t = t.trim();
+            if t.is_empty() {
+                return Ok(f64::NAN);
+            }
+            if let Some(b) = microseg_core::value::parse_bool(t) {
+                return Ok(if b { 1.0 } else { 0.0 });
+            }
+            match microseg_core::value::parse_float(t) {
+                Some(x) if x.is_finite() => Ok(x),
+                _ => Err(format!("'{t}' is not a number")),
+            }
+        }
+        other => Err(format!("{other:?} is not a number")),
+    }
+}
+
+/// An arm, its size, and per outcome its value and comparison with the control.
+type ArmRow = (String, u64, Vec<(f64, Option<Comparison>)>);
+
+/// One arm's row of a report: n and each outcome with its comparison to the control.
+fn arm_rows(
+    experiment: &Experiment,
+    columns: &[Vec<f64>],
+    kinds: &[OutcomeKind],
+    within: Option<&RoaringBitmap>,
+) -> Vec<ArmRow> {
+    let control = experiment.control_index();
+    let arm_sets: Vec<RoaringBitmap> = (0..experiment.arms.len())
+        .map(|a| {
+            let m = experiment.arm_members(a);
+            match within {
+                Some(w) => m & w,
+                None => m,
+            }
+        })
+        .collect();
+    let mut order: Vec<usize> = vec![control];
+    order.extend((0..experiment.arms.len()).filter(|&a| a != control));
+    order
+        .into_iter()
+        .map(|a| {
+            let outcomes = (0..experiment.outcomes.len())
+                .map(|o| {
+                    let mine = Moments::of(&columns[o], &arm_sets[a]);
+                    let theirs = Moments::of(&columns[o], &arm_sets[control]);
+                    let cmp = (a != control)
+                        .then(|| compare(kinds[o], &mine, &theirs))
+                        .flatten();
+                    (mine.mean(), cmp)
+                })
+                .collect();
+            (experiment.arms[a].clone(), arm_sets[a].len(), outcomes)
+        })
+        .collect()
+}
+
+fn finite(x: f64) -> Json {
+    if x.is_finite() {
+        json!(x)
+    } else {
+        Json::Null
+    }
+}
+
+fn arms_json(experiment: &Experiment, rows: &[ArmRow]) -> Vec<Json> {
+    rows.iter()
+        .map(|(arm, n, outcomes)| {
+            let mut map = serde_json::Map::new();
+            for (o, (value, cmp)) in experiment.outcomes.iter().zip(outcomes) {
+                map.insert(
+                    o.clone(),
+                    json!({
+                        "value": finite(*value),
+                        "abs_lift": cmp.map(|c| finite(c.abs_lift)),
+                        "rel_lift": cmp.and_then(|c| c.rel_lift).map(finite),
+                        "ci_low": cmp.map(|c| finite(c.ci_low)),
+                        "ci_high": cmp.map(|c| finite(c.ci_high)),
+                        "statistic": cmp.map(|c| finite(c.statistic)),
+                        "p_value": cmp.map(|c| finite(c.p_value)),
+                    }),
+                );
+            }
+            json!({"arm": arm, "n": n, "outcomes": map})
+        })
+        .collect()
+}
+
+fn print_arms(experiment: &Experiment, kinds: &[OutcomeKind], rows: &[ArmRow]) {
+    let mut table = Vec::new();
+    for (o, name) in experiment.outcomes.iter().enumerate() {
+        let kind = if kinds[o] == OutcomeKind::Rate {
+            "rate"
+        } else {
+            "mean"
+        };
+        for (arm, n, outcomes) in rows {
+            let (value, cmp) = &outcomes[o];
+            let diff = |x: f64| {
+                if kinds[o] == OutcomeKind::Rate {
+                    format!("{:+.2} pts", x * 100.0)
+                } else {
+                    format!("{x:+.3}")
+                }
+            };
+            table.push(vec![
+                name.clone(),
+                arm.clone(),
+                thousands(*n),
+                show(kind, *value),
+                cmp.map_or("control".into(), |c| diff(c.abs_lift)),
+                cmp.and_then(|c| c.rel_lift)
+                    .map_or(String::new(), |r| format!("{:+.1}%", r * 100.0)),
+                cmp.map_or(String::new(), |c| {
+                    format!("{} to {}", diff(c.ci_low), diff(c.ci_high))
+                }),
+                cmp.map_or(String::new(), |c| format!("{:.4}", c.p_value)),
+            ]);
+        }
+    }
+    print_table(
+        &[
+            "outcome",
+            "arm",
+            "n",
+            "value",
+            "lift",
+            "relative",
+            "95% interval",
+            "p",
+        ],
+        &table,
+    );
+}
+
+fn report(ctx: &Context, args: ReportArgs) -> Result<()> {
+    let (ws, store) = ctx.open()?;
+    let experiment = store.experiment(&args.name)?;
+    let at = as_of(args.as_of.as_deref())?;
+    let profiles = store.external_ids()?.len();
+    let columns: Vec<Vec<f64>> = (0..experiment.outcomes.len())
+        .map(|o| experiment.outcome_column(o, profiles))
+        .collect();
+    let kinds: Vec<OutcomeKind> = (0..experiment.outcomes.len())
+        .map(|o| experiment.outcome_kind(o))
+        .collect();
+    let overall = arm_rows(&experiment, &columns, &kinds, None);
+    let mut by = Vec::new();
+    if !args.by.is_empty() {
+        let saved = store.segment_conditions()?;
+        let segment_conditions: Vec<Condition> = args
+            .by
+            .iter()
+            .filter_map(|b| saved.get(b).cloned())
+            .collect();
+        let refs: Vec<&Condition> = segment_conditions.iter().collect();
+        let loaded = Loaded::new(&ws, &store, at, &refs)?;
+        let all = experiment.all_members();
+        let settings = Settings {
+            min_support: 1,
+            ..Settings::default()
+        };
+        for (i, dim) in args.by.iter().enumerate() {
+            let groups: Vec<(String, RoaringBitmap)> = match saved.get(dim) {
+                Some(c) => {
+                    let members = loaded.evaluate(c)?;
+                    vec![
+                        ("in".to_string(), &members & &all),
+                        ("not in".to_string(), &all - &members),
+                    ]
+                }
+                None => microseg_engine::models::discover::dimension_items(
+                    &loaded.dataset(),
+                    i,
+                    dim,
+                    &all,
+                    &settings,
+                )
+                .map_err(|e| anyhow::anyhow!("--by {dim}: {e}"))?
+                .into_iter()
+                .map(|item| (value_label(&item.condition), item.members))
+                .collect(),
+            };
+            for (value, members) in groups {
+                by.push((
+                    dim.clone(),
+                    value,
+                    arm_rows(&experiment, &columns, &kinds, Some(&members)),
+                ));
+            }
+        }
+    }
+    if args.json {
+        return print_json(&json!({
+            "experiment": experiment.name,
+            "control": experiment.control,
+            "outcomes": experiment.outcomes.iter().zip(&kinds).map(|(o, k)| json!({"outcome": o, "kind": k})).collect::<Vec<_>>(),
+            "arms": arms_json(&experiment, &overall),
+            "by": by.iter().map(|(d, v, rows)| json!({
+                "dimension": d, "value": v, "arms": arms_json(&experiment, rows),
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    println!(
+        "experiment {}: {} profiles, control '{}' (intervals 95%: Newcombe for rates, Welch for means)",
+        experiment.name,
+        thousands(experiment.members.len() as u64),
+        experiment.control
+    );
+    print_arms(&experiment, &kinds, &overall);
+    for (dim, value, rows) in &by {
+        println!("\n{dim} = {value}");
+        print_arms(&experiment, &kinds, rows);
+    }
+    Ok(())
+}
+
+/// The value an item stands for: the literal of `dim = value`, else the condition.
+fn value_label(c: &Condition) -> String {
+    match c {
+        Condition::Compare {
+            op: microseg_core::condition::CompareOp::Eq,
+            right,
+            ..
+        } => match right {
+            Literal::Str(s) => s.clone(),
+            Literal::Int(i) => i.to_string(),
+            Literal::Float(x) => x.to_string(),
+            Literal::Bool(b) => b.to_string(),
+            Literal::Time(t) => t.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+fn uplift(ctx: &Context, args: DiscoverArgs) -> Result<()> {
+    let (ws, mut store) = ctx.open()?;
+    let experiment = store.experiment(&args.name)?;
+    let at = as_of(args.as_of.as_deref())?;
+    let settings = args.search.settings()?;
+    let arm = experiment
+        .arms
+        .iter()
+        .position(|a| a == &args.arm)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--arm '{}': arms of {} are {}",
+                args.arm,
+                experiment.name,
+                experiment.arms.join(", ")
+            )
+        })?;
+    if arm == experiment.control_index() {
+        bail!("--arm '{}' is the control; name a treatment arm", args.arm);
+    }
+    let o = experiment
+        .outcomes
+        .iter()
+        .position(|x| x == &args.outcome)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--outcome '{}': outcomes of {} are {}",
+                args.outcome,
+                experiment.name,
+                experiment.outcomes.join(", ")
+            )
+        })?;
+    if let Some(name) = &args.save_exclusion {
+        check_name(name).context("--save-exclusion")?;
+    }
+    let loaded = Loaded::new(&ws, &store, at, &[])?;
+    let treated = experiment.arm_members(arm);
+    let control = experiment.arm_members(experiment.control_index());
+    let base = &treated | &control;
+    let column = experiment.outcome_column(o, loaded.external_ids.len());
+    let kind = experiment.outcome_kind(o);
+    let started = std::time::Instant::now();
+    let (dims, items) = args.search.items(&loaded, &base, &settings, &[])?;
+    let found = discover_uplift(&items, &treated, &control, &column, kind, &settings);
+    let seconds = started.elapsed().as_secs_f64();
+    let control_overall = Moments::of(&column, &control).mean();
+    let exclusion: Vec<Condition> = found
+        .segments
+        .iter()
+        .filter(|f| {
+            f.verdict == Verdict::NoEffect && f.control_value.is_some_and(|c| c > control_overall)
+        })
+        .take(5)
+        .map(|f| f.condition.clone())
+        .collect();
+    let mut saved = None;
+    if let Some(name) = &args.save_exclusion {
+        if exclusion.is_empty() {
+            bail!("no no-effect segment has a control value above the control's overall {}: nothing to exclude", show(kind_name(kind), control_overall));
+        }
+        let condition = if exclusion.len() == 1 {
+            exclusion[0].clone()
+        } else {
+            Condition::Or {
+                any: exclusion.clone(),
+            }
+        };
+        let description = format!(
+            "people for whom '{}' in experiment {} made no measurable difference to {} (they act anyway)",
+            args.arm, experiment.name, args.outcome
+        );
+        let version = store.save_segment(name, &condition, Some(&description), true)?;
+        saved = Some((name.clone(), version, condition));
+    }
+    let kind_text = kind_name(kind);
+    if args.json {
+        return print_json(&json!({
+            "experiment": experiment.name,
+            "arm": args.arm,
+            "control": experiment.control,
+            "outcome": args.outcome,
+            "kind": kind,
+            "dimensions": dims,
+            "base": found.base,
+            "base_size": found.base_size,
+            "tested": found.tested,
+            "min_support": settings.min_support,
+            "fdr": settings.fdr,
+            "seconds": seconds,
+            "segments": found.segments,
+            "exclusion": saved.as_ref().map(|(n, v, c)| json!({"name": n, "version": v, "condition": c.to_string()})),
+        }));
+    }
+    let count = |v: Verdict| found.segments.iter().filter(|f| f.verdict == v).count() as u64;
+    println!(
+        "{} vs {} on {} ({kind_text}): overall effect {}; {} candidates tested, depth <= {}, support >= {}; {} work, {} no effect, {} backfire at FDR {} ({seconds:.2} s)",
+        args.arm,
+        experiment.control,
+        args.outcome,
+        if kind == OutcomeKind::Rate { format!("{:+.2} pts", found.base * 100.0) } else { format!("{:+.3}", found.base) },
+        thousands(found.tested as u64),
+        settings.max_depth,
+        settings.min_support,
+        thousands(count(Verdict::Works)),
+        thousands(count(Verdict::NoEffect)),
+        thousands(count(Verdict::Backfires)),
+        settings.fdr,
+    );
+    print_findings(&found, kind_text, args.search.top, true);
+    if let Some((name, version, condition)) = saved {
+        println!("\nsaved exclusion segment {name} (version {version}): {condition}");
+    }
+    Ok(())
+}
+
+fn kind_name(kind: OutcomeKind) -> &'static str {
+    match kind {
+        OutcomeKind::Rate => "rate",
+        OutcomeKind::Mean => "mean",
+    }
+}
