@@ -10,7 +10,7 @@ use microseg_core::{Timestamp, Value};
 use microseg_store::{
     EventImport, EventName, FileOptions, ImportSummary, ProfileImport, Store, Workspace,
 };
-use microseg_synth::{generate, ShopConfig, DEMO_END};
+use microseg_synth::{email_test, generate, ShopConfig, DEMO_END};
 
 use super::import::print_summary;
 use super::metrics::{compute, ComputedMetrics};
@@ -107,6 +107,7 @@ pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
     } else {
         summary.print();
         segments.print();
+        models(&dir, &files.join("email_test.csv"))?;
         print_next(&dir);
         Ok(())
     }
@@ -231,6 +232,113 @@ impl DemoSegments {
     }
 }
 
+/// The models on the demo shop, by running the commands a user would type (each prints
+/// its own output under a heading with the command line).
+fn models(dir: &Path, email_test: &Path) -> Result<()> {
+    let data = dir.display().to_string();
+    let test = email_test.display().to_string();
+    let steps: [(&str, Vec<&str>); 6] = [
+        (
+            "Lifetime value: BG/NBD + Gamma-Gamma on the orders",
+            vec!["clv", "fit", "--unit", "week", "--as-of", "2026-11-01"],
+        ),
+        (
+            "Personas: k-means on behaviour",
+            vec![
+                "cluster",
+                "--k",
+                "4",
+                "--features",
+                "visits,orders,revenue,tenure_days",
+                "--log",
+                "visits,orders,revenue",
+                "--as-of",
+                "2026-11-01",
+                "--save-as",
+                "persona",
+            ],
+        ),
+        (
+            "Micro-segments that bought in the last 90 days more than the base",
+            vec![
+                "discover",
+                "--target",
+                "count(order_completed, within 90d) >= 1",
+                "--dims",
+                "discipline,skill,gender,income_band,city,age,persona",
+                "--min-support",
+                "200",
+                "--top",
+                "8",
+                "--as-of",
+                "2026-11-01",
+            ],
+        ),
+        (
+            "A past e-mail test (discount vs new-season e-mail vs none)",
+            vec![
+                "experiment",
+                "import",
+                &test,
+                "--id",
+                "id",
+                "--arm",
+                "arm",
+                "--control",
+                "no_email",
+                "--outcomes",
+                "visit,conversion,spend",
+                "--name",
+                "email_test",
+            ],
+        ),
+        (
+            "Its lift report, and by skill",
+            vec![
+                "experiment",
+                "report",
+                "email_test",
+                "--by",
+                "skill",
+                "--as-of",
+                "2026-11-01",
+            ],
+        ),
+        (
+            "Where the discount works, does nothing (they buy anyway), or backfires",
+            vec![
+                "experiment",
+                "discover",
+                "email_test",
+                "--arm",
+                "discount_email",
+                "--outcome",
+                "conversion",
+                "--dims",
+                "skill,discipline,persona,income_band",
+                "--max-depth",
+                "2",
+                "--min-support",
+                "300",
+                "--top",
+                "4",
+                "--save-exclusion",
+                "buys_anyway",
+                "--as-of",
+                "2026-11-01",
+            ],
+        ),
+    ];
+    for (title, args) in steps {
+        println!("\n== {title}\n$ microseg {}", args.join(" "));
+        let mut argv = vec!["microseg", "--data", data.as_str()];
+        argv.extend(args);
+        let cli = <super::Cli as clap::Parser>::try_parse_from(argv)?;
+        super::run(cli)?;
+    }
+    Ok(())
+}
+
 /// What to try after the demo.
 fn print_next(dir: &Path) {
     let data = dir.display();
@@ -298,7 +406,12 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
         end: DEMO_END,
     };
     let (profiles, events) = write_shop(&config, &args.dir)?;
-    println!("wrote {} and {}", profiles.display(), events.display());
+    println!(
+        "wrote {}, {} and {} (a past e-mail test)",
+        profiles.display(),
+        events.display(),
+        args.dir.join("email_test.csv").display()
+    );
     Ok(())
 }
 
@@ -306,6 +419,10 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
 fn write_shop(config: &ShopConfig, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let profiles_path = dir.join("profiles.csv");
     let events_path = dir.join("events.csv");
+    let test_path = dir.join("email_test.csv");
+    let mut test =
+        csv::Writer::from_path(&test_path).with_context(|| test_path.display().to_string())?;
+    test.write_record(["id", "arm", "visit", "conversion", "spend"])?;
     let mut profiles = csv::Writer::from_path(&profiles_path)
         .with_context(|| profiles_path.display().to_string())?;
     let mut events =
@@ -358,6 +475,15 @@ fn write_shop(config: &ShopConfig, dir: &Path) -> Result<(PathBuf, PathBuf)> {
                 bool_text(c.consent_push),
                 &c.signup_at.to_string(),
             ])?;
+            let orders = evs.iter().filter(|e| e.name == "order_completed").count() as u32;
+            let row = email_test(config.seed, c, orders);
+            test.write_record([
+                row.id.as_str(),
+                row.arm,
+                if row.visit { "1" } else { "0" },
+                if row.conversion { "1" } else { "0" },
+                &format!("{:.2}", row.spend),
+            ])?;
             for e in evs {
                 events.write_record([
                     c.id.as_str(),
@@ -386,6 +512,7 @@ fn write_shop(config: &ShopConfig, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     }
     profiles.flush()?;
     events.flush()?;
+    test.flush()?;
     Ok((profiles_path, events_path))
 }
 

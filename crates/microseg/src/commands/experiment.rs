@@ -105,7 +105,7 @@ pub struct DiscoverArgs {
     #[command(flatten)]
     search: SearchArgs,
     /// Save the no-effect segments whose control value is above the control's overall value
-    /// (at most 5, the highest first) as one segment under this name.
+    /// as one segment under this name (`or` of at most 5, broadest first, none inside another).
     #[arg(long, value_name = "NAME")]
     save_exclusion: Option<String>,
     /// The instant traits and metrics are evaluated at (default now).
@@ -599,15 +599,30 @@ fn uplift(ctx: &Context, args: DiscoverArgs) -> Result<()> {
     let found = discover_uplift(&items, &treated, &control, &column, kind, &settings);
     let seconds = started.elapsed().as_secs_f64();
     let control_overall = Moments::of(&column, &control).mean();
-    let exclusion: Vec<Condition> = found
+    // The no-effect segments above the control's overall value, broadest first, each
+    // skipped when a chosen one already covers it (its conditions are a subset).
+    let conjuncts = |c: &Condition| match c {
+        Condition::And { all } => all.clone(),
+        other => vec![other.clone()],
+    };
+    let mut candidates: Vec<&microseg_engine::models::discover::Finding> = found
         .segments
         .iter()
         .filter(|f| {
             f.verdict == Verdict::NoEffect && f.control_value.is_some_and(|c| c > control_overall)
         })
-        .take(5)
-        .map(|f| f.condition.clone())
         .collect();
+    candidates.sort_by_key(|f| conjuncts(&f.condition).len());
+    let mut exclusion: Vec<Condition> = Vec::new();
+    for f in candidates {
+        let mine = conjuncts(&f.condition);
+        let covered = exclusion
+            .iter()
+            .any(|e| conjuncts(e).iter().all(|part| mine.contains(part)));
+        if !covered && exclusion.len() < 5 {
+            exclusion.push(f.condition.clone());
+        }
+    }
     let mut saved = None;
     if let Some(name) = &args.save_exclusion {
         if exclusion.is_empty() {

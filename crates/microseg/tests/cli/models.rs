@@ -147,3 +147,332 @@ fn clv_refuses_data_that_cannot_support_a_fit() {
     let err = env.fails(&["clv", "predict"]);
     assert!(err.contains("no CLV model"), "{err}");
 }
+
+fn import_cdnow_master(env: &Env) {
+    env.ok(&[
+        "import",
+        "events",
+        &test_data("CDNOW_master.txt"),
+        "--delimiter",
+        "whitespace",
+        "--profile",
+        "customer_id",
+        "--time",
+        "date",
+        "--time-format",
+        "%Y%m%d",
+        "--event",
+        "order_completed",
+        "--revenue",
+        "dollar_value",
+    ]);
+}
+
+/// k-means on the CDNOW customers' recency, orders and revenue (as of 1998-07-01) against
+/// scikit-learn 1.x: `KMeans(4, n_init=10, random_state=0)` on `StandardScaler` of the
+/// `metrics --format csv` columns gave inertia 18109.2435 with cluster sizes 15973, 6902,
+/// 683, 12; with ln(1 + x) of orders and revenue, 12816.9809 with 9288, 6366, 5136, 2780.
+#[test]
+fn cluster_matches_scikit_learn_on_cdnow_rfm() {
+    let env = Env::new();
+    import_cdnow_master(&env);
+    for (log, inertia, sizes) in [
+        (None, 18_109.243_516_589_617, [15973.0, 6902.0, 683.0, 12.0]),
+        (
+            Some("orders,revenue"),
+            12_816.980_942_696_14,
+            [9288.0, 6366.0, 5136.0, 2780.0],
+        ),
+    ] {
+        let mut args = vec![
+            "cluster",
+            "--k",
+            "4",
+            "--features",
+            "recency_days,orders,revenue",
+            "--as-of",
+            "1998-07-01",
+            "--json",
+        ];
+        if let Some(l) = log {
+            args.extend(["--log", l]);
+        }
+        let out = env.json(&args);
+        let ours = out["inertia"].as_f64().unwrap();
+        assert!(
+            (ours / inertia - 1.0).abs() < 0.01,
+            "{log:?}: inertia {ours} vs {inertia}"
+        );
+        let clusters = out["clusters"].as_array().unwrap();
+        assert_eq!(clusters.len(), 4);
+        for (c, expected) in clusters.iter().zip(sizes) {
+            let size = c["size"].as_f64().unwrap();
+            assert!(
+                (size - expected).abs() <= (0.01 * expected).max(0.0),
+                "{log:?}: sizes {clusters:?} vs {sizes:?}"
+            );
+        }
+    }
+    // Saved personas are segments of exactly the clusters' sizes.
+    let out = env.json(&[
+        "cluster",
+        "--k",
+        "3",
+        "--features",
+        "orders,revenue",
+        "--log",
+        "orders,revenue",
+        "--as-of",
+        "1998-07-01",
+        "--save-as",
+        "persona",
+        "--json",
+    ]);
+    for c in out["clusters"].as_array().unwrap() {
+        let name = format!("persona_{}", c["cluster"]);
+        let size = env.json(&["segment", "size", &name, "--as-of", "1998-07-01", "--json"]);
+        assert_eq!(size["size"], c["size"], "{name}");
+    }
+    let auto = env.json(&[
+        "cluster",
+        "--k",
+        "auto",
+        "--features",
+        "recency_days,orders",
+        "--as-of",
+        "1998-07-01",
+        "--restarts",
+        "2",
+        "--json",
+    ]);
+    let best = auto["silhouette"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by(|a, b| {
+            a["silhouette"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["silhouette"].as_f64().unwrap())
+        })
+        .unwrap()["k"]
+        .clone();
+    assert_eq!(auto["k"], best);
+}
+
+/// 1,200 profiles in a 2 × 3 design (200 per cell); 60% of red + large bought, 10% of
+/// every other cell. By hand: base 220 / 1200; 5 items and 6 pairs tested at depth 2.
+#[test]
+fn discover_finds_the_planted_micro_segment() {
+    let env = Env::new();
+    let mut csv = String::from("id,color,size,bought\n");
+    for i in 0..1200 {
+        let color = if i % 2 == 0 { "red" } else { "blue" };
+        let size = ["s", "m", "l"][(i / 2) % 3];
+        let rank = i / 6; // 0..200 within the cell
+        let rate = if color == "red" && size == "l" {
+            120
+        } else {
+            20
+        };
+        csv.push_str(&format!("p{i},{color},{size},{}\n", rank < rate));
+    }
+    let file = env.write("shop.csv", csv.as_bytes());
+    env.ok(&["import", "profiles", &file]);
+    let out = env.json(&[
+        "discover",
+        "--target",
+        "bought = true",
+        "--dims",
+        "color,size",
+        "--max-depth",
+        "2",
+        "--min-support",
+        "100",
+        "--json",
+    ]);
+    assert!((out["base"].as_f64().unwrap() - 220.0 / 1200.0).abs() < 1e-12);
+    assert_eq!(out["tested"], 11);
+    let top = &out["segments"][0];
+    assert_eq!(top["condition"], r#"color = "red" and size = "l""#);
+    assert_eq!(
+        (top["support"].as_u64(), top["value"].as_f64()),
+        (Some(200), Some(0.6))
+    );
+    assert!((top["lift"].as_f64().unwrap() - 0.6 / (220.0 / 1200.0)).abs() < 1e-12);
+    // Wilson by hand: (p + z²/2n ± z √(p(1-p)/n + z²/4n²)) / (1 + z²/n), z = 1.959964.
+    let (p, n, z) = (0.6f64, 200.0f64, 1.959_963_984_540_054f64);
+    let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / (1.0 + z * z / n);
+    assert!((top["ci_low"].as_f64().unwrap() - (centre - half)).abs() < 1e-12);
+    assert!((top["ci_high"].as_f64().unwrap() - (centre + half)).abs() < 1e-12);
+    assert_eq!(top["verdict"], "above");
+    // Every survivor passed the FDR, and cells at 10% come out below the base.
+    let segments = out["segments"].as_array().unwrap();
+    assert!(segments
+        .iter()
+        .all(|s| s["q_value"].as_f64().unwrap() <= 0.05));
+    assert!(segments
+        .iter()
+        .any(|s| s["condition"] == r#"color = "blue""# && s["verdict"] == "below"));
+    // The printed conditions are ready for `segment create`.
+    let condition = top["condition"].as_str().unwrap();
+    env.ok(&["segment", "create", "planted", condition]);
+    assert_eq!(
+        env.json(&["segment", "size", "planted", "--json"])["size"],
+        200
+    );
+    // Below the minimum support nothing is tested.
+    let none = env.json(&[
+        "discover",
+        "--target",
+        "bought = true",
+        "--dims",
+        "color,size",
+        "--min-support",
+        "1000",
+        "--json",
+    ]);
+    assert_eq!(
+        (
+            none["tested"].as_u64(),
+            none["segments"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(0))
+    );
+}
+
+/// An e-mail test: 200 treated (arm A) and 200 controls; the e-mail works in the north
+/// (60 of 100 visit vs 10 of 100) and does nothing in the south (20 vs 20).
+fn email_experiment(env: &Env) {
+    let mut csv = String::from("customer,region,arm,visit,spend\n");
+    let mut id = 0;
+    for (region, arm, visitors) in [
+        ("north", "A", 60),
+        ("north", "control", 10),
+        ("south", "A", 20),
+        ("south", "control", 20),
+    ] {
+        for i in 0..100 {
+            let visit = i < visitors;
+            let spend = if visit { "10" } else { "0" };
+            csv.push_str(&format!("u{id},{region},{arm},{},{spend}\n", visit as u8));
+            id += 1;
+        }
+    }
+    csv.push_str("u999,north,,1,0\n"); // no arm: rejected
+    let file = env.write("email.csv", csv.as_bytes());
+    let out = env.json(&[
+        "experiment",
+        "import",
+        &file,
+        "--id",
+        "customer",
+        "--arm",
+        "arm",
+        "--control",
+        "control",
+        "--outcomes",
+        "visit,spend",
+        "--json",
+    ]);
+    assert_eq!(
+        (out["name"].as_str(), out["members"].as_u64()),
+        (Some("email"), Some(400))
+    );
+    assert_eq!(out["rejected"], 1);
+    assert_eq!(out["rejects"][0]["line"], 402);
+}
+
+#[test]
+fn experiment_report_matches_independent_statistics() {
+    let env = Env::new();
+    email_experiment(&env);
+    let report = env.json(&["experiment", "report", "email", "--by", "region", "--json"]);
+    assert_eq!(report["control"], "control");
+    let arms = report["arms"].as_array().unwrap();
+    assert_eq!(arms[0]["arm"], "control");
+    assert!(arms[0]["outcomes"]["visit"]["abs_lift"].is_null());
+    let a = &arms[1];
+    assert_eq!((a["arm"].as_str(), a["n"].as_u64()), (Some("A"), Some(200)));
+    let visit = &a["outcomes"]["visit"];
+    // Rates by hand: 80/200 vs 30/200. Newcombe's interval and the pooled z test as
+    // statsmodels 0.14 computes them: confint_proportions_2indep(80, 200, 30, 200,
+    // method="newcomb") = (0.16386838455481167, 0.3313688347035519);
+    // proportions_ztest([80, 30], [200, 200]) p = 2.1568494115070915e-08.
+    assert_eq!(visit["value"].as_f64(), Some(0.4));
+    assert!((visit["abs_lift"].as_f64().unwrap() - 0.25).abs() < 1e-12);
+    assert!((visit["rel_lift"].as_f64().unwrap() - (0.4 / 0.15 - 1.0)).abs() < 1e-12);
+    assert!((visit["ci_low"].as_f64().unwrap() - 0.163_868_384_554_811_67).abs() < 1e-9);
+    assert!((visit["ci_high"].as_f64().unwrap() - 0.331_368_834_703_551_9).abs() < 1e-9);
+    assert!((visit["p_value"].as_f64().unwrap() / 2.156_849_411_507_091_5e-8 - 1.0).abs() < 1e-6);
+    // Welch on spend, scipy.stats.ttest_ind(a, c, equal_var=False): t = 5.817519868033627,
+    // p = 1.3096897232945725e-08, 95% interval (1.6549214959949912, 3.345078504005009).
+    let spend = &a["outcomes"]["spend"];
+    assert!((spend["abs_lift"].as_f64().unwrap() - 2.5).abs() < 1e-12);
+    assert!((spend["ci_low"].as_f64().unwrap() - 1.654_921_495_994_991_2).abs() < 1e-9);
+    assert!((spend["ci_high"].as_f64().unwrap() - 3.345_078_504_005_009).abs() < 1e-9);
+    assert!((spend["p_value"].as_f64().unwrap() / 1.309_689_723_294_572_5e-8 - 1.0).abs() < 1e-6);
+    // By region: north 60/100 vs 10/100, statsmodels Newcombe (0.37698, 0.60106).
+    let by = report["by"].as_array().unwrap();
+    let north = by.iter().find(|b| b["value"] == "north").unwrap();
+    let v = &north["arms"][1]["outcomes"]["visit"];
+    assert!((v["ci_low"].as_f64().unwrap() - 0.376_980_714_492_780_7).abs() < 1e-9);
+    assert!((v["ci_high"].as_f64().unwrap() - 0.601_057_197_014_488_7).abs() < 1e-9);
+}
+
+#[test]
+fn uplift_discovery_finds_where_the_email_works_and_where_it_does_nothing() {
+    let env = Env::new();
+    email_experiment(&env);
+    let out = env.json(&[
+        "experiment",
+        "discover",
+        "email",
+        "--arm",
+        "A",
+        "--outcome",
+        "visit",
+        "--dims",
+        "region",
+        "--min-support",
+        "50",
+        "--save-exclusion",
+        "visits_anyway",
+        "--json",
+    ]);
+    assert!((out["base"].as_f64().unwrap() - 0.25).abs() < 1e-12);
+    let segments = out["segments"].as_array().unwrap();
+    let find = |c: &str| segments.iter().find(|s| s["condition"] == c).unwrap();
+    let north = find(r#"region = "north""#);
+    assert_eq!(
+        (north["verdict"].as_str(), north["support"].as_u64()),
+        (Some("works"), Some(200))
+    );
+    assert!((north["lift"].as_f64().unwrap() - 0.5).abs() < 1e-12);
+    let south = find(r#"region = "south""#);
+    assert_eq!(south["verdict"], "no_effect");
+    // statsmodels: Newcombe for 20/100 - 20/100 is ±0.11104317283691022.
+    assert!((south["ci_high"].as_f64().unwrap() - 0.111_043_172_836_910_22).abs() < 1e-9);
+    assert_eq!(south["control_value"].as_f64(), Some(0.2));
+    assert_eq!(out["exclusion"]["condition"], r#"region = "south""#);
+    assert_eq!(
+        env.json(&["segment", "size", "visits_anyway", "--json"])["size"],
+        200
+    );
+    let err = env.fails(&[
+        "experiment",
+        "discover",
+        "email",
+        "--arm",
+        "control",
+        "--outcome",
+        "visit",
+    ]);
+    assert!(err.contains("is the control"), "{err}");
+    let err = env.fails(&["experiment", "report", "nope"]);
+    assert!(
+        err.contains("no experiment 'nope' (experiments: email)"),
+        "{err}"
+    );
+}
