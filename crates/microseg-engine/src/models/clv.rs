@@ -250,7 +250,16 @@ impl BgNbd {
                 ),
             });
         }
-        let groups = grouped(customers);
+        let mut xs: Vec<f64> = customers.iter().map(|c| c.x).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        let groups: Vec<(Summary, f64, usize)> = grouped(customers)
+            .into_iter()
+            .map(|(c, w)| {
+                let xi = xs.partition_point(|&x| x < c.x);
+                (c, w, xi)
+            })
+            .collect();
         let n = customers.len() as f64;
         let mean_t = customers.iter().map(|c| c.t).sum::<f64>() / n;
         let objective = |theta: &[f64]| {
@@ -260,7 +269,7 @@ impl BgNbd {
                 a: theta[2].exp(),
                 b: theta[3].exp(),
             };
-            -p.log_likelihood_grouped(&groups) / n
+            -p.log_likelihood_grouped(&groups, &xs) / n
         };
         let start = [0.0, mean_t.max(1e-3).ln(), 0.0, 0.0];
         let m = nelder_mead(objective, &start, 20_000);
@@ -300,11 +309,56 @@ impl BgNbd {
         customers.iter().map(|c| self.log_likelihood_of(c)).sum()
     }
 
-    fn log_likelihood_grouped(&self, groups: &[(Summary, f64)]) -> f64 {
-        groups
+    /// The log-likelihood of grouped customers: the terms that depend only on `x` are
+    /// computed once per distinct `x` (`xs`, with each group's index into it).
+    fn log_likelihood_grouped(&self, groups: &[(Summary, f64, usize)], xs: &[f64]) -> f64 {
+        let BgNbd { r, alpha, a, b } = *self;
+        let constant = -ln_gamma(r) + r * alpha.ln() - ln_beta(a, b);
+        let by_x: Vec<(f64, f64)> = xs
             .iter()
-            .map(|(c, w)| w * self.log_likelihood_of(c))
-            .sum()
+            .map(|&x| {
+                let front = ln_gamma(r + x) + ln_beta(a, b + x) + constant;
+                let repeat = if x > 0.0 {
+                    a.ln() - (b + x - 1.0).ln()
+                } else {
+                    0.0
+                };
+                (front, repeat)
+            })
+            .collect();
+        let part = |groups: &[(Summary, f64, usize)]| -> f64 {
+            groups
+                .iter()
+                .map(|(c, w, xi)| {
+                    let (front, repeat) = by_x[*xi];
+                    let a3 = -(r + c.x) * (alpha + c.t).ln();
+                    let ll = if c.x > 0.0 {
+                        let a4 = repeat - (r + c.x) * (alpha + c.t_x).ln();
+                        let hi = a3.max(a4);
+                        front + hi + ((a3 - hi).exp() + (a4 - hi).exp()).ln()
+                    } else {
+                        front + a3
+                    };
+                    w * ll
+                })
+                .sum()
+        };
+        // Large fits sum on every core (a thread per chunk; each evaluation is a pass).
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if groups.len() < 20_000 || threads < 2 {
+            return part(groups);
+        }
+        let chunk = groups.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = groups
+                .chunks(chunk)
+                .map(|g| scope.spawn(move || part(g)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("likelihood thread"))
+                .sum()
+        })
     }
 
     /// The probability that a customer with this history is still active (eq. 13 of the
@@ -380,15 +434,26 @@ impl GammaGamma {
         }
         let n = usable.len() as f64;
         let mean = usable.iter().map(|b| b.1).sum::<f64>() / n;
+        // Terms of one x are computed once per distinct x; ln m and ln x once per buyer.
+        let mut xs: Vec<f64> = usable.iter().map(|b| b.0).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        let rows: Vec<(usize, f64, f64, f64)> = usable
+            .iter()
+            .map(|&(x, m)| (xs.partition_point(|&v| v < x), x, m, m.ln()))
+            .collect();
         let objective = |theta: &[f64]| {
-            let g = GammaGamma {
-                p: theta[0].exp(),
-                q: theta[1].exp(),
-                gamma: theta[2].exp(),
-            };
-            -usable
+            let (p, q, gamma) = (theta[0].exp(), theta[1].exp(), theta[2].exp());
+            let constant = q * gamma.ln() - ln_gamma(q);
+            let by_x: Vec<f64> = xs
                 .iter()
-                .map(|&(x, m)| g.log_likelihood_of(x, m))
+                .map(|&x| ln_gamma(p * x + q) - ln_gamma(p * x) + p * x * x.ln() + constant)
+                .collect();
+            -rows
+                .iter()
+                .map(|&(xi, x, m, ln_m)| {
+                    by_x[xi] + (p * x - 1.0) * ln_m - (p * x + q) * (gamma + m * x).ln()
+                })
                 .sum::<f64>()
                 / n
         };

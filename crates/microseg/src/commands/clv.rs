@@ -121,8 +121,10 @@ fn fit(ctx: &Context, args: FitArgs) -> Result<()> {
     let customers: Vec<Summary> = summaries.iter().flatten().copied().collect();
     let load_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
+    let bg_started = Instant::now();
     let bg = BgNbd::fit(&customers)
         .with_context(|| format!("orders are '{order_event}' events up to {end}"))?;
+    let bg_seconds = bg_started.elapsed().as_secs_f64();
     let (gg, zero_spend) = GammaGamma::fit(&customers)?;
     let fit_seconds = started.elapsed().as_secs_f64();
     let model = ClvModel {
@@ -201,7 +203,7 @@ fn fit(ctx: &Context, args: FitArgs) -> Result<()> {
                     "length": h, "actual": a, "predicted": p,
                 })),
             },
-            "seconds": {"load": load_seconds, "fit": fit_seconds},
+            "seconds": {"load": load_seconds, "fit": fit_seconds, "bgnbd": bg_seconds},
         }));
     }
     let unit_name = match unit {
