@@ -624,10 +624,7 @@ fn uplift(ctx: &Context, args: DiscoverArgs) -> Result<()> {
         }
     }
     let mut saved = None;
-    if let Some(name) = &args.save_exclusion {
-        if exclusion.is_empty() {
-            bail!("no no-effect segment has a control value above the control's overall {}: nothing to exclude", show(kind_name(kind), control_overall));
-        }
+    if let (Some(name), false) = (&args.save_exclusion, exclusion.is_empty()) {
         let condition = if exclusion.len() == 1 {
             exclusion[0].clone()
         } else {
@@ -677,8 +674,15 @@ fn uplift(ctx: &Context, args: DiscoverArgs) -> Result<()> {
         settings.fdr,
     );
     print_findings(&found, kind_text, args.search.top, true);
-    if let Some((name, version, condition)) = saved {
-        println!("\nsaved exclusion segment {name} (version {version}): {condition}");
+    match (saved, &args.save_exclusion) {
+        (Some((name, version, condition)), _) => {
+            println!("\nsaved exclusion segment {name} (version {version}): {condition}")
+        }
+        (None, Some(name)) => println!(
+            "\nno no-effect segment has a control value above the control's overall {}: {name} not saved",
+            show(kind_text, control_overall)
+        ),
+        (None, None) => {}
     }
     Ok(())
 }
