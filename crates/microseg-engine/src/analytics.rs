@@ -143,7 +143,8 @@ fn split(
     }
 }
 
-fn leaf_condition(dim: &str, value: Option<&Value>, is_set: bool) -> Condition {
+/// `dim = value` (`dim has value` for a set item; `dim not exists` without a value).
+pub(crate) fn leaf_condition(dim: &str, value: Option<&Value>, is_set: bool) -> Condition {
     let literal = match value {
         None => {
             return Condition::Exists {

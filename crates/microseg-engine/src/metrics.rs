@@ -48,7 +48,7 @@ pub fn metric_type(name: &str) -> Option<TraitType> {
         "revenue" | "aov" => TraitType::Float,
         "first_seen" | "last_seen" | "last_order_at" => TraitType::Timestamp,
         "rfm" => TraitType::String,
-        "p_alive" | "predicted_orders_90d" | "expected_aov" | "clv_12m" => TraitType::Float,
+        _ if crate::models::clv::PREDICTION_NAMES.contains(&name) => TraitType::Float,
         _ => return None,
     })
 }

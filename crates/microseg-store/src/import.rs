@@ -23,7 +23,7 @@ use rustc_hash::FxHashMap;
 
 use crate::error::StoreError;
 use crate::reader::{self, Cell, Delimiter, Format, Row, RowReader};
-use crate::store::Store;
+use crate::store::{now_ms, Store};
 use crate::workspace::Workspace;
 
 /// Reports how far an import is; the CLI draws a progress bar with it.
@@ -201,12 +201,6 @@ fn column_index(
             available: columns.join(", "),
         }),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Text of an id cell (integers are written out).

@@ -7,13 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::StoreError;
-use crate::store::Store;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use crate::store::{now_ms, Store};
 
 fn json_error(what: &str, e: serde_json::Error) -> StoreError {
     StoreError::Invalid(format!("store: {what} is unreadable: {e}"))

@@ -129,6 +129,13 @@ CREATE TABLE experiment_members(
 ) WITHOUT ROWID;
 "#;
 
+/// The clock in UTC milliseconds, for `created_at` / `updated_at` columns.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// A stored segment definition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSegment {
@@ -415,9 +422,7 @@ impl Store {
         let text = condition.to_string();
         let json = serde_json::to_string(condition)
             .map_err(|e| StoreError::Invalid(format!("segment '{name}': {e}")))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = now_ms();
         tx.execute(
             "INSERT INTO segments(name, version, condition, definition, description, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)

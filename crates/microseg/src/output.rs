@@ -1,4 +1,19 @@
-//! Human output: aligned tables and readable numbers.
+//! Human output: aligned tables and readable numbers, and where output goes.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+
+/// A buffered writer to `path`, or to stdout without one (`--out FILE`).
+pub fn writer(path: Option<&Path>) -> Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| path.display().to_string())?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    })
+}
 
 /// Prints rows as a table with a header, columns aligned (numbers to the right).
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {

@@ -73,12 +73,16 @@ impl TimeUnit {
         }
     }
 
-    /// Parses `day` or `week`.
-    pub fn from_name(name: &str) -> Option<TimeUnit> {
-        match name {
-            "day" | "days" => Some(TimeUnit::Day),
-            "week" | "weeks" => Some(TimeUnit::Week),
-            _ => None,
+    /// `ms` milliseconds in this unit.
+    pub fn of_ms(self, ms: i64) -> f64 {
+        ms as f64 / (self.days() * DAY_MS as f64)
+    }
+
+    /// The unit's name: `day` or `week`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeUnit::Day => "day",
+            TimeUnit::Week => "week",
         }
     }
 }
@@ -114,13 +118,9 @@ pub fn summarise(
                 if events.name[row] != order || events.time[row] > end.0 {
                     continue;
                 }
-                let day = events.time[row].div_euclid(DAY_MS);
                 let revenue = events.revenue[row];
                 let revenue = if revenue.is_nan() { 0.0 } else { revenue };
-                match days.last_mut() {
-                    Some((d, sum)) if *d == day => *sum += revenue,
-                    _ => days.push((day, revenue)),
-                }
+                days.push((events.time[row].div_euclid(DAY_MS), revenue));
             }
         }
         out.push(summary_of_days(&mut days, end_day, unit));
@@ -156,10 +156,9 @@ pub fn order_days_between(
         .collect()
 }
 
-/// The summary of order days `(day, spend)` in time order (same days merged) up to `end_day`.
+/// The summary of orders `(day, spend)` in time order up to `end_day`; orders of one day
+/// are merged into one purchase, their spend summed.
 fn summary_of_days(days: &mut Vec<(i64, f64)>, end_day: i64, unit: TimeUnit) -> Option<Summary> {
-    // Events are in time order within a profile, so equal days are adjacent; merge anyway
-    // in case of ties across rows.
     days.dedup_by(|b, a| {
         if a.0 == b.0 {
             a.1 += b.1;
@@ -218,6 +217,18 @@ pub struct Fitted<P> {
     pub evaluations: usize,
 }
 
+/// The distinct values of `values`, sorted, and each value's index among them: terms of the
+/// likelihoods that depend only on `x` are computed once per distinct `x`.
+fn distinct_index(values: impl Iterator<Item = f64> + Clone) -> (Vec<f64>, Vec<usize>) {
+    let mut distinct: Vec<f64> = values.clone().collect();
+    distinct.sort_by(f64::total_cmp);
+    distinct.dedup();
+    let index = values
+        .map(|v| distinct.partition_point(|&d| d < v))
+        .collect();
+    (distinct, index)
+}
+
 /// Distinct `(x, t_x, T)` triples with their counts: customers with one history share one
 /// likelihood term.
 fn grouped(customers: &[Summary]) -> Vec<(Summary, f64)> {
@@ -237,6 +248,16 @@ fn grouped(customers: &[Summary]) -> Vec<(Summary, f64)> {
 }
 
 impl BgNbd {
+    /// Parameters from their logarithms (the optimiser's coordinates).
+    fn from_log(theta: &[f64]) -> BgNbd {
+        BgNbd {
+            r: theta[0].exp(),
+            alpha: theta[1].exp(),
+            a: theta[2].exp(),
+            b: theta[3].exp(),
+        }
+    }
+
     /// Fits the model by maximum likelihood to customers with at least one purchase.
     pub fn fit(customers: &[Summary]) -> Result<Fitted<BgNbd>, ClvError> {
         let repeaters = customers.iter().filter(|c| c.x > 0.0).count();
@@ -250,63 +271,26 @@ impl BgNbd {
                 ),
             });
         }
-        let mut xs: Vec<f64> = customers.iter().map(|c| c.x).collect();
-        xs.sort_by(f64::total_cmp);
-        xs.dedup();
-        let groups: Vec<(Summary, f64, usize)> = grouped(customers)
+        let groups = grouped(customers);
+        let (xs, x_index) = distinct_index(groups.iter().map(|g| g.0.x));
+        let groups: Vec<(Summary, f64, usize)> = groups
             .into_iter()
-            .map(|(c, w)| {
-                let xi = xs.partition_point(|&x| x < c.x);
-                (c, w, xi)
-            })
+            .zip(x_index)
+            .map(|((c, w), xi)| (c, w, xi))
             .collect();
         let n = customers.len() as f64;
         let mean_t = customers.iter().map(|c| c.t).sum::<f64>() / n;
-        let objective = |theta: &[f64]| {
-            let p = BgNbd {
-                r: theta[0].exp(),
-                alpha: theta[1].exp(),
-                a: theta[2].exp(),
-                b: theta[3].exp(),
-            };
-            -p.log_likelihood_grouped(&groups, &xs) / n
-        };
+        let objective =
+            |theta: &[f64]| -BgNbd::from_log(theta).log_likelihood_grouped(&groups, &xs) / n;
         let start = [0.0, mean_t.max(1e-3).ln(), 0.0, 0.0];
         let m = nelder_mead(objective, &start, 20_000);
-        let params = BgNbd {
-            r: m.x[0].exp(),
-            alpha: m.x[1].exp(),
-            a: m.x[2].exp(),
-            b: m.x[3].exp(),
-        };
         check_finite("BG/NBD", &m.x, m.value, m.converged)?;
         Ok(Fitted {
-            params,
+            params: BgNbd::from_log(&m.x),
             log_likelihood: -m.value * n,
             customers: customers.len(),
             evaluations: m.evaluations,
         })
-    }
-
-    /// The log-likelihood of one customer.
-    pub fn log_likelihood_of(&self, c: &Summary) -> f64 {
-        let BgNbd { r, alpha, a, b } = *self;
-        let x = c.x;
-        let a1 = ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln();
-        let a2 = ln_beta(a, b + x) - ln_beta(a, b);
-        let a3 = -(r + x) * (alpha + c.t).ln();
-        if x > 0.0 {
-            let a4 = a.ln() - (b + x - 1.0).ln() - (r + x) * (alpha + c.t_x).ln();
-            let hi = a3.max(a4);
-            a1 + a2 + hi + ((a3 - hi).exp() + (a4 - hi).exp()).ln()
-        } else {
-            a1 + a2 + a3
-        }
-    }
-
-    /// The log-likelihood of a set of customers.
-    pub fn log_likelihood(&self, customers: &[Summary]) -> f64 {
-        customers.iter().map(|c| self.log_likelihood_of(c)).sum()
     }
 
     /// The log-likelihood of grouped customers: the terms that depend only on `x` are
@@ -382,14 +366,33 @@ impl BgNbd {
         let x = c.x;
         let z = horizon / (alpha + c.t + horizon);
         let power = ((alpha + c.t) / (alpha + c.t + horizon)).powf(r + x);
-        let numerator = (a + b + x - 1.0) / (a - 1.0)
-            * (1.0 - power * hyp2f1(r + x, b + x, a + b + x - 1.0, z));
-        let denominator = if x > 0.0 {
-            1.0 + (a / (b + x - 1.0)) * ((r + x) * ((alpha + c.t) / (alpha + c.t_x)).ln()).exp()
-        } else {
-            1.0
-        };
-        numerator / denominator
+        // Eq. (10)'s denominator is 1 / P(alive).
+        (a + b + x - 1.0) / (a - 1.0)
+            * (1.0 - power * hyp2f1(r + x, b + x, a + b + x - 1.0, z))
+            * self.p_alive(c)
+    }
+
+    /// Customers by repeat purchases 0, 1, .., `top − 1` and `top` or more: how many there
+    /// are, and how many the model expects (Σ P(X(Tᵢ) = x) over the customers, eq. 8; the
+    /// paper's figure 2), each probability computed once per distinct `T`.
+    pub fn repeat_histogram(&self, customers: &[Summary], top: u32) -> Vec<(u64, f64)> {
+        let mut out = vec![(0u64, 0.0); top as usize + 1];
+        for c in customers {
+            out[(c.x as usize).min(top as usize)].0 += 1;
+        }
+        let (ts, t_index) = distinct_index(customers.iter().map(|c| c.t));
+        let mut weights = vec![0.0; ts.len()];
+        for i in t_index {
+            weights[i] += 1.0;
+        }
+        for (t, w) in ts.iter().zip(weights) {
+            for x in 0..top {
+                out[x as usize].1 += w * self.probability_of_count(x, *t);
+            }
+        }
+        let below: f64 = out[..top as usize].iter().map(|b| b.1).sum();
+        out[top as usize].1 = customers.len() as f64 - below;
+        out
     }
 
     /// The probability that a new customer makes exactly `x` repeat purchases in a period of
@@ -435,12 +438,11 @@ impl GammaGamma {
         let n = usable.len() as f64;
         let mean = usable.iter().map(|b| b.1).sum::<f64>() / n;
         // Terms of one x are computed once per distinct x; ln m and ln x once per buyer.
-        let mut xs: Vec<f64> = usable.iter().map(|b| b.0).collect();
-        xs.sort_by(f64::total_cmp);
-        xs.dedup();
+        let (xs, x_index) = distinct_index(usable.iter().map(|b| b.0));
         let rows: Vec<(usize, f64, f64, f64)> = usable
             .iter()
-            .map(|&(x, m)| (xs.partition_point(|&v| v < x), x, m, m.ln()))
+            .zip(x_index)
+            .map(|(&(x, m), xi)| (xi, x, m, m.ln()))
             .collect();
         let objective = |theta: &[f64]| {
             let (p, q, gamma) = (theta[0].exp(), theta[1].exp(), theta[2].exp());
@@ -459,30 +461,19 @@ impl GammaGamma {
         };
         let m = nelder_mead(objective, &[0.0, 0.0, mean.ln()], 20_000);
         check_finite("Gamma-Gamma", &m.x, m.value, m.converged)?;
-        let params = GammaGamma {
-            p: m.x[0].exp(),
-            q: m.x[1].exp(),
-            gamma: m.x[2].exp(),
-        };
         Ok((
             Fitted {
-                params,
+                params: GammaGamma {
+                    p: m.x[0].exp(),
+                    q: m.x[1].exp(),
+                    gamma: m.x[2].exp(),
+                },
                 log_likelihood: -m.value * n,
                 customers: usable.len(),
                 evaluations: m.evaluations,
             },
             zero,
         ))
-    }
-
-    /// The log-likelihood of a customer's mean spend `m` over `x` transactions.
-    pub fn log_likelihood_of(&self, x: f64, m: f64) -> f64 {
-        let GammaGamma { p, q, gamma } = *self;
-        ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q)
-            + q * gamma.ln()
-            + (p * x - 1.0) * m.ln()
-            + p * x * x.ln()
-            - (p * x + q) * (gamma + m * x).ln()
     }
 
     /// The expected spend per transaction of a customer with `x` repeat transactions of mean
@@ -667,6 +658,16 @@ mod tests {
             assert!((PAPER.expected_purchases(&c, 13.0) - y13).abs() < 1e-10);
             assert!((PAPER.expected_purchases(&c, 52.0) - y52).abs() < 1e-10);
         }
+    }
+
+    #[test]
+    fn the_histogram_counts_customers_and_spreads_the_model_over_them() {
+        let customers = [s(0.0, 0.0, 39.0), s(1.0, 3.0, 39.0), s(9.0, 30.0, 20.0)];
+        let h = PAPER.repeat_histogram(&customers, 2);
+        assert_eq!(h.iter().map(|b| b.0).collect::<Vec<_>>(), [1, 1, 1]);
+        let p0 = 2.0 * PAPER.probability_of_count(0, 39.0) + PAPER.probability_of_count(0, 20.0);
+        assert!((h[0].1 - p0).abs() < 1e-12);
+        assert!((h.iter().map(|b| b.1).sum::<f64>() - 3.0).abs() < 1e-12);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use roaring::RoaringBitmap;
 use serde::Serialize;
 
 use super::experiment::{compare, Moments, OutcomeKind};
+use crate::analytics::leaf_condition;
 use crate::evaluate::{Dataset, EvalError};
 use crate::special::{normal_two_sided_p, t_quantile, t_two_sided_p};
 
@@ -28,6 +29,8 @@ const MAX_EXACT_NUMBERS: usize = 12;
 pub struct Item {
     /// Index of its dimension.
     pub dimension: usize,
+    /// What it stands for: the value, or the condition of a numeric bin.
+    pub label: String,
     /// The condition.
     pub condition: Condition,
     /// Its members within the base.
@@ -69,81 +72,7 @@ pub fn dimension_items(
     settings: &Settings,
 ) -> Result<Vec<Item>, EvalError> {
     let ty = dataset.type_of(name)?;
-    let operand = || Operand::Name(name.to_string());
-    let compare = |op, right| Condition::Compare {
-        left: operand(),
-        op,
-        right,
-    };
-    let conditions: Vec<Condition> = match ty {
-        TraitType::Bool => vec![
-            compare(CompareOp::Eq, Literal::Bool(true)),
-            compare(CompareOp::Eq, Literal::Bool(false)),
-        ],
-        TraitType::String | TraitType::StringSet => {
-            let mut counts: std::collections::HashMap<String, u64> = Default::default();
-            for p in base {
-                match dataset.value_of(name, p)? {
-                    Some(Value::Str(s)) => *counts.entry(s).or_default() += 1,
-                    Some(Value::Set(items)) => {
-                        for s in items {
-                            *counts.entry(s).or_default() += 1;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let mut values: Vec<(String, u64)> = counts.into_iter().collect();
-            values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            values.truncate(MAX_VALUES);
-            values
-                .into_iter()
-                .map(|(v, _)| match ty {
-                    TraitType::StringSet => Condition::Has {
-                        name: name.to_string(),
-                        value: v,
-                    },
-                    _ => compare(CompareOp::Eq, Literal::Str(v)),
-                })
-                .collect()
-        }
-        TraitType::Integer | TraitType::Float => {
-            let mut values: Vec<f64> = Vec::new();
-            for p in base {
-                if let Some(x) = dataset.value_of(name, p)?.as_ref().and_then(Value::as_f64) {
-                    values.push(x);
-                }
-            }
-            values.sort_by(f64::total_cmp);
-            let literal = |x: f64| match ty {
-                TraitType::Integer => Literal::Int(x as i64),
-                _ => Literal::Float(x),
-            };
-            let mut distinct = values.clone();
-            distinct.dedup();
-            if distinct.len() <= MAX_EXACT_NUMBERS {
-                distinct
-                    .into_iter()
-                    .map(|x| compare(CompareOp::Eq, literal(x)))
-                    .collect()
-            } else {
-                let mut cuts: Vec<f64> = (1..settings.bins.max(2))
-                    .map(|i| values[i * values.len() / settings.bins.max(2)])
-                    .collect();
-                cuts.dedup();
-                let mut out = vec![compare(CompareOp::Lt, literal(cuts[0]))];
-                for w in cuts.windows(2) {
-                    out.push(Condition::And {
-                        all: vec![
-                            compare(CompareOp::Ge, literal(w[0])),
-                            compare(CompareOp::Lt, literal(w[1])),
-                        ],
-                    });
-                }
-                out.push(compare(CompareOp::Ge, literal(cuts[cuts.len() - 1])));
-                out
-            }
-        }
+    let conditions = match ty {
         TraitType::Timestamp => {
             return Err(EvalError::WrongType {
                 name: name.to_string(),
@@ -151,19 +80,102 @@ pub fn dimension_items(
                 hint: "discovery dimensions are categorical or numeric".into(),
             })
         }
+        TraitType::Integer | TraitType::Float => number_items(dataset, name, ty, base, settings)?,
+        _ => value_items(dataset, name, ty == TraitType::StringSet, base)?,
     };
     let mut items = Vec::new();
-    for condition in conditions {
+    for (label, condition) in conditions {
         let members = dataset.evaluate(&condition)? & base;
         if members.len() >= settings.min_support.max(1) {
             items.push(Item {
                 dimension,
+                label,
                 condition,
                 members,
             });
         }
     }
     Ok(items)
+}
+
+/// `name = value` (`name has value` for sets) for the most common values in `base`,
+/// labelled by the value.
+fn value_items(
+    dataset: &Dataset<'_>,
+    name: &str,
+    is_set: bool,
+    base: &RoaringBitmap,
+) -> Result<Vec<(String, Condition)>, EvalError> {
+    let mut counts: std::collections::HashMap<String, (Value, u64)> = Default::default();
+    let mut count = |v: Value| counts.entry(v.to_string()).or_insert((v, 0)).1 += 1;
+    for p in base {
+        match dataset.value_of(name, p)? {
+            Some(Value::Set(items)) => items.into_iter().map(Value::Str).for_each(&mut count),
+            Some(v) => count(v),
+            None => {}
+        }
+    }
+    let mut values: Vec<(String, (Value, u64))> = counts.into_iter().collect();
+    values.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then_with(|| a.0.cmp(&b.0)));
+    values.truncate(MAX_VALUES);
+    Ok(values
+        .into_iter()
+        .map(|(label, (v, _))| (label, leaf_condition(name, Some(&v), is_set)))
+        .collect())
+}
+
+/// One item per value of a number with few values, else quantile bins
+/// (`x < c1`, `c1 <= x < c2`, ..., `x >= ck`) labelled by their condition.
+fn number_items(
+    dataset: &Dataset<'_>,
+    name: &str,
+    ty: TraitType,
+    base: &RoaringBitmap,
+    settings: &Settings,
+) -> Result<Vec<(String, Condition)>, EvalError> {
+    let mut values: Vec<f64> = Vec::new();
+    for p in base {
+        if let Some(x) = dataset.value_of(name, p)?.as_ref().and_then(Value::as_f64) {
+            values.push(x);
+        }
+    }
+    values.sort_by(f64::total_cmp);
+    let value = |x: f64| match ty {
+        TraitType::Integer => Value::Int(x as i64),
+        _ => Value::Float(x),
+    };
+    let mut distinct = values.clone();
+    distinct.dedup();
+    if distinct.len() <= MAX_EXACT_NUMBERS {
+        return Ok(distinct
+            .into_iter()
+            .map(|x| {
+                (
+                    value(x).to_string(),
+                    leaf_condition(name, Some(&value(x)), false),
+                )
+            })
+            .collect());
+    }
+    let bins = settings.bins.max(2);
+    let mut cuts: Vec<f64> = (1..bins).map(|i| values[i * values.len() / bins]).collect();
+    cuts.dedup();
+    let compare = |op, x: f64| Condition::Compare {
+        left: Operand::Name(name.to_string()),
+        op,
+        right: match value(x) {
+            Value::Int(i) => Literal::Int(i),
+            _ => Literal::Float(x),
+        },
+    };
+    let mut out = vec![compare(CompareOp::Lt, cuts[0])];
+    for w in cuts.windows(2) {
+        out.push(Condition::And {
+            all: vec![compare(CompareOp::Ge, w[0]), compare(CompareOp::Lt, w[1])],
+        });
+    }
+    out.push(compare(CompareOp::Ge, cuts[cuts.len() - 1]));
+    Ok(out.into_iter().map(|c| (c.to_string(), c)).collect())
 }
 
 /// The conjunction of items as one flat `and`.

@@ -68,7 +68,7 @@ fn distance2(a: &[f64], b: &[f64]) -> f64 {
 /// A clustering.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Clustering {
-    /// `k × d` centres, row-major.
+    /// `k × d` centres, row-major, largest cluster first.
     pub centres: Vec<f64>,
     /// The cluster of each point.
     pub labels: Vec<usize>,
@@ -237,7 +237,31 @@ pub fn kmeans(points: &Points<'_>, k: usize, restarts: usize, seed: u64) -> Clus
             best = Some(c);
         }
     }
-    best.expect("at least one restart")
+    largest_first(best.expect("at least one restart"), points.d)
+}
+
+/// Renumbers clusters by size, largest first (ties by the old number), so results read
+/// the same whatever order the restarts found them in.
+fn largest_first(mut c: Clustering, d: usize) -> Clustering {
+    let k = c.centres.len() / d.max(1);
+    let mut sizes = vec![0usize; k];
+    for &l in &c.labels {
+        sizes[l] += 1;
+    }
+    let mut order: Vec<usize> = (0..k).collect();
+    order.sort_by(|&a, &b| sizes[b].cmp(&sizes[a]).then(a.cmp(&b)));
+    let mut rank = vec![0; k];
+    for (r, &old) in order.iter().enumerate() {
+        rank[old] = r;
+    }
+    for l in &mut c.labels {
+        *l = rank[*l];
+    }
+    c.centres = order
+        .iter()
+        .flat_map(|&old| c.centres[old * d..(old + 1) * d].to_vec())
+        .collect();
+    c
 }
 
 /// The mean silhouette of `labels` over the points `sample` (indices), distances to every
@@ -296,8 +320,7 @@ mod tests {
         for &l in &c.labels {
             sizes[l] += 1;
         }
-        sizes.sort();
-        assert_eq!(sizes, [20, 30, 50]);
+        assert_eq!(sizes, [50, 30, 20], "numbered largest first");
         // Inertia by hand: each coordinate is uniform on ±0.5 around its centre, so each
         // point contributes about 2 × 1/12; 100 points → about 16.7.
         assert!(c.inertia > 12.0 && c.inertia < 21.0, "{}", c.inertia);

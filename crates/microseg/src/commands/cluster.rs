@@ -73,18 +73,8 @@ pub fn run(ctx: &Context, args: ClusterArgs) -> Result<()> {
         .as_deref()
         .map(|w| named_or_parsed(&saved, w).map(|c| c.1))
         .transpose()?;
-    // Name every feature in a condition so metrics (CLV predictions too) load.
-    let probe = microseg_core::condition::parse(
-        &args
-            .features
-            .iter()
-            .map(|f| format!("`{f}` exists"))
-            .collect::<Vec<_>>()
-            .join(" and "),
-    )?;
-    let mut conditions: Vec<&Condition> = vec![&probe];
-    conditions.extend(within.as_ref());
-    let loaded = Loaded::new(&ws, &store, at, &conditions)?;
+    let conditions: Vec<&Condition> = within.iter().collect();
+    let loaded = Loaded::reading(&ws, &store, at, &conditions, &args.features)?;
     let dataset = loaded.dataset();
     for f in &args.features {
         let ty = dataset.type_of(f)?;
@@ -157,39 +147,28 @@ pub fn run(ctx: &Context, args: ClusterArgs) -> Result<()> {
     let result = kmeans(&points, k, args.restarts, args.seed);
     let seconds = started.elapsed().as_secs_f64();
     // Clusters by size, largest first, numbered from 1.
-    let mut sizes = vec![0usize; k];
-    for &l in &result.labels {
-        sizes[l] += 1;
-    }
-    let mut order: Vec<usize> = (0..k).collect();
-    order.sort_by(|&a, &b| sizes[b].cmp(&sizes[a]).then(a.cmp(&b)));
-    let mut number = vec![0usize; k];
-    for (rank, &c) in order.iter().enumerate() {
-        number[c] = rank + 1;
-    }
+    // Clusters come numbered by size, largest first; members and feature sums in one pass.
     let mut bitmaps = vec![RoaringBitmap::new(); k];
+    let mut sums = vec![0.0; k * d];
     for (i, &l) in result.labels.iter().enumerate() {
-        bitmaps[number[l] - 1].insert(members[i]);
+        bitmaps[l].insert(members[i]);
+        for j in 0..d {
+            sums[l * d + j] += raw[i * d + j];
+        }
     }
     let all: RoaringBitmap = members.iter().copied().collect();
     let traits = over_indexing(&loaded, &all, &bitmaps)?;
     let clusters: Vec<serde_json::Value> = (0..k)
         .map(|c| {
-            let label = order[c];
+            let size = bitmaps[c].len();
             let mut centroid = serde_json::Map::new();
             for (j, f) in args.features.iter().enumerate() {
-                let (sum, count) = result
-                    .labels
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &l)| l == label)
-                    .fold((0.0, 0usize), |(s, n), (i, _)| (s + raw[i * d + j], n + 1));
-                centroid.insert(f.clone(), json!(sum / count.max(1) as f64));
+                centroid.insert(f.clone(), json!(sums[c * d + j] / size.max(1) as f64));
             }
             json!({
                 "cluster": c + 1,
-                "size": sizes[label],
-                "share": sizes[label] as f64 / n as f64,
+                "size": size,
+                "share": size as f64 / n as f64,
                 "centroid": centroid,
                 "over_indexes": traits[c].iter().map(|(t, v, share, lift)| json!({
                     "trait": t, "value": v, "share": share, "lift": lift,

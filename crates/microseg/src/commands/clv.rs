@@ -12,8 +12,9 @@ use microseg_engine::models::clv::{
 };
 use serde_json::json;
 
+use super::dataset::clv_summaries;
 use super::{as_of, print_json, Context};
-use crate::output::{money, print_table, thousands};
+use crate::output::{money, print_table, thousands, writer};
 
 /// Predicted lifetime value: BG/NBD (how often customers buy, and when they drop out) and
 /// Gamma-Gamma (how much they spend), fitted by maximum likelihood on the order events.
@@ -73,7 +74,7 @@ pub struct PredictArgs {
     /// Rows in the table.
     #[arg(long, default_value_t = 20, value_name = "N")]
     top: usize,
-    /// Write to this file instead of stdout.
+    /// Write csv or json to this file instead of stdout (the table always prints).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
 }
@@ -121,10 +122,9 @@ fn fit(ctx: &Context, args: FitArgs) -> Result<()> {
     let customers: Vec<Summary> = summaries.iter().flatten().copied().collect();
     let load_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let bg_started = Instant::now();
     let bg = BgNbd::fit(&customers)
         .with_context(|| format!("orders are '{order_event}' events up to {end}"))?;
-    let bg_seconds = bg_started.elapsed().as_secs_f64();
+    let bg_seconds = started.elapsed().as_secs_f64();
     let (gg, zero_spend) = GammaGamma::fit(&customers)?;
     let fit_seconds = started.elapsed().as_secs_f64();
     let model = ClvModel {
@@ -135,38 +135,20 @@ fn fit(ctx: &Context, args: FitArgs) -> Result<()> {
         monthly_discount: args.discount,
     };
     // Diagnostics: repeat-purchase counts in the calibration period, actual vs the model.
-    let mut frequency = Vec::new();
-    for x in 0..=7u32 {
-        let actual = customers
-            .iter()
-            .filter(|c| if x < 7 { c.x == x as f64 } else { c.x >= 7.0 })
-            .count();
-        let expected: f64 = if x < 7 {
-            customers
-                .iter()
-                .map(|c| bg.params.probability_of_count(x, c.t))
-                .sum()
-        } else {
-            customers.len() as f64
-                - (0..7)
-                    .map(|k| {
-                        customers
-                            .iter()
-                            .map(|c| bg.params.probability_of_count(k, c.t))
-                            .sum::<f64>()
-                    })
-                    .sum::<f64>()
-        };
-        frequency.push((
-            if x < 7 { x.to_string() } else { "7+".into() },
-            actual,
-            expected,
-        ));
-    }
+    let frequency: Vec<(String, u64, f64)> = bg
+        .params
+        .repeat_histogram(&customers, 7)
+        .into_iter()
+        .enumerate()
+        .map(|(x, (actual, expected))| {
+            let label = if x < 7 { x.to_string() } else { "7+".into() };
+            (label, actual, expected)
+        })
+        .collect();
     let holdout = (as_of > end).then(|| {
         let days = order_days_between(&events, order, end, as_of);
-        let horizon =
-            (as_of.0.div_euclid(86_400_000) - end.0.div_euclid(86_400_000)) as f64 / unit.days();
+        let day = 86_400_000;
+        let horizon = unit.of_ms((as_of.0.div_euclid(day) - end.0.div_euclid(day)) * day);
         let (mut actual, mut predicted) = (0.0, 0.0);
         for (p, s) in summaries.iter().enumerate() {
             if let Some(s) = s {
@@ -206,12 +188,9 @@ fn fit(ctx: &Context, args: FitArgs) -> Result<()> {
             "seconds": {"load": load_seconds, "fit": fit_seconds, "bgnbd": bg_seconds},
         }));
     }
-    let unit_name = match unit {
-        TimeUnit::Week => "weeks",
-        TimeUnit::Day => "days",
-    };
+    let unit_name = unit.name();
     println!(
-        "CLV model fitted on {} customers ({} repeat buyers), orders up to {end}, time in {unit_name}",
+        "CLV model fitted on {} customers ({} repeat buyers), orders up to {end}, time in {unit_name}s",
         thousands(customers.len() as u64),
         thousands(repeaters as u64),
     );
@@ -232,11 +211,10 @@ fn fit(ctx: &Context, args: FitArgs) -> Result<()> {
         }
     );
     println!(
-        "  mean purchase rate {:.3} per {}, mean spend per order {}",
+        "  mean purchase rate {:.3} per {unit_name}, mean spend per order {}",
         bg.params.r / bg.params.alpha,
-        &unit_name[..unit_name.len() - 1],
         if gg.params.q > 1.0 {
-            money(gg.params.p * gg.params.gamma / (gg.params.q - 1.0))
+            money(gg.params.expected_spend(0.0, 0.0))
         } else {
             "unbounded (q <= 1)".into()
         }
@@ -244,12 +222,12 @@ fn fit(ctx: &Context, args: FitArgs) -> Result<()> {
     println!("\nRepeat purchases in the calibration period, customers:");
     let rows: Vec<Vec<String>> = frequency
         .iter()
-        .map(|(x, a, e)| vec![x.clone(), thousands(*a as u64), format!("{e:.1}")])
+        .map(|(x, a, e)| vec![x.clone(), thousands(*a), format!("{e:.1}")])
         .collect();
     print_table(&["repeat purchases", "actual", "model"], &rows);
     if let Some((h, a, p)) = holdout {
         println!(
-            "\nHoldout ({h:.1} {unit_name} after the calibration end): {} repeat purchases predicted, {} actual ({:+.1}%)",
+            "\nHoldout ({h:.1} {unit_name}s after the calibration end): {} repeat purchases predicted, {} actual ({:+.1}%)",
             thousands(p.round() as u64),
             thousands(a as u64),
             if a > 0.0 { (p / a - 1.0) * 100.0 } else { 0.0 },
@@ -266,28 +244,21 @@ fn predict(ctx: &Context, args: PredictArgs) -> Result<()> {
     let (ws, store) = ctx.open()?;
     let as_of = as_of(args.as_of.as_deref())?;
     let horizon_ms = parse_duration(&args.horizon).context("--horizon")?;
-    let Some(model) = store.model::<ClvModel>("clv")? else {
-        bail!("no CLV model in this workspace: fit one with `microseg clv fit`");
-    };
     let ids = store.external_ids()?;
     let events = store.load_events(ids.len())?;
-    let order = events.names.code(&ws.config.metrics_config().order_event);
-    let summaries = summarise(&events, order, as_of, model.unit);
-    let horizon = horizon_ms as f64 / (model.unit.days() * 86_400_000.0);
+    let order_event = ws.config.metrics_config().order_event;
+    let Some((model, summaries)) = clv_summaries(&store, &events, &order_event, as_of)? else {
+        bail!("no CLV model in this workspace: fit one with `microseg clv fit`");
+    };
+    let horizon = model.unit.of_ms(horizon_ms);
     let mut rows: Vec<(usize, Summary, microseg_engine::models::clv::Prediction)> = summaries
         .iter()
         .enumerate()
         .filter_map(|(p, s)| s.map(|s| (p, s, model.predict(&s, horizon))))
         .collect();
-    let mut out: Box<dyn Write> = match &args.out {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
     match args.format {
         Format::Csv => {
-            let mut w = csv::Writer::from_writer(out);
+            let mut w = csv::Writer::from_writer(writer(args.out.as_deref())?);
             w.write_record([
                 "id",
                 "repeat_purchases",
@@ -327,10 +298,11 @@ fn predict(ctx: &Context, args: PredictArgs) -> Result<()> {
                 "as_of": as_of.to_string(), "horizon": args.horizon, "unit": model.unit,
                 "count": profiles.len(), "profiles": profiles,
             });
+            let mut out = writer(args.out.as_deref())?;
             writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+            out.flush()?;
         }
         Format::Table => {
-            drop(out);
             let total: f64 = rows.iter().map(|r| r.2.clv_12m).sum();
             let orders: f64 = rows.iter().map(|r| r.2.predicted_orders).sum();
             let active = rows.iter().filter(|r| r.2.p_alive >= 0.5).count();

@@ -5,26 +5,24 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use microseg_core::condition::Condition;
 use microseg_core::Timestamp;
-use microseg_engine::models::clv::{summarise, ClvModel, Predictions, PREDICTION_NAMES};
+use microseg_engine::models::clv::{summarise, ClvModel, Predictions, Summary, PREDICTION_NAMES};
 use microseg_engine::{compute_metrics, Dataset, EventTable, Metrics, ProfileTable};
 use microseg_store::{Store, Workspace};
 use roaring::RoaringBitmap;
 
-/// The stored CLV model's predictions for every profile as of `as_of`, over `horizon`
-/// milliseconds (default 90 days); `None` without a model.
-pub fn clv_predictions(
+/// The stored CLV model and every profile's order history as of `as_of` in its unit;
+/// `None` without a model.
+pub fn clv_summaries(
     store: &Store,
     events: &EventTable,
     order_event: &str,
     as_of: Timestamp,
-    horizon_ms: Option<i64>,
-) -> Result<Option<Predictions>> {
+) -> Result<Option<(ClvModel, Vec<Option<Summary>>)>> {
     let Some(model) = store.model::<ClvModel>("clv")? else {
         return Ok(None);
     };
     let summaries = summarise(events, events.names.code(order_event), as_of, model.unit);
-    let horizon = horizon_ms.unwrap_or(90 * 86_400_000) as f64 / (model.unit.days() * 86_400_000.0);
-    Ok(Some(Predictions::compute(&model, &summaries, horizon)))
+    Ok(Some((model, summaries)))
 }
 
 /// Everything conditions are evaluated over, as of one instant.
@@ -51,10 +49,22 @@ impl Loaded {
         as_of: Timestamp,
         conditions: &[&Condition],
     ) -> Result<Loaded> {
+        Loaded::reading(ws, store, as_of, conditions, &[])
+    }
+
+    /// As [`Loaded::new`], for commands that also read traits or metrics by name
+    /// (features, dimensions, targets): names that need a model's predictions load them.
+    pub fn reading(
+        ws: &Workspace,
+        store: &Store,
+        as_of: Timestamp,
+        conditions: &[&Condition],
+        read: &[String],
+    ) -> Result<Loaded> {
         let segments = store.segment_conditions()?;
         // Event properties of the conditions and of every segment they reach.
         let mut properties = std::collections::BTreeSet::new();
-        let mut names = std::collections::BTreeSet::new();
+        let mut names: std::collections::BTreeSet<String> = read.iter().cloned().collect();
         let mut todo: Vec<&Condition> = conditions.to_vec();
         let mut seen = std::collections::BTreeSet::new();
         while let Some(c) = todo.pop() {
@@ -74,7 +84,13 @@ impl Loaded {
         let config = ws.config.metrics_config();
         let mut metrics = compute_metrics(&events, &profiles.external_ids, as_of, &config);
         if names.iter().any(|n| PREDICTION_NAMES.contains(&n.as_str())) {
-            metrics.clv = clv_predictions(store, &events, &config.order_event, as_of, None)?;
+            // The metric is named for its 90-day horizon.
+            metrics.clv = clv_summaries(store, &events, &config.order_event, as_of)?.map(
+                |(model, summaries)| {
+                    let horizon = model.unit.of_ms(90 * 86_400_000);
+                    Predictions::compute(&model, &summaries, horizon)
+                },
+            );
         }
         Ok(Loaded {
             external_ids: profiles.external_ids.clone(),

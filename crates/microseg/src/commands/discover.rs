@@ -132,27 +132,21 @@ pub fn run(ctx: &Context, args: DiscoverArgs) -> Result<()> {
     let at = as_of(args.as_of.as_deref())?;
     let settings = args.search.settings()?;
     let saved = store.segment_conditions()?;
-    let metric_like = microseg_engine::metrics::metric_type(&args.target).is_some();
-    let target_condition = if metric_like {
-        None
-    } else {
-        Some(named_or_parsed(&saved, &args.target)?.1)
+    // A saved segment or a condition is a rate; a bare name (a trait or metric) a mean.
+    let target_condition = match named_or_parsed(&saved, &args.target) {
+        Ok((_, c)) => Some(c),
+        Err(_) if is_name(&args.target) => None,
+        Err(e) => return Err(e.context("--target")),
     };
     let within = args
         .within
         .as_deref()
         .map(|w| named_or_parsed(&saved, w).map(|c| c.1))
         .transpose()?;
-    let mut conditions: Vec<&Condition> = Vec::new();
-    conditions.extend(target_condition.as_ref());
-    conditions.extend(within.as_ref());
-    let probe;
-    if metric_like {
-        // Loads the metric (CLV predictions only load when a condition names them).
-        probe = microseg_core::condition::parse(&format!("`{}` exists", args.target))?;
-        conditions.push(&probe);
-    }
-    let loaded = Loaded::new(&ws, &store, at, &conditions)?;
+    let conditions: Vec<&Condition> = target_condition.iter().chain(&within).collect();
+    let mut read = args.search.dims.clone();
+    read.push(args.target.clone());
+    let loaded = Loaded::reading(&ws, &store, at, &conditions, &read)?;
     let dataset = loaded.dataset();
     let base = match &within {
         Some(c) => loaded.evaluate(c)?,
@@ -234,6 +228,14 @@ pub fn run(ctx: &Context, args: DiscoverArgs) -> Result<()> {
     );
     print_findings(&found, kind, args.search.top, false);
     Ok(())
+}
+
+/// Whether `text` is a plain name (letters, digits, `_`, `.`), as a trait or metric is.
+fn is_name(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
 }
 
 /// A rate as a percentage, a mean with two decimals.

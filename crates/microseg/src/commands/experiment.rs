@@ -5,13 +5,13 @@ use std::collections::HashMap;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
-use microseg_core::condition::{Condition, Literal};
+use microseg_core::condition::Condition;
 use microseg_engine::models::discover::{discover_uplift, Settings, Verdict};
 use microseg_engine::models::experiment::{
     compare, Comparison, Experiment, Member, Moments, OutcomeKind,
 };
 use microseg_store::reader::{self, Cell, Row};
-use microseg_store::ProfileImport;
+use microseg_store::{FileOptions, ProfileImport};
 use roaring::RoaringBitmap;
 use serde_json::{json, Value as Json};
 
@@ -144,6 +144,24 @@ fn import(ctx: &Context, args: ImportArgs) -> Result<()> {
     };
     check_name(&name).context("--name")?;
     let options = args.file.options()?;
+    // Everything is checked before anything is written.
+    let file = read_assignments(&options, &args)?;
+    let mut rejected = file.rejected;
+    if !file.arms.contains(&args.control) {
+        bail!(
+            "--control '{}' is not an arm of {} (arms: {})",
+            args.control,
+            options.path.display(),
+            file.arms.join(", ")
+        );
+    }
+    if file.arms.len() < 2 {
+        bail!(
+            "{}: only one arm ('{}'); an experiment needs a control and a treatment",
+            options.path.display(),
+            file.arms[0]
+        );
+    }
     // Every column but the arm and the outcomes is a trait of the profile.
     let mut skip = args.outcomes.clone();
     skip.push(args.arm.clone());
@@ -157,101 +175,32 @@ fn import(ctx: &Context, args: ImportArgs) -> Result<()> {
         },
         &Bar::new("profiles"),
     )?;
-    // Then the assignment and the outcomes.
     let ids: HashMap<String, u32> = store
         .external_ids()?
         .into_iter()
         .enumerate()
         .map(|(i, id)| (id, i as u32))
         .collect();
-    let mut reader = reader::open(
-        &options.path,
-        options.format,
-        options.delimiter,
-        options.columns.as_deref(),
-    )?;
-    let mut row = Row::default();
-    let mut arms: Vec<String> = Vec::new();
     let mut members: Vec<Member> = Vec::new();
-    let mut seen: HashMap<u32, u64> = HashMap::new();
-    let mut rejected: Vec<(u64, String)> = Vec::new();
-    let mut rows = 0u64;
-    while reader.next_row(&mut row)? {
-        rows += 1;
-        let columns = reader.columns();
-        let col = |name: &str| columns.iter().position(|c| c == name);
-        let result = (|| -> Result<Member, String> {
-            if let Some(problem) = &row.problem {
-                return Err(problem.clone());
+    let mut first_line: HashMap<u32, u64> = HashMap::new();
+    for a in file.assignments {
+        let Some(&profile) = ids.get(&a.id) else {
+            rejected.push((a.line, format!("profile '{}' was not imported", a.id)));
+            continue;
+        };
+        match first_line.insert(profile, a.line) {
+            Some(first) => {
+                rejected.push((a.line, format!("profile already assigned on line {first}")))
             }
-            let text = |name: &str| -> Result<String, String> {
-                col(name)
-                    .and_then(|i| row.cells[i].as_text())
-                    .map(|t| t.trim().to_string())
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| format!("no {name}"))
-            };
-            let id = text(&args.id)?;
-            let profile = *ids
-                .get(&id)
-                .ok_or_else(|| format!("profile '{id}' was not imported"))?;
-            let arm_name = text(&args.arm)?;
-            let arm = match arms.iter().position(|a| a == &arm_name) {
-                Some(i) => i,
-                None => {
-                    arms.push(arm_name);
-                    arms.len() - 1
-                }
-            };
-            let mut outcomes = Vec::with_capacity(args.outcomes.len());
-            for o in &args.outcomes {
-                let i = col(o).ok_or_else(|| format!("no column '{o}'"))?;
-                outcomes.push(outcome_value(&row.cells[i]).map_err(|e| format!("{o}: {e}"))?);
-            }
-            Ok(Member {
+            None => members.push(Member {
                 profile,
-                arm,
-                outcomes,
-            })
-        })();
-        match result {
-            Ok(m) => {
-                if let Some(first) = seen.insert(m.profile, row.line) {
-                    rejected.push((
-                        row.line,
-                        format!("profile already assigned on line {first}"),
-                    ));
-                } else {
-                    members.push(m);
-                }
-            }
-            Err(reason) => rejected.push((row.line, reason)),
+                arm: a.arm,
+                outcomes: a.outcomes,
+            }),
         }
     }
-    for o in &args.outcomes {
-        if !reader.columns().contains(o) {
-            bail!(
-                "{}: no outcome column '{o}' (columns: {})",
-                options.path.display(),
-                reader.columns().join(", ")
-            );
-        }
-    }
-    if !arms.contains(&args.control) {
-        bail!(
-            "--control '{}' is not an arm of {} (arms: {})",
-            args.control,
-            options.path.display(),
-            arms.join(", ")
-        );
-    }
-    if arms.len() < 2 {
-        bail!(
-            "{}: only one arm ('{}'); an experiment needs a control and a treatment",
-            options.path.display(),
-            arms[0]
-        );
-    }
+    rejected.sort();
+    let (rows, arms) = (file.rows, file.arms);
     let experiment = Experiment {
         name: name.clone(),
         control: args.control.clone(),
@@ -309,6 +258,102 @@ fn import(ctx: &Context, args: ImportArgs) -> Result<()> {
         println!("  line {line}: {reason}");
     }
     Ok(())
+}
+
+/// One usable row of an experiment file.
+struct Assignment {
+    line: u64,
+    id: String,
+    arm: usize,
+    outcomes: Vec<f64>,
+}
+
+/// What an experiment file holds: its usable rows, the arms in the order first seen, the
+/// rows rejected (line, reason) and the number of data rows.
+struct ExperimentFile {
+    assignments: Vec<Assignment>,
+    arms: Vec<String>,
+    rejected: Vec<(u64, String)>,
+    rows: u64,
+}
+
+/// Reads the arm and outcomes of every row; a missing outcome column is an error.
+fn read_assignments(options: &FileOptions, args: &ImportArgs) -> Result<ExperimentFile> {
+    let mut reader = reader::open(
+        &options.path,
+        options.format,
+        options.delimiter,
+        options.columns.as_deref(),
+    )?;
+    let mut file = ExperimentFile {
+        assignments: Vec::new(),
+        arms: Vec::new(),
+        rejected: Vec::new(),
+        rows: 0,
+    };
+    let mut row = Row::default();
+    while reader.next_row(&mut row)? {
+        file.rows += 1;
+        match assignment(reader.columns(), &row, args, &mut file.arms) {
+            Ok(a) => file.assignments.push(a),
+            Err(reason) => file.rejected.push((row.line, reason)),
+        }
+    }
+    for o in &args.outcomes {
+        if !reader.columns().contains(o) {
+            bail!(
+                "{}: no outcome column '{o}' (columns: {})",
+                options.path.display(),
+                reader.columns().join(", ")
+            );
+        }
+    }
+    Ok(file)
+}
+
+/// One row's id, arm (added to `arms` when new) and outcomes, or why the row is rejected.
+fn assignment(
+    columns: &[String],
+    row: &Row,
+    args: &ImportArgs,
+    arms: &mut Vec<String>,
+) -> Result<Assignment, String> {
+    if let Some(problem) = &row.problem {
+        return Err(problem.clone());
+    }
+    let cell = |name: &str| {
+        columns
+            .iter()
+            .position(|c| c == name)
+            .map(|i| &row.cells[i])
+    };
+    let text = |name: &str| -> Result<String, String> {
+        cell(name)
+            .and_then(Cell::as_text)
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| format!("no {name}"))
+    };
+    let id = text(&args.id)?;
+    let arm_name = text(&args.arm)?;
+    let mut outcomes = Vec::with_capacity(args.outcomes.len());
+    for o in &args.outcomes {
+        let value = cell(o).map_or(Ok(f64::NAN), outcome_value);
+        outcomes.push(value.map_err(|e| format!("{o}: {e}"))?);
+    }
+    let arm = match arms.iter().position(|a| a == &arm_name) {
+        Some(i) => i,
+        None => {
+            arms.push(arm_name);
+            arms.len() - 1
+        }
+    };
+    Ok(Assignment {
+        line: row.line,
+        id,
+        arm,
+        outcomes,
+    })
 }
 
 /// An outcome cell as a number: numbers, true/false, yes/no; empty is missing.
@@ -474,7 +519,7 @@ fn report(ctx: &Context, args: ReportArgs) -> Result<()> {
             .filter_map(|b| saved.get(b).cloned())
             .collect();
         let refs: Vec<&Condition> = segment_conditions.iter().collect();
-        let loaded = Loaded::new(&ws, &store, at, &refs)?;
+        let loaded = Loaded::reading(&ws, &store, at, &refs, &args.by)?;
         let all = experiment.all_members();
         let settings = Settings {
             min_support: 1,
@@ -498,7 +543,7 @@ fn report(ctx: &Context, args: ReportArgs) -> Result<()> {
                 )
                 .map_err(|e| anyhow::anyhow!("--by {dim}: {e}"))?
                 .into_iter()
-                .map(|item| (value_label(&item.condition), item.members))
+                .map(|item| (item.label, item.members))
                 .collect(),
             };
             for (value, members) in groups {
@@ -533,24 +578,6 @@ fn report(ctx: &Context, args: ReportArgs) -> Result<()> {
         print_arms(&experiment, &kinds, rows);
     }
     Ok(())
-}
-
-/// The value an item stands for: the literal of `dim = value`, else the condition.
-fn value_label(c: &Condition) -> String {
-    match c {
-        Condition::Compare {
-            op: microseg_core::condition::CompareOp::Eq,
-            right,
-            ..
-        } => match right {
-            Literal::Str(s) => s.clone(),
-            Literal::Int(i) => i.to_string(),
-            Literal::Float(x) => x.to_string(),
-            Literal::Bool(b) => b.to_string(),
-            Literal::Time(t) => t.to_string(),
-        },
-        other => other.to_string(),
-    }
 }
 
 fn uplift(ctx: &Context, args: DiscoverArgs) -> Result<()> {
@@ -588,7 +615,7 @@ fn uplift(ctx: &Context, args: DiscoverArgs) -> Result<()> {
     if let Some(name) = &args.save_exclusion {
         check_name(name).context("--save-exclusion")?;
     }
-    let loaded = Loaded::new(&ws, &store, at, &[])?;
+    let loaded = Loaded::reading(&ws, &store, at, &[], &args.search.dims)?;
     let treated = experiment.arm_members(arm);
     let control = experiment.arm_members(experiment.control_index());
     let base = &treated | &control;

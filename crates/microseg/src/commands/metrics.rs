@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use microseg_core::{Timestamp, Value};
 use microseg_engine::{compute_metrics, Metrics, METRIC_NAMES};
@@ -89,12 +89,7 @@ pub fn run(ctx: &Context, args: MetricsArgs) -> Result<()> {
         computed.load_seconds,
         computed.compute_seconds
     );
-    let mut out: Box<dyn Write> = match &args.out {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("{}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
+    let mut out = crate::output::writer(args.out.as_deref())?;
     let m = &computed.metrics;
     let ids = 0..computed.external_ids.len() as u32;
     match args.format {

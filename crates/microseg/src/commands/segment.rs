@@ -403,12 +403,7 @@ fn members(ws: &Workspace, store: &Store, args: MembersArgs) -> Result<()> {
     let s = find(store, &args.name)?;
     let loaded = Loaded::new(ws, store, at, &[&s.condition])?;
     let members = loaded.evaluate(&s.condition)?;
-    let mut out: Box<dyn Write> = match &args.out {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| path.display().to_string())?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
+    let mut out = crate::output::writer(args.out.as_deref())?;
     let ids = members
         .iter()
         .map(|p| loaded.external_ids[p as usize].as_str());

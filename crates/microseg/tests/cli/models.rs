@@ -265,7 +265,7 @@ fn cluster_matches_scikit_learn_on_cdnow_rfm() {
 #[test]
 fn discover_finds_the_planted_micro_segment() {
     let env = Env::new();
-    let mut csv = String::from("id,color,size,bought\n");
+    let mut csv = String::from("id,color,size,bought,spend\n");
     for i in 0..1200 {
         let color = if i % 2 == 0 { "red" } else { "blue" };
         let size = ["s", "m", "l"][(i / 2) % 3];
@@ -275,7 +275,11 @@ fn discover_finds_the_planted_micro_segment() {
         } else {
             20
         };
-        csv.push_str(&format!("p{i},{color},{size},{}\n", rank < rate));
+        let bought = rank < rate;
+        csv.push_str(&format!(
+            "p{i},{color},{size},{bought},{}\n",
+            if bought { 50 } else { 0 }
+        ));
     }
     let file = env.write("shop.csv", csv.as_bytes());
     env.ok(&["import", "profiles", &file]);
@@ -322,6 +326,24 @@ fn discover_finds_the_planted_micro_segment() {
         env.json(&["segment", "size", "planted", "--json"])["size"],
         200
     );
+    // A numeric trait named alone is a mean target: 50 per buyer, so the base mean is
+    // 220 × 50 / 1200 and the best single item is size l, 140 buyers of 400.
+    let mean = env.json(&[
+        "discover",
+        "--target",
+        "spend",
+        "--dims",
+        "color,size",
+        "--max-depth",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(mean["kind"], "mean");
+    assert!((mean["base"].as_f64().unwrap() - 220.0 * 50.0 / 1200.0).abs() < 1e-9);
+    assert_eq!(mean["segments"][0]["condition"], r#"size = "l""#);
+    assert!((mean["segments"][0]["value"].as_f64().unwrap() - 17.5).abs() < 1e-12);
+    let err = env.fails(&["discover", "--target", "bought", "--dims", "color"]);
+    assert!(err.contains("--target bought: is bool"), "{err}");
     // Below the minimum support nothing is tested.
     let none = env.json(&[
         "discover",
@@ -362,6 +384,22 @@ fn email_experiment(env: &Env) {
     }
     csv.push_str("u999,north,,1,0\n"); // no arm: rejected
     let file = env.write("email.csv", csv.as_bytes());
+    // A wrong control is found before anything is written.
+    let err = env.fails(&[
+        "experiment",
+        "import",
+        &file,
+        "--id",
+        "customer",
+        "--arm",
+        "arm",
+        "--control",
+        "none",
+        "--outcomes",
+        "visit,spend",
+    ]);
+    assert!(err.contains("--control 'none' is not an arm"), "{err}");
+    assert_eq!(env.count("profiles"), 0);
     let out = env.json(&[
         "experiment",
         "import",
