@@ -1,6 +1,6 @@
 //! `clv`, `cluster`, `discover` and `experiment` end to end.
 
-use super::{test_data, Env};
+use super::{import_cdnow, test_data, Env};
 
 fn import_cdnow_sample(env: &Env) {
     env.ok(&[
@@ -148,26 +148,6 @@ fn clv_refuses_data_that_cannot_support_a_fit() {
     assert!(err.contains("no CLV model"), "{err}");
 }
 
-fn import_cdnow_master(env: &Env) {
-    env.ok(&[
-        "import",
-        "events",
-        &test_data("CDNOW_master.txt"),
-        "--delimiter",
-        "whitespace",
-        "--profile",
-        "customer_id",
-        "--time",
-        "date",
-        "--time-format",
-        "%Y%m%d",
-        "--event",
-        "order_completed",
-        "--revenue",
-        "dollar_value",
-    ]);
-}
-
 /// k-means on the CDNOW customers' recency, orders and revenue (as of 1998-07-01) against
 /// scikit-learn 1.x: `KMeans(4, n_init=10, random_state=0)` on `StandardScaler` of the
 /// `metrics --format csv` columns gave inertia 18109.2435 with cluster sizes 15973, 6902,
@@ -175,7 +155,7 @@ fn import_cdnow_master(env: &Env) {
 #[test]
 fn cluster_matches_scikit_learn_on_cdnow_rfm() {
     let env = Env::new();
-    import_cdnow_master(&env);
+    import_cdnow(&env);
     for (log, inertia, sizes) in [
         (None, 18_109.243_516_589_617, [15973.0, 6902.0, 683.0, 12.0]),
         (
