@@ -151,6 +151,18 @@ fn seed_centres(points: &Points<'_>, k: usize, rng: &mut SplitMix) -> Vec<f64> {
     centres
 }
 
+/// The squared distance to the nearest of `centres` (row-major, `d` wide) and its index.
+fn nearest(row: &[f64], centres: &[f64], d: usize) -> (f64, usize) {
+    let mut best = (f64::INFINITY, 0);
+    for (c, centre) in centres.chunks(d).enumerate() {
+        let dist = distance2(row, centre);
+        if dist < best.0 {
+            best = (dist, c);
+        }
+    }
+    best
+}
+
 /// Lloyd iterations from `centres` until no point changes cluster (at most 300).
 fn lloyd(points: &Points<'_>, mut centres: Vec<f64>, k: usize) -> Clustering {
     let (n, d) = (points.len(), points.d);
@@ -160,16 +172,9 @@ fn lloyd(points: &Points<'_>, mut centres: Vec<f64>, k: usize) -> Clustering {
         iterations += 1;
         let mut changed = false;
         for (i, label) in labels.iter_mut().enumerate() {
-            let row = points.row(i);
-            let mut best = (f64::INFINITY, 0);
-            for c in 0..k {
-                let dist = distance2(row, &centres[c * d..(c + 1) * d]);
-                if dist < best.0 {
-                    best = (dist, c);
-                }
-            }
-            changed |= *label != best.1;
-            *label = best.1;
+            let (_, nearest) = nearest(points.row(i), &centres, d);
+            changed |= *label != nearest;
+            *label = nearest;
         }
         // Strict convergence: no point changed cluster.
         if !changed {
@@ -206,16 +211,9 @@ fn lloyd(points: &Points<'_>, mut centres: Vec<f64>, k: usize) -> Clustering {
     // Final assignment against the final centres.
     let mut inertia = 0.0;
     for (i, label) in labels.iter_mut().enumerate() {
-        let row = points.row(i);
-        let mut best = (f64::INFINITY, 0);
-        for c in 0..k {
-            let dist = distance2(row, &centres[c * d..(c + 1) * d]);
-            if dist < best.0 {
-                best = (dist, c);
-            }
-        }
-        *label = best.1;
-        inertia += best.0;
+        let (distance, nearest) = nearest(points.row(i), &centres, d);
+        *label = nearest;
+        inertia += distance;
     }
     Clustering {
         centres,

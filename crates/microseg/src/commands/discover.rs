@@ -199,19 +199,9 @@ pub fn run(ctx: &Context, args: DiscoverArgs) -> Result<()> {
         "mean"
     };
     if args.json {
-        return print_json(&json!({
-            "target": args.target,
-            "kind": kind,
-            "as_of": at.to_string(),
-            "dimensions": dims,
-            "base": found.base,
-            "base_size": found.base_size,
-            "tested": found.tested,
-            "min_support": settings.min_support,
-            "fdr": settings.fdr,
-            "seconds": seconds,
-            "segments": found.segments,
-        }));
+        let mut doc = json!({"target": args.target, "kind": kind, "as_of": at.to_string()});
+        add_search_fields(&mut doc, &found, &dims, &settings, seconds);
+        return print_json(&doc);
     }
     println!(
         "base: {} {} over {} profiles; {} candidates tested over {} dimensions ({} values), depth <= {}, support >= {}; {} segments at FDR {} ({seconds:.2} s)",
@@ -228,6 +218,30 @@ pub fn run(ctx: &Context, args: DiscoverArgs) -> Result<()> {
     );
     print_findings(&found, kind, args.search.top, false);
     Ok(())
+}
+
+/// The fields every discovery's JSON has (docs/cli.md): the dimensions, the base, what
+/// was tested, the settings, the time and the segments.
+pub fn add_search_fields(
+    doc: &mut serde_json::Value,
+    found: &Discovery,
+    dims: &[String],
+    settings: &Settings,
+    seconds: f64,
+) {
+    let fields = json!({
+        "dimensions": dims,
+        "base": found.base,
+        "base_size": found.base_size,
+        "tested": found.tested,
+        "min_support": settings.min_support,
+        "fdr": settings.fdr,
+        "seconds": seconds,
+        "segments": found.segments,
+    });
+    if let (Some(doc), serde_json::Value::Object(fields)) = (doc.as_object_mut(), fields) {
+        doc.extend(fields);
+    }
 }
 
 /// Whether `text` is a plain name (letters, digits, `_`, `.`), as a trait or metric is.

@@ -16,7 +16,7 @@ use roaring::RoaringBitmap;
 use serde_json::{json, Value as Json};
 
 use super::dataset::Loaded;
-use super::discover::{print_findings, show, SearchArgs};
+use super::discover::{add_search_fields, print_findings, show, SearchArgs};
 use super::import::{parse_types, print_summary, FileArgs};
 use super::segment::check_name;
 use super::{as_of, print_json, Context};
@@ -668,22 +668,18 @@ fn uplift(ctx: &Context, args: DiscoverArgs) -> Result<()> {
     }
     let kind_text = kind_name(kind);
     if args.json {
-        return print_json(&json!({
+        let mut doc = json!({
             "experiment": experiment.name,
             "arm": args.arm,
             "control": experiment.control,
             "outcome": args.outcome,
             "kind": kind,
-            "dimensions": dims,
-            "base": found.base,
-            "base_size": found.base_size,
-            "tested": found.tested,
-            "min_support": settings.min_support,
-            "fdr": settings.fdr,
-            "seconds": seconds,
-            "segments": found.segments,
-            "exclusion": saved.as_ref().map(|(n, v, c)| json!({"name": n, "version": v, "condition": c.to_string()})),
-        }));
+            "exclusion": saved.as_ref().map(|(n, v, c)| {
+                json!({"name": n, "version": v, "condition": c.to_string()})
+            }),
+        });
+        add_search_fields(&mut doc, &found, &dims, &settings, seconds);
+        return print_json(&doc);
     }
     let count = |v: Verdict| found.segments.iter().filter(|f| f.verdict == v).count() as u64;
     println!(
