@@ -29,7 +29,7 @@ use crate::evaluate::EvalError;
 type RowTest<'a> = Box<dyn Fn(usize) -> bool + Sync + 'a>;
 
 /// A property value of one event.
-enum Prop<'a> {
+pub(crate) enum Prop<'a> {
     Number(f64),
     Text(&'a str),
 }
@@ -64,7 +64,8 @@ fn prop(source: PropRef<'_>, row: usize) -> Option<Prop<'_>> {
     (!x.is_nan()).then_some(Prop::Number(x))
 }
 
-fn order(p: &Prop<'_>, lit: &Literal) -> Option<Ordering> {
+/// Orders a property value against a literal; `None` when their kinds differ.
+pub(crate) fn order(p: &Prop<'_>, lit: &Literal) -> Option<Ordering> {
     match (p, lit) {
         (Prop::Number(a), Literal::Int(b)) => a.partial_cmp(&(*b as f64)),
         (Prop::Number(a), Literal::Float(b)) => a.partial_cmp(b),
@@ -282,7 +283,7 @@ fn window_rows(
 
 /// `sum`, `avg`, `min` or `max` of `values`; the sum of nothing is 0, the others are
 /// missing.
-fn aggregate(function: AggregateFn, values: impl Iterator<Item = f64>) -> Option<f64> {
+pub(crate) fn aggregate(function: AggregateFn, values: impl Iterator<Item = f64>) -> Option<f64> {
     let (mut n, mut sum, mut min, mut max) = (0u64, 0.0, f64::INFINITY, f64::NEG_INFINITY);
     for x in values {
         n += 1;
@@ -363,7 +364,8 @@ fn prefix_from_end(times: &[i64], pred: impl Fn(i64) -> bool) -> usize {
     lo + times[lo..hi].partition_point(|&t| pred(t))
 }
 
-fn in_window(t: i64, window: &Window, as_of: Timestamp) -> bool {
+/// Whether an event at `t` is visible at `as_of` and inside `window`.
+pub(crate) fn in_window(t: i64, window: &Window, as_of: Timestamp) -> bool {
     t <= as_of.0
         && match window {
             Window::All => true,

@@ -178,6 +178,47 @@ impl Column {
         }
     }
 
+    /// Replaces slot `id` (which must exist); a value of another type counts as missing.
+    /// A string set is spliced in place: O(items after it).
+    fn set(&mut self, id: ProfileId, value: Option<&Value>) {
+        let i = id as usize;
+        if let Column::Set {
+            dict,
+            offsets,
+            items,
+            present,
+        } = self
+        {
+            let mut codes: Vec<u32> = match value {
+                Some(Value::Set(set)) => set.iter().map(|s| dict.intern(s)).collect(),
+                _ => Vec::new(),
+            };
+            codes.sort_unstable();
+            let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+            let delta = codes.len() as i64 - (end - start) as i64;
+            present[i] = matches!(value, Some(Value::Set(_)));
+            items.splice(start..end, codes);
+            for o in &mut offsets[i + 1..] {
+                *o = (*o as i64 + delta) as u32;
+            }
+            return;
+        }
+        let mut one = Column::new(self.trait_type());
+        one.push(value);
+        match (self, one) {
+            (Column::Bool(v), Column::Bool(x)) => v[i] = x[0],
+            (Column::Int(v), Column::Int(x)) | (Column::Time(v), Column::Time(x)) => v[i] = x[0],
+            (Column::Float(v), Column::Float(x)) => v[i] = x[0],
+            (Column::Str { dict, codes }, Column::Str { dict: d, codes: c }) => {
+                codes[i] = match c[0] {
+                    NO_CODE => NO_CODE,
+                    code => dict.intern(d.value(code)),
+                }
+            }
+            _ => unreachable!("same type"),
+        }
+    }
+
     /// Appends one slot; a value of another type than the column's counts as missing.
     fn push(&mut self, value: Option<&Value>) {
         match (self, value) {
@@ -270,6 +311,19 @@ impl ProfileTable {
             column.push(traits.get(name.as_str()));
         }
         id
+    }
+
+    /// Sets (or with `None` removes) trait `name` of profile `id`, adding the column with
+    /// `ty` when it is new. A value of another type than the column's counts as missing.
+    pub fn set_trait(&mut self, id: ProfileId, name: &str, ty: TraitType, value: Option<&Value>) {
+        self.indexes.clear();
+        let n = self.len();
+        let column = self.columns.entry(name.to_string()).or_insert_with(|| {
+            let mut c = Column::new(ty);
+            (0..n).for_each(|_| c.push(None));
+            c
+        });
+        column.set(id, value);
     }
 
     /// The dense id of an external id (a linear scan; for one-off lookups).

@@ -526,7 +526,7 @@ impl Dataset<'_> {
 }
 
 /// The static metric name equal to `name`.
-fn static_metric_name(name: &str) -> Option<&'static str> {
+pub(crate) fn static_metric_name(name: &str) -> Option<&'static str> {
     crate::metrics::METRIC_NAMES
         .iter()
         .chain(&PREDICTION_NAMES)
@@ -616,7 +616,8 @@ fn scan_compare(column: &Column, op: CompareOp, lit: &Literal) -> RoaringBitmap 
     }
 }
 
-fn compare_value(v: &Value, lit: &Literal) -> Option<Ordering> {
+/// Orders a trait or metric value against a literal; `None` when their kinds differ.
+pub(crate) fn compare_value(v: &Value, lit: &Literal) -> Option<Ordering> {
     match (v, lit) {
         (Value::Int(a), Literal::Int(b)) => Some(a.cmp(b)),
         (Value::Int(a), Literal::Float(b)) => (*a as f64).partial_cmp(b),

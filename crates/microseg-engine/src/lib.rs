@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod models;
 pub mod special;
 pub mod stats;
+pub mod streaming;
 
 pub use columnar::{Column, Dictionary, EventTable, EventTableBuilder, ProfileTable};
 pub use evaluate::{check_references, Dataset, EvalError, Explanation};

@@ -108,44 +108,113 @@ impl Metrics {
         self.visits.is_empty()
     }
 
+    /// Profile `id`'s own metrics (everything but the population-relative RFM scores
+    /// and CLV predictions).
+    pub fn row(&self, id: ProfileId) -> ProfileMetrics {
+        let i = id as usize;
+        ProfileMetrics {
+            visits: self.visits[i],
+            orders: self.orders[i],
+            revenue: self.revenue[i],
+            first_seen: self.first_seen[i],
+            last_seen: self.last_seen[i],
+            last_order_at: self.last_order_at[i],
+        }
+    }
+
     /// Average order value.
     pub fn aov(&self, id: ProfileId) -> Option<f64> {
-        let i = id as usize;
-        (self.orders[i] > 0).then(|| self.revenue[i] / self.orders[i] as f64)
+        self.row(id).aov()
     }
 
     /// Whole days since the last order.
     pub fn recency_days(&self, id: ProfileId) -> Option<i64> {
-        let as_of = self.as_of?;
-        self.last_order_at[id as usize].map(|t| Timestamp(t).whole_days_until(as_of))
+        self.row(id).recency_days(self.as_of?)
     }
 
     /// Whole days since the first event.
     pub fn tenure_days(&self, id: ProfileId) -> Option<i64> {
-        let as_of = self.as_of?;
-        self.first_seen[id as usize].map(|t| Timestamp(t).whole_days_until(as_of))
+        self.row(id).tenure_days(self.as_of?)
     }
 
     /// The value of metric `name` for profile `id` (`None` when missing or unknown).
     pub fn value(&self, name: &str, id: ProfileId) -> Option<Value> {
         let i = id as usize;
         let rfm = self.rfm[i];
-        let time = |t: Option<i64>| t.map(|ms| Value::Time(Timestamp(ms)));
         match name {
-            "visits" => Some(Value::Int(self.visits[i] as i64)),
-            "orders" => Some(Value::Int(self.orders[i] as i64)),
-            "revenue" => Some(Value::Float(self.revenue[i])),
-            "aov" => self.aov(id).map(Value::Float),
-            "first_seen" => time(self.first_seen[i]),
-            "last_seen" => time(self.last_seen[i]),
-            "last_order_at" => time(self.last_order_at[i]),
-            "recency_days" => self.recency_days(id).map(Value::Int),
-            "tenure_days" => self.tenure_days(id).map(Value::Int),
             "rfm_r" => rfm.map(|s| Value::Int(s[0] as i64)),
             "rfm_f" => rfm.map(|s| Value::Int(s[1] as i64)),
             "rfm_m" => rfm.map(|s| Value::Int(s[2] as i64)),
             "rfm" => rfm.map(|s| Value::Str(format!("{}{}{}", s[0], s[1], s[2]))),
+            "recency_days" | "tenure_days" => self.row(id).value(name, self.as_of?),
+            _ if OWN_METRIC_NAMES.contains(&name) => self.row(id).value(name, Timestamp(0)),
             _ => self.clv.as_ref()?.value(name, i).map(Value::Float),
+        }
+    }
+}
+
+/// The metrics of one profile that depend on its own events only.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProfileMetrics {
+    /// Sessions.
+    pub visits: u32,
+    /// Order events.
+    pub orders: u32,
+    /// Sum of order revenue.
+    pub revenue: f64,
+    /// First event time.
+    pub first_seen: Option<i64>,
+    /// Last event time.
+    pub last_seen: Option<i64>,
+    /// Last order time.
+    pub last_order_at: Option<i64>,
+}
+
+/// The metrics [`ProfileMetrics::value`] answers: those of one profile's own events.
+pub const OWN_METRIC_NAMES: [&str; 9] = [
+    "visits",
+    "orders",
+    "revenue",
+    "aov",
+    "first_seen",
+    "last_seen",
+    "last_order_at",
+    "recency_days",
+    "tenure_days",
+];
+
+impl ProfileMetrics {
+    /// Average order value; missing without orders.
+    pub fn aov(&self) -> Option<f64> {
+        (self.orders > 0).then(|| self.revenue / self.orders as f64)
+    }
+
+    /// Whole days from the last order to `as_of`.
+    pub fn recency_days(&self, as_of: Timestamp) -> Option<i64> {
+        self.last_order_at
+            .map(|t| Timestamp(t).whole_days_until(as_of))
+    }
+
+    /// Whole days from the first event to `as_of`.
+    pub fn tenure_days(&self, as_of: Timestamp) -> Option<i64> {
+        self.first_seen
+            .map(|t| Timestamp(t).whole_days_until(as_of))
+    }
+
+    /// The value of metric `name` (one of [`OWN_METRIC_NAMES`]) as of `as_of`.
+    pub fn value(&self, name: &str, as_of: Timestamp) -> Option<Value> {
+        let time = |t: Option<i64>| t.map(|ms| Value::Time(Timestamp(ms)));
+        match name {
+            "visits" => Some(Value::Int(self.visits as i64)),
+            "orders" => Some(Value::Int(self.orders as i64)),
+            "revenue" => Some(Value::Float(self.revenue)),
+            "aov" => self.aov().map(Value::Float),
+            "first_seen" => time(self.first_seen),
+            "last_seen" => time(self.last_seen),
+            "last_order_at" => time(self.last_order_at),
+            "recency_days" => self.recency_days(as_of).map(Value::Int),
+            "tenure_days" => self.tenure_days(as_of).map(Value::Int),
+            _ => None,
         }
     }
 }
