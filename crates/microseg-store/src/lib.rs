@@ -3,8 +3,11 @@
 
 pub mod error;
 pub mod import;
+pub mod ingest;
+pub mod keys;
 pub mod models;
 pub mod reader;
+pub mod segment_spec;
 pub mod snapshot;
 pub mod sql;
 pub mod store;

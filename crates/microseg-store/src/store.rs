@@ -22,6 +22,10 @@
 //! experiments(name, control, arms, outcomes, file, created_at)
 //! experiment_members(experiment, profile_id, arm, outcomes)
 //!                                         -- arm: index into arms; outcomes: JSON array
+//! (version 4) events.message_id           -- the sender's id of an ingested call (dedup)
+//! profiles.merged_into                    -- set when an alias merged the profile into another
+//! api_keys(id, kind, name, hash, created_at)
+//!                                         -- write/admin keys, SHA-256 of the secret
 //! ```
 
 use std::collections::HashMap;
@@ -34,7 +38,7 @@ use crate::error::StoreError;
 use crate::snapshot::{self, SnapshotKey};
 use crate::workspace::Workspace;
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE profiles(
@@ -129,6 +133,19 @@ CREATE TABLE experiment_members(
 ) WITHOUT ROWID;
 "#;
 
+const MIGRATION_4: &str = r#"
+ALTER TABLE events ADD COLUMN message_id TEXT;
+ALTER TABLE profiles ADD COLUMN merged_into INTEGER;
+CREATE INDEX identities_profile ON identities(profile_id);
+CREATE TABLE api_keys(
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT,
+    hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+"#;
+
 /// The clock in UTC milliseconds, for `created_at` / `updated_at` columns.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -207,6 +224,11 @@ impl Store {
         if version < 3 {
             conn.execute_batch(&format!(
                 "BEGIN; {MIGRATION_3} PRAGMA user_version = 3; COMMIT;"
+            ))?;
+        }
+        if version < 4 {
+            conn.execute_batch(&format!(
+                "BEGIN; {MIGRATION_4} PRAGMA user_version = 4; COMMIT;"
             ))?;
         }
         if version > SCHEMA_VERSION {

@@ -1230,3 +1230,6 @@ fn segment_sql_on_the_documented_layout_returns_the_members() {
 /// Models: lifetime value, personas, discovery, experiments.
 #[path = "cli/models.rs"]
 mod models;
+
+#[path = "cli/server.rs"]
+mod server;

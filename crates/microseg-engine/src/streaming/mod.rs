@@ -311,32 +311,31 @@ impl Streaming {
                 continue;
             }
             if !OWN_METRIC_NAMES.contains(&name.as_str()) {
-                return Err(match metric_type(&name) {
-                    Some(_) if name.starts_with("rfm") => StreamError::NotStreamable {
+                // A name no profile has yet is a trait still to come: missing for now.
+                if metric_type(&name).is_some() {
+                    let why = if name.starts_with("rfm") {
+                        "ranks each profile against all others"
+                    } else {
+                        "is predicted by the CLV model from every customer's history"
+                    };
+                    return Err(StreamError::NotStreamable {
                         segment: segment.into(),
                         name,
-                        why: "ranks each profile against all others",
-                    },
-                    Some(_) => StreamError::NotStreamable {
-                        segment: segment.into(),
-                        name,
-                        why: "is predicted by the CLV model from every customer's history",
-                    },
-                    None => eval(EvalError::UnknownName(name)),
-                });
+                        why,
+                    });
+                }
+                continue;
             }
             self.uses_visits |= name == "visits";
             self.uses_days |= matches!(name.as_str(), "recency_days" | "tenure_days");
         }
-        let type_of = |name: &str| {
-            traits
-                .trait_type(name)
-                .or_else(|| metric_type(name))
-                .expect("checked above")
-        };
+        let type_of = |name: &str| traits.trait_type(name).or_else(|| metric_type(name));
         let compared = |o: &Operand, lit: &Literal| -> Result<(), EvalError> {
             match o {
-                Operand::Name(n) => check_literal(n, type_of(n), lit),
+                Operand::Name(n) => match type_of(n) {
+                    Some(ty) => check_literal(n, ty, lit),
+                    None => Ok(()),
+                },
                 arith => {
                     numeric_names(arith, &type_of)?;
                     if lit.as_number().is_none() {
@@ -365,7 +364,9 @@ impl Streaming {
             }
             Condition::Text { name, op, value } => {
                 let ty = type_of(name);
-                if ty != TraitType::String || traits.trait_type(name).is_none() {
+                if let Some(ty) =
+                    ty.filter(|&t| t != TraitType::String || traits.trait_type(name).is_none())
+                {
                     return Err(eval(EvalError::WrongType {
                         name: name.clone(),
                         ty,
@@ -383,8 +384,7 @@ impl Streaming {
                 }
             }
             Condition::Has { name, .. } => {
-                let ty = type_of(name);
-                if ty != TraitType::StringSet {
+                if let Some(ty) = type_of(name).filter(|&t| t != TraitType::StringSet) {
                     return Err(eval(EvalError::WrongType {
                         name: name.clone(),
                         ty,
@@ -813,12 +813,15 @@ fn numeric(o: &Operand, value: &dyn Fn(&str) -> Option<Value>) -> Option<f64> {
 }
 
 /// Refuses a non-numeric name inside arithmetic.
-fn numeric_names(o: &Operand, type_of: &dyn Fn(&str) -> TraitType) -> Result<(), EvalError> {
+fn numeric_names(
+    o: &Operand,
+    type_of: &dyn Fn(&str) -> Option<TraitType>,
+) -> Result<(), EvalError> {
     match o {
         Operand::Number(_) => Ok(()),
         Operand::Name(n) => match type_of(n) {
-            TraitType::Integer | TraitType::Float => Ok(()),
-            ty => Err(EvalError::WrongType {
+            None | Some(TraitType::Integer | TraitType::Float) => Ok(()),
+            Some(ty) => Err(EvalError::WrongType {
                 name: n.to_string(),
                 ty,
                 hint: "arithmetic needs numbers".into(),
@@ -957,8 +960,11 @@ mod tests {
         );
         assert!(refuse("p_alive > 0.5").contains("CLV model"));
         assert_eq!(
-            refuse("age > 3"),
-            "segment 's': unknown trait or metric 'age'"
+            refuse(r#"orders = "x""#),
+            "segment 's': 'orders' is integer: compare it with a number"
         );
+        // A trait no profile has yet is accepted: it is missing until one has it.
+        let later = [("s".to_string(), parse("age > 3").unwrap())];
+        assert!(Streaming::new(&later, &traits, StreamConfig::default(), Timestamp(0)).is_ok());
     }
 }

@@ -13,6 +13,7 @@ mod init;
 mod metrics;
 mod profile;
 mod segment;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -66,6 +67,9 @@ enum Command {
     Generate(demo::GenerateArgs),
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    Serve(serve::ServeArgs),
+    #[command(subcommand)]
+    Key(serve::KeyCommand),
 }
 
 /// Runs the command.
@@ -85,6 +89,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo::run(&ctx, args),
         Command::Generate(args) => demo::run_generate(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Serve(args) => serve::run(&ctx, args),
+        Command::Key(cmd) => serve::run_key(&ctx, cmd),
     }
 }
 

@@ -1,0 +1,241 @@
+//! microseg's HTTP server: Segment-spec ingestion into the durable store, the streaming
+//! evaluator kept current per event, membership changes as server-sent events, and the
+//! management and operations endpoints. See `docs/api.md`.
+
+mod http;
+pub mod metrics;
+pub mod pipeline;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use microseg_core::Timestamp;
+use microseg_engine::streaming::{StreamConfig, StreamError, Streaming};
+use microseg_store::ingest::Ingestor;
+use microseg_store::keys::KeyKind;
+use microseg_store::{Store, StoreError, Workspace};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::metrics::Metrics;
+use crate::pipeline::Engine;
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listening socket or the runtime.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Requests that may wait for the writer before new ones get 503.
+    pub queue: usize,
+    /// The streaming evaluator's settings.
+    pub stream: StreamConfig,
+}
+
+/// The current time.
+pub fn now() -> Timestamp {
+    Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    )
+}
+
+/// Hashes of the keys the server accepts.
+#[derive(Default)]
+pub(crate) struct Keys {
+    pub(crate) write: HashSet<String>,
+    pub(crate) admin: HashSet<String>,
+    pub(crate) loaded: Option<std::time::Instant>,
+}
+
+/// What every handler shares.
+pub(crate) struct App {
+    pub(crate) workspace: Workspace,
+    pub(crate) jobs: mpsc::Sender<pipeline::WriteJob>,
+    pub(crate) engine: Arc<Mutex<Engine>>,
+    pub(crate) changes: broadcast::Sender<pipeline::PublishedChange>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) keys: Mutex<Keys>,
+    /// Flips to true on shutdown (ends the open change streams).
+    pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl App {
+    /// Whether `secret` is a key of `kind`; re-reads the keys (at most once a second) when
+    /// it is unknown, so keys created while the server runs work.
+    pub(crate) fn accepts(&self, kind: KeyKind, secret: &str) -> bool {
+        let hash = microseg_store::keys::hash_secret(secret);
+        let mut keys = self.keys.lock().expect("keys lock");
+        let known = |k: &Keys| match kind {
+            KeyKind::Write => k.write.contains(&hash),
+            KeyKind::Admin => k.admin.contains(&hash),
+        };
+        if known(&keys) {
+            return true;
+        }
+        if keys.loaded.is_some_and(|t| t.elapsed().as_secs_f64() < 1.0) {
+            return false;
+        }
+        if let Ok(fresh) = load_keys(&self.workspace) {
+            *keys = fresh;
+        }
+        known(&keys)
+    }
+}
+
+fn load_keys(workspace: &Workspace) -> Result<Keys, StoreError> {
+    let store = Store::open(workspace)?;
+    let mut keys = Keys {
+        loaded: Some(std::time::Instant::now()),
+        ..Keys::default()
+    };
+    for k in store.keys()? {
+        match k.kind {
+            KeyKind::Write => keys.write.insert(k.hash),
+            KeyKind::Admin => keys.admin.insert(k.hash),
+        };
+    }
+    Ok(keys)
+}
+
+/// Builds the in-memory state: traits, and the streaming evaluator backfilled from every
+/// stored event. Segments it cannot stream are listed as batch-only.
+fn load_engine(store: &Store, config: StreamConfig, now: Timestamp) -> Result<Engine, StoreError> {
+    let profiles = store.load_profiles()?;
+    let stored = store.segments()?;
+    let mut segments: Vec<(String, microseg_core::condition::Condition)> = Vec::new();
+    let mut batch_only = Vec::new();
+    // Add segments one by one: one that cannot stream (or refers to one that cannot)
+    // stays batch-only without taking the others with it.
+    for s in &stored {
+        let mut trial = segments.clone();
+        trial.push((s.name.clone(), s.condition.clone()));
+        match Streaming::new(&trial, &profiles, config.clone(), now) {
+            Ok(_) => segments = trial,
+            Err(e) => {
+                let reason = match &e {
+                    StreamError::Eval {
+                        source: microseg_engine::EvalError::UnknownSegment(_),
+                        ..
+                    } => "it refers to a batch-only segment".to_string(),
+                    _ => e.to_string(),
+                };
+                tracing::warn!(segment = %s.name, %reason, "segment evaluated in batch only");
+                batch_only.push((s.name.clone(), reason));
+            }
+        }
+    }
+    let mut streaming =
+        Streaming::new(&segments, &profiles, config, now).expect("each segment was checked");
+    let properties: BTreeMap<String, ()> = segments
+        .iter()
+        .flat_map(|(_, c)| c.event_properties())
+        .map(|p| (p, ()))
+        .collect();
+    let names: Vec<String> = properties.into_keys().collect();
+    let events = store.load_events_with_properties(profiles.len(), &names)?;
+    streaming.backfill(&profiles, profiles.len() as u32, &events, now);
+    let mut retired = roaring::RoaringBitmap::new();
+    for (from, into) in store.merges()? {
+        // Their events were loaded under their own id; the survivor's state gets them.
+        streaming.merge(&profiles, from, into);
+        retired.insert(from);
+    }
+    Ok(Engine {
+        profiles,
+        retired,
+        streaming,
+        batch_only,
+    })
+}
+
+/// Runs the server until SIGTERM or Ctrl-C; prints `listening on ADDR` once ready.
+pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let store = Store::open(&workspace)?;
+    let started = std::time::Instant::now();
+    let engine = load_engine(&store, options.stream.clone(), now())?;
+    tracing::info!(
+        profiles = engine.profiles.len(),
+        segments = engine.streaming.segment_names().count(),
+        batch_only = engine.batch_only.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "streaming state rebuilt from the store"
+    );
+    let ingestor = Ingestor::open(store)?;
+    let metrics = Arc::new(Metrics::default());
+    let engine = Arc::new(Mutex::new(engine));
+    let (jobs, job_queue) = mpsc::channel(options.queue);
+    let (commits, committed) = std::sync::mpsc::sync_channel(64);
+    let (changes, _) = broadcast::channel(65_536);
+    let writer = {
+        let metrics = metrics.clone();
+        std::thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || pipeline::writer(ingestor, job_queue, commits, metrics))?
+    };
+    let engine_thread = {
+        let (engine, changes, metrics) = (engine.clone(), changes.clone(), metrics.clone());
+        std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || pipeline::engine(engine, committed, changes, metrics))?
+    };
+    let keys = load_keys(&workspace)?;
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let app = Arc::new(App {
+        stopping,
+        workspace,
+        jobs,
+        engine,
+        changes,
+        metrics,
+        keys: Mutex::new(keys),
+    });
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(options.listen).await?;
+        let addr = listener.local_addr()?;
+        tracing::info!("listening on {addr}");
+        println!("listening on {addr}");
+        axum::serve(listener, http::router(app))
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            })
+            .await
+    })?;
+    // The router and its handlers are gone: the writer drains what was accepted, commits
+    // it, and stops; then the engine stops.
+    let _ = writer.join();
+    let _ = engine_thread.join();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: finishing accepted requests");
+}

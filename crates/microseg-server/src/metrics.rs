@@ -1,0 +1,144 @@
+//! Prometheus metrics: counters and two latency histograms, rendered in the text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Histogram bucket bounds, in milliseconds.
+const BUCKETS_MS: [f64; 12] = [
+    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0,
+];
+
+/// A latency histogram in milliseconds.
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS_MS.len()],
+    count: AtomicU64,
+    /// Sum in microseconds.
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, ms: f64) {
+        for (i, bound) in BUCKETS_MS.iter().enumerate() {
+            if ms <= *bound {
+                self.counts[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add((ms * 1000.0).max(0.0) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (i, bound) in BUCKETS_MS.iter().enumerate() {
+            let n = self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {n}", bound / 1000.0);
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Everything `/metrics` reports.
+#[derive(Default)]
+pub struct Metrics {
+    /// Messages committed.
+    pub ingested: AtomicU64,
+    /// Messages skipped as duplicates.
+    pub duplicates: AtomicU64,
+    /// Requests refused, by status: 400, 401, 413, 503.
+    pub rejected_400: AtomicU64,
+    /// 401s.
+    pub rejected_401: AtomicU64,
+    /// 413s.
+    pub rejected_413: AtomicU64,
+    /// 503s.
+    pub rejected_503: AtomicU64,
+    /// Requests waiting for the writer.
+    pub queue_depth: AtomicI64,
+    /// Segment membership changes.
+    pub changes: AtomicU64,
+    /// Time of each group commit.
+    pub commit: Histogram,
+    /// Time from a commit to the change it caused.
+    pub change_latency: Histogram,
+}
+
+impl Metrics {
+    /// Records a group commit's duration.
+    pub fn observe_commit(&self, d: Duration) {
+        self.commit.observe(d.as_secs_f64() * 1000.0);
+    }
+
+    /// Records a change's latency.
+    pub fn observe_change_latency(&self, ms: f64) {
+        self.change_latency.observe(ms);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            &mut out,
+            "microseg_ingested_messages_total",
+            "Messages committed to the store.",
+            get(&self.ingested),
+        );
+        counter(
+            &mut out,
+            "microseg_duplicate_messages_total",
+            "Messages skipped because their messageId was already stored.",
+            get(&self.duplicates),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP microseg_rejected_requests_total Requests refused, by HTTP status.\n# TYPE microseg_rejected_requests_total counter"
+        );
+        for (status, v) in [
+            (400, &self.rejected_400),
+            (401, &self.rejected_401),
+            (413, &self.rejected_413),
+            (503, &self.rejected_503),
+        ] {
+            let _ = writeln!(
+                out,
+                "microseg_rejected_requests_total{{status=\"{status}\"}} {}",
+                get(v)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP microseg_queue_depth Requests waiting for the writer.\n# TYPE microseg_queue_depth gauge\nmicroseg_queue_depth {}",
+            self.queue_depth.load(Ordering::Relaxed)
+        );
+        counter(
+            &mut out,
+            "microseg_segment_changes_total",
+            "Segment memberships entered or exited.",
+            get(&self.changes),
+        );
+        self.commit.render(
+            &mut out,
+            "microseg_commit_seconds",
+            "Duration of one group commit (transaction and fsync).",
+        );
+        self.change_latency.render(
+            &mut out,
+            "microseg_change_latency_seconds",
+            "Time from a commit to the membership change it caused.",
+        );
+        out
+    }
+}

@@ -1,0 +1,232 @@
+//! The two threads behind the HTTP handlers.
+//!
+//! - The **writer** owns the store's write connection. It takes every request waiting in
+//!   its queue (up to [`MAX_GROUP`] messages), writes them in one transaction (one fsync),
+//!   then answers each request: a 200 is only sent once its messages are committed.
+//! - The **engine** owns the streaming evaluator and the in-memory traits. It applies what
+//!   each commit did, moves the clock every [`TICK`], and publishes membership changes.
+//!
+//! The queue in front of the writer is bounded: when it is full the handler answers 503
+//! with `Retry-After` instead of buffering without limit.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use microseg_core::{Timestamp, TraitType};
+use microseg_engine::streaming::{Change, Streaming};
+use microseg_engine::ProfileTable;
+use microseg_store::ingest::{Applied, Ingestor, Written};
+use microseg_store::segment_spec::Message;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::metrics::Metrics;
+
+/// The most messages one transaction takes.
+pub const MAX_GROUP: usize = 50_000;
+/// How often the engine moves the clock when no commit arrives.
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// One request waiting for the writer.
+pub struct WriteJob {
+    /// Its messages.
+    pub messages: Vec<Message>,
+    /// When it was received.
+    pub received: Timestamp,
+    /// Answered once committed (or with the store's error).
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// A membership change as published (also the SSE payload).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PublishedChange {
+    /// `entered` or `exited`.
+    pub kind: &'static str,
+    /// The segment.
+    pub segment: String,
+    /// The profile's external id.
+    pub profile: String,
+    /// When it was seen (RFC 3339).
+    pub at: String,
+    /// Why: `event`, `time`, `traits` or `merge`.
+    pub cause: &'static str,
+    /// The event's name when the cause is an event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// Milliseconds from the event's arrival to this change (event causes only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+}
+
+/// What the engine thread keeps, shared with the query handlers.
+pub struct Engine {
+    /// Traits of every profile (dense ids as in the store).
+    pub profiles: ProfileTable,
+    /// Retired (merged) profiles.
+    pub retired: roaring::RoaringBitmap,
+    /// The streaming evaluator.
+    pub streaming: Streaming,
+    /// Segments left to batch evaluation, with the reason.
+    pub batch_only: Vec<(String, String)>,
+}
+
+/// Runs the writer until every sender of `jobs` is gone; committed work goes to `done`.
+pub fn writer(
+    mut ingestor: Ingestor,
+    mut jobs: mpsc::Receiver<WriteJob>,
+    done: std::sync::mpsc::SyncSender<(Written, Instant)>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(first) = jobs.blocking_recv() {
+        let mut group = vec![first];
+        let mut count = group[0].messages.len();
+        while count < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    count += job.messages.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        metrics
+            .queue_depth
+            .fetch_sub(group.len() as i64, Ordering::Relaxed);
+        let started = Instant::now();
+        let received = group
+            .iter()
+            .map(|j| j.received)
+            .max()
+            .unwrap_or(Timestamp(0));
+        let batches: Vec<&[Message]> = group.iter().map(|j| j.messages.as_slice()).collect();
+        let result = ingestor.write(&batches, received);
+        metrics.observe_commit(started.elapsed());
+        match result {
+            Ok(written) => {
+                metrics
+                    .ingested
+                    .fetch_add(count as u64 - written.duplicates, Ordering::Relaxed);
+                metrics
+                    .duplicates
+                    .fetch_add(written.duplicates, Ordering::Relaxed);
+                for d in &written.dropped {
+                    tracing::warn!(trait_value = %d, "trait value dropped");
+                }
+                let committed = Instant::now();
+                for job in group {
+                    let _ = job.reply.send(Ok(()));
+                }
+                if done.send((written, committed)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "write failed; nothing of this group was stored");
+                let message = e.to_string();
+                for job in group {
+                    let _ = job.reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Runs the engine until `commits` closes.
+pub fn engine(
+    shared: Arc<Mutex<Engine>>,
+    commits: std::sync::mpsc::Receiver<(Written, Instant)>,
+    changes: broadcast::Sender<PublishedChange>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        let next = commits.recv_timeout(TICK);
+        let mut e = shared.lock().expect("engine lock");
+        let now = crate::now();
+        let Engine {
+            profiles,
+            retired,
+            streaming,
+            ..
+        } = &mut *e;
+        let mut out: Vec<(Change, Option<Instant>)> = streaming
+            .advance(profiles, now)
+            .into_iter()
+            .map(|c| (c, None))
+            .collect();
+        match next {
+            Ok((written, committed)) => {
+                for applied in written.applied {
+                    let found = apply(profiles, retired, streaming, applied);
+                    out.extend(found.into_iter().map(|c| (c, Some(committed))));
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        for (c, arrived) in out {
+            metrics.changes.fetch_add(1, Ordering::Relaxed);
+            let latency_ms = arrived.map(|t| t.elapsed().as_secs_f64() * 1000.0);
+            if let Some(ms) = latency_ms {
+                metrics.observe_change_latency(ms);
+            }
+            let (cause, event) = match &c.cause {
+                microseg_engine::streaming::Cause::Event { name, .. } => {
+                    ("event", Some(name.clone()))
+                }
+                microseg_engine::streaming::Cause::Time => ("time", None),
+                microseg_engine::streaming::Cause::Traits => ("traits", None),
+                microseg_engine::streaming::Cause::Merge => ("merge", None),
+            };
+            let _ = changes.send(PublishedChange {
+                kind: if c.entered { "entered" } else { "exited" },
+                segment: c.segment,
+                profile: profiles.external_ids[c.profile as usize].clone(),
+                at: c.at.to_string(),
+                cause,
+                event,
+                latency_ms,
+            });
+        }
+    }
+}
+
+/// Applies one committed step to the in-memory state; returns the changes it caused.
+fn apply(
+    profiles: &mut ProfileTable,
+    retired: &mut roaring::RoaringBitmap,
+    streaming: &mut Streaming,
+    applied: Applied,
+) -> Vec<Change> {
+    match applied {
+        Applied::Profile { id, external_id } => {
+            debug_assert_eq!(id as usize, profiles.len());
+            profiles.push(external_id, &Default::default());
+            streaming.traits_changed(profiles, id)
+        }
+        Applied::Traits { profile, traits } => {
+            for (name, ty, value) in traits {
+                profiles.set_trait(profile, &name, ty, value.as_ref());
+            }
+            streaming.traits_changed(profiles, profile)
+        }
+        Applied::Event { profile, event } => streaming.observe(profiles, profile, event),
+        Applied::Merge { from, into } => {
+            // The survivor gains the traits it lacks (as the store's json_patch did).
+            let names: Vec<(String, TraitType)> = profiles
+                .columns
+                .iter()
+                .map(|(n, c)| (n.clone(), c.trait_type()))
+                .collect();
+            for (name, ty) in names {
+                let column = &profiles.columns[&name];
+                if !column.has_value(into) {
+                    if let Some(v) = column.get(from) {
+                        profiles.set_trait(into, &name, ty, Some(&v));
+                    }
+                }
+            }
+            retired.insert(from);
+            streaming.merge(profiles, from, into)
+        }
+    }
+}

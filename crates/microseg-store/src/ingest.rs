@@ -1,0 +1,522 @@
+//! The write path of the HTTP server: Segment-spec messages into the durable store, many
+//! requests per transaction (group commit: one fsync acknowledges them all).
+//!
+//! Identity: `userId` is the profile's external id; an `anonymousId` alone gets a profile
+//! of its own (external id `anonymous:<id>`), and the first call that carries both links
+//! them, merging that anonymous profile into the user's. `alias` merges the profile of
+//! `previousId` into the user's. A merged profile keeps its rows (`merged_into` points to
+//! the survivor); its identities and missing traits move to the survivor, and loaders
+//! give its events to the survivor.
+//!
+//! De-duplication: a message whose `messageId` was seen among the last
+//! [`Ingestor::DEDUP_WINDOW`] events is skipped (retries resend whole batches); the ids
+//! are reloaded from the events table at start, so it holds across restarts.
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, RandomState};
+
+use microseg_core::time::parse_timestamp;
+use microseg_core::{ProfileId, Timestamp, TraitType, Value};
+use microseg_engine::streaming::{EventValue, StreamEvent};
+use rusqlite::{params, OptionalExtension};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde_json::{Map, Value as Json};
+
+use crate::error::StoreError;
+use crate::segment_spec::{Action, Message};
+use crate::store::{now_ms, Store};
+
+/// What a committed write did, in order, for the in-memory state to follow.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// A new profile.
+    Profile {
+        /// Its dense id.
+        id: ProfileId,
+        /// Its external id.
+        external_id: String,
+    },
+    /// Traits set (`None`: removed) on a profile.
+    Traits {
+        /// The profile.
+        profile: ProfileId,
+        /// Name, type and value.
+        traits: Vec<(String, TraitType, Option<Value>)>,
+    },
+    /// An event.
+    Event {
+        /// The profile.
+        profile: ProfileId,
+        /// The event, with all its properties.
+        event: StreamEvent,
+    },
+    /// Profile `from` was merged into `into`.
+    Merge {
+        /// The merged profile (retired).
+        from: ProfileId,
+        /// The survivor.
+        into: ProfileId,
+    },
+}
+
+/// The result of one group commit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Written {
+    /// What changed, in order.
+    pub applied: Vec<Applied>,
+    /// Messages skipped as already seen.
+    pub duplicates: u64,
+    /// Trait values dropped because their type differs from the trait's (name, why).
+    pub dropped: Vec<String>,
+}
+
+/// Recently seen message ids, as 128-bit keyed hashes (SipHash with two random keys).
+struct Dedup {
+    hashers: (RandomState, RandomState),
+    set: FxHashSet<u128>,
+    order: VecDeque<u128>,
+    capacity: usize,
+}
+
+impl Dedup {
+    fn new(capacity: usize) -> Dedup {
+        Dedup {
+            hashers: (RandomState::new(), RandomState::new()),
+            set: FxHashSet::default(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn key(&self, id: &str) -> u128 {
+        (u128::from(self.hashers.0.hash_one(id)) << 64) | u128::from(self.hashers.1.hash_one(id))
+    }
+
+    /// Records `id`; false when it was already there.
+    fn insert(&mut self, id: &str) -> bool {
+        let k = self.key(id);
+        if !self.set.insert(k) {
+            return false;
+        }
+        self.order.push_back(k);
+        if self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// Writes Segment-spec messages to a store, keeping the id maps in memory.
+pub struct Ingestor {
+    store: Store,
+    ids: Ids,
+}
+
+/// The in-memory maps of an [`Ingestor`].
+struct Ids {
+    /// External id → profile (every live profile).
+    users: FxHashMap<String, ProfileId>,
+    /// Anonymous and alias ids → profile.
+    anonymous: FxHashMap<String, ProfileId>,
+    /// Profiles known only by an anonymous id (merged into a user on first link).
+    anonymous_only: FxHashSet<ProfileId>,
+    next_id: ProfileId,
+    names: FxHashMap<String, u32>,
+    types: FxHashMap<String, TraitType>,
+    seen: Dedup,
+}
+
+impl Ingestor {
+    /// How many recent message ids are remembered for de-duplication.
+    pub const DEDUP_WINDOW: usize = 1_000_000;
+
+    /// Loads the id maps of `store`.
+    pub fn open(store: Store) -> Result<Ingestor, StoreError> {
+        let mut ingestor = Ingestor {
+            store,
+            ids: Ids {
+                users: FxHashMap::default(),
+                anonymous: FxHashMap::default(),
+                anonymous_only: FxHashSet::default(),
+                next_id: 0,
+                names: FxHashMap::default(),
+                types: FxHashMap::default(),
+                seen: Dedup::new(0),
+            },
+        };
+        ingestor.reload()?;
+        Ok(ingestor)
+    }
+
+    /// The store (for reads between writes).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Rebuilds every in-memory map from the store (at open, and after a failed write).
+    fn reload(&mut self) -> Result<(), StoreError> {
+        let conn = &self.store.conn;
+        self.ids.users.clear();
+        self.ids.anonymous_only.clear();
+        let mut stmt =
+            conn.prepare("SELECT id, external_id, merged_into IS NULL FROM profiles ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        self.ids.next_id = 0;
+        while let Some(r) = rows.next()? {
+            let (id, external, live): (u32, String, bool) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            self.ids.next_id = id + 1;
+            if live {
+                if external.starts_with("anonymous:") {
+                    self.ids.anonymous_only.insert(id);
+                }
+                self.ids.users.insert(external, id);
+            }
+        }
+        self.ids.anonymous = conn
+            .prepare(
+                "SELECT value, profile_id FROM identities WHERE kind IN ('anonymous_id', 'alias')",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        self.ids.names = conn
+            .prepare("SELECT name, id FROM event_names")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        self.ids.types = self
+            .store
+            .schema()?
+            .iter()
+            .map(|(k, spec)| (k.clone(), spec.ty))
+            .collect();
+        let mut seen = Dedup::new(Self::DEDUP_WINDOW);
+        let mut ids: Vec<String> = conn
+            .prepare("SELECT message_id FROM events WHERE message_id IS NOT NULL ORDER BY id DESC LIMIT ?1")?
+            .query_map([Self::DEDUP_WINDOW as i64], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        ids.reverse();
+        for id in &ids {
+            seen.insert(id);
+        }
+        self.ids.seen = seen;
+        Ok(())
+    }
+
+    /// Writes every message of `requests` in one transaction (`received`: the time of
+    /// messages without one). On error nothing is written and the maps are reloaded.
+    pub fn write(
+        &mut self,
+        requests: &[&[Message]],
+        received: Timestamp,
+    ) -> Result<Written, StoreError> {
+        match self.write_all(requests, received) {
+            Ok(w) => Ok(w),
+            Err(e) => {
+                // The transaction rolled back; the maps may hold ids it created.
+                self.reload()?;
+                Err(e)
+            }
+        }
+    }
+
+    fn write_all(
+        &mut self,
+        requests: &[&[Message]],
+        received: Timestamp,
+    ) -> Result<Written, StoreError> {
+        let now = now_ms();
+        let tx = self.store.conn.unchecked_transaction()?;
+        let ids = &mut self.ids;
+        let mut out = Written::default();
+        let mut wrote_events = false;
+        for message in requests.iter().flat_map(|r| r.iter()) {
+            if let (Some(id), Action::Event { .. }) = (&message.message_id, &message.action) {
+                if !ids.seen.insert(id) {
+                    out.duplicates += 1;
+                    continue;
+                }
+            }
+            let profile = ids.resolve(&tx, message, now, &mut out)?;
+            match &message.action {
+                Action::Event {
+                    name,
+                    revenue,
+                    properties,
+                } => {
+                    let name_id = match ids.names.get(name) {
+                        Some(&id) => id,
+                        None => {
+                            let id = ids.names.len() as u32;
+                            tx.prepare_cached("INSERT INTO event_names(id, name) VALUES (?1, ?2)")?
+                                .execute(params![id, name])?;
+                            ids.names.insert(name.clone(), id);
+                            id
+                        }
+                    };
+                    let time = message.time.unwrap_or(received);
+                    let props = (!properties.is_empty())
+                        .then(|| Json::Object(properties.clone()).to_string());
+                    tx.prepare_cached(
+                        "INSERT INTO events(profile_id, time, name_id, revenue, properties, message_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![profile, time.0, name_id, revenue, props, message.message_id])?;
+                    wrote_events = true;
+                    out.applied.push(Applied::Event {
+                        profile,
+                        event: StreamEvent {
+                            time: time.0,
+                            name: name.clone(),
+                            revenue: *revenue,
+                            properties: stream_properties(properties),
+                        },
+                    });
+                }
+                Action::Traits(traits) => ids.set_traits(&tx, profile, traits, now, &mut out)?,
+                Action::Alias { previous_id } => {
+                    let previous = ids
+                        .users
+                        .get(previous_id)
+                        .or_else(|| ids.anonymous.get(previous_id))
+                        .copied();
+                    match previous {
+                        Some(p) if p != profile => ids.merge(&tx, p, profile, now, &mut out)?,
+                        Some(_) => {}
+                        None => {
+                            tx.prepare_cached(
+                                "INSERT OR REPLACE INTO identities(kind, value, profile_id) VALUES ('alias', ?1, ?2)",
+                            )?
+                            .execute(params![previous_id, profile])?;
+                            ids.anonymous.insert(previous_id.clone(), profile);
+                        }
+                    }
+                }
+            }
+        }
+        if wrote_events {
+            tx.execute(
+                "UPDATE meta SET value = value + 1 WHERE key = 'events_version'",
+                [],
+            )?;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+impl Ids {
+    /// The profile a message is about, created (and linked) as needed.
+    fn resolve(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        m: &Message,
+        now: i64,
+        out: &mut Written,
+    ) -> Result<ProfileId, StoreError> {
+        let Some(user) = &m.user_id else {
+            let anonymous = m.anonymous_id.as_ref().expect("validated: one id is given");
+            if let Some(&p) = self.anonymous.get(anonymous) {
+                return Ok(p);
+            }
+            let p = self.create(tx, &format!("anonymous:{anonymous}"), now, out)?;
+            self.link(tx, anonymous, p)?;
+            self.anonymous_only.insert(p);
+            return Ok(p);
+        };
+        let p = match self.users.get(user) {
+            Some(&p) => p,
+            None => self.create(tx, user, now, out)?,
+        };
+        if let Some(anonymous) = &m.anonymous_id {
+            match self.anonymous.get(anonymous).copied() {
+                None => self.link(tx, anonymous, p)?,
+                Some(q) if q != p && self.anonymous_only.contains(&q) => {
+                    self.merge(tx, q, p, now, out)?
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(p)
+    }
+
+    fn create(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        external: &str,
+        now: i64,
+        out: &mut Written,
+    ) -> Result<ProfileId, StoreError> {
+        let id = self.next_id;
+        tx.prepare_cached(
+            "INSERT INTO profiles(id, external_id, traits, created_at, updated_at) VALUES (?1, ?2, '{}', ?3, ?3)",
+        )?
+        .execute(params![id, external, now])?;
+        self.next_id += 1;
+        self.users.insert(external.to_string(), id);
+        out.applied.push(Applied::Profile {
+            id,
+            external_id: external.to_string(),
+        });
+        Ok(id)
+    }
+
+    fn link(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        anonymous: &str,
+        p: ProfileId,
+    ) -> Result<(), StoreError> {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO identities(kind, value, profile_id) VALUES ('anonymous_id', ?1, ?2)",
+        )?
+        .execute(params![anonymous, p])?;
+        self.anonymous.insert(anonymous.to_string(), p);
+        Ok(())
+    }
+
+    /// Merges profile `from` into `into`: identities move, `into` keeps its traits and
+    /// gains the ones it lacks, `from` is marked merged.
+    fn merge(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        from: ProfileId,
+        into: ProfileId,
+        now: i64,
+        out: &mut Written,
+    ) -> Result<(), StoreError> {
+        let moved: Vec<String> = tx
+            .prepare_cached("SELECT value FROM identities WHERE profile_id = ?1")?
+            .query_map([from], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for v in moved {
+            self.anonymous.insert(v, into);
+        }
+        tx.prepare_cached("UPDATE identities SET profile_id = ?2 WHERE profile_id = ?1")?
+            .execute(params![from, into])?;
+        tx.prepare_cached(
+            "UPDATE profiles SET traits = json_patch((SELECT traits FROM profiles WHERE id = ?1), traits),
+             updated_at = ?3 WHERE id = ?2",
+        )?
+        .execute(params![from, into, now])?;
+        let external: Option<String> = tx
+            .prepare_cached("UPDATE profiles SET merged_into = ?2, updated_at = ?3 WHERE id = ?1 RETURNING external_id")?
+            .query_row(params![from, into, now], |r| r.get(0))
+            .optional()?;
+        if let Some(e) = external {
+            self.users.remove(&e);
+            self.users.insert(e, into);
+        }
+        self.anonymous_only.remove(&from);
+        self.anonymous_only.remove(&into);
+        out.applied.push(Applied::Merge { from, into });
+        Ok(())
+    }
+
+    fn set_traits(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        profile: ProfileId,
+        traits: &Map<String, Json>,
+        now: i64,
+        out: &mut Written,
+    ) -> Result<(), StoreError> {
+        let mut flat = Vec::new();
+        flatten("", traits, &mut flat);
+        let mut patch = Map::new();
+        let mut typed = Vec::new();
+        for (name, json) in flat {
+            if json.is_null() {
+                patch.insert(name.clone(), Json::Null);
+                if let Some(&ty) = self.types.get(&name) {
+                    typed.push((name, ty, None));
+                }
+                continue;
+            }
+            let ty = match self.types.get(&name) {
+                Some(&ty) => ty,
+                None => {
+                    let Some(ty) = guess_type(json) else {
+                        out.dropped
+                            .push(format!("{name}: a list of non-strings is not a trait"));
+                        continue;
+                    };
+                    tx.prepare_cached("INSERT OR IGNORE INTO trait_types(name, type, separators) VALUES (?1, ?2, NULL)")?
+                        .execute(params![name, ty.name()])?;
+                    self.types.insert(name.clone(), ty);
+                    ty
+                }
+            };
+            match Value::from_json(ty, json) {
+                Some(v) => {
+                    patch.insert(name.clone(), v.to_json());
+                    typed.push((name, ty, Some(v)));
+                }
+                None => out
+                    .dropped
+                    .push(format!("{name}: {json} is not {}", ty.name())),
+            }
+        }
+        if patch.is_empty() {
+            return Ok(());
+        }
+        tx.prepare_cached(
+            "UPDATE profiles SET traits = json_patch(traits, ?2), updated_at = ?3 WHERE id = ?1",
+        )?
+        .execute(params![profile, Json::Object(patch).to_string(), now])?;
+        out.applied.push(Applied::Traits {
+            profile,
+            traits: typed,
+        });
+        Ok(())
+    }
+}
+
+/// Nested objects become dotted names (`address.city`).
+fn flatten<'a>(prefix: &str, m: &'a Map<String, Json>, out: &mut Vec<(String, &'a Json)>) {
+    for (k, v) in m {
+        let name = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            Json::Object(inner) => flatten(&name, inner, out),
+            v => out.push((name, v)),
+        }
+    }
+}
+
+/// The type a new trait takes from its first value.
+fn guess_type(json: &Json) -> Option<TraitType> {
+    Some(match json {
+        Json::Bool(_) => TraitType::Bool,
+        Json::Number(n) if n.is_i64() => TraitType::Integer,
+        Json::Number(_) => TraitType::Float,
+        Json::String(s)
+            if s.len() >= 19 && s.as_bytes()[10] == b'T' && parse_timestamp(s).is_ok() =>
+        {
+            TraitType::Timestamp
+        }
+        Json::String(_) => TraitType::String,
+        Json::Array(items) if items.iter().all(Json::is_string) => TraitType::StringSet,
+        _ => return None,
+    })
+}
+
+/// Event properties as the evaluators read them: numbers, texts (booleans as
+/// `true`/`false`, lists and objects as JSON text); nulls are absent.
+pub fn stream_properties(m: &Map<String, Json>) -> Vec<(String, EventValue)> {
+    m.iter()
+        .filter_map(|(k, v)| {
+            let value = match v {
+                Json::Null => return None,
+                Json::Number(n) => EventValue::Number(n.as_f64()?),
+                Json::String(s) => EventValue::Text(s.clone()),
+                Json::Bool(b) => EventValue::Text(b.to_string()),
+                other => EventValue::Text(other.to_string()),
+            };
+            Some((k.clone(), value))
+        })
+        .collect()
+}

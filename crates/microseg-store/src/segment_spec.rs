@@ -1,0 +1,390 @@
+//! Calls of the Segment tracking spec (`track`, `identify`, `page`, `screen`, `group`,
+//! `alias`, and `batch` of them) read into [`Message`]s, with the mapping of
+//! `docs/api.md` and INTERFACES.md: `track` is an event named by `event`; `page` and
+//! `screen` are `page_viewed` / `screen_viewed` with `name` and `category` among the
+//! properties; `properties.revenue` is the revenue; `identify` sets traits; `group` sets
+//! `group_id` and the group's traits under `group.`; `alias` merges `previousId` into
+//! `userId`. No I/O.
+
+use microseg_core::time::parse_timestamp;
+use microseg_core::Timestamp;
+use serde_json::{Map, Value as Json};
+
+/// Segment's limit on one message, in bytes of JSON.
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+/// Segment's limit on one batch request, in bytes.
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+
+/// The kinds of call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// An action.
+    Track,
+    /// Who the user is.
+    Identify,
+    /// A web page view.
+    Page,
+    /// A mobile screen view.
+    Screen,
+    /// The user's group (company, account).
+    Group,
+    /// Another id of the same user.
+    Alias,
+}
+
+impl Call {
+    /// The call named by a message's `type` or an endpoint.
+    pub fn from_name(name: &str) -> Option<Call> {
+        Some(match name {
+            "track" => Call::Track,
+            "identify" => Call::Identify,
+            "page" => Call::Page,
+            "screen" => Call::Screen,
+            "group" => Call::Group,
+            "alias" => Call::Alias,
+            _ => return None,
+        })
+    }
+}
+
+/// What a message does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Records an event.
+    Event {
+        /// Its name.
+        name: String,
+        /// `properties.revenue`, when a number.
+        revenue: Option<f64>,
+        /// Its properties.
+        properties: Map<String, Json>,
+    },
+    /// Sets traits (a `null` removes one).
+    Traits(Map<String, Json>),
+    /// Merges the profile of `previous_id` into the user's.
+    Alias {
+        /// The other id.
+        previous_id: String,
+    },
+}
+
+/// One call, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// The sender's id for de-duplication.
+    pub message_id: Option<String>,
+    /// The known user's id.
+    pub user_id: Option<String>,
+    /// The anonymous visitor's id.
+    pub anonymous_id: Option<String>,
+    /// When it happened (`timestamp`, else `originalTimestamp`); `None`: when received.
+    pub time: Option<Timestamp>,
+    /// What it does.
+    pub action: Action,
+}
+
+/// Why a call was refused: where (a JSON path such as `batch[3].event`) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{at}: {reason}")]
+pub struct SpecError {
+    /// The field.
+    pub at: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn error(at: &str, field: &str, reason: impl Into<String>) -> SpecError {
+    SpecError {
+        at: if at.is_empty() {
+            field.to_string()
+        } else if field.is_empty() {
+            at.to_string()
+        } else {
+            format!("{at}.{field}")
+        },
+        reason: reason.into(),
+    }
+}
+
+/// An id field: a string or a number (stringified, as Segment's libraries do); `null`,
+/// absent or empty is none.
+fn id(m: &Map<String, Json>, at: &str, field: &str) -> Result<Option<String>, SpecError> {
+    match m.get(field) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) if s.is_empty() => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s.clone())),
+        Some(Json::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(error(at, field, "must be a string")),
+    }
+}
+
+fn object(m: &Map<String, Json>, at: &str, field: &str) -> Result<Map<String, Json>, SpecError> {
+    match m.get(field) {
+        None | Some(Json::Null) => Ok(Map::new()),
+        Some(Json::Object(o)) => Ok(o.clone()),
+        Some(_) => Err(error(at, field, "must be an object")),
+    }
+}
+
+fn text(m: &Map<String, Json>, at: &str, field: &str) -> Result<Option<String>, SpecError> {
+    match m.get(field) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(error(at, field, "must be a string")),
+    }
+}
+
+/// Reads one call of kind `call` (from its endpoint, or its `type` inside a batch when
+/// `None`); `at` prefixes error paths.
+pub fn parse_message(call: Option<Call>, json: &Json, at: &str) -> Result<Message, SpecError> {
+    let Json::Object(m) = json else {
+        return Err(error(at, "", "must be a JSON object"));
+    };
+    let call = match call {
+        Some(c) => c,
+        None => match m.get("type") {
+            Some(Json::String(t)) => Call::from_name(t).ok_or_else(|| {
+                error(
+                    at,
+                    "type",
+                    format!("unknown call '{t}' (track, identify, page, screen, group, alias)"),
+                )
+            })?,
+            None | Some(Json::Null) => return Err(error(at, "type", "missing")),
+            Some(_) => return Err(error(at, "type", "must be a string")),
+        },
+    };
+    let user_id = id(m, at, "userId")?;
+    let anonymous_id = id(m, at, "anonymousId")?;
+    let message_id = id(m, at, "messageId")?;
+    let mut time = None;
+    for field in ["timestamp", "originalTimestamp"] {
+        if let Some(t) = text(m, at, field)? {
+            time = Some(
+                parse_timestamp(&t)
+                    .map_err(|_| error(at, field, format!("'{t}' is not an ISO 8601 time")))?,
+            );
+            break;
+        }
+    }
+    let action = match call {
+        Call::Track => {
+            let name = text(m, at, "event")?
+                .filter(|e| !e.is_empty())
+                .ok_or_else(|| error(at, "event", "missing"))?;
+            let properties = object(m, at, "properties")?;
+            event(name, properties)
+        }
+        Call::Page | Call::Screen => {
+            let mut properties = object(m, at, "properties")?;
+            for field in ["name", "category"] {
+                if let Some(v) = text(m, at, field)? {
+                    properties.insert(field.to_string(), Json::String(v));
+                }
+            }
+            let name = if call == Call::Page {
+                "page_viewed"
+            } else {
+                "screen_viewed"
+            };
+            event(name.to_string(), properties)
+        }
+        Call::Identify => Action::Traits(object(m, at, "traits")?),
+        Call::Group => {
+            let group = id(m, at, "groupId")?.ok_or_else(|| error(at, "groupId", "missing"))?;
+            let mut traits = Map::new();
+            traits.insert("group_id".into(), Json::String(group));
+            for (k, v) in object(m, at, "traits")? {
+                traits.insert(format!("group.{k}"), v);
+            }
+            Action::Traits(traits)
+        }
+        Call::Alias => {
+            let previous_id =
+                id(m, at, "previousId")?.ok_or_else(|| error(at, "previousId", "missing"))?;
+            if user_id.is_none() {
+                return Err(error(at, "userId", "missing (alias needs the user's id)"));
+            }
+            Action::Alias { previous_id }
+        }
+    };
+    if user_id.is_none() && anonymous_id.is_none() {
+        return Err(error(at, "userId", "missing: give userId or anonymousId"));
+    }
+    Ok(Message {
+        message_id,
+        user_id,
+        anonymous_id,
+        time,
+        action,
+    })
+}
+
+fn event(name: String, properties: Map<String, Json>) -> Action {
+    let revenue = properties.get("revenue").and_then(Json::as_f64);
+    Action::Event {
+        name,
+        revenue,
+        properties,
+    }
+}
+
+/// A request body read: its messages and the `writeKey` field, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The calls.
+    pub messages: Vec<Message>,
+    /// The body's `writeKey`.
+    pub write_key: Option<String>,
+}
+
+/// Why a request body was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// Not JSON, or a call that breaks the spec.
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
+    /// One message over [`MAX_MESSAGE_BYTES`].
+    #[error("{at}: message of {bytes} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")]
+    MessageTooLarge {
+        /// The message.
+        at: String,
+        /// Its size.
+        bytes: usize,
+    },
+}
+
+/// Reads the body of a call to endpoint `call` (`None`: `/v1/batch`).
+pub fn parse_request(call: Option<Call>, body: &[u8]) -> Result<Request, RequestError> {
+    let json: Json = serde_json::from_slice(body).map_err(|e| SpecError {
+        at: "body".into(),
+        reason: format!("not valid JSON: {e}"),
+    })?;
+    let write_key = match &json {
+        Json::Object(m) => text(m, "", "writeKey")?,
+        _ => None,
+    };
+    let messages = match call {
+        Some(call) => {
+            if body.len() > MAX_MESSAGE_BYTES {
+                return Err(RequestError::MessageTooLarge {
+                    at: "body".into(),
+                    bytes: body.len(),
+                });
+            }
+            vec![parse_message(Some(call), &json, "")?]
+        }
+        None => {
+            let Some(Json::Array(items)) = json.get("batch") else {
+                return Err(error("", "batch", "missing: a list of calls").into());
+            };
+            let mut messages = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let at = format!("batch[{i}]");
+                let bytes = serde_json::to_vec(item).map_or(0, |v| v.len());
+                if bytes > MAX_MESSAGE_BYTES {
+                    return Err(RequestError::MessageTooLarge { at, bytes });
+                }
+                messages.push(parse_message(None, item, &at)?);
+            }
+            messages
+        }
+    };
+    Ok(Request {
+        messages,
+        write_key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(call: Call, body: &str) -> Result<Message, RequestError> {
+        parse_request(Some(call), body.as_bytes()).map(|r| r.messages.into_iter().next().unwrap())
+    }
+
+    #[test]
+    fn calls_map_to_events_and_traits_as_documented() {
+        let m = one(
+            Call::Track,
+            r#"{"userId": 42, "event": "Order Completed", "properties": {"revenue": 42.5},
+                "timestamp": "2026-11-24T00:39:46.108+00:00", "messageId": "m1"}"#,
+        )
+        .unwrap();
+        assert_eq!(m.user_id.as_deref(), Some("42"));
+        assert_eq!(
+            m.time,
+            Some(parse_timestamp("2026-11-24T00:39:46.108Z").unwrap())
+        );
+        assert!(
+            matches!(m.action, Action::Event { ref name, revenue: Some(42.5), .. } if name == "Order Completed")
+        );
+        let m = one(
+            Call::Page,
+            r#"{"anonymousId": "a1", "userId": null, "name": "Pricing", "category": "Docs", "properties": null}"#,
+        )
+        .unwrap();
+        let Action::Event {
+            name, properties, ..
+        } = m.action
+        else {
+            panic!()
+        };
+        assert_eq!(name, "page_viewed");
+        assert_eq!(properties["name"], "Pricing");
+        assert_eq!(properties["category"], "Docs");
+        let m = one(
+            Call::Group,
+            r#"{"userId": "u", "groupId": "acme", "traits": {"employees": 50}}"#,
+        )
+        .unwrap();
+        let Action::Traits(t) = m.action else {
+            panic!()
+        };
+        assert_eq!(t["group_id"], "acme");
+        assert_eq!(t["group.employees"], 50);
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let err = |call, body: &str| one(call, body).unwrap_err().to_string();
+        assert_eq!(err(Call::Track, r#"{"userId": "u"}"#), "event: missing");
+        assert_eq!(
+            err(Call::Track, r#"{"event": "x"}"#),
+            "userId: missing: give userId or anonymousId"
+        );
+        assert_eq!(
+            err(Call::Alias, r#"{"userId": "u"}"#),
+            "previousId: missing"
+        );
+        assert_eq!(
+            err(
+                Call::Track,
+                r#"{"userId": "u", "event": "x", "timestamp": "yesterday"}"#
+            ),
+            "timestamp: 'yesterday' is not an ISO 8601 time"
+        );
+        let batch = parse_request(
+            None,
+            br#"{"batch": [{"type": "track", "userId": "u", "event": "a"}, {"type": "fly", "userId": "u"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            batch.to_string(),
+            "batch[1].type: unknown call 'fly' (track, identify, page, screen, group, alias)"
+        );
+        assert!(parse_request(None, b"{not json")
+            .unwrap_err()
+            .to_string()
+            .starts_with("body: not valid JSON"));
+        let big = format!(
+            r#"{{"batch": [{{"type": "track", "userId": "u", "event": "a", "properties": {{"x": "{}"}}}}]}}"#,
+            "y".repeat(MAX_MESSAGE_BYTES)
+        );
+        assert!(matches!(
+            parse_request(None, big.as_bytes()),
+            Err(RequestError::MessageTooLarge { ref at, .. }) if at == "batch[0]"
+        ));
+    }
+}
