@@ -60,6 +60,44 @@ pub enum EvalError {
     Unsupported(&'static str),
 }
 
+impl EvalError {
+    /// A name of type `ty` inside arithmetic.
+    pub(crate) fn not_numeric(name: &str, ty: TraitType) -> EvalError {
+        EvalError::WrongType {
+            name: name.into(),
+            ty,
+            hint: "arithmetic needs numbers".into(),
+        }
+    }
+
+    /// Arithmetic compared with something else than a number.
+    pub(crate) fn arithmetic_literal(arith: &Operand) -> EvalError {
+        EvalError::WrongType {
+            name: arith.to_string(),
+            ty: TraitType::Float,
+            hint: "arithmetic compares with a number".into(),
+        }
+    }
+
+    /// A text test on a name of type `ty`.
+    pub(crate) fn not_text(name: &str, ty: TraitType) -> EvalError {
+        EvalError::WrongType {
+            name: name.into(),
+            ty,
+            hint: "text tests need a string trait".into(),
+        }
+    }
+
+    /// `has` on a name of type `ty`.
+    pub(crate) fn not_set(name: &str, ty: TraitType) -> EvalError {
+        EvalError::WrongType {
+            name: name.into(),
+            ty,
+            hint: "`has` needs a string set; compare strings with = or contains".into(),
+        }
+    }
+}
+
 /// What conditions are evaluated over: profile traits and (optionally) metrics computed
 /// at the same as-of instant.
 pub struct Dataset<'a> {
@@ -368,11 +406,9 @@ impl Dataset<'_> {
         right: &Literal,
     ) -> Result<RoaringBitmap, EvalError> {
         let Operand::Name(name) = left else {
-            let target = right.as_number().ok_or_else(|| EvalError::WrongType {
-                name: left.to_string(),
-                ty: TraitType::Float,
-                hint: "arithmetic compares with a number".into(),
-            })?;
+            let target = right
+                .as_number()
+                .ok_or_else(|| EvalError::arithmetic_literal(left))?;
             let numeric = self.numeric(left)?;
             return Ok(scan(self.len() as usize, |p| {
                 numeric(p as u32).is_some_and(|x| op.holds(x.partial_cmp(&target)))
@@ -421,11 +457,7 @@ impl Dataset<'_> {
                     Source::Metric(_, ty) => *ty,
                 };
                 if !matches!(ty, TraitType::Integer | TraitType::Float) {
-                    return Err(EvalError::WrongType {
-                        name: name.clone(),
-                        ty,
-                        hint: "arithmetic needs numbers".into(),
-                    });
+                    return Err(EvalError::not_numeric(name, ty));
                 }
                 Box::new(move |p| match self.value(&source, p) {
                     Some(Value::Int(i)) => Some(i as f64),
@@ -447,11 +479,7 @@ impl Dataset<'_> {
                 Source::Trait(c) => c.trait_type(),
                 Source::Metric(_, ty) => ty,
             };
-            return Err(EvalError::WrongType {
-                name: name.into(),
-                ty,
-                hint: "text tests need a string trait".into(),
-            });
+            return Err(EvalError::not_text(name, ty));
         };
         let regex = match op {
             TextOp::Matches => {
@@ -513,14 +541,13 @@ impl Dataset<'_> {
                         && items[offsets[p] as usize..offsets[p + 1] as usize].contains(&code)
                 }))
             }
-            other => Err(EvalError::WrongType {
-                name: name.into(),
-                ty: match other {
+            other => Err(EvalError::not_set(
+                name,
+                match other {
                     Source::Trait(c) => c.trait_type(),
                     Source::Metric(_, ty) => ty,
                 },
-                hint: "`has` needs a string set; compare strings with = or contains".into(),
-            }),
+            )),
         }
     }
 }

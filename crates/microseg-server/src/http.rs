@@ -12,10 +12,9 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use base64::Engine as _;
-use futures_util::Stream;
 use microseg_store::keys::KeyKind;
 use microseg_store::segment_spec::{parse_request, Call, RequestError, MAX_BATCH_BYTES};
 use serde_json::json;
@@ -28,14 +27,14 @@ use crate::{now, App};
 
 pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/v1/track", post(track))
-        .route("/v1/identify", post(identify))
-        .route("/v1/page", post(page))
-        .route("/v1/screen", post(screen))
-        .route("/v1/group", post(group))
-        .route("/v1/alias", post(alias))
-        .route("/v1/batch", post(batch))
-        .route("/v1/import", post(batch))
+        .route("/v1/track", calls(Some(Call::Track)))
+        .route("/v1/identify", calls(Some(Call::Identify)))
+        .route("/v1/page", calls(Some(Call::Page)))
+        .route("/v1/screen", calls(Some(Call::Screen)))
+        .route("/v1/group", calls(Some(Call::Group)))
+        .route("/v1/alias", calls(Some(Call::Alias)))
+        .route("/v1/batch", calls(None))
+        .route("/v1/import", calls(None))
         .route("/v1/segments", get(segments))
         .route("/v1/segments/{name}/members", get(members))
         .route("/v1/profiles/{id}", get(profile))
@@ -86,26 +85,13 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-async fn track(s: State<Arc<App>>, h: HeaderMap, b: Body) -> Response {
-    ingest(s, Some(Call::Track), h, b).await
-}
-async fn identify(s: State<Arc<App>>, h: HeaderMap, b: Body) -> Response {
-    ingest(s, Some(Call::Identify), h, b).await
-}
-async fn page(s: State<Arc<App>>, h: HeaderMap, b: Body) -> Response {
-    ingest(s, Some(Call::Page), h, b).await
-}
-async fn screen(s: State<Arc<App>>, h: HeaderMap, b: Body) -> Response {
-    ingest(s, Some(Call::Screen), h, b).await
-}
-async fn group(s: State<Arc<App>>, h: HeaderMap, b: Body) -> Response {
-    ingest(s, Some(Call::Group), h, b).await
-}
-async fn alias(s: State<Arc<App>>, h: HeaderMap, b: Body) -> Response {
-    ingest(s, Some(Call::Alias), h, b).await
-}
-async fn batch(s: State<Arc<App>>, h: HeaderMap, b: Body) -> Response {
-    ingest(s, None, h, b).await
+/// The route of one ingestion endpoint (`None`: `/v1/batch`).
+fn calls(call: Option<Call>) -> MethodRouter<Arc<App>> {
+    post(
+        move |app: State<Arc<App>>, headers: HeaderMap, body: Body| {
+            ingest(app, call, headers, body)
+        },
+    )
 }
 
 /// Reads the body (at most `MAX_BATCH_BYTES`, after gzip when sent gzipped).
@@ -332,13 +318,9 @@ async fn changes(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
                 .unwrap_or_default(),
         ))
     });
-    sse(stream).into_response()
-}
-
-fn sse(
-    stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

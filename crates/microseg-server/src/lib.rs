@@ -116,13 +116,18 @@ fn load_engine(store: &Store, config: StreamConfig, now: Timestamp) -> Result<En
     let stored = store.segments()?;
     let mut segments: Vec<(String, microseg_core::condition::Condition)> = Vec::new();
     let mut batch_only = Vec::new();
+    let mut streaming =
+        Streaming::new(&[], &profiles, config.clone(), now).expect("no segments always compile");
     // Add segments one by one: one that cannot stream (or refers to one that cannot)
     // stays batch-only without taking the others with it.
     for s in &stored {
         let mut trial = segments.clone();
         trial.push((s.name.clone(), s.condition.clone()));
         match Streaming::new(&trial, &profiles, config.clone(), now) {
-            Ok(_) => segments = trial,
+            Ok(s) => {
+                segments = trial;
+                streaming = s;
+            }
             Err(e) => {
                 let reason = match &e {
                     StreamError::Eval {
@@ -136,8 +141,6 @@ fn load_engine(store: &Store, config: StreamConfig, now: Timestamp) -> Result<En
             }
         }
     }
-    let mut streaming =
-        Streaming::new(&segments, &profiles, config, now).expect("each segment was checked");
     let properties: BTreeMap<String, ()> = segments
         .iter()
         .flat_map(|(_, c)| c.event_properties())

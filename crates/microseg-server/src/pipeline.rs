@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use microseg_core::{Timestamp, TraitType};
-use microseg_engine::streaming::{Change, Streaming};
+use microseg_core::Timestamp;
+use microseg_engine::streaming::{Cause, Change, Streaming};
 use microseg_engine::ProfileTable;
 use microseg_store::ingest::{Applied, Ingestor, Written};
 use microseg_store::segment_spec::Message;
@@ -170,12 +170,10 @@ pub fn engine(
                 metrics.observe_change_latency(ms);
             }
             let (cause, event) = match &c.cause {
-                microseg_engine::streaming::Cause::Event { name, .. } => {
-                    ("event", Some(name.clone()))
-                }
-                microseg_engine::streaming::Cause::Time => ("time", None),
-                microseg_engine::streaming::Cause::Traits => ("traits", None),
-                microseg_engine::streaming::Cause::Merge => ("merge", None),
+                Cause::Event { name, .. } => ("event", Some(name.clone())),
+                Cause::Time => ("time", None),
+                Cause::Traits => ("traits", None),
+                Cause::Merge => ("merge", None),
             };
             let _ = changes.send(PublishedChange {
                 kind: if c.entered { "entered" } else { "exited" },
@@ -211,20 +209,7 @@ fn apply(
         }
         Applied::Event { profile, event } => streaming.observe(profiles, profile, event),
         Applied::Merge { from, into } => {
-            // The survivor gains the traits it lacks (as the store's json_patch did).
-            let names: Vec<(String, TraitType)> = profiles
-                .columns
-                .iter()
-                .map(|(n, c)| (n.clone(), c.trait_type()))
-                .collect();
-            for (name, ty) in names {
-                let column = &profiles.columns[&name];
-                if !column.has_value(into) {
-                    if let Some(v) = column.get(from) {
-                        profiles.set_trait(into, &name, ty, Some(&v));
-                    }
-                }
-            }
+            // The traits the survivor gained came just before, as `Applied::Traits`.
             retired.insert(from);
             streaming.merge(profiles, from, into)
         }

@@ -974,11 +974,7 @@ impl StoreTx<'_> {
     /// Marks the events as changed (keys the columnar cache); every transaction that writes
     /// events calls it.
     fn bump_events_version(&self) -> Result<(), StoreError> {
-        self.0.execute(
-            "UPDATE meta SET value = value + 1 WHERE key = 'events_version'",
-            [],
-        )?;
-        Ok(())
+        crate::store::bump_events_version(self.0)
     }
 
     fn record_import(

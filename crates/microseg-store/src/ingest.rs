@@ -24,7 +24,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::error::StoreError;
 use crate::segment_spec::{Action, Message};
-use crate::store::{now_ms, Store};
+use crate::store::{bump_events_version, now_ms, Store};
 
 /// What a committed write did, in order, for the in-memory state to follow.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,7 +143,7 @@ impl Ingestor {
                 next_id: 0,
                 names: FxHashMap::default(),
                 types: FxHashMap::default(),
-                seen: Dedup::new(0),
+                seen: Dedup::new(Self::DEDUP_WINDOW),
             },
         };
         ingestor.reload()?;
@@ -230,6 +230,10 @@ impl Ingestor {
         let ids = &mut self.ids;
         let mut out = Written::default();
         let mut wrote_events = false;
+        let mut insert_event = tx.prepare_cached(
+            "INSERT INTO events(profile_id, time, name_id, revenue, properties, message_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
         for message in requests.iter().flat_map(|r| r.iter()) {
             if let (Some(id), Action::Event { .. }) = (&message.message_id, &message.action) {
                 if !ids.seen.insert(id) {
@@ -256,12 +260,17 @@ impl Ingestor {
                     };
                     let time = message.time.unwrap_or(received);
                     let props = (!properties.is_empty())
-                        .then(|| Json::Object(properties.clone()).to_string());
-                    tx.prepare_cached(
-                        "INSERT INTO events(profile_id, time, name_id, revenue, properties, message_id)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )?
-                    .execute(params![profile, time.0, name_id, revenue, props, message.message_id])?;
+                        .then(|| serde_json::to_string(properties))
+                        .transpose()
+                        .map_err(|e| StoreError::Invalid(format!("event properties: {e}")))?;
+                    insert_event.execute(params![
+                        profile,
+                        time.0,
+                        name_id,
+                        revenue,
+                        props,
+                        message.message_id
+                    ])?;
                     wrote_events = true;
                     out.applied.push(Applied::Event {
                         profile,
@@ -294,11 +303,9 @@ impl Ingestor {
                 }
             }
         }
+        drop(insert_event);
         if wrote_events {
-            tx.execute(
-                "UPDATE meta SET value = value + 1 WHERE key = 'events_version'",
-                [],
-            )?;
+            bump_events_version(&tx)?;
         }
         tx.commit()?;
         Ok(out)
@@ -394,17 +401,24 @@ impl Ids {
         }
         tx.prepare_cached("UPDATE identities SET profile_id = ?2 WHERE profile_id = ?1")?
             .execute(params![from, into])?;
-        tx.prepare_cached(
-            "UPDATE profiles SET traits = json_patch((SELECT traits FROM profiles WHERE id = ?1), traits),
-             updated_at = ?3 WHERE id = ?2",
-        )?
-        .execute(params![from, into, now])?;
+        // The survivor gains the traits it lacks, through the one trait-setting path.
+        let traits = |p: ProfileId| -> Result<Map<String, Json>, StoreError> {
+            let text: String = tx
+                .prepare_cached("SELECT traits FROM profiles WHERE id = ?1")?
+                .query_row([p], |r| r.get(0))?;
+            Ok(serde_json::from_str(&text).unwrap_or_default())
+        };
+        let kept = traits(into)?;
+        let gained: Map<String, Json> = traits(from)?
+            .into_iter()
+            .filter(|(k, _)| !kept.contains_key(k))
+            .collect();
+        self.set_traits(tx, into, &gained, now, out)?;
         let external: Option<String> = tx
             .prepare_cached("UPDATE profiles SET merged_into = ?2, updated_at = ?3 WHERE id = ?1 RETURNING external_id")?
             .query_row(params![from, into, now], |r| r.get(0))
             .optional()?;
         if let Some(e) = external {
-            self.users.remove(&e);
             self.users.insert(e, into);
         }
         self.anonymous_only.remove(&from);

@@ -49,12 +49,13 @@ pub struct ApiKey {
     pub hash: String,
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// SHA-256 of a secret, in hex.
 pub fn hash_secret(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(secret.as_bytes()))
 }
 
 fn random_hex(bytes: usize) -> Result<String, StoreError> {
@@ -63,7 +64,7 @@ fn random_hex(bytes: usize) -> Result<String, StoreError> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
         .map_err(|e| StoreError::Invalid(format!("cannot read /dev/urandom: {e}")))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&buf))
 }
 
 impl Store {
@@ -83,15 +84,6 @@ impl Store {
             params![kind.name(), name, hash_secret(&secret), now_ms()],
         )?;
         Ok((self.conn.last_insert_rowid(), secret))
-    }
-
-    /// Profiles merged into others by `alias` (merged, survivor), in merge order.
-    pub fn merges(&self) -> Result<Vec<(u32, u32)>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, merged_into FROM profiles WHERE merged_into IS NOT NULL ORDER BY updated_at, id",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Every key, oldest first.

@@ -153,6 +153,16 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Marks the events as changed (keys the columnar cache); every transaction that writes
+/// events calls it.
+pub(crate) fn bump_events_version(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE meta SET value = value + 1 WHERE key = 'events_version'",
+        [],
+    )?;
+    Ok(())
+}
+
 /// A stored segment definition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSegment {
@@ -351,6 +361,15 @@ impl Store {
             table.push(row.get(1)?, &traits);
         }
         Ok(table)
+    }
+
+    /// Profiles merged into others by `alias` (merged, survivor), in merge order.
+    pub fn merges(&self) -> Result<Vec<(u32, u32)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, merged_into FROM profiles WHERE merged_into IS NOT NULL ORDER BY updated_at, id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Every event like [`Store::load_events`], plus the named event properties as

@@ -445,6 +445,20 @@ impl CompareOp {
     }
 }
 
+impl Operand {
+    /// The operand's number, with `number` giving each name's value; missing when a name
+    /// has no number or the arithmetic has no finite result.
+    pub fn evaluate(&self, number: &dyn Fn(&str) -> Option<f64>) -> Option<f64> {
+        match self {
+            Operand::Number(x) => Some(*x),
+            Operand::Name(name) => number(name),
+            Operand::Arith { op, left, right } => {
+                op.apply(left.evaluate(number)?, right.evaluate(number)?)
+            }
+        }
+    }
+}
+
 impl ArithOp {
     /// `a OP b`; `None` (a missing value) for a division by zero or a non-finite result.
     pub fn apply(self, a: f64, b: f64) -> Option<f64> {

@@ -249,14 +249,8 @@ fn random_event(rng: &mut Rng, clock: i64) -> StreamEvent {
     }
 }
 
-/// The batch evaluator's members of every segment over `events` at `as_of`.
-fn batch(
-    profiles: &ProfileTable,
-    events: &[(ProfileId, StreamEvent)],
-    segments: &BTreeMap<String, Condition>,
-    retired: &RoaringBitmap,
-    as_of: Timestamp,
-) -> BTreeMap<String, RoaringBitmap> {
+/// The events as the batch evaluator's table.
+fn table(events: &[(ProfileId, StreamEvent)], profiles: usize) -> EventTable {
     let mut b = EventTableBuilder::default();
     for (p, e) in events {
         let row = b.push(*p, e.time, &e.name, e.revenue);
@@ -267,7 +261,18 @@ fn batch(
             }
         }
     }
-    let table = b.finish(profiles.len());
+    b.finish(profiles)
+}
+
+/// The batch evaluator's members of every segment over `events` at `as_of`.
+fn batch(
+    profiles: &ProfileTable,
+    events: &[(ProfileId, StreamEvent)],
+    segments: &BTreeMap<String, Condition>,
+    retired: &RoaringBitmap,
+    as_of: Timestamp,
+) -> BTreeMap<String, RoaringBitmap> {
+    let table = table(events, profiles.len());
     let metrics = compute(
         &table,
         &profiles.external_ids,
@@ -320,21 +325,11 @@ fn run(seed: u64) -> (usize, usize) {
         let p = rng.below(n_profiles as u64) as ProfileId;
         observed.push((p, random_event(&mut rng, clock)));
     }
-    let mut history = EventTableBuilder::default();
-    for (p, e) in &observed {
-        let row = history.push(*p, e.time, &e.name, e.revenue);
-        for (k, v) in &e.properties {
-            match v {
-                EventValue::Number(x) => history.set_property(row, k, PropertyValue::Number(*x)),
-                EventValue::Text(s) => history.set_property(row, k, PropertyValue::Text(s)),
-            }
-        }
-    }
     let mut stream = Streaming::new(&list, &profiles, config, Timestamp(T0)).unwrap();
     stream.backfill(
         &profiles,
         n_profiles,
-        &history.finish(n_profiles as usize),
+        &table(&observed, n_profiles as usize),
         Timestamp(clock),
     );
 

@@ -166,7 +166,7 @@ impl Matcher {
 fn compare(e: &StreamEvent, operand: &Operand, op: CompareOp, lit: &Literal) -> bool {
     match operand {
         Operand::Name(name) => e.prop(name).is_some_and(|p| op.holds(order(&p, lit))),
-        arith => match (numeric(e, arith), lit.as_number()) {
+        arith => match (arith.evaluate(&|n| e.number(n)), lit.as_number()) {
             (Some(x), Some(t)) => op.holds(x.partial_cmp(&t)),
             _ => false,
         },
@@ -176,14 +176,6 @@ fn compare(e: &StreamEvent, operand: &Operand, op: CompareOp, lit: &Literal) -> 
 fn present(e: &StreamEvent, operand: &Operand) -> bool {
     match operand {
         Operand::Name(name) => e.prop(name).is_some(),
-        arith => numeric(e, arith).is_some(),
-    }
-}
-
-fn numeric(e: &StreamEvent, o: &Operand) -> Option<f64> {
-    match o {
-        Operand::Number(x) => Some(*x),
-        Operand::Name(name) => e.number(name),
-        Operand::Arith { op, left, right } => op.apply(numeric(e, left)?, numeric(e, right)?),
+        arith => arith.evaluate(&|n| e.number(n)).is_some(),
     }
 }

@@ -47,7 +47,6 @@ enum Kind {
         op: CompareOp,
         value: f64,
     },
-    Did,
     LastBefore {
         ago_ms: i64,
     },
@@ -105,7 +104,16 @@ impl Leaf {
                 event,
                 None,
             ),
-            Condition::Did { event, window } => (Kind::Did, *window, event, None),
+            // `did(E)` is `count(E) >= 1`.
+            Condition::Did { event, window } => (
+                Kind::Count {
+                    op: CompareOp::Ge,
+                    value: 1.0,
+                },
+                *window,
+                event,
+                None,
+            ),
             Condition::LastBefore { event, ago_ms } => (
                 Kind::LastBefore { ago_ms: *ago_ms },
                 Window::All,
@@ -149,14 +157,12 @@ impl Leaf {
     }
 
     /// The state of a profile that has seen no matching event.
-    fn empty(&self) -> State {
+    pub(crate) fn empty(&self) -> State {
         match (&self.kind, &self.window) {
-            (Kind::Count { .. } | Kind::Aggregate { .. } | Kind::Did, Window::Within { .. }) => {
+            (Kind::Count { .. } | Kind::Aggregate { .. }, Window::Within { .. }) => {
                 State::Recent(VecDeque::new())
             }
-            (Kind::Count { .. } | Kind::Aggregate { .. } | Kind::Did, _) => {
-                State::Folded(Folded::default())
-            }
+            (Kind::Count { .. } | Kind::Aggregate { .. }, _) => State::Folded(Folded::default()),
             (Kind::LastBefore { .. }, _) => State::Last(None),
             (Kind::First, _) => State::First(None),
             (Kind::Sequence { negated: false, .. }, _) => State::Pairs(Pairs::default()),
@@ -164,28 +170,18 @@ impl Leaf {
         }
     }
 
-    /// Feeds event `e` (already known to carry one of [`Leaf::listens`]'s names) into
-    /// `state` (created when `None`); returns whether the event matched.
-    pub(crate) fn update(
-        &self,
-        state: &mut Option<State>,
-        step: Step,
-        e: &StreamEvent,
-        clock: i64,
-        lateness_ms: i64,
-    ) -> bool {
-        let matcher = match step {
-            Step::First => &self.first,
-            Step::Then => self
-                .then
-                .as_ref()
-                .expect("only sequences have a second step"),
-        };
-        if !matcher.matches(e) {
-            return false;
+    /// Whether event `e` is this leaf's event for `step`.
+    pub(crate) fn matches(&self, step: Step, e: &StreamEvent) -> bool {
+        match step {
+            Step::First => self.first.matches(e),
+            Step::Then => self.then.as_ref().is_some_and(|m| m.matches(e)),
         }
+    }
+
+    /// Feeds event `e`, which [`Leaf::matches`] for `step`, into `state`; the event is
+    /// visible at `clock`.
+    pub(crate) fn update(&self, state: &mut State, step: Step, e: &StreamEvent, clock: i64) {
         let t = e.time;
-        let state = state.get_or_insert_with(|| self.empty());
         let in_outer = match &self.window {
             Window::Between { from, to } => from.0 <= t && t <= to.0,
             Window::Within { ms } => t >= clock.saturating_sub(*ms),
@@ -211,7 +207,7 @@ impl Leaf {
                     unreachable!("pairs belong to sequences")
                 };
                 if p.done {
-                    return true;
+                    return;
                 }
                 match step {
                     Step::First if in_outer => insert_sorted(&mut p.e1, t),
@@ -252,8 +248,6 @@ impl Leaf {
                 }
             }
         }
-        self.prune(state, clock, lateness_ms);
-        true
     }
 
     /// The aggregated value an event contributes (NaN when it has none).
@@ -264,7 +258,8 @@ impl Leaf {
         }
     }
 
-    /// Drops what can no longer change the answer at `clock` or later.
+    /// Drops what can no longer change the answer at `clock` or later (the evaluator runs
+    /// it before every evaluation).
     pub(crate) fn prune(&self, state: &mut State, clock: i64, lateness_ms: i64) {
         let horizon = clock.saturating_sub(lateness_ms);
         match state {
@@ -320,8 +315,6 @@ impl Leaf {
                 };
                 op.holds(n.partial_cmp(value))
             }
-            (Kind::Did, State::Folded(f)) => f.events > 0,
-            (Kind::Did, State::Recent(entries)) => entries.iter().any(|e| e.0 >= from),
             (
                 Kind::Aggregate {
                     function,
@@ -395,7 +388,7 @@ impl Leaf {
 
 impl Leaf {
     /// Adds a merged profile's state `theirs` to `mine`.
-    pub(crate) fn absorb(&self, mine: &mut State, theirs: State, clock: i64, lateness_ms: i64) {
+    pub(crate) fn absorb(&self, mine: &mut State, theirs: State) {
         let within_ms = match self.kind {
             Kind::Sequence { within_ms, .. } => within_ms,
             _ => 0,
@@ -458,7 +451,6 @@ impl Leaf {
             }
             _ => {}
         }
-        self.prune(mine, clock, lateness_ms);
     }
 }
 

@@ -339,11 +339,7 @@ impl Streaming {
                 arith => {
                     numeric_names(arith, &type_of)?;
                     if lit.as_number().is_none() {
-                        return Err(EvalError::WrongType {
-                            name: arith.to_string(),
-                            ty: TraitType::Float,
-                            hint: "arithmetic compares with a number".into(),
-                        });
+                        return Err(EvalError::arithmetic_literal(arith));
                     }
                     Ok(())
                 }
@@ -367,11 +363,7 @@ impl Streaming {
                 if let Some(ty) =
                     ty.filter(|&t| t != TraitType::String || traits.trait_type(name).is_none())
                 {
-                    return Err(eval(EvalError::WrongType {
-                        name: name.clone(),
-                        ty,
-                        hint: "text tests need a string trait".into(),
-                    }));
+                    return Err(eval(EvalError::not_text(name, ty)));
                 }
                 if *op == TextOp::Matches && !self.regexes.contains_key(value) {
                     let re = Regex::new(value).map_err(|e| {
@@ -385,11 +377,7 @@ impl Streaming {
             }
             Condition::Has { name, .. } => {
                 if let Some(ty) = type_of(name).filter(|&t| t != TraitType::StringSet) {
-                    return Err(eval(EvalError::WrongType {
-                        name: name.clone(),
-                        ty,
-                        hint: "`has` needs a string set; compare strings with = or contains".into(),
-                    }));
+                    return Err(eval(EvalError::not_set(name, ty)));
                 }
             }
             _ => {}
@@ -573,7 +561,6 @@ impl Streaming {
             }
         }
         let gap = self.config.metrics.session_gap_ms;
-        let (clock, lateness) = (self.clock, self.config.lateness_ms);
         let target = &mut self.states[into as usize];
         let (a, b) = (&mut target.metrics, gone.metrics);
         a.orders += b.orders;
@@ -590,7 +577,7 @@ impl Streaming {
         for (leaf, theirs) in gone.leaves {
             let def = &self.leaves[leaf as usize];
             match target.leaves.iter_mut().find(|(l, _)| *l == leaf) {
-                Some((_, mine)) => def.absorb(mine, theirs, clock, lateness),
+                Some((_, mine)) => def.absorb(mine, theirs),
                 None => target.leaves.push((leaf, theirs)),
             }
         }
@@ -631,12 +618,17 @@ impl Streaming {
         };
         for &(leaf, step) in listeners {
             let def = &self.leaves[leaf as usize];
-            let at = state.leaves.iter().position(|(l, _)| *l == leaf);
-            let mut slot = at.map(|i| state.leaves.swap_remove(i).1);
-            def.update(&mut slot, step, e, clock, lateness);
-            if let Some(s) = slot {
-                state.leaves.push((leaf, s));
+            if !def.matches(step, e) {
+                continue;
             }
+            let at = match state.leaves.iter().position(|(l, _)| *l == leaf) {
+                Some(at) => at,
+                None => {
+                    state.leaves.push((leaf, def.empty()));
+                    state.leaves.len() - 1
+                }
+            };
+            def.update(&mut state.leaves[at].1, step, e, clock);
         }
     }
 
@@ -650,6 +642,7 @@ impl Streaming {
     ) -> Vec<Change> {
         let as_of = Timestamp(self.clock);
         let lateness = self.config.lateness_ms;
+        // The one place states are pruned: every update and merge is followed by this.
         let state = &mut self.states[p as usize];
         for (leaf, s) in &mut state.leaves {
             self.leaves[*leaf as usize].prune(s, as_of.0, lateness);
@@ -748,7 +741,7 @@ impl Streaming {
     /// A trait or metric test with the batch evaluator's rules: a missing value never
     /// matches a comparison; only `exists` tests for it.
     fn profile_holds(&self, c: &Condition, value: &dyn Fn(&str) -> Option<Value>) -> bool {
-        let numeric = |o: &Operand| numeric(o, value);
+        let numeric = |o: &Operand| o.evaluate(&|n| value(n)?.as_f64());
         let compare = |o: &Operand, op: CompareOp, lit: &Literal| match o {
             Operand::Name(n) => value(n).is_some_and(|v| op.holds(compare_value(&v, lit))),
             arith => match (numeric(arith), lit.as_number()) {
@@ -798,20 +791,6 @@ impl Streaming {
     }
 }
 
-fn numeric(o: &Operand, value: &dyn Fn(&str) -> Option<Value>) -> Option<f64> {
-    match o {
-        Operand::Number(x) => Some(*x),
-        Operand::Name(n) => match value(n)? {
-            Value::Int(i) => Some(i as f64),
-            Value::Float(x) => Some(x),
-            _ => None,
-        },
-        Operand::Arith { op, left, right } => {
-            op.apply(numeric(left, value)?, numeric(right, value)?)
-        }
-    }
-}
-
 /// Refuses a non-numeric name inside arithmetic.
 fn numeric_names(
     o: &Operand,
@@ -821,11 +800,7 @@ fn numeric_names(
         Operand::Number(_) => Ok(()),
         Operand::Name(n) => match type_of(n) {
             None | Some(TraitType::Integer | TraitType::Float) => Ok(()),
-            Some(ty) => Err(EvalError::WrongType {
-                name: n.to_string(),
-                ty,
-                hint: "arithmetic needs numbers".into(),
-            }),
+            Some(ty) => Err(EvalError::not_numeric(n, ty)),
         },
         Operand::Arith { left, right, .. } => {
             numeric_names(left, type_of)?;

@@ -157,6 +157,10 @@ fn every_endpoint_accepts_the_spec_and_names_what_is_wrong() {
             "/v1/group",
             r#"{"userId": "u1", "groupId": "acme", "traits": {"employees": 50}}"#,
         ),
+        (
+            "/v1/identify",
+            r#"{"anonymousId": "a1", "traits": {"source": "ad"}}"#,
+        ),
         ("/v1/alias", r#"{"previousId": "a1", "userId": "u2"}"#),
     ];
     for (path, body) in good {
@@ -276,6 +280,25 @@ fn every_endpoint_accepts_the_spec_and_names_what_is_wrong() {
     );
     let m: serde_json::Value = serde_json::from_str(&b).unwrap();
     assert_eq!(m["members"], serde_json::json!(["u2"]));
+    // The anonymous profile's traits followed it too.
+    let (_, b) = http(
+        &server.addr,
+        "GET",
+        "/v1/profiles/u2",
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    let u2: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(u2["traits"]["source"], "ad", "{b}");
+    let stored: String = env
+        .store()
+        .query_row(
+            "SELECT traits FROM profiles WHERE external_id = 'u2'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, r#"{"source":"ad"}"#);
     assert_eq!(http(&server.addr, "GET", "/v1/segments", &[], b"").0, 401);
     let mut seen = String::new();
     let mut buf = [0u8; 4096];
