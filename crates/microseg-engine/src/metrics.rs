@@ -170,18 +170,9 @@ pub struct ProfileMetrics {
     pub last_order_at: Option<i64>,
 }
 
-/// The metrics [`ProfileMetrics::value`] answers: those of one profile's own events.
-pub const OWN_METRIC_NAMES: [&str; 9] = [
-    "visits",
-    "orders",
-    "revenue",
-    "aov",
-    "first_seen",
-    "last_seen",
-    "last_order_at",
-    "recency_days",
-    "tenure_days",
-];
+/// The metrics [`ProfileMetrics::value`] answers: those of one profile's own events (the
+/// names before the RFM scores).
+pub const OWN_METRIC_NAMES: &[&str] = METRIC_NAMES.split_at(9).0;
 
 impl ProfileMetrics {
     /// Average order value; missing without orders.
