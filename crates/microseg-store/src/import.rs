@@ -22,6 +22,7 @@ use rusqlite::{params, TransactionBehavior};
 use rustc_hash::FxHashMap;
 
 use crate::error::StoreError;
+use crate::event_rows::{EventInserter, EventRow, EventRows};
 use crate::reader::{self, Cell, Delimiter, Format, Row, RowReader};
 use crate::store::{now_ms, Store};
 use crate::workspace::Workspace;
@@ -216,24 +217,13 @@ fn id_text(cell: &Cell) -> Option<std::borrow::Cow<'_, str>> {
     }
 }
 
-/// One validated event on its way to the store.
-struct EventRow {
-    profile: ProfileId,
-    time: i64,
-    name: u32,
-    revenue: Option<f64>,
-    /// Range of the properties JSON in [`Batch::properties`]; empty when none.
-    properties: (u32, u32),
-}
-
 /// A batch from the reading thread to the writing one.
 #[derive(Default)]
 struct Batch {
     new_profiles: Vec<(ProfileId, String)>,
     new_names: Vec<(u32, String)>,
-    events: Vec<EventRow>,
-    /// The properties JSON of all events of the batch, back to back.
-    properties: String,
+    /// The events, with their properties JSON back to back.
+    events: EventRows,
     rejects: Vec<(u64, String, String)>,
     rows: u64,
     position: u64,
@@ -297,7 +287,7 @@ impl EventReader {
             }
             let mapped = [profile_col, time_col, name_col, revenue_col];
             match self.validate(&row, mapped, fixed_name, &mut batch) {
-                Ok(event) => batch.events.push(event),
+                Ok(event) => batch.events.rows.push(event),
                 Err(reason) => {
                     batch.rejects.push((row.line, reason, self.reader.raw()));
                 }
@@ -390,7 +380,7 @@ impl EventReader {
                 ))
             }
         };
-        let props = &mut batch.properties;
+        let props = &mut batch.events.text;
         let start = props.len();
         let columns = self.reader.columns();
         for (i, c) in row.cells.iter().enumerate() {
@@ -424,6 +414,7 @@ impl EventReader {
             name,
             revenue,
             properties,
+            message_id: (0, 0),
         })
     }
 }
@@ -558,8 +549,8 @@ impl Store {
                     insert_profile.execute(params![id, external, created])?;
                 }
                 new_profiles += batch.new_profiles.len() as u64;
-                insert_events.insert(&batch.events, &batch.properties)?;
-                imported += batch.events.len() as u64;
+                insert_events.insert(&batch.events)?;
+                imported += batch.events.rows.len() as u64;
                 for (line, reason, raw) in &batch.rejects {
                     rejects.add(*line, reason, raw)?;
                 }
@@ -884,57 +875,6 @@ impl ProfileReader {
         }
         batch.position = self.reader.position().0;
         let _ = tx.send(Ok(batch));
-        Ok(())
-    }
-}
-
-/// Inserts events many rows per statement: SQLite runs one statement per
-/// [`EventInserter::ROWS`] events instead of one per event.
-struct EventInserter<'c> {
-    many: rusqlite::CachedStatement<'c>,
-    one: rusqlite::CachedStatement<'c>,
-}
-
-impl<'c> EventInserter<'c> {
-    const ROWS: usize = 64;
-    const SQL: &'static str =
-        "INSERT INTO events(profile_id, time, name_id, revenue, properties) VALUES ";
-
-    fn new(tx: &'c rusqlite::Transaction<'c>) -> Result<EventInserter<'c>, StoreError> {
-        let values = vec!["(?,?,?,?,?)"; Self::ROWS].join(",");
-        Ok(EventInserter {
-            many: tx.prepare_cached(&format!("{}{values}", Self::SQL))?,
-            one: tx.prepare_cached(&format!("{}(?,?,?,?,?)", Self::SQL))?,
-        })
-    }
-
-    fn insert(&mut self, events: &[EventRow], properties: &str) -> Result<(), StoreError> {
-        let mut chunks = events.chunks_exact(Self::ROWS);
-        for chunk in &mut chunks {
-            for (i, e) in chunk.iter().enumerate() {
-                Self::bind(&mut self.many, i * 5, e, properties)?;
-            }
-            self.many.raw_execute()?;
-        }
-        for e in chunks.remainder() {
-            Self::bind(&mut self.one, 0, e, properties)?;
-            self.one.raw_execute()?;
-        }
-        Ok(())
-    }
-
-    fn bind(
-        stmt: &mut rusqlite::CachedStatement<'_>,
-        at: usize,
-        e: &EventRow,
-        properties: &str,
-    ) -> Result<(), StoreError> {
-        stmt.raw_bind_parameter(at + 1, e.profile)?;
-        stmt.raw_bind_parameter(at + 2, e.time)?;
-        stmt.raw_bind_parameter(at + 3, e.name)?;
-        stmt.raw_bind_parameter(at + 4, e.revenue)?;
-        let (a, b) = e.properties;
-        stmt.raw_bind_parameter(at + 5, (a < b).then(|| &properties[a as usize..b as usize]))?;
         Ok(())
     }
 }

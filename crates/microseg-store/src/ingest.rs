@@ -23,6 +23,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::{Map, Value as Json};
 
 use crate::error::StoreError;
+use crate::event_rows::{EventInserter, EventRow, EventRows};
 use crate::segment_spec::{Action, Message};
 use crate::store::{bump_events_version, now_ms, Store};
 
@@ -112,6 +113,8 @@ impl Dedup {
 pub struct Ingestor {
     store: Store,
     ids: Ids,
+    /// The events of the transaction being written (kept to reuse the allocations).
+    rows: EventRows,
 }
 
 /// The in-memory maps of an [`Ingestor`].
@@ -145,6 +148,7 @@ impl Ingestor {
                 types: FxHashMap::default(),
                 seen: Dedup::new(Self::DEDUP_WINDOW),
             },
+            rows: EventRows::default(),
         };
         ingestor.reload()?;
         Ok(ingestor)
@@ -230,10 +234,8 @@ impl Ingestor {
         let ids = &mut self.ids;
         let mut out = Written::default();
         let mut wrote_events = false;
-        let mut insert_event = tx.prepare_cached(
-            "INSERT INTO events(profile_id, time, name_id, revenue, properties, message_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
+        let rows = &mut self.rows;
+        rows.clear();
         for message in requests.iter().flat_map(|r| r.iter()) {
             if let (Some(id), Action::Event { .. }) = (&message.message_id, &message.action) {
                 if !ids.seen.insert(id) {
@@ -259,18 +261,25 @@ impl Ingestor {
                         }
                     };
                     let time = message.time.unwrap_or(received);
-                    let props = (!properties.is_empty())
-                        .then(|| serde_json::to_string(properties))
-                        .transpose()
-                        .map_err(|e| StoreError::Invalid(format!("event properties: {e}")))?;
-                    insert_event.execute(params![
+                    let props = if properties.is_empty() {
+                        (0, 0)
+                    } else {
+                        let json = serde_json::to_string(properties)
+                            .map_err(|e| StoreError::Invalid(format!("event properties: {e}")))?;
+                        rows.push_text(&json)
+                    };
+                    let message_id = match &message.message_id {
+                        Some(m) => rows.push_text(m),
+                        None => (0, 0),
+                    };
+                    rows.rows.push(EventRow {
                         profile,
-                        time.0,
-                        name_id,
-                        revenue,
-                        props,
-                        message.message_id
-                    ])?;
+                        time: time.0,
+                        name: name_id,
+                        revenue: *revenue,
+                        properties: props,
+                        message_id,
+                    });
                     wrote_events = true;
                     out.applied.push(Applied::Event {
                         profile,
@@ -303,8 +312,8 @@ impl Ingestor {
                 }
             }
         }
-        drop(insert_event);
         if wrote_events {
+            EventInserter::new(&tx)?.insert(rows)?;
             bump_events_version(&tx)?;
         }
         tx.commit()?;

@@ -2,6 +2,7 @@
 //! SQLite store (source of truth), and importers for CSV, NDJSON and Parquet.
 
 pub mod error;
+mod event_rows;
 pub mod import;
 pub mod ingest;
 pub mod keys;

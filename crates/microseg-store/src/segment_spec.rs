@@ -8,6 +8,9 @@
 
 use microseg_core::time::parse_timestamp;
 use microseg_core::Timestamp;
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
 /// Segment's limit on one message, in bytes of JSON.
@@ -106,38 +109,44 @@ fn error(at: &str, field: &str, reason: impl Into<String>) -> SpecError {
     }
 }
 
-/// An id field: a string or a number (stringified, as Segment's libraries do); `null`,
-/// absent or empty is none.
-fn id(m: &Map<String, Json>, at: &str, field: &str) -> Result<Option<String>, SpecError> {
-    match m.get(field) {
+/// Takes an id field: a string or a number (stringified, as Segment's libraries do);
+/// `null`, absent or empty is none.
+fn id(m: &mut Map<String, Json>, at: &str, field: &str) -> Result<Option<String>, SpecError> {
+    match m.remove(field) {
         None | Some(Json::Null) => Ok(None),
         Some(Json::String(s)) if s.is_empty() => Ok(None),
-        Some(Json::String(s)) => Ok(Some(s.clone())),
+        Some(Json::String(s)) => Ok(Some(s)),
         Some(Json::Number(n)) => Ok(Some(n.to_string())),
         Some(_) => Err(error(at, field, "must be a string")),
     }
 }
 
-fn object(m: &Map<String, Json>, at: &str, field: &str) -> Result<Map<String, Json>, SpecError> {
-    match m.get(field) {
+/// Takes an object field (absent or `null`: empty).
+fn object(
+    m: &mut Map<String, Json>,
+    at: &str,
+    field: &str,
+) -> Result<Map<String, Json>, SpecError> {
+    match m.remove(field) {
         None | Some(Json::Null) => Ok(Map::new()),
-        Some(Json::Object(o)) => Ok(o.clone()),
+        Some(Json::Object(o)) => Ok(o),
         Some(_) => Err(error(at, field, "must be an object")),
     }
 }
 
-fn text(m: &Map<String, Json>, at: &str, field: &str) -> Result<Option<String>, SpecError> {
-    match m.get(field) {
+/// Takes a text field.
+fn text(m: &mut Map<String, Json>, at: &str, field: &str) -> Result<Option<String>, SpecError> {
+    match m.remove(field) {
         None | Some(Json::Null) => Ok(None),
-        Some(Json::String(s)) => Ok(Some(s.clone())),
+        Some(Json::String(s)) => Ok(Some(s)),
         Some(_) => Err(error(at, field, "must be a string")),
     }
 }
 
 /// Reads one call of kind `call` (from its endpoint, or its `type` inside a batch when
 /// `None`); `at` prefixes error paths.
-pub fn parse_message(call: Option<Call>, json: &Json, at: &str) -> Result<Message, SpecError> {
-    let Json::Object(m) = json else {
+pub fn parse_message(call: Option<Call>, json: Json, at: &str) -> Result<Message, SpecError> {
+    let Json::Object(mut m) = json else {
         return Err(error(at, "", "must be a JSON object"));
     };
     let call = match call {
@@ -154,12 +163,12 @@ pub fn parse_message(call: Option<Call>, json: &Json, at: &str) -> Result<Messag
             Some(_) => return Err(error(at, "type", "must be a string")),
         },
     };
-    let user_id = id(m, at, "userId")?;
-    let anonymous_id = id(m, at, "anonymousId")?;
-    let message_id = id(m, at, "messageId")?;
+    let user_id = id(&mut m, at, "userId")?;
+    let anonymous_id = id(&mut m, at, "anonymousId")?;
+    let message_id = id(&mut m, at, "messageId")?;
     let mut time = None;
     for field in ["timestamp", "originalTimestamp"] {
-        if let Some(t) = text(m, at, field)? {
+        if let Some(t) = text(&mut m, at, field)? {
             time = Some(
                 parse_timestamp(&t)
                     .map_err(|_| error(at, field, format!("'{t}' is not an ISO 8601 time")))?,
@@ -169,16 +178,16 @@ pub fn parse_message(call: Option<Call>, json: &Json, at: &str) -> Result<Messag
     }
     let action = match call {
         Call::Track => {
-            let name = text(m, at, "event")?
+            let name = text(&mut m, at, "event")?
                 .filter(|e| !e.is_empty())
                 .ok_or_else(|| error(at, "event", "missing"))?;
-            let properties = object(m, at, "properties")?;
+            let properties = object(&mut m, at, "properties")?;
             event(name, properties)
         }
         Call::Page | Call::Screen => {
-            let mut properties = object(m, at, "properties")?;
+            let mut properties = object(&mut m, at, "properties")?;
             for field in ["name", "category"] {
-                if let Some(v) = text(m, at, field)? {
+                if let Some(v) = text(&mut m, at, field)? {
                     properties.insert(field.to_string(), Json::String(v));
                 }
             }
@@ -189,19 +198,20 @@ pub fn parse_message(call: Option<Call>, json: &Json, at: &str) -> Result<Messag
             };
             event(name.to_string(), properties)
         }
-        Call::Identify => Action::Traits(object(m, at, "traits")?),
+        Call::Identify => Action::Traits(object(&mut m, at, "traits")?),
         Call::Group => {
-            let group = id(m, at, "groupId")?.ok_or_else(|| error(at, "groupId", "missing"))?;
+            let group =
+                id(&mut m, at, "groupId")?.ok_or_else(|| error(at, "groupId", "missing"))?;
             let mut traits = Map::new();
             traits.insert("group_id".into(), Json::String(group));
-            for (k, v) in object(m, at, "traits")? {
+            for (k, v) in object(&mut m, at, "traits")? {
                 traits.insert(format!("group.{k}"), v);
             }
             Action::Traits(traits)
         }
         Call::Alias => {
             let previous_id =
-                id(m, at, "previousId")?.ok_or_else(|| error(at, "previousId", "missing"))?;
+                id(&mut m, at, "previousId")?.ok_or_else(|| error(at, "previousId", "missing"))?;
             if user_id.is_none() {
                 return Err(error(at, "userId", "missing (alias needs the user's id)"));
             }
@@ -254,46 +264,64 @@ pub enum RequestError {
     },
 }
 
-/// Reads the body of a call to endpoint `call` (`None`: `/v1/batch`).
+/// Reads the body of a call to endpoint `call` (`None`: `/v1/batch`). Each call of a batch
+/// is measured against [`MAX_MESSAGE_BYTES`] as sent (its raw JSON text).
 pub fn parse_request(call: Option<Call>, body: &[u8]) -> Result<Request, RequestError> {
-    let json: Json = serde_json::from_slice(body).map_err(|e| SpecError {
+    let not_json = |e: serde_json::Error| SpecError {
         at: "body".into(),
         reason: format!("not valid JSON: {e}"),
-    })?;
-    let write_key = match &json {
-        Json::Object(m) => text(m, "", "writeKey")?,
-        _ => None,
     };
-    let messages = match call {
+    match call {
         Some(call) => {
+            let mut json: Json = serde_json::from_slice(body).map_err(not_json)?;
             if body.len() > MAX_MESSAGE_BYTES {
                 return Err(RequestError::MessageTooLarge {
                     at: "body".into(),
                     bytes: body.len(),
                 });
             }
-            vec![parse_message(Some(call), &json, "")?]
+            let write_key = match &mut json {
+                Json::Object(m) => text(m, "", "writeKey")?,
+                _ => None,
+            };
+            Ok(Request {
+                messages: vec![parse_message(Some(call), json, "")?],
+                write_key,
+            })
         }
         None => {
-            let Some(Json::Array(items)) = json.get("batch") else {
-                return Err(error("", "batch", "missing: a list of calls").into());
+            // The calls stay raw text until each is measured and read on its own.
+            let mut top: BTreeMap<String, &RawValue> =
+                serde_json::from_slice(body).map_err(|e| match e.classify() {
+                    serde_json::error::Category::Data => error("", "", "must be a JSON object"),
+                    _ => not_json(e),
+                })?;
+            let write_key = match top.remove("writeKey") {
+                Some(raw) => serde_json::from_str::<Option<String>>(raw.get())
+                    .map_err(|_| error("", "writeKey", "must be a string"))?,
+                None => None,
+            };
+            let missing = || error("", "batch", "missing: a list of calls");
+            let items: Vec<&RawValue> = match top.get("batch") {
+                Some(raw) => serde_json::from_str(raw.get()).map_err(|_| missing())?,
+                None => return Err(missing().into()),
             };
             let mut messages = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                let at = format!("batch[{i}]");
-                let bytes = serde_json::to_vec(item).map_or(0, |v| v.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let bytes = item.get().len();
                 if bytes > MAX_MESSAGE_BYTES {
+                    let at = format!("batch[{i}]");
                     return Err(RequestError::MessageTooLarge { at, bytes });
                 }
-                messages.push(parse_message(None, item, &at)?);
+                let json: Json = serde_json::from_str(item.get()).map_err(not_json)?;
+                messages.push(parse_message(None, json, &format!("batch[{i}]"))?);
             }
-            messages
+            Ok(Request {
+                messages,
+                write_key,
+            })
         }
-    };
-    Ok(Request {
-        messages,
-        write_key,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use super::print_json;
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     Segments(SegmentsArgs),
+    Ingest(super::load::IngestArgs),
 }
 
 /// Time a 5-leaf trait segment and 190 overlaps on N profiles, and a behavioural segment
@@ -131,6 +132,7 @@ const AS_OF: Timestamp = Timestamp(1_793_491_200_000);
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Segments(args) => segments(args),
+        BenchCommand::Ingest(args) => super::load::ingest(args),
     }
 }
 

@@ -10,6 +10,7 @@ mod discover;
 mod experiment;
 mod import;
 mod init;
+mod load;
 mod metrics;
 mod profile;
 mod segment;
