@@ -5,7 +5,8 @@
 //! future buffer), and the clock only moves forward. So:
 //!
 //! - counts and aggregates over all time or `between` fold into one running aggregate;
-//!   `within D` keeps the matching (time, value) pairs of the last `D`, oldest first;
+//!   `within D` keeps the matching (time, value) pairs of the last `D`, oldest first (for
+//!   a count compared with `v`, only the latest `⌊v⌋ + 1`);
 //! - `last(E) before D ago` keeps the latest time, `first(E)` the earliest;
 //! - `E1 then E2 within D` keeps E1 and E2 times that can still pair: over all time or
 //!   `between`, until a pair is found (then it holds for good); E1 times whose `D` ended
@@ -198,6 +199,7 @@ impl Leaf {
                     // After every entry at or before t: equal times keep arrival order.
                     let at = entries.partition_point(|&(u, _)| u <= t);
                     entries.insert(at, (t, self.value(e)));
+                    self.truncate(entries);
                 }
             }
             State::Last(last) => *last = Some(last.map_or(t, |l| l.max(t))),
@@ -246,6 +248,19 @@ impl Leaf {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Keeps a windowed count's state bounded: `count(E, within D) op v` only needs the
+    /// count up to `⌊v⌋ + 1` (every comparison with `v` has the same answer for any count
+    /// from there on), so only the latest `⌊v⌋ + 1` times are kept. Exact: a dropped time
+    /// is older than every kept one, so it leaves the window first.
+    fn truncate(&self, entries: &mut VecDeque<(i64, f64)>) {
+        if let Kind::Count { value, .. } = self.kind {
+            let cap = (value.floor() + 1.0).max(0.0) as usize;
+            while entries.len() > cap {
+                entries.pop_front();
             }
         }
     }
@@ -406,6 +421,7 @@ impl Leaf {
                     let at = a.partition_point(|&(u, _)| u <= entry.0);
                     a.insert(at, entry);
                 }
+                self.truncate(a);
             }
             (State::Last(a), State::Last(b)) => *a = (*a).max(b),
             (State::First(a), State::First(b)) => {
