@@ -196,6 +196,13 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
             .name("engine".into())
             .spawn(move || pipeline::engine(engine, committed, changes, metrics))?
     };
+    let (stop_checkpoints, checkpoints) = std::sync::mpsc::channel();
+    let checkpointer = {
+        let store = Store::open(&workspace)?;
+        std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || pipeline::checkpointer(store, checkpoints))?
+    };
     let keys = load_keys(&workspace)?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let app = Arc::new(App {
@@ -222,6 +229,8 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     // The router and its handlers are gone: the writer drains what was accepted, commits
     // it, and stops; then the engine stops.
     let _ = writer.join();
+    let _ = stop_checkpoints.send(());
+    let _ = checkpointer.join();
     let _ = engine_thread.join();
     tracing::info!("stopped");
     Ok(())

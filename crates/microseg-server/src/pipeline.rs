@@ -26,6 +26,8 @@ use crate::metrics::Metrics;
 pub const MAX_GROUP: usize = 50_000;
 /// How often the engine moves the clock when no commit arrives.
 pub const TICK: Duration = Duration::from_millis(50);
+/// How often the write-ahead log is copied into the database file.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// One request waiting for the writer.
 pub struct WriteJob {
@@ -98,8 +100,11 @@ pub fn writer(
             .map(|j| j.received)
             .max()
             .unwrap_or(Timestamp(0));
-        let batches: Vec<&[Message]> = group.iter().map(|j| j.messages.as_slice()).collect();
-        let result = ingestor.write(&batches, received);
+        let batches: Vec<Vec<Message>> = group
+            .iter_mut()
+            .map(|j| std::mem::take(&mut j.messages))
+            .collect();
+        let result = ingestor.write(batches, received);
         metrics.observe_commit(started.elapsed());
         match result {
             Ok(written) => {
@@ -127,6 +132,23 @@ pub fn writer(
                     let _ = job.reply.send(Err(message.clone()));
                 }
             }
+        }
+    }
+}
+
+/// Checkpoints the write-ahead log every [`CHECKPOINT_EVERY`] on its own connection (so
+/// the writer's commits never wait for one) until `stop` says so or closes; then once more.
+pub fn checkpointer(store: microseg_store::Store, stop: std::sync::mpsc::Receiver<()>) {
+    loop {
+        let last = !matches!(
+            stop.recv_timeout(CHECKPOINT_EVERY),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        );
+        if let Err(e) = store.checkpoint() {
+            tracing::warn!(error = %e, "checkpoint failed; the next one retries");
+        }
+        if last {
+            return;
         }
     }
 }

@@ -17,7 +17,7 @@ use std::hash::{BuildHasher, RandomState};
 
 use microseg_core::time::parse_timestamp;
 use microseg_core::{ProfileId, Timestamp, TraitType, Value};
-use microseg_engine::streaming::{EventValue, StreamEvent};
+use microseg_engine::streaming::StreamEvent;
 use rusqlite::{params, OptionalExtension};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::{Map, Value as Json};
@@ -135,8 +135,12 @@ impl Ingestor {
     /// How many recent message ids are remembered for de-duplication.
     pub const DEDUP_WINDOW: usize = 1_000_000;
 
-    /// Loads the id maps of `store`.
+    /// Loads the id maps of `store`. The writes of an ingestor do not checkpoint the
+    /// write-ahead log themselves (SQLite's automatic checkpoint would run inside a commit,
+    /// on the writer's time): its owner calls [`Store::checkpoint`] from another connection,
+    /// as the server does every second.
     pub fn open(store: Store) -> Result<Ingestor, StoreError> {
+        store.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let mut ingestor = Ingestor {
             store,
             ids: Ids {
@@ -211,7 +215,7 @@ impl Ingestor {
     /// messages without one). On error nothing is written and the maps are reloaded.
     pub fn write(
         &mut self,
-        requests: &[&[Message]],
+        requests: Vec<Vec<Message>>,
         received: Timestamp,
     ) -> Result<Written, StoreError> {
         match self.write_all(requests, received) {
@@ -226,7 +230,7 @@ impl Ingestor {
 
     fn write_all(
         &mut self,
-        requests: &[&[Message]],
+        requests: Vec<Vec<Message>>,
         received: Timestamp,
     ) -> Result<Written, StoreError> {
         let now = now_ms();
@@ -236,21 +240,21 @@ impl Ingestor {
         let mut wrote_events = false;
         let rows = &mut self.rows;
         rows.clear();
-        for message in requests.iter().flat_map(|r| r.iter()) {
+        for message in requests.into_iter().flatten() {
             if let (Some(id), Action::Event { .. }) = (&message.message_id, &message.action) {
                 if !ids.seen.insert(id) {
                     out.duplicates += 1;
                     continue;
                 }
             }
-            let profile = ids.resolve(&tx, message, now, &mut out)?;
-            match &message.action {
+            let profile = ids.resolve(&tx, &message, now, &mut out)?;
+            match message.action {
                 Action::Event {
                     name,
                     revenue,
                     properties,
                 } => {
-                    let name_id = match ids.names.get(name) {
+                    let name_id = match ids.names.get(&name) {
                         Some(&id) => id,
                         None => {
                             let id = ids.names.len() as u32;
@@ -261,12 +265,9 @@ impl Ingestor {
                         }
                     };
                     let time = message.time.unwrap_or(received);
-                    let props = if properties.is_empty() {
-                        (0, 0)
-                    } else {
-                        let json = serde_json::to_string(properties)
-                            .map_err(|e| StoreError::Invalid(format!("event properties: {e}")))?;
-                        rows.push_text(&json)
+                    let props = match &properties.json {
+                        Some(json) => rows.push_text(json),
+                        None => (0, 0),
                     };
                     let message_id = match &message.message_id {
                         Some(m) => rows.push_text(m),
@@ -276,7 +277,7 @@ impl Ingestor {
                         profile,
                         time: time.0,
                         name: name_id,
-                        revenue: *revenue,
+                        revenue,
                         properties: props,
                         message_id,
                     });
@@ -285,18 +286,18 @@ impl Ingestor {
                         profile,
                         event: StreamEvent {
                             time: time.0,
-                            name: name.clone(),
-                            revenue: *revenue,
-                            properties: stream_properties(properties),
+                            name,
+                            revenue,
+                            properties: properties.values,
                         },
                     });
                 }
-                Action::Traits(traits) => ids.set_traits(&tx, profile, traits, now, &mut out)?,
+                Action::Traits(traits) => ids.set_traits(&tx, profile, &traits, now, &mut out)?,
                 Action::Alias { previous_id } => {
                     let previous = ids
                         .users
-                        .get(previous_id)
-                        .or_else(|| ids.anonymous.get(previous_id))
+                        .get(&previous_id)
+                        .or_else(|| ids.anonymous.get(&previous_id))
                         .copied();
                     match previous {
                         Some(p) if p != profile => ids.merge(&tx, p, profile, now, &mut out)?,
@@ -306,7 +307,7 @@ impl Ingestor {
                                 "INSERT OR REPLACE INTO identities(kind, value, profile_id) VALUES ('alias', ?1, ?2)",
                             )?
                             .execute(params![previous_id, profile])?;
-                            ids.anonymous.insert(previous_id.clone(), profile);
+                            ids.anonymous.insert(previous_id, profile);
                         }
                     }
                 }
@@ -525,21 +526,4 @@ fn guess_type(json: &Json) -> Option<TraitType> {
         Json::Array(items) if items.iter().all(Json::is_string) => TraitType::StringSet,
         _ => return None,
     })
-}
-
-/// Event properties as the evaluators read them: numbers, texts (booleans as
-/// `true`/`false`, lists and objects as JSON text); nulls are absent.
-pub fn stream_properties(m: &Map<String, Json>) -> Vec<(String, EventValue)> {
-    m.iter()
-        .filter_map(|(k, v)| {
-            let value = match v {
-                Json::Null => return None,
-                Json::Number(n) => EventValue::Number(n.as_f64()?),
-                Json::String(s) => EventValue::Text(s.clone()),
-                Json::Bool(b) => EventValue::Text(b.to_string()),
-                other => EventValue::Text(other.to_string()),
-            };
-            Some((k.clone(), value))
-        })
-        .collect()
 }

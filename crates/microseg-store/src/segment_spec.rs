@@ -8,6 +8,7 @@
 
 use microseg_core::time::parse_timestamp;
 use microseg_core::Timestamp;
+use microseg_engine::streaming::EventValue;
 use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
@@ -60,7 +61,7 @@ pub enum Action {
         /// `properties.revenue`, when a number.
         revenue: Option<f64>,
         /// Its properties.
-        properties: Map<String, Json>,
+        properties: Properties,
     },
     /// Sets traits (a `null` removes one).
     Traits(Map<String, Json>),
@@ -69,6 +70,16 @@ pub enum Action {
         /// The other id.
         previous_id: String,
     },
+}
+
+/// An event's properties in the two forms the store and the evaluators need, made when
+/// the call is read (on the request's thread rather than the single writer's).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Properties {
+    /// As stored: compact JSON; `None` when there are none.
+    pub json: Option<String>,
+    /// As the evaluators read them (see [`stream_properties`]).
+    pub values: Vec<(String, EventValue)>,
 }
 
 /// One call, validated.
@@ -232,11 +243,30 @@ pub fn parse_message(call: Option<Call>, json: Json, at: &str) -> Result<Message
 
 fn event(name: String, properties: Map<String, Json>) -> Action {
     let revenue = properties.get("revenue").and_then(Json::as_f64);
+    let values = stream_properties(&properties);
+    let json = (!properties.is_empty()).then(|| Json::Object(properties).to_string());
     Action::Event {
         name,
         revenue,
-        properties,
+        properties: Properties { json, values },
     }
+}
+
+/// Event properties as the evaluators read them: numbers, texts (booleans as
+/// `true`/`false`, lists and objects as JSON text); nulls are absent.
+pub fn stream_properties(m: &Map<String, Json>) -> Vec<(String, EventValue)> {
+    m.iter()
+        .filter_map(|(k, v)| {
+            let value = match v {
+                Json::Null => return None,
+                Json::Number(n) => EventValue::Number(n.as_f64()?),
+                Json::String(s) => EventValue::Text(s.clone()),
+                Json::Bool(b) => EventValue::Text(b.to_string()),
+                other => EventValue::Text(other.to_string()),
+            };
+            Some((k.clone(), value))
+        })
+        .collect()
 }
 
 /// A request body read: its messages and the `writeKey` field, if any.
@@ -360,8 +390,17 @@ mod tests {
             panic!()
         };
         assert_eq!(name, "page_viewed");
-        assert_eq!(properties["name"], "Pricing");
-        assert_eq!(properties["category"], "Docs");
+        assert_eq!(
+            properties.json.as_deref(),
+            Some(r#"{"category":"Docs","name":"Pricing"}"#)
+        );
+        assert_eq!(
+            properties.values,
+            [
+                ("category".into(), EventValue::Text("Docs".into())),
+                ("name".into(), EventValue::Text("Pricing".into()))
+            ]
+        );
         let m = one(
             Call::Group,
             r#"{"userId": "u", "groupId": "acme", "traits": {"employees": 50}}"#,

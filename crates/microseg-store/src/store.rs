@@ -254,6 +254,18 @@ impl Store {
         })
     }
 
+    /// Copies what the write-ahead log holds into the database file without waiting for
+    /// readers or writers (`PRAGMA wal_checkpoint(PASSIVE)`); returns the log's frames and
+    /// how many of them are in the file now. The writer reuses the log from its start once
+    /// everything in it was copied, which keeps the log's size bounded.
+    pub fn checkpoint(&self) -> Result<(i64, i64), StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })?)
+    }
+
     /// Runs a bulk write (an import: one large transaction) with a rollback journal instead
     /// of the write-ahead log when no other connection has the store open, then returns to
     /// WAL. Both are atomic and durable (`synchronous = FULL`), but in WAL mode every new
