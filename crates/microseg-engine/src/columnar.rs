@@ -276,6 +276,8 @@ pub struct ProfileTable {
     /// Bitmap indexes of the columns, built on first use; [`ProfileTable::push`] clears
     /// them (code that edits `columns` directly must call `indexes.clear()`).
     pub indexes: crate::index::IndexCache,
+    /// Profiles merged into another (by `alias`): kept for their ids, never a member.
+    pub retired: roaring::RoaringBitmap,
 }
 
 impl ProfileTable {
@@ -284,6 +286,7 @@ impl ProfileTable {
         ProfileTable {
             external_ids: Vec::new(),
             indexes: Default::default(),
+            retired: Default::default(),
             columns: schema
                 .iter()
                 .map(|(name, spec)| (name.clone(), Column::new(spec.ty)))

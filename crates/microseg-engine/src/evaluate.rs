@@ -169,10 +169,11 @@ impl Dataset<'_> {
         self.profiles.len() as u32
     }
 
+    /// Every live profile (retired ones are never members).
     fn universe(&self) -> RoaringBitmap {
         let mut all = RoaringBitmap::new();
         all.insert_range(0..self.len());
-        all
+        all - &self.profiles.retired
     }
 
     fn source(&self, name: &str) -> Result<Source<'_>, EvalError> {
@@ -274,9 +275,9 @@ impl Dataset<'_> {
         })
     }
 
-    /// Evaluates `condition` to the set of matching profiles.
+    /// Evaluates `condition` to the set of matching profiles (never a retired one).
     pub fn evaluate(&self, condition: &Condition) -> Result<RoaringBitmap, EvalError> {
-        self.eval(condition, &mut Vec::new())
+        Ok(self.eval(condition, &mut Vec::new())? - &self.profiles.retired)
     }
 
     /// Evaluates with `path` holding the segments being evaluated (to catch cycles).

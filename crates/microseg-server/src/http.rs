@@ -2,15 +2,13 @@
 //! libraries read): 400 for a malformed call (naming the field), 401 for a bad key, 413
 //! over the size limits, 503 with `Retry-After` when the write queue is full.
 
-use std::convert::Infallible;
 use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
@@ -19,10 +17,9 @@ use microseg_store::keys::KeyKind;
 use microseg_store::segment_spec::{parse_request, Call, RequestError, MAX_BATCH_BYTES};
 use serde_json::json;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::StreamExt as _;
 
-use crate::pipeline::WriteJob;
+use crate::admin;
+use crate::pipeline::{Job, WriteJob};
 use crate::{now, App};
 
 pub(crate) fn router(app: Arc<App>) -> Router {
@@ -35,23 +32,37 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/alias", calls(Some(Call::Alias)))
         .route("/v1/batch", calls(None))
         .route("/v1/import", calls(None))
-        .route("/v1/segments", get(segments))
-        .route("/v1/segments/{name}/members", get(members))
-        .route("/v1/profiles/{id}", get(profile))
-        .route("/v1/changes", get(changes))
+        .route(
+            "/v1/segments",
+            get(admin::list_segments).post(admin::create_segment),
+        )
+        .route(
+            "/v1/segments/{name}",
+            get(admin::show_segment).put(admin::edit_segment),
+        )
+        .route("/v1/segments/{name}/members", get(admin::members))
+        .route("/v1/segments/{name}/explain", get(admin::explain))
+        .route("/v1/overlap", get(admin::overlap))
+        .route("/v1/profiles/{id}", get(admin::profile))
+        .route("/v1/changes", get(admin::changes))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
         .with_state(app)
 }
 
 /// A JSON error response.
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     let body = Json(json!({"code": code, "message": message.into()}));
     (status, body).into_response()
 }
 
 impl App {
-    fn reject(&self, status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    pub(crate) fn reject(
+        &self,
+        status: StatusCode,
+        code: &str,
+        message: impl Into<String>,
+    ) -> Response {
         let counter = match status.as_u16() {
             400 => &self.metrics.rejected_400,
             401 => &self.metrics.rejected_401,
@@ -76,7 +87,7 @@ fn basic_key(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The token in `Authorization: Bearer TOKEN`.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -174,11 +185,11 @@ async fn ingest(
         return Json(json!({"success": true})).into_response();
     }
     let (reply, done) = oneshot::channel();
-    let job = WriteJob {
+    let job = Job::Write(WriteJob {
         messages: request.messages,
         received,
         reply,
-    };
+    });
     app.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
     if app.jobs.try_send(job).is_err() {
         app.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
@@ -200,127 +211,6 @@ async fn ingest(
             "the server is stopping",
         ),
     }
-}
-
-/// Refuses a management call without a valid admin token.
-fn admin(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let reason = match bearer(headers) {
-        Some(t) if app.accepts(KeyKind::Admin, t) => return Ok(()),
-        Some(_) => "unknown admin token",
-        None => "missing admin token: send Authorization: Bearer TOKEN (microseg key create admin)",
-    };
-    Err(Box::new(app.reject(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        reason,
-    )))
-}
-
-async fn segments(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(r) = admin(&app, &headers) {
-        return *r;
-    }
-    let e = app.engine.lock().expect("engine lock");
-    let mut list: Vec<serde_json::Value> = e
-        .streaming
-        .segment_names()
-        .map(|name| {
-            let size = e.streaming.members(name).map_or(0, |m| m.len());
-            json!({"name": name, "size": size, "streaming": true})
-        })
-        .collect();
-    for (name, reason) in &e.batch_only {
-        list.push(json!({"name": name, "streaming": false, "reason": reason}));
-    }
-    Json(json!({"as_of": e.streaming.clock().to_string(), "segments": list})).into_response()
-}
-
-async fn members(
-    State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = admin(&app, &headers) {
-        return *r;
-    }
-    let e = app.engine.lock().expect("engine lock");
-    match e.streaming.members(&name) {
-        Some(m) => {
-            let ids: Vec<&str> = m
-                .iter()
-                .map(|p| e.profiles.external_ids[p as usize].as_str())
-                .collect();
-            Json(json!({"segment": name, "as_of": e.streaming.clock().to_string(), "size": ids.len(), "members": ids}))
-                .into_response()
-        }
-        None => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no streaming segment '{name}'"),
-        ),
-    }
-}
-
-async fn profile(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = admin(&app, &headers) {
-        return *r;
-    }
-    let e = app.engine.lock().expect("engine lock");
-    let Some(p) = e.profiles.external_ids.iter().position(|x| *x == id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no profile '{id}'"),
-        );
-    };
-    let p = p as u32;
-    if e.retired.contains(p) {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("profile '{id}' was merged into another by alias"),
-        );
-    }
-    let traits: serde_json::Map<String, serde_json::Value> = e
-        .profiles
-        .columns
-        .iter()
-        .filter_map(|(k, c)| Some((k.clone(), c.get(p)?.to_json())))
-        .collect();
-    Json(json!({
-        "id": id,
-        "traits": traits,
-        "segments": e.streaming.segments_of(p),
-    }))
-    .into_response()
-}
-
-async fn changes(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(r) = admin(&app, &headers) {
-        return *r;
-    }
-    let mut stopping = app.stopping.clone();
-    let stop = async move {
-        let _ = stopping.wait_for(|s| *s).await;
-    };
-    let changes =
-        futures_util::StreamExt::take_until(BroadcastStream::new(app.changes.subscribe()), stop);
-    let stream = changes.filter_map(|c| {
-        let c = c.ok()?;
-        Some(Ok::<Event, Infallible>(
-            Event::default()
-                .event(c.kind)
-                .json_data(&c)
-                .unwrap_or_default(),
-        ))
-    });
-    Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

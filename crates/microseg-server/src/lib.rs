@@ -2,6 +2,7 @@
 //! evaluator kept current per event, membership changes as server-sent events, and the
 //! management and operations endpoints. See `docs/api.md`.
 
+mod admin;
 mod http;
 pub mod metrics;
 pub mod pipeline;
@@ -62,7 +63,9 @@ pub(crate) struct Keys {
 /// What every handler shares.
 pub(crate) struct App {
     pub(crate) workspace: Workspace,
-    pub(crate) jobs: mpsc::Sender<pipeline::WriteJob>,
+    pub(crate) jobs: mpsc::Sender<pipeline::Job>,
+    /// The streaming settings (for checking a new segment before saving it).
+    pub(crate) stream: StreamConfig,
     pub(crate) engine: Arc<Mutex<Engine>>,
     pub(crate) changes: broadcast::Sender<pipeline::PublishedChange>,
     pub(crate) metrics: Arc<Metrics>,
@@ -111,7 +114,11 @@ fn load_keys(workspace: &Workspace) -> Result<Keys, StoreError> {
 
 /// Builds the in-memory state: traits, and the streaming evaluator backfilled from every
 /// stored event. Segments it cannot stream are listed as batch-only.
-fn load_engine(store: &Store, config: StreamConfig, now: Timestamp) -> Result<Engine, StoreError> {
+pub(crate) fn load_engine(
+    store: &Store,
+    config: StreamConfig,
+    now: Timestamp,
+) -> Result<Engine, StoreError> {
     let profiles = store.load_profiles()?;
     let stored = store.segments()?;
     let mut segments: Vec<(String, microseg_core::condition::Condition)> = Vec::new();
@@ -151,7 +158,7 @@ fn load_engine(store: &Store, config: StreamConfig, now: Timestamp) -> Result<En
     streaming.backfill(&profiles, profiles.len() as u32, &events, now);
     let mut retired = roaring::RoaringBitmap::new();
     for (from, into) in store.merges()? {
-        // Their events were loaded under their own id; the survivor's state gets them.
+        // Their events were loaded as the survivor's already: this retires them.
         streaming.merge(&profiles, from, into);
         retired.insert(from);
     }
@@ -185,10 +192,10 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     let (commits, committed) = std::sync::mpsc::sync_channel(64);
     let (changes, _) = broadcast::channel(65_536);
     let writer = {
-        let metrics = metrics.clone();
+        let (metrics, config) = (metrics.clone(), options.stream.clone());
         std::thread::Builder::new()
             .name("writer".into())
-            .spawn(move || pipeline::writer(ingestor, job_queue, commits, metrics))?
+            .spawn(move || pipeline::writer(ingestor, job_queue, commits, metrics, config))?
     };
     let engine_thread = {
         let (engine, changes, metrics) = (engine.clone(), changes.clone(), metrics.clone());
@@ -206,6 +213,7 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     let keys = load_keys(&workspace)?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let app = Arc::new(App {
+        stream: options.stream.clone(),
         stopping,
         workspace,
         jobs,

@@ -29,6 +29,16 @@ pub const TICK: Duration = Duration::from_millis(50);
 /// How often the write-ahead log is copied into the database file.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
+/// What the writer is asked to do, in order.
+pub enum Job {
+    /// Commit a request's messages.
+    Write(WriteJob),
+    /// Rebuild the streaming state from the store (after a segment was created or edited)
+    /// between two commits, so that the new state has seen exactly the commits before it
+    /// and the engine applies exactly the ones after it.
+    Reload(oneshot::Sender<Result<(), String>>),
+}
+
 /// One request waiting for the writer.
 pub struct WriteJob {
     /// Its messages.
@@ -60,6 +70,14 @@ pub struct PublishedChange {
     pub latency_ms: Option<f64>,
 }
 
+/// What the writer hands the engine thread, in commit order.
+pub enum Step {
+    /// A commit, and when it finished.
+    Commit(Written, Instant),
+    /// A rebuilt state to use from now on; the reply says it is in place.
+    Reload(Box<Engine>, oneshot::Sender<Result<(), String>>),
+}
+
 /// What the engine thread keeps, shared with the query handlers.
 pub struct Engine {
     /// Traits of every profile (dense ids as in the store).
@@ -75,18 +93,54 @@ pub struct Engine {
 /// Runs the writer until every sender of `jobs` is gone; committed work goes to `done`.
 pub fn writer(
     mut ingestor: Ingestor,
-    mut jobs: mpsc::Receiver<WriteJob>,
-    done: std::sync::mpsc::SyncSender<(Written, Instant)>,
+    mut jobs: mpsc::Receiver<Job>,
+    done: std::sync::mpsc::SyncSender<Step>,
     metrics: Arc<Metrics>,
+    config: microseg_engine::streaming::StreamConfig,
 ) {
-    while let Some(first) = jobs.blocking_recv() {
+    let mut next = None;
+    loop {
+        let first = match next.take() {
+            Some(job) => job,
+            None => match jobs.blocking_recv() {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let first = match first {
+            Job::Write(w) => w,
+            Job::Reload(reply) => {
+                metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                let started = Instant::now();
+                match crate::load_engine(ingestor.store(), config.clone(), crate::now()) {
+                    Ok(engine) => {
+                        tracing::info!(
+                            seconds = started.elapsed().as_secs_f64(),
+                            "streaming state rebuilt for a segment change"
+                        );
+                        if done.send(Step::Reload(Box::new(engine), reply)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+                continue;
+            }
+        };
         let mut group = vec![first];
         let mut count = group[0].messages.len();
         while count < MAX_GROUP {
             match jobs.try_recv() {
-                Ok(job) => {
+                Ok(Job::Write(job)) => {
                     count += job.messages.len();
                     group.push(job);
+                }
+                Ok(reload) => {
+                    // Commit what came before it first.
+                    next = Some(reload);
+                    break;
                 }
                 Err(_) => break,
             }
@@ -121,7 +175,7 @@ pub fn writer(
                 for job in group {
                     let _ = job.reply.send(Ok(()));
                 }
-                if done.send((written, committed)).is_err() {
+                if done.send(Step::Commit(written, committed)).is_err() {
                     return;
                 }
             }
@@ -156,14 +210,25 @@ pub fn checkpointer(store: microseg_store::Store, stop: std::sync::mpsc::Receive
 /// Runs the engine until `commits` closes.
 pub fn engine(
     shared: Arc<Mutex<Engine>>,
-    commits: std::sync::mpsc::Receiver<(Written, Instant)>,
+    commits: std::sync::mpsc::Receiver<Step>,
     changes: broadcast::Sender<PublishedChange>,
     metrics: Arc<Metrics>,
 ) {
     loop {
         let next = commits.recv_timeout(TICK);
         let mut e = shared.lock().expect("engine lock");
-        let now = crate::now();
+        let committed = match next {
+            Ok(Step::Commit(written, committed)) => Some((written, committed)),
+            Ok(Step::Reload(fresh, reply)) => {
+                // Every commit before the rebuild was applied to the old state; every
+                // later one comes after this step.
+                *e = *fresh;
+                let _ = reply.send(Ok(()));
+                None
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let Engine {
             profiles,
             retired,
@@ -171,42 +236,49 @@ pub fn engine(
             ..
         } = &mut *e;
         let mut out: Vec<(Change, Option<Instant>)> = streaming
-            .advance(profiles, now)
+            .advance(profiles, crate::now())
             .into_iter()
             .map(|c| (c, None))
             .collect();
-        match next {
-            Ok((written, committed)) => {
-                for applied in written.applied {
-                    let found = apply(profiles, retired, streaming, applied);
-                    out.extend(found.into_iter().map(|c| (c, Some(committed))));
-                }
+        if let Some((written, committed)) = committed {
+            for applied in written.applied {
+                let found = apply(profiles, retired, streaming, applied);
+                out.extend(found.into_iter().map(|c| (c, Some(committed))));
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         }
-        for (c, arrived) in out {
-            metrics.changes.fetch_add(1, Ordering::Relaxed);
-            let latency_ms = arrived.map(|t| t.elapsed().as_secs_f64() * 1000.0);
-            if let Some(ms) = latency_ms {
-                metrics.observe_change_latency(ms);
-            }
-            let (cause, event) = match &c.cause {
-                Cause::Event { name, .. } => ("event", Some(name.clone())),
-                Cause::Time => ("time", None),
-                Cause::Traits => ("traits", None),
-                Cause::Merge => ("merge", None),
-            };
-            let _ = changes.send(PublishedChange {
-                kind: if c.entered { "entered" } else { "exited" },
-                segment: c.segment,
-                profile: profiles.external_ids[c.profile as usize].clone(),
-                at: c.at.to_string(),
-                cause,
-                event,
-                latency_ms,
-            });
+        publish(out, profiles, &changes, &metrics);
+    }
+}
+
+/// Counts and sends membership changes (event-caused ones with their latency since the
+/// commit that made them).
+fn publish(
+    out: Vec<(Change, Option<Instant>)>,
+    profiles: &ProfileTable,
+    changes: &broadcast::Sender<PublishedChange>,
+    metrics: &Metrics,
+) {
+    for (c, arrived) in out {
+        metrics.changes.fetch_add(1, Ordering::Relaxed);
+        let latency_ms = arrived.map(|t| t.elapsed().as_secs_f64() * 1000.0);
+        if let Some(ms) = latency_ms {
+            metrics.observe_change_latency(ms);
         }
+        let (cause, event) = match &c.cause {
+            Cause::Event { name, .. } => ("event", Some(name.clone())),
+            Cause::Time => ("time", None),
+            Cause::Traits => ("traits", None),
+            Cause::Merge => ("merge", None),
+        };
+        let _ = changes.send(PublishedChange {
+            kind: if c.entered { "entered" } else { "exited" },
+            segment: c.segment,
+            profile: profiles.external_ids[c.profile as usize].clone(),
+            at: c.at.to_string(),
+            cause,
+            event,
+            latency_ms,
+        });
     }
 }
 

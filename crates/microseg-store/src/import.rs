@@ -914,7 +914,7 @@ impl StoreTx<'_> {
     /// Marks the events as changed (keys the columnar cache); every transaction that writes
     /// events calls it.
     fn bump_events_version(&self) -> Result<(), StoreError> {
-        crate::store::bump_events_version(self.0)
+        crate::store::bump_events_version(self.0).map(|_| ())
     }
 
     fn record_import(

@@ -69,6 +69,8 @@ pub struct Written {
     pub duplicates: u64,
     /// Trait values dropped because their type differs from the trait's (name, why).
     pub dropped: Vec<String>,
+    /// The store's `events_version` after this commit.
+    pub version: u64,
 }
 
 /// Recently seen message ids, as 128-bit keyed hashes (SipHash with two random keys).
@@ -315,8 +317,10 @@ impl Ingestor {
         }
         if wrote_events {
             EventInserter::new(&tx)?.insert(rows)?;
-            bump_events_version(&tx)?;
         }
+        // Every commit moves the version (not only those with events): a reader that
+        // loaded the store at version V knows exactly which commits it has seen.
+        out.version = bump_events_version(&tx)?;
         tx.commit()?;
         Ok(out)
     }

@@ -155,12 +155,13 @@ pub(crate) fn now_ms() -> i64 {
 
 /// Marks the events as changed (keys the columnar cache); every transaction that writes
 /// events calls it.
-pub(crate) fn bump_events_version(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE meta SET value = value + 1 WHERE key = 'events_version'",
+pub(crate) fn bump_events_version(conn: &Connection) -> Result<u64, StoreError> {
+    let v: i64 = conn.query_row(
+        "UPDATE meta SET value = value + 1 WHERE key = 'events_version' RETURNING value",
         [],
+        |r| r.get(0),
     )?;
-    Ok(())
+    Ok(v as u64)
 }
 
 /// A stored segment definition.
@@ -372,7 +373,31 @@ impl Store {
                 .collect();
             table.push(row.get(1)?, &traits);
         }
+        for (from, _) in self.merges()? {
+            table.retired.insert(from);
+        }
         Ok(table)
+    }
+
+    /// The profile each profile's events belong to: itself, or for a profile merged by
+    /// `alias`, the one it was merged into (following chains of merges).
+    pub fn survivors(&self, profiles: usize) -> Result<Vec<ProfileId>, StoreError> {
+        let mut into: Vec<ProfileId> = (0..profiles as ProfileId).collect();
+        for (from, to) in self.merges()? {
+            if let Some(slot) = into.get_mut(from as usize) {
+                *slot = to;
+            }
+        }
+        let mut out = into.clone();
+        for (p, slot) in out.iter_mut().enumerate() {
+            let (mut q, mut steps) = (p as ProfileId, 0);
+            while into.get(q as usize).is_some_and(|&n| n != q) && steps < profiles {
+                q = into[q as usize];
+                steps += 1;
+            }
+            *slot = q;
+        }
+        Ok(out)
     }
 
     /// Profiles merged into others by `alias` (merged, survivor), in merge order.
@@ -416,6 +441,7 @@ impl Store {
             "SELECT profile_id, time, name_id, revenue{} FROM events",
             extracts.concat()
         ))?;
+        let survivors = self.survivors(profiles)?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let profile: u32 = row.get(0)?;
@@ -425,7 +451,7 @@ impl Store {
                     "store: event of unknown profile {profile} or name {name}"
                 )));
             }
-            builder.push_code(profile, row.get(1)?, name, row.get(3)?);
+            builder.push_code(survivors[profile as usize], row.get(1)?, name, row.get(3)?);
             let at = builder.len() - 1;
             for (i, key) in properties.iter().enumerate() {
                 use microseg_engine::columnar::PropertyValue;
@@ -535,6 +561,16 @@ impl Store {
             .collect())
     }
 
+    /// The `events_version` counter: moved by every import and every ingested commit.
+    pub fn events_version(&self) -> Result<u64, StoreError> {
+        let v: i64 = self.conn.query_row(
+            "SELECT value FROM meta WHERE key = 'events_version'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(v as u64)
+    }
+
     /// The store state the columnar event cache is keyed by.
     fn snapshot_key(&self, profiles: usize) -> Result<SnapshotKey, StoreError> {
         let events_version: i64 = self.conn.query_row(
@@ -552,7 +588,8 @@ impl Store {
         })
     }
 
-    /// Every event, by column, sorted by profile and time, for `profiles` profiles.
+    /// Every event, by column, sorted by profile and time, for `profiles` profiles; a
+    /// merged profile's events belong to its survivor ([`Store::survivors`]).
     /// Properties are not loaded. Served from the snapshot in `cache/` when it matches the
     /// store, otherwise read from SQLite and the snapshot rewritten.
     pub fn load_events(&self, profiles: usize) -> Result<EventTable, StoreError> {
@@ -577,6 +614,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare("SELECT profile_id, time, name_id, revenue FROM events")?;
+        let survivors = self.survivors(profiles)?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let profile: u32 = row.get(0)?;
@@ -591,7 +629,7 @@ impl Store {
                     "store: event of unknown profile {profile}"
                 )));
             }
-            builder.push_code(profile, row.get(1)?, name, row.get(3)?);
+            builder.push_code(survivors[profile as usize], row.get(1)?, name, row.get(3)?);
         }
         Ok(builder.finish(profiles))
     }
@@ -638,7 +676,8 @@ impl Store {
         })
     }
 
-    /// The last `limit` events of profile `id` at or before `as_of`, newest first.
+    /// The last `limit` events of profile `id` (and of the profiles merged into it) at or
+    /// before `as_of`, newest first.
     pub fn recent_events(
         &self,
         id: ProfileId,
@@ -646,8 +685,10 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT time, name, revenue, properties FROM events_named
-             WHERE profile_id = ?1 AND time <= ?2 ORDER BY time DESC, id DESC LIMIT ?3",
+            "WITH RECURSIVE family(id) AS (
+                 SELECT ?1 UNION SELECT p.id FROM profiles p JOIN family f ON p.merged_into = f.id)
+             SELECT time, name, revenue, properties FROM events_named
+             WHERE profile_id IN family AND time <= ?2 ORDER BY time DESC, id DESC LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![id, as_of.0, limit as i64], |r| {
             let props: Option<String> = r.get(3)?;

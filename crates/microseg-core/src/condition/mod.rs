@@ -27,6 +27,23 @@ use crate::time::Timestamp;
 
 pub use parser::{parse, ParseError, MAX_DEPTH};
 
+/// Checks a segment name: 1 to 100 ASCII letters, digits, `_`, `-` or `.` (names appear
+/// in URLs, file names and `in_segment("...")`). The error is the sentence to show.
+pub fn check_segment_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "segment name '{name}': use 1 to 100 letters, digits, '_', '-' or '.'"
+        ))
+    }
+}
+
 /// A condition over one profile: its traits, its metrics, its events and its segments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -421,6 +421,17 @@ impl Streaming {
             .collect()
     }
 
+    /// Metric `name` (one of [`OWN_METRIC_NAMES`]) of profile `p` at the clock: `None`
+    /// when it is not kept (`visits` is only kept when a segment uses it), `Some(None)`
+    /// when the profile has no value.
+    pub fn own_metric(&self, p: ProfileId, name: &str) -> Option<Option<Value>> {
+        if name == "visits" && !self.uses_visits {
+            return None;
+        }
+        let m = self.states.get(p as usize).map(|s| s.metrics);
+        Some(m.unwrap_or_default().value(name, Timestamp(self.clock)))
+    }
+
     fn ensure(&mut self, p: ProfileId) {
         let n = p as usize + 1;
         if self.states.len() < n {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use microseg_core::condition::{parse, Condition};
 use microseg_engine::check_references;
@@ -218,15 +218,7 @@ fn print_size(size: u64, total: u64, at: microseg_core::Timestamp) {
 }
 
 pub(super) fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if !ok {
-        bail!("segment name '{name}': use 1 to 100 letters, digits, '_', '-' or '.'");
-    }
-    Ok(())
+    microseg_core::condition::check_segment_name(name).map_err(anyhow::Error::msg)
 }
 
 fn create(ws: &Workspace, store: &mut Store, args: CreateArgs) -> Result<()> {

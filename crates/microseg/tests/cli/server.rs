@@ -280,6 +280,12 @@ fn every_endpoint_accepts_the_spec_and_names_what_is_wrong() {
     );
     let m: serde_json::Value = serde_json::from_str(&b).unwrap();
     assert_eq!(m["members"], serde_json::json!(["u2"]));
+    // The batch evaluator reads the same store the same way: the merged profile's page
+    // view is u2's, and the retired anonymous profile is in no segment.
+    let batch = env.json(&["segment", "members", "winter", "--format", "json"]);
+    assert_eq!(batch["members"], serde_json::json!(["u2"]));
+    let winter = env.json(&["segment", "size", "winter", "--json"]);
+    assert_eq!(winter["size"], 1, "{winter}");
     // The anonymous profile's traits followed it too.
     let (_, b) = http(
         &server.addr,
@@ -319,6 +325,212 @@ fn every_endpoint_accepts_the_spec_and_names_what_is_wrong() {
         "{metrics}"
     );
     assert_eq!(http(&server.addr, "GET", "/healthz", &[], b"").0, 200);
+}
+
+#[test]
+fn management_api_backfills_new_and_edited_segments_and_answers_queries() {
+    let env = Env::new();
+    let (write, admin) = (env.key("write"), env.key("admin"));
+    let server = env.serve();
+    let auth = basic(&write);
+    let bearer = format!("Bearer {admin}");
+    let call = |method: &str, path: &str, body: &str| -> (u16, serde_json::Value) {
+        let (s, b) = http(
+            &server.addr,
+            method,
+            path,
+            &[("Authorization", bearer.as_str())],
+            body.as_bytes(),
+        );
+        (
+            s,
+            serde_json::from_str(&b).unwrap_or(serde_json::Value::Null),
+        )
+    };
+    // History before any segment exists (orders are `order_completed`, the default
+    // order event of the metrics): u1 three orders (10 + 20 + 30), u2 one (5), u3 a
+    // page view; u1 is on the pro plan. Times are the last hours, so inside 30 days.
+    let now = microseg_server::now().0;
+    let at = |hours: i64| microseg_core::Timestamp(now - hours * 3_600_000).to_string();
+    let order = |user: &str, revenue: u32, hours: i64, id: &str| {
+        format!(
+            r#"{{"type":"track","userId":"{user}","event":"order_completed","messageId":"{id}","timestamp":"{}","properties":{{"revenue":{revenue}}}}}"#,
+            at(hours)
+        )
+    };
+    let batch = format!(
+        r#"{{"batch":[{},{},{},{},{{"type":"page","userId":"u3","name":"Home","timestamp":"{}"}},{{"type":"identify","userId":"u1","traits":{{"plan":"pro"}}}}]}}"#,
+        order("u1", 10, 5, "o1"),
+        order("u1", 20, 4, "o2"),
+        order("u1", 30, 3, "o3"),
+        order("u2", 5, 2, "o4"),
+        at(1)
+    );
+    let (s, b) = http(
+        &server.addr,
+        "POST",
+        "/v1/batch",
+        &[("Authorization", auth.as_str())],
+        batch.as_bytes(),
+    );
+    assert_eq!(s, 200, "{b}");
+
+    // Create: backfilled from the stored history; u1 exactly three orders (a commit
+    // applied twice would make it four).
+    let (s, r) = call(
+        "POST",
+        "/v1/segments",
+        r#"{"name": "three", "condition": "count(order_completed, within 30d) = 3"}"#,
+    );
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(
+        (r["size"].as_u64(), r["version"].as_i64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(r["streaming"], true);
+    let (s, r) = call(
+        "POST",
+        "/v1/segments",
+        r#"{"name": "repeat", "condition": "count(order_completed, within 30d) >= 2", "description": "bought twice"}"#,
+    );
+    assert_eq!((s, r["size"].as_u64()), (201, Some(1)), "{r}");
+    // Refusals name what is wrong.
+    for (body, status, says) in [
+        (
+            r#"{"name": "repeat", "condition": "orders > 1"}"#,
+            409,
+            "already exists",
+        ),
+        (
+            r#"{"name": "bad name!", "condition": "orders > 1"}"#,
+            400,
+            "segment name",
+        ),
+        (
+            r#"{"name": "x", "condition": "orders >"}"#,
+            400,
+            "condition:",
+        ),
+        (
+            r#"{"name": "x", "condition": "in_segment(\"nope\")"}"#,
+            400,
+            "nope",
+        ),
+        (
+            r#"{"name": "x", "condition": "plan > 3"}"#,
+            400,
+            "condition:",
+        ),
+        (r#"{"condition": "orders > 1"}"#, 400, "name: missing"),
+        (r#"{"name": "x", "cond": "orders > 1"}"#, 400, "body:"),
+    ] {
+        let (s, r) = call("POST", "/v1/segments", body);
+        assert_eq!(s, status, "{body}: {r}");
+        assert!(
+            r["message"].as_str().unwrap_or_default().contains(says),
+            "{body}: {r}"
+        );
+    }
+    assert_eq!(
+        http(&server.addr, "POST", "/v1/segments", &[], b"{}").0,
+        401
+    );
+    // Edit: the next version, backfilled again.
+    let (s, r) = call(
+        "PUT",
+        "/v1/segments/repeat",
+        r#"{"condition": "count(order_completed, within 30d) >= 1"}"#,
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        (r["version"].as_i64(), r["size"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(r["description"], "bought twice");
+    assert_eq!(
+        call("PUT", "/v1/segments/nope", r#"{"condition": "orders > 1"}"#).0,
+        404
+    );
+    let (s, r) = call("GET", "/v1/segments/repeat", "");
+    assert_eq!(s, 200);
+    assert_eq!(r["condition"], "count(order_completed, within 30d) >= 1");
+    let (s, r) = call(
+        "POST",
+        "/v1/segments",
+        r#"{"name": "pro", "condition": "plan = \"pro\""}"#,
+    );
+    assert_eq!((s, r["size"].as_u64()), (201, Some(1)), "{r}");
+    let (_, list) = call("GET", "/v1/segments", "");
+    let names: Vec<&str> = list["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["pro", "repeat", "three"]);
+
+    // Overlap: repeat = {u1, u2}, pro = {u1}: one in common, Jaccard 1/2.
+    let (s, r) = call("GET", "/v1/overlap?segments=repeat,pro", "");
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["pairs"][0]["intersection"], 1);
+    assert_eq!(r["pairs"][0]["jaccard"], 0.5);
+    assert_eq!(call("GET", "/v1/overlap?segments=repeat", "").0, 400);
+
+    // Explain agrees with membership, and shows what the leaf saw.
+    let (s, r) = call("GET", "/v1/segments/three/explain?profile=u1", "");
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        (r["member"].as_bool(), r["explanation"]["matched"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let (_, r) = call("GET", "/v1/segments/three/explain?profile=u2", "");
+    assert_eq!(
+        (r["member"].as_bool(), r["explanation"]["matched"].as_bool()),
+        (Some(false), Some(false)),
+        "{r}"
+    );
+    assert!(
+        r["explanation"]["saw"]
+            .as_str()
+            .unwrap_or_default()
+            .contains('1'),
+        "{r}"
+    );
+    assert_eq!(
+        call("GET", "/v1/segments/three/explain?profile=nobody", "").0,
+        404
+    );
+
+    // Profile: metrics by hand (3 orders, 60 revenue, 20 average), newest event first.
+    let (s, p) = call("GET", "/v1/profiles/u1?events=2", "");
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["metrics"]["orders"], 3);
+    assert_eq!(p["metrics"]["revenue"], 60.0);
+    assert_eq!(p["metrics"]["aov"], 20.0);
+    assert_eq!(p["segments"], serde_json::json!(["pro", "repeat", "three"]));
+    let events = p["recent_events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["properties"]["revenue"], 30);
+    assert_eq!(events[1]["properties"]["revenue"], 20);
+
+    // Events after the rebuild still move memberships: u3 orders and joins `repeat`.
+    let (s, _) = http(
+        &server.addr,
+        "POST",
+        "/v1/batch",
+        &[("Authorization", auth.as_str())],
+        format!(r#"{{"batch":[{}]}}"#, order("u3", 7, 0, "o5")).as_bytes(),
+    );
+    assert_eq!(s, 200);
+    let mut members = serde_json::Value::Null;
+    for _ in 0..100 {
+        members = call("GET", "/v1/segments/repeat/members", "").1["members"].clone();
+        if members.as_array().is_some_and(|m| m.len() == 3) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(members, serde_json::json!(["u1", "u2", "u3"]));
 }
 
 #[test]

@@ -1,0 +1,597 @@
+//! The management and query API behind the admin token: segments (list, create, show,
+//! edit, members, overlap, explain), profiles (traits, metrics, segments, recent events)
+//! and the stream of membership changes.
+//!
+//! Reads of membership come from the streaming state; definitions and events come from
+//! the store (one connection per call, on the blocking pool). Creating or editing a
+//! segment saves it, then asks the writer to rebuild the streaming state between two
+//! commits ([`crate::pipeline::Job::Reload`]): the new segment is backfilled from every
+//! stored event and no commit is applied twice or missed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use microseg_core::condition::{check_segment_name, parse, Condition};
+use microseg_core::{Timestamp, Value};
+use microseg_engine::columnar::PropertyValue;
+use microseg_engine::metrics::OWN_METRIC_NAMES;
+use microseg_engine::streaming::{StreamError, Streaming};
+use microseg_engine::{
+    check_references, compute_metrics, Dataset, EventTableBuilder, ProfileTable,
+};
+use microseg_store::keys::KeyKind;
+use microseg_store::{Store, StoreError};
+use serde::Deserialize;
+use serde_json::{json, Value as Json};
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt as _;
+
+use crate::http::{bearer, error};
+use crate::pipeline::Job;
+use crate::App;
+
+/// A failed management call: status, code and message.
+pub(crate) struct Failure(StatusCode, &'static str, String);
+
+impl Failure {
+    fn bad(message: impl Into<String>) -> Failure {
+        Failure(StatusCode::BAD_REQUEST, "invalid_request", message.into())
+    }
+
+    fn not_found(message: impl Into<String>) -> Failure {
+        Failure(StatusCode::NOT_FOUND, "not_found", message.into())
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        match e {
+            StoreError::UnknownProfile(id) => Failure::not_found(format!("no profile '{id}'")),
+            e => Failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_error",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        error(self.0, self.1, self.2)
+    }
+}
+
+type Answer = Result<Response, Failure>;
+
+/// Refuses a management call without a valid admin token.
+pub(crate) fn admin(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let reason = match bearer(headers) {
+        Some(t) if app.accepts(KeyKind::Admin, t) => return Ok(()),
+        Some(_) => "unknown admin token",
+        None => "missing admin token: send Authorization: Bearer TOKEN (microseg key create admin)",
+    };
+    Err(Box::new(app.reject(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        reason,
+    )))
+}
+
+/// Runs `f` on the blocking pool with a store connection.
+async fn blocking<T: Send + 'static>(
+    app: &Arc<App>,
+    f: impl FnOnce(&App, &mut Store) -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = Store::open(&app.workspace)?;
+        f(&app, &mut store)
+    })
+    .await
+    .map_err(|e| {
+        Failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the call failed: {e}"),
+        )
+    })?
+}
+
+/// [`blocking`] after the admin check, answering with what `f` returns.
+async fn with_store(
+    app: Arc<App>,
+    headers: &HeaderMap,
+    f: impl FnOnce(&App, &mut Store) -> Answer + Send + 'static,
+) -> Response {
+    if let Err(r) = admin(&app, headers) {
+        return *r;
+    }
+    blocking(&app, f)
+        .await
+        .unwrap_or_else(|f| f.into_response())
+}
+
+/// The streaming clock, as the `as_of` of an answer.
+fn as_of(app: &App) -> Json {
+    let clock = app.engine.lock().expect("engine lock").streaming.clock();
+    json!(clock.to_string())
+}
+
+/// One segment as listed and shown.
+fn describe(app: &App, s: &microseg_store::StoredSegment) -> Json {
+    let e = app.engine.lock().expect("engine lock");
+    let mut out = json!({
+        "name": s.name,
+        "version": s.version,
+        "condition": s.condition.to_string(),
+        "description": s.description,
+    });
+    match e.streaming.members(&s.name) {
+        Some(m) => {
+            out["streaming"] = json!(true);
+            out["size"] = json!(m.len());
+        }
+        None => {
+            out["streaming"] = json!(false);
+            out["size"] = Json::Null;
+            let reason = e.batch_only.iter().find(|(n, _)| *n == s.name);
+            out["reason"] = json!(reason.map_or("not loaded yet", |(_, r)| r.as_str()));
+        }
+    }
+    out
+}
+
+pub(crate) async fn list_segments(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    with_store(app, &headers, |app, store| {
+        let list: Vec<Json> = store.segments()?.iter().map(|s| describe(app, s)).collect();
+        Ok(axum::Json(json!({"as_of": as_of(app), "segments": list})).into_response())
+    })
+    .await
+}
+
+pub(crate) async fn show_segment(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    with_store(app, &headers, move |app, store| {
+        let s = find(store, &name)?;
+        let mut out = describe(app, &s);
+        out["as_of"] = as_of(app);
+        Ok(axum::Json(out).into_response())
+    })
+    .await
+}
+
+fn find(store: &Store, name: &str) -> Result<microseg_store::StoredSegment, Failure> {
+    store
+        .segments()?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| Failure::not_found(format!("no segment '{name}'")))
+}
+
+/// The body of a segment create or edit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SegmentBody {
+    /// The name (create only; an edit takes it from the path).
+    name: Option<String>,
+    /// The condition, in the condition language.
+    condition: String,
+    /// What it is for.
+    description: Option<String>,
+}
+
+fn body(raw: &[u8]) -> Result<SegmentBody, Failure> {
+    serde_json::from_slice(raw).map_err(|e| Failure::bad(format!("body: {e}")))
+}
+
+pub(crate) async fn create_segment(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Response {
+    save(app, headers, raw, None).await
+}
+
+pub(crate) async fn edit_segment(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Response {
+    save(app, headers, raw, Some(name)).await
+}
+
+/// Checks, saves and loads a segment; `edit`: the name of the segment being replaced.
+async fn save(
+    app: Arc<App>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+    edit: Option<String>,
+) -> Response {
+    if let Err(r) = admin(&app, &headers) {
+        return *r;
+    }
+    let editing = edit.is_some();
+    let saved = blocking(&app, move |app, store| {
+        let b = body(&raw)?;
+        let name = match (edit, b.name) {
+            (Some(path), Some(n)) if path != n => {
+                return Err(Failure::bad(format!(
+                    "name: '{n}' differs from the path's '{path}' (renaming is not supported)"
+                )))
+            }
+            (Some(path), _) => path,
+            (None, Some(n)) => n,
+            (None, None) => return Err(Failure::bad("name: missing")),
+        };
+        check_segment_name(&name).map_err(Failure::bad)?;
+        let condition = parse(&b.condition).map_err(|e| Failure::bad(format!("condition: {e}")))?;
+        let saved = store.segment_conditions()?;
+        match (editing, saved.contains_key(&name)) {
+            (false, true) => {
+                return Err(Failure(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!("segment '{name}' already exists (PUT /v1/segments/{name} edits it)"),
+                ))
+            }
+            (true, false) => return Err(Failure::not_found(format!("no segment '{name}'"))),
+            _ => {}
+        }
+        check_references(&name, &condition, &saved)
+            .map_err(|e| Failure::bad(format!("condition: {e}")))?;
+        check_types(app, &name, &condition, &saved)?;
+        store.save_segment(&name, &condition, b.description.as_deref(), editing)?;
+        Ok(name)
+    })
+    .await;
+    let name = match saved {
+        Ok(name) => name,
+        Err(f) => return f.into_response(),
+    };
+    // Rebuild the streaming state with the new definition, between two commits.
+    let stopping = || {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is stopping",
+        )
+    };
+    let (reply, done) = oneshot::channel();
+    app.metrics
+        .queue_depth
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if app.jobs.send(Job::Reload(reply)).await.is_err() {
+        return stopping();
+    }
+    match done.await {
+        Ok(Ok(())) => {}
+        Ok(Err(message)) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "store_error", message)
+        }
+        Err(_) => return stopping(),
+    }
+    let status = if editing {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    with_store(app, &headers, move |app, store| {
+        let mut out = describe(app, &find(store, &name)?);
+        out["as_of"] = as_of(app);
+        Ok((status, axum::Json(out)).into_response())
+    })
+    .await
+}
+
+/// Refuses a condition with a type error (a number compared with a text, an unknown
+/// metric, ...) by compiling it for streaming with the segments it refers to. A condition
+/// that only cannot stream (RFM, CLV) is accepted and evaluated in batch.
+fn check_types(
+    app: &App,
+    name: &str,
+    condition: &Condition,
+    saved: &BTreeMap<String, Condition>,
+) -> Result<(), Failure> {
+    let mut needed: Vec<(String, Condition)> = Vec::new();
+    let mut todo = vec![condition.clone()];
+    while let Some(c) = todo.pop() {
+        for r in c.segment_refs() {
+            if let Some(s) = saved.get(r) {
+                if !needed.iter().any(|(n, _)| n == r) {
+                    needed.push((r.to_string(), s.clone()));
+                    todo.push(s.clone());
+                }
+            }
+        }
+    }
+    // Referenced segments first.
+    needed.reverse();
+    needed.push((name.to_string(), condition.clone()));
+    let e = app.engine.lock().expect("engine lock");
+    match Streaming::new(&needed, &e.profiles, app.stream.clone(), Timestamp(0)) {
+        Ok(_) | Err(StreamError::NotStreamable { .. }) => Ok(()),
+        Err(StreamError::Eval {
+            source: microseg_engine::EvalError::UnknownSegment(_),
+            ..
+        }) => Ok(()),
+        Err(e) => Err(Failure::bad(format!("condition: {e}"))),
+    }
+}
+
+pub(crate) async fn members(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admin(&app, &headers) {
+        return *r;
+    }
+    let e = app.engine.lock().expect("engine lock");
+    match e.streaming.members(&name) {
+        Some(m) => {
+            let ids: Vec<&str> = m
+                .iter()
+                .map(|p| e.profiles.external_ids[p as usize].as_str())
+                .collect();
+            axum::Json(json!({"segment": name, "as_of": e.streaming.clock().to_string(), "size": ids.len(), "members": ids}))
+                .into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no streaming segment '{name}'"),
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct OverlapQuery {
+    /// Comma-separated segment names.
+    segments: String,
+}
+
+pub(crate) async fn overlap(
+    State(app): State<Arc<App>>,
+    Query(q): Query<OverlapQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admin(&app, &headers) {
+        return *r;
+    }
+    let names: Vec<&str> = q.segments.split(',').map(str::trim).collect();
+    if names.len() < 2 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "segments: give at least two names, comma separated",
+        );
+    }
+    let e = app.engine.lock().expect("engine lock");
+    let mut sets = Vec::new();
+    for n in &names {
+        match e.streaming.members(n) {
+            Some(m) => sets.push(m.clone()),
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no streaming segment '{n}'"),
+                )
+            }
+        }
+    }
+    let matrix = microseg_engine::analytics::overlaps(&sets);
+    let mut pairs = Vec::new();
+    for (i, row) in matrix.iter().enumerate() {
+        for (j, o) in row.iter().enumerate().skip(i + 1) {
+            pairs.push(json!({"a": names[i], "b": names[j], "intersection": o.intersection, "jaccard": o.jaccard}));
+        }
+    }
+    let segments: Vec<Json> = names
+        .iter()
+        .zip(&sets)
+        .map(|(n, s)| json!({"name": n, "size": s.len()}))
+        .collect();
+    axum::Json(
+        json!({"as_of": e.streaming.clock().to_string(), "segments": segments, "pairs": pairs}),
+    )
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ExplainQuery {
+    /// The profile's external id.
+    profile: String,
+}
+
+/// Why a profile is or is not in a streaming segment, node by node, evaluated by the
+/// batch evaluator on that profile alone (its traits, its events and those of profiles
+/// merged into it) at the streaming clock.
+pub(crate) async fn explain(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(q): Query<ExplainQuery>,
+    headers: HeaderMap,
+) -> Response {
+    with_store(app, &headers, move |app, store| {
+        let s = find(store, &name)?;
+        let (p, traits, member, as_of) = {
+            let e = app.engine.lock().expect("engine lock");
+            let Some(members) = e.streaming.members(&name) else {
+                return Err(Failure::bad(format!(
+                    "segment '{name}' is evaluated in batch only: use `microseg segment explain`"
+                )));
+            };
+            let p = live_profile(&e, &q.profile)?;
+            let traits: Vec<(String, Value)> = e
+                .profiles
+                .columns
+                .iter()
+                .filter_map(|(k, c)| Some((k.clone(), c.get(p)?)))
+                .collect();
+            (p, traits, members.contains(p), e.streaming.clock())
+        };
+        let mut profiles = ProfileTable::with_schema(&store.schema()?);
+        let map: HashMap<&str, Value> = traits
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        profiles.push(q.profile.clone(), &map);
+        let mut builder = EventTableBuilder::with_capacity(64);
+        for ev in store.recent_events(p, as_of, usize::MAX)? {
+            let row = builder.push(0, ev.time.0, &ev.name, ev.revenue);
+            for (key, value) in &ev.properties {
+                let text;
+                let v = match value {
+                    Json::Null => continue,
+                    Json::Number(n) => PropertyValue::Number(n.as_f64().unwrap_or(f64::NAN)),
+                    Json::String(s) => PropertyValue::Text(s),
+                    other => {
+                        text = other.to_string();
+                        PropertyValue::Text(&text)
+                    }
+                };
+                builder.set_property(row, key, v);
+            }
+        }
+        let events = builder.finish(1);
+        let metrics = compute_metrics(
+            &events,
+            &profiles.external_ids,
+            as_of,
+            &app.workspace.config.metrics_config(),
+        );
+        let segments = store.segment_conditions()?;
+        let dataset = Dataset {
+            profiles: &profiles,
+            metrics: Some(&metrics),
+            events: Some(&events),
+            as_of,
+            segments: Some(&segments),
+        };
+        let e = dataset
+            .explain(&s.condition, 0)
+            .map_err(|e| Failure::bad(e.to_string()))?;
+        Ok(axum::Json(json!({
+            "segment": name,
+            "profile": q.profile,
+            "as_of": as_of.to_string(),
+            "member": member,
+            "explanation": explanation_json(&e),
+        }))
+        .into_response())
+    })
+    .await
+}
+
+fn explanation_json(e: &microseg_engine::Explanation) -> Json {
+    json!({
+        "condition": e.condition,
+        "matched": e.matched,
+        "saw": if e.saw.is_empty() { None } else { Some(&e.saw) },
+        "children": e.children.iter().map(explanation_json).collect::<Vec<_>>(),
+    })
+}
+
+/// The dense id of a live profile, or why there is none.
+fn live_profile(e: &crate::pipeline::Engine, id: &str) -> Result<u32, Failure> {
+    let p = e
+        .profiles
+        .external_ids
+        .iter()
+        .position(|x| x == id)
+        .ok_or_else(|| Failure::not_found(format!("no profile '{id}'")))? as u32;
+    if e.retired.contains(p) {
+        return Err(Failure::not_found(format!(
+            "profile '{id}' was merged into another by alias"
+        )));
+    }
+    Ok(p)
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ProfileQuery {
+    /// How many recent events to include (default 20, at most 1000).
+    events: Option<usize>,
+}
+
+pub(crate) async fn profile(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(q): Query<ProfileQuery>,
+    headers: HeaderMap,
+) -> Response {
+    with_store(app, &headers, move |app, store| {
+        let (p, mut out, as_of) = {
+            let e = app.engine.lock().expect("engine lock");
+            let p = live_profile(&e, &id)?;
+            let traits: serde_json::Map<String, Json> = e
+                .profiles
+                .columns
+                .iter()
+                .filter_map(|(k, c)| Some((k.clone(), c.get(p)?.to_json())))
+                .collect();
+            let metrics: serde_json::Map<String, Json> = OWN_METRIC_NAMES
+                .iter()
+                .filter_map(|&m| {
+                    let v = e.streaming.own_metric(p, m)?;
+                    Some((m.to_string(), v.map_or(Json::Null, |v| v.to_json())))
+                })
+                .collect();
+            let out = json!({
+                "id": id,
+                "as_of": e.streaming.clock().to_string(),
+                "traits": traits,
+                "metrics": metrics,
+                "segments": e.streaming.segments_of(p),
+            });
+            (p, out, e.streaming.clock())
+        };
+        let limit = q.events.unwrap_or(20).min(1000);
+        let events: Vec<Json> = store
+            .recent_events(p, as_of, limit)?
+            .into_iter()
+            .map(|e| {
+                json!({"time": e.time.to_string(), "event": e.name, "revenue": e.revenue, "properties": e.properties})
+            })
+            .collect();
+        out["recent_events"] = json!(events);
+        Ok(axum::Json(out).into_response())
+    })
+    .await
+}
+
+pub(crate) async fn changes(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin(&app, &headers) {
+        return *r;
+    }
+    let mut stopping = app.stopping.clone();
+    let stop = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    let changes =
+        futures_util::StreamExt::take_until(BroadcastStream::new(app.changes.subscribe()), stop);
+    let stream = changes.filter_map(|c| {
+        let c = c.ok()?;
+        Some(Ok::<Event, Infallible>(
+            Event::default()
+                .event(c.kind)
+                .json_data(&c)
+                .unwrap_or_default(),
+        ))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
