@@ -572,6 +572,76 @@ pub(crate) async fn profile(
     .await
 }
 
+/// The body of a webhook subscription.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WebhookBody {
+    /// Where to POST (`http://host:port/path`).
+    url: String,
+    /// Only these segments' changes (default: every segment).
+    segments: Option<Vec<String>>,
+}
+
+pub(crate) async fn create_webhook(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = admin(&app, &headers) {
+        return *r;
+    }
+    let created = blocking(&app, move |_, store| {
+        let b: WebhookBody =
+            serde_json::from_slice(&raw).map_err(|e| Failure::bad(format!("body: {e}")))?;
+        crate::webhooks::target(&b.url).map_err(|e| Failure::bad(format!("url: {e}")))?;
+        if let Some(names) = &b.segments {
+            let saved = store.segment_conditions()?;
+            if let Some(n) = names.iter().find(|n| !saved.contains_key(*n)) {
+                return Err(Failure::bad(format!("segments: no segment '{n}'")));
+            }
+        }
+        Ok(store.create_webhook(&b.url, b.segments.as_deref())?)
+    })
+    .await;
+    match created {
+        Ok(hook) => {
+            let out = json!({"id": hook.id, "url": hook.url, "segments": hook.segments, "secret": hook.secret});
+            app.start_webhook(hook);
+            (StatusCode::CREATED, axum::Json(out)).into_response()
+        }
+        Err(f) => f.into_response(),
+    }
+}
+
+pub(crate) async fn list_webhooks(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    with_store(app, &headers, |_, store| {
+        let list: Vec<Json> = store
+            .webhooks()?
+            .into_iter()
+            .map(|h| json!({"id": h.id, "url": h.url, "segments": h.segments}))
+            .collect();
+        Ok(axum::Json(json!({"webhooks": list})).into_response())
+    })
+    .await
+}
+
+pub(crate) async fn delete_webhook(
+    State(app): State<Arc<App>>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> Response {
+    with_store(app, &headers, move |app, store| {
+        if !store.delete_webhook(id)? {
+            return Err(Failure::not_found(format!("no webhook {id}")));
+        }
+        if let Some(task) = app.hooks.lock().expect("hooks lock").remove(&id) {
+            task.abort();
+        }
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
 pub(crate) async fn changes(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Err(r) = admin(&app, &headers) {
         return *r;

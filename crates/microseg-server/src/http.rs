@@ -45,6 +45,14 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/overlap", get(admin::overlap))
         .route("/v1/profiles/{id}", get(admin::profile))
         .route("/v1/changes", get(admin::changes))
+        .route(
+            "/v1/webhooks",
+            get(admin::list_webhooks).post(admin::create_webhook),
+        )
+        .route(
+            "/v1/webhooks/{id}",
+            axum::routing::delete(admin::delete_webhook),
+        )
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
         .with_state(app)

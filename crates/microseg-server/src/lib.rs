@@ -6,6 +6,7 @@ mod admin;
 mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod webhooks;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -72,6 +73,8 @@ pub(crate) struct App {
     pub(crate) keys: Mutex<Keys>,
     /// Flips to true on shutdown (ends the open change streams).
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
+    /// The running webhook deliveries, by subscription id.
+    pub(crate) hooks: Mutex<std::collections::HashMap<i64, tokio::task::AbortHandle>>,
 }
 
 impl App {
@@ -94,6 +97,23 @@ impl App {
             *keys = fresh;
         }
         known(&keys)
+    }
+}
+
+impl App {
+    /// Starts delivering changes to `hook` (inside the runtime).
+    pub(crate) fn start_webhook(&self, hook: microseg_store::webhooks::Webhook) {
+        let id = hook.id;
+        let task = tokio::spawn(webhooks::deliver(
+            hook,
+            self.changes.subscribe(),
+            self.metrics.clone(),
+            self.stopping.clone(),
+        ));
+        self.hooks
+            .lock()
+            .expect("hooks lock")
+            .insert(id, task.abort_handle());
     }
 }
 
@@ -212,7 +232,9 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     };
     let keys = load_keys(&workspace)?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    let hooks = Store::open(&workspace)?.webhooks()?;
     let app = Arc::new(App {
+        hooks: Mutex::default(),
         stream: options.stream.clone(),
         stopping,
         workspace,
@@ -223,6 +245,9 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
         keys: Mutex::new(keys),
     });
     runtime.block_on(async {
+        for hook in hooks {
+            app.start_webhook(hook);
+        }
         let listener = tokio::net::TcpListener::bind(options.listen).await?;
         let addr = listener.local_addr()?;
         tracing::info!("listening on {addr}");

@@ -63,6 +63,12 @@ pub struct Metrics {
     pub queue_depth: AtomicI64,
     /// Segment membership changes.
     pub changes: AtomicU64,
+    /// Webhook deliveries answered with a 2xx.
+    pub webhook_delivered: AtomicU64,
+    /// Webhook delivery attempts that failed (to be retried).
+    pub webhook_failed: AtomicU64,
+    /// Changes a webhook never got: its buffer was full or it fell behind the stream.
+    pub webhook_dropped: AtomicU64,
     /// Time of each group commit.
     pub commit: Histogram,
     /// Time from a commit to the change it caused.
@@ -129,6 +135,25 @@ impl Metrics {
             "Segment memberships entered or exited.",
             get(&self.changes),
         );
+        for (name, help, v) in [
+            (
+                "microseg_webhook_deliveries_total",
+                "Webhook requests answered with a 2xx.",
+                &self.webhook_delivered,
+            ),
+            (
+                "microseg_webhook_failures_total",
+                "Webhook requests that failed and were retried with back-off.",
+                &self.webhook_failed,
+            ),
+            (
+                "microseg_webhook_dropped_changes_total",
+                "Changes a webhook never received (buffer full or stream overrun).",
+                &self.webhook_dropped,
+            ),
+        ] {
+            counter(&mut out, name, help, get(v));
+        }
         self.commit.render(
             &mut out,
             "microseg_commit_seconds",

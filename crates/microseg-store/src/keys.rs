@@ -58,7 +58,7 @@ pub fn hash_secret(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
 }
 
-fn random_hex(bytes: usize) -> Result<String, StoreError> {
+pub(crate) fn random_hex(bytes: usize) -> Result<String, StoreError> {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")

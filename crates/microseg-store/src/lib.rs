@@ -12,6 +12,7 @@ pub mod segment_spec;
 pub mod snapshot;
 pub mod sql;
 pub mod store;
+pub mod webhooks;
 pub mod workspace;
 
 pub use error::StoreError;

@@ -15,8 +15,8 @@
 //!                                         -- time in UTC ms, properties a JSON object
 //! events_named                            -- view: events with their name
 //! imports(id, kind, file, started_at, finished_at, rows, rejected)
-//! meta(key, value)                        -- events_version: bumped by every transaction
-//!                                         -- that writes events (keys the columnar cache)
+//! meta(key, value)                        -- events_version: bumped by every import and
+//!                                         -- every ingested commit (keys the columnar cache)
 //! segments, segment_versions              -- (version 2) segment definitions, versioned
 //! models(name, body, created_at)          -- (version 3) fitted models as JSON (`clv`)
 //! experiments(name, control, arms, outcomes, file, created_at)
@@ -26,6 +26,8 @@
 //! profiles.merged_into                    -- set when an alias merged the profile into another
 //! api_keys(id, kind, name, hash, created_at)
 //!                                         -- write/admin keys, SHA-256 of the secret
+//! (version 5) webhooks(id, url, segments, secret, created_at)
+//!                                         -- change subscriptions; segments: JSON list or NULL
 //! ```
 
 use std::collections::HashMap;
@@ -38,7 +40,7 @@ use crate::error::StoreError;
 use crate::snapshot::{self, SnapshotKey};
 use crate::workspace::Workspace;
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE profiles(
@@ -146,6 +148,16 @@ CREATE TABLE api_keys(
 );
 "#;
 
+const MIGRATION_5: &str = r#"
+CREATE TABLE webhooks(
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL,
+    segments TEXT,
+    secret TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+"#;
+
 /// The clock in UTC milliseconds, for `created_at` / `updated_at` columns.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -240,6 +252,11 @@ impl Store {
         if version < 4 {
             conn.execute_batch(&format!(
                 "BEGIN; {MIGRATION_4} PRAGMA user_version = 4; COMMIT;"
+            ))?;
+        }
+        if version < 5 {
+            conn.execute_batch(&format!(
+                "BEGIN; {MIGRATION_5} PRAGMA user_version = 5; COMMIT;"
             ))?;
         }
         if version > SCHEMA_VERSION {

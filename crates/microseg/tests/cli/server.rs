@@ -533,6 +533,155 @@ fn management_api_backfills_new_and_edited_segments_and_answers_queries() {
     assert_eq!(members, serde_json::json!(["u1", "u2", "u3"]));
 }
 
+/// HMAC-SHA256 by RFC 2104, written here apart from the server's.
+fn hmac(key: &[u8], message: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut k = key.to_vec();
+    k.resize(64, 0);
+    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+    let inner = Sha256::digest([ipad.as_slice(), message].concat());
+    let outer = Sha256::digest([opad.as_slice(), inner.as_slice()].concat());
+    outer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn webhooks_are_retried_with_back_off_and_signed() {
+    let env = Env::new();
+    let (write, admin) = (env.key("write"), env.key("admin"));
+    env.ok(&["segment", "create", "buyer", "did(order_completed)"]);
+    // A receiver that fails twice with 500, then accepts; it keeps what it was sent.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (got, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let mut conn = conn.unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let (mut head, mut line) = (String::new(), String::new());
+            while reader.read_line(&mut line).unwrap() > 2 {
+                head.push_str(&line);
+                line.clear();
+            }
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let status = if n < 2 {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            write!(conn, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").unwrap();
+            let _ = got.send((
+                std::time::Instant::now(),
+                head,
+                String::from_utf8(body).unwrap(),
+            ));
+        }
+    });
+    let server = env.serve();
+    let bearer = format!("Bearer {admin}");
+    let call = |method: &str, path: &str, body: &str| -> (u16, serde_json::Value) {
+        let (s, b) = http(
+            &server.addr,
+            method,
+            path,
+            &[("Authorization", bearer.as_str())],
+            body.as_bytes(),
+        );
+        (
+            s,
+            serde_json::from_str(&b).unwrap_or(serde_json::Value::Null),
+        )
+    };
+    for (body, says) in [
+        (r#"{"url": "https://example.com/x"}"#, "relay"),
+        (
+            r#"{"url": "http://127.0.0.1:1/x", "segments": ["nope"]}"#,
+            "no segment 'nope'",
+        ),
+        (r#"{"uri": "http://127.0.0.1:1/x"}"#, "body:"),
+    ] {
+        let (s, r) = call("POST", "/v1/webhooks", body);
+        assert_eq!(s, 400, "{body}: {r}");
+        assert!(r["message"].as_str().unwrap().contains(says), "{r}");
+    }
+    let (s, hook) = call(
+        "POST",
+        "/v1/webhooks",
+        &format!(r#"{{"url": "http://127.0.0.1:{port}/hook", "segments": ["buyer"]}}"#),
+    );
+    assert_eq!(s, 201, "{hook}");
+    let secret = hook["secret"].as_str().unwrap().to_string();
+    let sent = std::time::Instant::now();
+    let (s, b) = http(
+        &server.addr,
+        "POST",
+        "/v1/track",
+        &[("Authorization", basic(&write).as_str())],
+        br#"{"userId": "u1", "event": "order_completed"}"#,
+    );
+    assert_eq!(s, 200, "{b}");
+    // Three attempts: two refused, then delivered, at least 0.5 s and 1 s apart.
+    let attempts: Vec<_> = (0..3)
+        .map(|_| {
+            received
+                .recv_timeout(Duration::from_secs(20))
+                .expect("a delivery")
+        })
+        .collect();
+    assert!(attempts[1].0 - attempts[0].0 >= Duration::from_millis(450));
+    assert!(attempts[2].0 - attempts[1].0 >= Duration::from_millis(950));
+    assert!(attempts[2].0 - sent < Duration::from_secs(10));
+    let (_, head, body) = &attempts[2];
+    let delivered: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(delivered["webhook"], hook["id"]);
+    assert_eq!(delivered["changes"][0]["kind"], "entered");
+    assert_eq!(delivered["changes"][0]["segment"], "buyer");
+    assert_eq!(delivered["changes"][0]["profile"], "u1");
+    assert!(
+        head.contains(&format!(
+            "X-Microseg-Signature: sha256={}",
+            hmac(secret.as_bytes(), body.as_bytes())
+        )),
+        "{head}"
+    );
+    assert_eq!(attempts[0].2, *body, "a retry sends the same batch");
+    // The server counts the delivery once the receiver has closed the connection.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = http(&server.addr, "GET", "/metrics", &[], b"").1;
+        if metrics.contains("microseg_webhook_deliveries_total 1") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        metrics.contains("microseg_webhook_deliveries_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("microseg_webhook_failures_total 2"),
+        "{metrics}"
+    );
+    // Listed without its secret; deleted once.
+    let (_, list) = call("GET", "/v1/webhooks", "");
+    assert_eq!(
+        list["webhooks"][0]["segments"],
+        serde_json::json!(["buyer"])
+    );
+    assert!(list["webhooks"][0].get("secret").is_none());
+    let path = format!("/v1/webhooks/{}", hook["id"]);
+    assert_eq!(call("DELETE", &path, "").0, 204);
+    assert_eq!(call("DELETE", &path, "").0, 404);
+}
+
 #[test]
 fn kill_9_after_acknowledged_batches_loses_none() {
     let env = Env::new();
