@@ -179,7 +179,7 @@ fn find(store: &Store, name: &str) -> Result<microseg_store::StoredSegment, Fail
 }
 
 /// The body of a segment create or edit.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SegmentBody {
     /// The name (create only; an edit takes it from the path).
@@ -573,7 +573,7 @@ pub(crate) async fn profile(
 }
 
 /// The body of a webhook subscription.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WebhookBody {
     /// Where to POST (`http://host:port/path`).

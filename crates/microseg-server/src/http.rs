@@ -10,58 +10,47 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
-use axum::{Json, Router};
+use axum::routing::{post, MethodRouter};
+use axum::Json;
 use base64::Engine as _;
 use microseg_store::keys::KeyKind;
 use microseg_store::segment_spec::{parse_request, Call, RequestError, MAX_BATCH_BYTES};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::admin;
 use crate::pipeline::{Job, WriteJob};
 use crate::{now, App};
 
-pub(crate) fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/v1/track", calls(Some(Call::Track)))
-        .route("/v1/identify", calls(Some(Call::Identify)))
-        .route("/v1/page", calls(Some(Call::Page)))
-        .route("/v1/screen", calls(Some(Call::Screen)))
-        .route("/v1/group", calls(Some(Call::Group)))
-        .route("/v1/alias", calls(Some(Call::Alias)))
-        .route("/v1/batch", calls(None))
-        .route("/v1/import", calls(None))
-        .route(
-            "/v1/segments",
-            get(admin::list_segments).post(admin::create_segment),
-        )
-        .route(
-            "/v1/segments/{name}",
-            get(admin::show_segment).put(admin::edit_segment),
-        )
-        .route("/v1/segments/{name}/members", get(admin::members))
-        .route("/v1/segments/{name}/explain", get(admin::explain))
-        .route("/v1/overlap", get(admin::overlap))
-        .route("/v1/profiles/{id}", get(admin::profile))
-        .route("/v1/changes", get(admin::changes))
-        .route(
-            "/v1/webhooks",
-            get(admin::list_webhooks).post(admin::create_webhook),
-        )
-        .route(
-            "/v1/webhooks/{id}",
-            axum::routing::delete(admin::delete_webhook),
-        )
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/metrics", get(metrics))
-        .with_state(app)
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct ErrorBody {
+    /// `invalid_request`, `unauthorized`, `not_found`, `conflict`, `payload_too_large`,
+    /// `overloaded`, `shutting_down`, `store_error` or `internal`.
+    code: String,
+    /// What is wrong, naming the field when there is one.
+    message: String,
 }
 
 /// A JSON error response.
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = Json(json!({"code": code, "message": message.into()}));
-    (status, body).into_response()
+    let body = ErrorBody {
+        code: code.to_string(),
+        message: message.into(),
+    };
+    (status, Json(body)).into_response()
+}
+
+/// What an error status means here (for the API document).
+pub(crate) fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Malformed: the message names the field and what is wrong.",
+        401 => "Missing or unknown key.",
+        404 => "No such segment, profile or webhook.",
+        409 => "It already exists.",
+        413 => "Over Segment's limits: 32 KB per call, 500 KB per request.",
+        503 => "The write queue is full: retry after `Retry-After` seconds.",
+        _ => "Error.",
+    }
 }
 
 impl App {
@@ -105,7 +94,7 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The route of one ingestion endpoint (`None`: `/v1/batch`).
-fn calls(call: Option<Call>) -> MethodRouter<Arc<App>> {
+pub(crate) fn calls(call: Option<Call>) -> MethodRouter<Arc<App>> {
     post(
         move |app: State<Arc<App>>, headers: HeaderMap, body: Body| {
             ingest(app, call, headers, body)
@@ -221,7 +210,13 @@ async fn ingest(
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+/// `/healthz`.
+pub(crate) async fn health() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// `/metrics`.
+pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),

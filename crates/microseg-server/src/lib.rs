@@ -3,6 +3,7 @@
 //! management and operations endpoints. See `docs/api.md`.
 
 mod admin;
+mod api;
 mod http;
 pub mod metrics;
 pub mod pipeline;
@@ -252,7 +253,7 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
         let addr = listener.local_addr()?;
         tracing::info!("listening on {addr}");
         println!("listening on {addr}");
-        axum::serve(listener, http::router(app))
+        axum::serve(listener, api::router(app))
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;
                 let _ = stop.send(true);

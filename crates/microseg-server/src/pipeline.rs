@@ -49,8 +49,8 @@ pub struct WriteJob {
     pub reply: oneshot::Sender<Result<(), String>>,
 }
 
-/// A membership change as published (also the SSE payload).
-#[derive(Debug, Clone, serde::Serialize)]
+/// A membership change as published (the SSE payload and the webhook batches' items).
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct PublishedChange {
     /// `entered` or `exited`.
     pub kind: &'static str,

@@ -732,15 +732,48 @@ fn kill_9_after_acknowledged_batches_loses_none() {
     assert_eq!(env.count("events"), acked);
 }
 
+/// The interpreter of .ci/run's virtual environment (MICROSEG_PYTHON overrides it).
+fn ci_python() -> String {
+    std::env::var("MICROSEG_PYTHON").unwrap_or_else(|_| {
+        let tmp = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
+        format!("{tmp}/microseg-ci-venv/bin/python")
+    })
+}
+
+/// `/openapi.json` passes openapi-spec-validator 0.9 (installed by .ci/run), an
+/// implementation of the OpenAPI 3.1 rules apart from ours.
+#[test]
+fn openapi_document_passes_an_independent_validator() {
+    let env = Env::new();
+    let server = env.serve();
+    let (s, doc) = http(&server.addr, "GET", "/openapi.json", &[], b"");
+    assert_eq!(s, 200);
+    let path = env.write("openapi.json", doc.as_bytes());
+    let python = ci_python();
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import json, sys; from openapi_spec_validator import validate; \
+             d = json.load(open(sys.argv[1])); validate(d); print(d['openapi'], len(d['paths']))",
+            &path,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e} (run .ci/run, or set MICROSEG_PYTHON to a Python with openapi-spec-validator)"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("3.1.0 "), "{stdout}");
+}
+
 /// segment-analytics-python 2.4.0, unmodified, against the server (see
 /// ../shared/recipes/segment-client.md). `.ci/run` installs it in its virtual environment;
 /// MICROSEG_PYTHON overrides the interpreter.
 #[test]
 fn segments_own_python_library_works_unmodified() {
-    let python = std::env::var("MICROSEG_PYTHON").unwrap_or_else(|_| {
-        let tmp = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
-        format!("{tmp}/microseg-ci-venv/bin/python")
-    });
+    let python = ci_python();
     let env = Env::new();
     let write = env.key("write");
     let admin = env.key("admin");

@@ -1,0 +1,371 @@
+//! Every endpoint once: its handler and its documentation side by side. The router and
+//! the OpenAPI 3.1 document served at `/openapi.json` are both built from [`endpoints`],
+//! so an endpoint cannot exist undocumented; request and response bodies that are Rust
+//! types have their JSON Schema derived from the type (`schemars`).
+
+use std::sync::Arc;
+
+use axum::routing::{delete, get, post, put, MethodRouter};
+use axum::Router;
+use microseg_store::segment_spec::Call;
+use serde_json::{json, Map, Value as Json};
+
+use crate::admin;
+use crate::http::{self, ErrorBody};
+use crate::pipeline::PublishedChange;
+use crate::App;
+
+/// Who may call an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Auth {
+    /// Anyone.
+    Open,
+    /// A write key (HTTP Basic username, or the body's `writeKey`).
+    Write,
+    /// An admin token (`Authorization: Bearer`).
+    Admin,
+}
+
+/// One method on one path, with what the OpenAPI document says about it.
+pub(crate) struct Endpoint {
+    pub(crate) method: &'static str,
+    pub(crate) path: &'static str,
+    pub(crate) summary: &'static str,
+    pub(crate) auth: Auth,
+    /// The request body's schema (a `#/components/schemas/` name).
+    pub(crate) body: Option<&'static str>,
+    /// Query parameters: name and description.
+    pub(crate) query: &'static [(&'static str, &'static str)],
+    /// The success status, its description and the response schema name, if any.
+    pub(crate) ok: (u16, &'static str, Option<&'static str>),
+    /// Error statuses it may answer (with an `Error` body).
+    pub(crate) errors: &'static [u16],
+    pub(crate) route: MethodRouter<Arc<App>>,
+}
+
+const CALL_ERRORS: &[u16] = &[400, 401, 413, 503];
+const ADMIN_ERRORS: &[u16] = &[401];
+
+fn call(path: &'static str, kind: Option<Call>, summary: &'static str) -> Endpoint {
+    Endpoint {
+        method: "post",
+        path,
+        summary,
+        auth: Auth::Write,
+        body: Some(if kind.is_some() {
+            "SegmentCall"
+        } else {
+            "SegmentBatch"
+        }),
+        query: &[],
+        ok: (
+            200,
+            "Stored durably (committed and fsynced) before this answer.",
+            Some("Success"),
+        ),
+        errors: CALL_ERRORS,
+        route: http::calls(kind),
+    }
+}
+
+fn admin_get(
+    path: &'static str,
+    summary: &'static str,
+    query: &'static [(&'static str, &'static str)],
+    route: MethodRouter<Arc<App>>,
+) -> Endpoint {
+    Endpoint {
+        method: "get",
+        path,
+        summary,
+        auth: Auth::Admin,
+        body: None,
+        query,
+        ok: (
+            200,
+            "The answer, as of the streaming clock (`as_of`).",
+            None,
+        ),
+        errors: &[401, 404],
+        route,
+    }
+}
+
+/// Every endpoint of the server.
+pub(crate) fn endpoints() -> Vec<Endpoint> {
+    vec![
+        call("/v1/track", Some(Call::Track), "Record an event (Segment `track`)."),
+        call("/v1/identify", Some(Call::Identify), "Set a profile's traits (Segment `identify`)."),
+        call("/v1/page", Some(Call::Page), "Record a page view as `page_viewed`."),
+        call("/v1/screen", Some(Call::Screen), "Record a screen view as `screen_viewed`."),
+        call("/v1/group", Some(Call::Group), "Set `group_id` and the group's traits under `group.`."),
+        call("/v1/alias", Some(Call::Alias), "Merge `previousId`'s profile into `userId`'s."),
+        call("/v1/batch", None, "Several calls in one request (Segment `batch`)."),
+        call("/v1/import", None, "Same as /v1/batch (Segment's bulk path)."),
+        admin_get("/v1/segments", "List segments with their size and whether they stream.", &[], get(admin::list_segments)),
+        Endpoint {
+            method: "post",
+            path: "/v1/segments",
+            summary: "Create a segment; its state is backfilled from every stored event before the answer.",
+            auth: Auth::Admin,
+            body: Some("SegmentBody"),
+            query: &[],
+            ok: (201, "Created and loaded: the segment with its size.", None),
+            errors: &[400, 401, 409],
+            route: post(admin::create_segment),
+        },
+        admin_get("/v1/segments/{name}", "One segment: condition, version, size.", &[], get(admin::show_segment)),
+        Endpoint {
+            method: "put",
+            path: "/v1/segments/{name}",
+            summary: "Edit a segment (a new version), backfilled from history before the answer.",
+            auth: Auth::Admin,
+            body: Some("SegmentBody"),
+            query: &[],
+            ok: (200, "Saved and loaded: the segment with its size.", None),
+            errors: &[400, 401, 404],
+            route: put(admin::edit_segment),
+        },
+        admin_get("/v1/segments/{name}/members", "The members' external ids.", &[], get(admin::members)),
+        admin_get(
+            "/v1/segments/{name}/explain",
+            "Why a profile is or is not a member: every node of the condition with what it saw.",
+            &[("profile", "The profile's external id.")],
+            get(admin::explain),
+        ),
+        admin_get(
+            "/v1/overlap",
+            "Sizes of two or more segments and of every pair's intersection (with Jaccard).",
+            &[("segments", "Segment names, comma separated.")],
+            get(admin::overlap),
+        ),
+        admin_get(
+            "/v1/profiles/{id}",
+            "A profile: traits, metrics, segments and recent events.",
+            &[("events", "How many recent events (default 20, at most 1000).")],
+            get(admin::profile),
+        ),
+        Endpoint {
+            method: "get",
+            path: "/v1/changes",
+            summary: "Membership changes as server-sent events (`event: entered|exited`, `data:` one Change).",
+            auth: Auth::Admin,
+            body: None,
+            query: &[],
+            ok: (200, "A text/event-stream of Change objects.", Some("Change")),
+            errors: ADMIN_ERRORS,
+            route: get(admin::changes),
+        },
+        admin_get("/v1/webhooks", "List webhook subscriptions (without secrets).", &[], get(admin::list_webhooks)),
+        Endpoint {
+            method: "post",
+            path: "/v1/webhooks",
+            summary: "Subscribe a URL to membership changes: batches of Change objects, signed, retried with back-off.",
+            auth: Auth::Admin,
+            body: Some("WebhookBody"),
+            query: &[],
+            ok: (201, "The subscription with its signing secret (shown once here).", None),
+            errors: &[400, 401],
+            route: post(admin::create_webhook),
+        },
+        Endpoint {
+            method: "delete",
+            path: "/v1/webhooks/{id}",
+            summary: "Stop and delete a subscription.",
+            auth: Auth::Admin,
+            body: None,
+            query: &[],
+            ok: (204, "Deleted.", None),
+            errors: &[401, 404],
+            route: delete(admin::delete_webhook),
+        },
+        Endpoint {
+            method: "get",
+            path: "/healthz",
+            summary: "Liveness: `{\"status\": \"ok\"}`.",
+            auth: Auth::Open,
+            body: None,
+            query: &[],
+            ok: (200, "The server answers.", None),
+            errors: &[],
+            route: get(http::health),
+        },
+        Endpoint {
+            method: "get",
+            path: "/metrics",
+            summary: "Prometheus text format: ingested messages, rejects, queue depth, commit and change latency histograms, segment changes, webhook deliveries.",
+            auth: Auth::Open,
+            body: None,
+            query: &[],
+            ok: (200, "text/plain; version=0.0.4", None),
+            errors: &[],
+            route: get(http::metrics),
+        },
+        Endpoint {
+            method: "get",
+            path: "/openapi.json",
+            summary: "This document.",
+            auth: Auth::Open,
+            body: None,
+            query: &[],
+            ok: (200, "OpenAPI 3.1.", None),
+            errors: &[],
+            route: get(|| async { axum::Json(openapi()) }),
+        },
+    ]
+}
+
+/// The router of every endpoint.
+pub(crate) fn router(app: Arc<App>) -> Router {
+    endpoints()
+        .into_iter()
+        .fold(Router::new(), |r, e| r.route(e.path, e.route))
+        .with_state(app)
+}
+
+fn schema_of<T: schemars::JsonSchema>() -> Json {
+    let mut s = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default();
+    if let Some(m) = s.as_object_mut() {
+        m.remove("$schema");
+    }
+    s
+}
+
+/// The schemas the endpoints refer to.
+fn schemas() -> Map<String, Json> {
+    let id = json!({"type": ["string", "number"]});
+    let common = json!({
+        "type": {"type": "string", "enum": ["track", "identify", "page", "screen", "group", "alias"], "description": "The call (inside a batch; the endpoint says it otherwise)."},
+        "userId": id, "anonymousId": id,
+        "messageId": {"type": "string", "description": "De-duplicates resent calls (the last million are remembered)."},
+        "timestamp": {"type": "string", "format": "date-time", "description": "When it happened (else originalTimestamp, else when received)."},
+        "originalTimestamp": {"type": "string", "format": "date-time"},
+        "event": {"type": "string", "description": "track: the event's name."},
+        "properties": {"type": "object", "description": "track, page, screen: properties; `revenue` is the event's revenue."},
+        "traits": {"type": "object", "description": "identify, group: traits (nested objects become dotted names; null removes one)."},
+        "name": {"type": "string"}, "category": {"type": "string"},
+        "groupId": id, "previousId": id,
+        "context": {"type": "object"}, "integrations": {"type": "object"},
+        "writeKey": {"type": "string", "description": "The write key, when not sent as the Basic username."}
+    });
+    let mut out = Map::new();
+    out.insert(
+        "SegmentCall".into(),
+        json!({"type": "object", "description": "One call of the Segment tracking spec (at most 32 KB); userId or anonymousId is required.", "properties": common}),
+    );
+    out.insert(
+        "SegmentBatch".into(),
+        json!({"type": "object", "description": "At most 500 KB.", "required": ["batch"], "properties": {
+            "batch": {"type": "array", "items": {"$ref": "#/components/schemas/SegmentCall"}},
+            "writeKey": {"type": "string"}
+        }}),
+    );
+    out.insert(
+        "Success".into(),
+        json!({"type": "object", "properties": {"success": {"type": "boolean"}}}),
+    );
+    out.insert("Error".into(), schema_of::<ErrorBody>());
+    out.insert("Change".into(), schema_of::<PublishedChange>());
+    out.insert("SegmentBody".into(), schema_of::<admin::SegmentBody>());
+    out.insert("WebhookBody".into(), schema_of::<admin::WebhookBody>());
+    out
+}
+
+/// The OpenAPI 3.1 document of [`endpoints`].
+pub(crate) fn openapi() -> Json {
+    let mut paths = Map::new();
+    for e in endpoints() {
+        let mut op = json!({"summary": e.summary, "responses": {}});
+        let security = match e.auth {
+            Auth::Open => json!([]),
+            Auth::Write => json!([{"writeKey": []}]),
+            Auth::Admin => json!([{"adminToken": []}]),
+        };
+        op["security"] = security;
+        let mut parameters: Vec<Json> = e
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        parameters.extend(e.query.iter().map(|(name, description)| {
+            json!({"name": name, "in": "query", "description": description, "schema": {"type": "string"}})
+        }));
+        if !parameters.is_empty() {
+            op["parameters"] = json!(parameters);
+        }
+        if let Some(body) = e.body {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}});
+        }
+        let (status, description, schema) = e.ok;
+        let mut ok = json!({"description": description});
+        if let Some(s) = schema {
+            ok["content"] = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{s}")}}});
+        }
+        op["responses"][status.to_string()] = ok;
+        for status in e.errors {
+            op["responses"][status.to_string()] = json!({
+                "description": http::reason(*status),
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+            });
+        }
+        paths
+            .entry(e.path)
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("a path item is an object")
+            .insert(e.method.to_string(), op);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "microseg",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Segment-spec ingestion, real-time segment membership, and the management API. See docs/api.md."
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "writeKey": {"type": "http", "scheme": "basic", "description": "The write key as the username, empty password (as Segment's libraries send it)."},
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "`microseg key create admin`."}
+            },
+            "schemas": schemas()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `$ref` points at a schema the document defines, and every endpoint is in it
+    /// once under its method.
+    #[test]
+    fn the_document_is_complete_and_its_references_resolve() {
+        let doc = openapi();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &r[..r.find('"').unwrap()];
+            assert!(schemas.contains_key(name), "dangling $ref {name}");
+        }
+        let all = endpoints();
+        for e in &all {
+            let op = &doc["paths"][e.path][e.method];
+            assert_eq!(op["summary"], e.summary, "{} {}", e.method, e.path);
+        }
+        let operations: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum();
+        assert_eq!(operations, all.len());
+        // A derived schema carries the type's fields.
+        let body = &schemas["SegmentBody"]["properties"];
+        assert!(
+            body.get("condition").is_some() && body.get("name").is_some(),
+            "{body}"
+        );
+    }
+}
