@@ -10,7 +10,9 @@
    event for a fresh user 20 times a second and a reader follows /v1/changes, timing each
    probe from its 200 (committed: "accepted") to its `entered` change.
 3. Samples the server's resident memory (/proc/PID/status VmRSS) every second throughout.
-4. Peer, in this script: the same number of event rows of the same shape inserted by
+4. Creates one more segment over HTTP with everything above stored, and times the answer
+   (the streaming state is rebuilt from every stored event while ingestion waits).
+5. Peer, in this script: the same number of event rows of the same shape inserted by
    Python's sqlite3 into a WAL database with synchronous=FULL, 50,000 rows per
    transaction (microseg's largest group commit): the durable-storage floor without HTTP,
    JSON or evaluation. Ratio = microseg events/s over the peer's rows/s.
@@ -165,8 +167,35 @@ def main():
                 f"RSS {samples[-1][1]:,.0f} MiB",
                 file=sys.stderr,
             )
+        # Memory figures are of the ingestion runs; the rebuild below is reported apart.
         stop.set()
         sampler.join()
+        rebuild_samples = []
+        stop_rebuild = threading.Event()
+
+        def sample_rebuild():
+            while not stop_rebuild.is_set():
+                rebuild_samples.append(rss_mib(server.pid))
+                stop_rebuild.wait(1.0)
+
+        rebuild_sampler = threading.Thread(target=sample_rebuild, daemon=True)
+        rebuild_sampler.start()
+        # A segment created over HTTP with everything above stored: how long the rebuild
+        # (backfill from every stored event) holds ingestion.
+        import urllib.request
+        request = urllib.request.Request(
+            f"http://{addr}/v1/segments",
+            data=json.dumps({"name": "late_buyers", "condition": 'count("Order Completed", within 1d) >= 5'}).encode(),
+            headers={"Authorization": f"Bearer {admin_key}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=3600) as answer:
+            created = json.load(answer)
+        create_seconds = time.perf_counter() - started
+        print(f"segment created over HTTP in {create_seconds:.1f} s (size {created['size']})", file=sys.stderr)
+        stop_rebuild.set()
+        rebuild_sampler.join()
     finally:
         server.terminate()
         server.wait(timeout=120)
@@ -207,6 +236,8 @@ def main():
         "rss_mib_max": max(rss) if rss else None,
         "rss_mib_per_min_second_half": growth,
         "events_stored": sum(r["events_acknowledged"] for r in runs),
+        "segment_create_seconds": create_seconds,
+        "rss_mib_max_during_create": max(rebuild_samples) if rebuild_samples else None,
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -226,6 +257,9 @@ def main():
             "rss_mib_end",
             "rss_mib_max",
             "rss_mib_per_min_second_half",
+            "events_stored",
+            "segment_create_seconds",
+            "rss_mib_max_during_create",
         ]:
             v = report[k]
             print(f"{k:44} {v:>14,.2f}" if isinstance(v, float) else f"{k:44} {v:>14,}")

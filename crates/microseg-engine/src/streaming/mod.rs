@@ -188,8 +188,13 @@ pub struct Streaming {
     members: Vec<RoaringBitmap>,
     retired: RoaringBitmap,
     wheel: TimerWheel,
-    /// Each profile's current deadline (`i64::MAX`: none); older wheel entries are stale.
+    /// Each profile's current deadline (`i64::MAX`: none).
     scheduled: Vec<i64>,
+    /// The time of each profile's live wheel entry (`i64::MAX`: none). A deadline that
+    /// moves later leaves the entry in place, and the entry re-arms itself when it fires
+    /// early, so the wheel holds about one entry per profile however often deadlines move
+    /// (entries of other times are stale and dropped when they fire).
+    armed: Vec<i64>,
     future: BTreeMap<(i64, u64), (ProfileId, StreamEvent)>,
     arrivals: u64,
     clock: i64,
@@ -219,6 +224,7 @@ impl Streaming {
             retired: RoaringBitmap::new(),
             wheel: TimerWheel::new(4096, 1000, now.0),
             scheduled: Vec::new(),
+            armed: Vec::new(),
             future: BTreeMap::new(),
             arrivals: 0,
             clock: now.0,
@@ -437,6 +443,7 @@ impl Streaming {
         if self.states.len() < n {
             self.states.resize_with(n, ProfileState::default);
             self.scheduled.resize(n, i64::MAX);
+            self.armed.resize(n, i64::MAX);
         }
     }
 
@@ -452,6 +459,7 @@ impl Streaming {
     ) {
         self.states.clear();
         self.scheduled.clear();
+        self.armed.clear();
         self.future.clear();
         self.members.iter_mut().for_each(RoaringBitmap::clear);
         self.wheel = TimerWheel::new(4096, 1000, as_of.0);
@@ -544,10 +552,19 @@ impl Streaming {
         let mut due = Vec::new();
         self.wheel.advance(now.0, &mut due);
         for (at, p) in due {
-            if self.scheduled[p as usize] == at {
-                self.stats.timers += 1;
-                self.scheduled[p as usize] = i64::MAX;
-                changes.extend(self.evaluate(traits, p, Some(Cause::Time)));
+            let i = p as usize;
+            if self.armed[i] != at {
+                continue;
+            }
+            self.armed[i] = i64::MAX;
+            match self.scheduled[i] {
+                due if due <= now.0 => {
+                    self.stats.timers += 1;
+                    self.scheduled[i] = i64::MAX;
+                    changes.extend(self.evaluate(traits, p, Some(Cause::Time)));
+                }
+                i64::MAX => {}
+                later => self.armed[i] = self.wheel.schedule(later, p),
             }
         }
         changes
@@ -689,11 +706,10 @@ impl Streaming {
             self.deadline(p, as_of)
         };
         let next = next.unwrap_or(i64::MAX);
-        if self.scheduled[p as usize] != next {
-            self.scheduled[p as usize] = next;
-            if next != i64::MAX {
-                self.wheel.schedule(next, p);
-            }
+        let i = p as usize;
+        self.scheduled[i] = next;
+        if next < self.armed[i] {
+            self.armed[i] = self.wheel.schedule(next, p);
         }
         changes
     }
@@ -872,6 +888,40 @@ mod tests {
             revenue: None,
             properties: vec![("path".into(), EventValue::Text("/winter/gloves".into()))],
         }
+    }
+
+    /// Each event of a `within` window moves the profile's deadline later; the wheel must
+    /// not keep an entry per move (the memory of a long run grew with the event rate
+    /// before), and the last deadline must still fire on time.
+    #[test]
+    fn the_wheel_keeps_one_entry_per_profile_however_often_deadlines_move() {
+        let segments = vec![(
+            "recent".to_string(),
+            parse("did(page_viewed) within 1d").unwrap(),
+        )];
+        let traits = ProfileTable::default();
+        let start = at("2024-01-01T00:00:00Z").0;
+        let mut s = Streaming::new(
+            &segments,
+            &traits,
+            StreamConfig::default(),
+            Timestamp(start),
+        )
+        .unwrap();
+        let mut last = start;
+        for i in 0..20_000 {
+            last = start + i * 1_000;
+            s.advance(&traits, Timestamp(last));
+            let mut e = view("2024-01-01T00:00:00Z");
+            e.time = last;
+            s.observe(&traits, 0, e);
+        }
+        assert!(s.pending().0 <= 2, "{} wheel entries", s.pending().0);
+        // In the window until last + 1 day; out one millisecond later.
+        assert!(s.advance(&traits, Timestamp(last + DAY_MS)).is_empty());
+        let changes = s.advance(&traits, Timestamp(last + DAY_MS + 1));
+        assert_eq!(changes.len(), 1);
+        assert!(!changes[0].entered && changes[0].cause == Cause::Time);
     }
 
     #[test]

@@ -36,12 +36,14 @@ impl TimerWheel {
         self.len
     }
 
-    /// Schedules `p` at `at` (fires at the next advance when `at` has already passed).
-    pub(crate) fn schedule(&mut self, at: i64, p: ProfileId) {
+    /// Schedules `p` at `at` (fires at the next advance when `at` has already passed);
+    /// returns the time the entry carries.
+    pub(crate) fn schedule(&mut self, at: i64, p: ProfileId) -> i64 {
         let at = at.max(self.fired_until.saturating_add(1));
         let slot = self.slot(at);
         self.slots[slot].push((at, p));
         self.len += 1;
+        at
     }
 
     /// Removes and returns (in `out`) every timer due at or before `now`.

@@ -81,6 +81,28 @@ fn http(
     (status, body)
 }
 
+/// A management call with the admin token; returns the status and the JSON body (`null`
+/// when there is none).
+fn admin_call(
+    addr: &str,
+    bearer: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let (s, b) = http(
+        addr,
+        method,
+        path,
+        &[("Authorization", bearer)],
+        body.as_bytes(),
+    );
+    (
+        s,
+        serde_json::from_str(&b).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 fn basic(key: &str) -> String {
     // base64 of "key:" by hand (the test does not share the server's encoder).
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -334,18 +356,8 @@ fn management_api_backfills_new_and_edited_segments_and_answers_queries() {
     let server = env.serve();
     let auth = basic(&write);
     let bearer = format!("Bearer {admin}");
-    let call = |method: &str, path: &str, body: &str| -> (u16, serde_json::Value) {
-        let (s, b) = http(
-            &server.addr,
-            method,
-            path,
-            &[("Authorization", bearer.as_str())],
-            body.as_bytes(),
-        );
-        (
-            s,
-            serde_json::from_str(&b).unwrap_or(serde_json::Value::Null),
-        )
+    let call = |method: &str, path: &str, body: &str| {
+        admin_call(&server.addr, &bearer, method, path, body)
     };
     // History before any segment exists (orders are `order_completed`, the default
     // order event of the metrics): u1 three orders (10 + 20 + 30), u2 one (5), u3 a
@@ -587,18 +599,8 @@ fn webhooks_are_retried_with_back_off_and_signed() {
     });
     let server = env.serve();
     let bearer = format!("Bearer {admin}");
-    let call = |method: &str, path: &str, body: &str| -> (u16, serde_json::Value) {
-        let (s, b) = http(
-            &server.addr,
-            method,
-            path,
-            &[("Authorization", bearer.as_str())],
-            body.as_bytes(),
-        );
-        (
-            s,
-            serde_json::from_str(&b).unwrap_or(serde_json::Value::Null),
-        )
+    let call = |method: &str, path: &str, body: &str| {
+        admin_call(&server.addr, &bearer, method, path, body)
     };
     for (body, says) in [
         (r#"{"url": "https://example.com/x"}"#, "relay"),
