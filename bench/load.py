@@ -9,7 +9,8 @@
    /v1/batch requests of --batch generated events for --seconds; a probe thread sends one
    event for a fresh user 20 times a second and a reader follows /v1/changes, timing each
    probe from its 200 (committed: "accepted") to its `entered` change.
-3. Samples the server's resident memory (/proc/PID/status VmRSS) every second throughout.
+3. Samples the server's resident memory (/proc/PID/status VmRSS) and the size of the
+   store's write-ahead log (store.sqlite-wal) every second throughout.
 4. Creates one more segment over HTTP with everything above stored, and times the answer
    (the streaming state is rebuilt from every stored event while ingestion waits).
 5. Peer, in this script: the same number of event rows of the same shape inserted by
@@ -135,6 +136,8 @@ def main():
         text=True,
     )
     samples = []  # (seconds since start, RSS MiB)
+    wal = os.path.join(data, "store.sqlite-wal")
+    wal_mib = []
     stop = threading.Event()
     try:
         line = server.stdout.readline()
@@ -147,6 +150,10 @@ def main():
         def sample():
             while not stop.is_set():
                 samples.append((time.monotonic() - t0, rss_mib(server.pid)))
+                try:
+                    wal_mib.append(os.path.getsize(wal) / 2**20)
+                except OSError:
+                    pass
                 stop.wait(1.0)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -235,6 +242,7 @@ def main():
         "rss_mib_end": rss[-1] if rss else None,
         "rss_mib_max": max(rss) if rss else None,
         "rss_mib_per_min_second_half": growth,
+        "wal_mib_max": max(wal_mib) if wal_mib else None,
         "events_stored": sum(r["events_acknowledged"] for r in runs),
         "segment_create_seconds": create_seconds,
         "rss_mib_max_during_create": max(rebuild_samples) if rebuild_samples else None,
@@ -257,6 +265,7 @@ def main():
             "rss_mib_end",
             "rss_mib_max",
             "rss_mib_per_min_second_half",
+            "wal_mib_max",
             "events_stored",
             "segment_create_seconds",
             "rss_mib_max_during_create",

@@ -212,11 +212,15 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     let (jobs, job_queue) = mpsc::channel(options.queue);
     let (commits, committed) = std::sync::mpsc::sync_channel(64);
     let (changes, _) = broadcast::channel(65_536);
+    let tail_ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (metrics, config) = (metrics.clone(), options.stream.clone());
+        let tail_ready = tail_ready.clone();
         std::thread::Builder::new()
             .name("writer".into())
-            .spawn(move || pipeline::writer(ingestor, job_queue, commits, metrics, config))?
+            .spawn(move || {
+                pipeline::writer(ingestor, job_queue, commits, metrics, config, tail_ready)
+            })?
     };
     let engine_thread = {
         let (engine, changes, metrics) = (engine.clone(), changes.clone(), metrics.clone());
@@ -229,7 +233,7 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
         let store = Store::open(&workspace)?;
         std::thread::Builder::new()
             .name("checkpoint".into())
-            .spawn(move || pipeline::checkpointer(store, checkpoints))?
+            .spawn(move || pipeline::checkpointer(store, checkpoints, tail_ready))?
     };
     let keys = load_keys(&workspace)?;
     let (stop, stopping) = tokio::sync::watch::channel(false);

@@ -6,10 +6,19 @@
 //! - The **engine** owns the streaming evaluator and the in-memory traits. It applies what
 //!   each commit did, moves the clock every [`TICK`], and publishes membership changes.
 //!
+//! - The **checkpointer** copies the write-ahead log into the database file on its own
+//!   connection. SQLite reuses the log from its start only when a write begins with every
+//!   frame copied, which never happens while commits follow each other during a copy: the
+//!   log then grows without end (1.9 GB in 45 s under load, every frame appended to new
+//!   file blocks the kernel zeroes first). So the checkpointer copies the bulk, pass after
+//!   pass, until a pass finds only a small tail; then it asks the writer, which copies the
+//!   tail itself right after a commit, when nothing can be added meanwhile, and the next
+//!   commit starts the log over.
+//!
 //! The queue in front of the writer is bounded: when it is full the handler answers 503
 //! with `Retry-After` instead of buffering without limit.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,8 +35,11 @@ use crate::metrics::Metrics;
 pub const MAX_GROUP: usize = 50_000;
 /// How often the engine moves the clock when no commit arrives.
 pub const TICK: Duration = Duration::from_millis(50);
-/// How often the write-ahead log is copied into the database file.
+/// How long the checkpointer rests after a pass that found little to copy.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// A pass that copied at most this many log frames (4 KiB pages) leaves a tail small
+/// enough for the writer to copy between two commits.
+pub const TAIL_FRAMES: i64 = 2_048;
 
 /// What the writer is asked to do, in order.
 pub enum Job {
@@ -97,6 +109,7 @@ pub fn writer(
     done: std::sync::mpsc::SyncSender<Step>,
     metrics: Arc<Metrics>,
     config: microseg_engine::streaming::StreamConfig,
+    tail_ready: Arc<AtomicBool>,
 ) {
     let mut next = None;
     loop {
@@ -178,6 +191,13 @@ pub fn writer(
                 if done.send(Step::Commit(written, committed)).is_err() {
                     return;
                 }
+                if tail_ready.swap(false, Ordering::Relaxed) {
+                    // No commit can come in between: the log is copied whole and the next
+                    // commit starts it over.
+                    if let Err(e) = ingestor.store().checkpoint() {
+                        tracing::warn!(error = %e, "checkpoint of the log's tail failed");
+                    }
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "write failed; nothing of this group was stored");
@@ -190,16 +210,49 @@ pub fn writer(
     }
 }
 
-/// Checkpoints the write-ahead log every [`CHECKPOINT_EVERY`] on its own connection (so
-/// the writer's commits never wait for one) until `stop` says so or closes; then once more.
-pub fn checkpointer(store: microseg_store::Store, stop: std::sync::mpsc::Receiver<()>) {
+/// Copies the write-ahead log into the database file on its own connection (so commits
+/// never wait for the bulk of it), pass after pass while there is much to copy, resting
+/// [`CHECKPOINT_EVERY`] otherwise; after a pass that copied everything it found and at
+/// most [`TAIL_FRAMES`], sets `tail_ready` for the writer. Runs until `stop` says so or
+/// closes, then once more.
+pub fn checkpointer(
+    store: microseg_store::Store,
+    stop: std::sync::mpsc::Receiver<()>,
+    tail_ready: Arc<AtomicBool>,
+) {
+    let mut rest = CHECKPOINT_EVERY;
+    // The log's frames and how many were copied after the last pass, and whether the
+    // writer was asked to copy the tail.
+    let (mut log_before, mut copied_before, mut asked) = (0, 0, false);
     loop {
         let last = !matches!(
-            stop.recv_timeout(CHECKPOINT_EVERY),
+            stop.recv_timeout(rest),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout)
         );
-        if let Err(e) = store.checkpoint() {
-            tracing::warn!(error = %e, "checkpoint failed; the next one retries");
+        match store.checkpoint() {
+            Ok((log, copied)) => {
+                // Counting from the log's start when it may have started over (after the
+                // writer took the tail, or when it shrank): more than this pass copied,
+                // which only costs one more pass.
+                let took_tail = asked && !tail_ready.load(Ordering::Relaxed);
+                let this_pass = if took_tail || log < log_before || copied < copied_before {
+                    copied
+                } else {
+                    copied - copied_before
+                };
+                (log_before, copied_before) = (log, copied);
+                let small = this_pass <= TAIL_FRAMES;
+                asked = small && copied == log;
+                if asked {
+                    tail_ready.store(true, Ordering::Relaxed);
+                }
+                rest = if small {
+                    CHECKPOINT_EVERY
+                } else {
+                    Duration::ZERO
+                };
+            }
+            Err(e) => tracing::warn!(error = %e, "checkpoint failed; the next one retries"),
         }
         if last {
             return;

@@ -851,3 +851,78 @@ print("errors", errors)
         .unwrap();
     assert_eq!(merged, "anonymous:anon-123");
 }
+
+/// The write-ahead log's checkpoint sequence number (bytes 12..16 of its header, bumped
+/// each time SQLite starts the log over) and the file's size; (0, 0) before it exists.
+fn wal_state(env: &Env) -> (u32, u64) {
+    match std::fs::read(env.data().join("store.sqlite-wal")) {
+        Ok(bytes) if bytes.len() >= 32 => (
+            u32::from_be_bytes(bytes[12..16].try_into().unwrap()),
+            bytes.len() as u64,
+        ),
+        _ => (0, 0),
+    }
+}
+
+#[test]
+fn the_write_ahead_log_starts_over_while_commits_follow_each_other() {
+    // Without a hand-off between the checkpointer and the writer, SQLite never starts the
+    // log over while a commit lands during every checkpoint, and the log grows by every
+    // byte written.
+    let env = Env::new();
+    let write = env.key("write");
+    let server = env.serve();
+    let auth = basic(&write);
+    let (sequence_before, _) = wal_state(&env);
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let clients: Vec<_> = (0..3)
+        .map(|c| {
+            let (addr, auth) = (server.addr.clone(), auth.clone());
+            std::thread::spawn(move || {
+                let mut sent = 0u64;
+                while std::time::Instant::now() < until {
+                    let batch: Vec<String> = (0..500)
+                        .map(|i| {
+                            format!(
+                                r#"{{"type":"track","userId":"u{}","event":"viewed","messageId":"{c}-{sent}-{i}","properties":{{"path":"/p/{i}"}}}}"#,
+                                i % 997
+                            )
+                        })
+                        .collect();
+                    let body = format!(r#"{{"batch":[{}]}}"#, batch.join(","));
+                    let (s, _) = http(&addr, "POST", "/v1/batch", &[("Authorization", &auth)], body.as_bytes());
+                    assert_eq!(s, 200);
+                    sent += 500;
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut largest = 0;
+    while clients.iter().any(|c| !c.is_finished()) {
+        largest = largest.max(wal_state(&env).1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sent: u64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    let (sequence_after, _) = wal_state(&env);
+    drop(server);
+    let written = env.count("events") as u64;
+    assert_eq!(written, sent);
+    let database = std::fs::metadata(env.data().join("store.sqlite"))
+        .unwrap()
+        .len();
+    eprintln!(
+        "{sent} events, log started over {} times, largest log {} KiB, database {} KiB",
+        sequence_after.wrapping_sub(sequence_before),
+        largest / 1024,
+        database / 1024
+    );
+    assert!(
+        sequence_after.wrapping_sub(sequence_before) >= 2,
+        "the log never started over ({sequence_before} -> {sequence_after})"
+    );
+    assert!(
+        largest < database.max(1 << 20),
+        "the log ({largest} bytes) grew past the whole database ({database} bytes)"
+    );
+}
