@@ -40,7 +40,7 @@ pub struct IngestArgs {
     #[arg(long, default_value_t = 60.0)]
     seconds: f64,
     /// Connections posting batches at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     connections: usize,
     /// Events per request.
     #[arg(long, default_value_t = 500)]
