@@ -31,8 +31,15 @@ impl Env {
     }
 
     fn serve(&self) -> Server {
+        self.serve_with(&[])
+    }
+
+    /// `microseg serve` on a free port with more options.
+    fn serve_with(&self, options: &[&str]) -> Server {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(options);
         let mut child = self
-            .cmd(&["serve", "--listen", "127.0.0.1:0"])
+            .cmd(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -58,8 +65,20 @@ fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let (status, _, body) = try_http(addr, method, path, headers, body).unwrap();
+    (status, body)
+}
+
+/// One HTTP/1.1 request; returns (status, head, body), or the I/O error.
+fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -68,17 +87,17 @@ fn http(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
     let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
+    s.read_to_end(&mut out)?;
     let text = String::from_utf8_lossy(&out).to_string();
-    let status: u16 = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let status: u16 = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {text:?}")))?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((status, head.to_string(), body.to_string()))
 }
 
 /// A management call with the admin token; returns the status and the JSON body (`null`
@@ -924,5 +943,74 @@ fn the_write_ahead_log_starts_over_while_commits_follow_each_other() {
     assert!(
         largest < database.max(1 << 20),
         "the log ({largest} bytes) grew past the whole database ({database} bytes)"
+    );
+}
+
+#[test]
+fn a_full_queue_answers_503_and_sigterm_finishes_what_was_accepted() {
+    // A queue of one request in front of the writer and 12 senders: some requests must be
+    // refused with 503 and Retry-After, none of them stored; then SIGTERM while they keep
+    // sending: the server stops by itself (exit status 0) with every acknowledged request
+    // stored whole.
+    let env = Env::new();
+    let write = env.key("write");
+    let mut server = env.serve_with(&["--queue", "1"]);
+    let auth = basic(&write);
+    let stop_at = std::time::Instant::now() + Duration::from_secs(4);
+    let senders: Vec<_> = (0..12)
+        .map(|c| {
+            let (addr, auth) = (server.addr.clone(), auth.clone());
+            std::thread::spawn(move || {
+                // (acknowledged, refused with 503, ended without an answer)
+                let (mut acked, mut refused, mut in_doubt) = (0u64, 0u64, 0u64);
+                let mut n = 0;
+                while std::time::Instant::now() < stop_at {
+                    let batch: Vec<String> = (0..500)
+                        .map(|i| format!(r#"{{"type":"track","userId":"u{i}","event":"e","messageId":"{c}-{n}-{i}"}}"#))
+                        .collect();
+                    n += 1;
+                    let body = format!(r#"{{"batch":[{}]}}"#, batch.join(","));
+                    match try_http(&addr, "POST", "/v1/batch", &[("Authorization", &auth)], body.as_bytes()) {
+                        Ok((200, _, _)) => acked += 1,
+                        Ok((503, head, body)) if body.contains("overloaded") => {
+                            assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
+                            refused += 1;
+                        }
+                        // Stopping: new requests are refused or the port is closed.
+                        Ok((503, _, _)) => break,
+                        Ok((status, _, body)) => panic!("{status}: {body}"),
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                        Err(_) => {
+                            in_doubt += 1;
+                            break;
+                        }
+                    }
+                }
+                (acked, refused, in_doubt)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "the server ended with {status}");
+    let (mut acked, mut refused, mut in_doubt) = (0, 0, 0);
+    for s in senders {
+        let (a, r, d) = s.join().unwrap();
+        (acked, refused, in_doubt) = (acked + a, refused + r, in_doubt + d);
+    }
+    let stored = env.count("events") as u64;
+    eprintln!("{acked} acknowledged, {refused} refused, {in_doubt} without an answer, {stored} events stored");
+    assert!(refused > 0, "no request was refused with the queue full");
+    assert!(acked > 0);
+    // Each request whole or not at all; every acknowledged one stored; a refused one never.
+    assert_eq!(stored % 500, 0);
+    assert!(
+        stored >= acked * 500 && stored <= (acked + in_doubt) * 500,
+        "{stored} events stored for {acked} acknowledged requests ({in_doubt} in doubt)"
     );
 }
