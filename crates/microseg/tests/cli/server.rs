@@ -276,6 +276,27 @@ fn every_endpoint_accepts_the_spec_and_names_what_is_wrong() {
         http(&server.addr, "POST", "/v1/batch", &[], body.as_bytes()).0,
         200
     );
+    // Gzipped bodies (Segment's libraries can compress), and a broken one.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(br#"{"batch": [{"type": "track", "userId": "u3", "event": "zipped"}]}"#)
+        .unwrap();
+    let gzipped = gz.finish().unwrap();
+    let zip_headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Encoding", "gzip"),
+    ];
+    assert_eq!(
+        http(&server.addr, "POST", "/v1/batch", &zip_headers, &gzipped).0,
+        200
+    );
+    let (s, b) = http(
+        &server.addr,
+        "POST",
+        "/v1/batch",
+        &zip_headers,
+        &gzipped[..gzipped.len() / 2],
+    );
+    assert_eq!((s, b.contains("bad gzip")), (400, true), "{b}");
     // Over Segment's limits: 32 KB per message, 500 KB per batch.
     let big = format!(
         r#"{{"userId": "u1", "event": "x", "properties": {{"pad": "{}"}}}}"#,
@@ -286,9 +307,9 @@ fn every_endpoint_accepts_the_spec_and_names_what_is_wrong() {
     let huge = format!(r#"{{"batch": [{}]}}"#, vec![r#"{"type":"track","userId":"u","event":"x","properties":{"pad":"yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"}}"#; 5000].join(","));
     assert_eq!(post("/v1/batch", &huge).0, 413);
 
-    // Stored: 2 tracks (one deduplicated), page, screen, x for u3 = 4 events; profiles
-    // u1, anonymous:a1 (merged into u2), u2, u3.
-    assert_eq!(env.count("events"), 4);
+    // Stored: 2 tracks (one deduplicated), page, screen, x and zipped for u3 = 5 events;
+    // profiles u1, anonymous:a1 (merged into u2), u2, u3.
+    assert_eq!(env.count("events"), 5);
     let merged: i64 = env
         .store()
         .query_row(
