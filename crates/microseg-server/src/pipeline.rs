@@ -212,18 +212,15 @@ pub fn writer(
 
 /// Copies the write-ahead log into the database file on its own connection (so commits
 /// never wait for the bulk of it), pass after pass while there is much to copy, resting
-/// [`CHECKPOINT_EVERY`] otherwise; after a pass that copied everything it found and at
-/// most [`TAIL_FRAMES`], sets `tail_ready` for the writer. Runs until `stop` says so or
-/// closes, then once more.
+/// [`CHECKPOINT_EVERY`] otherwise; when [`Passes`] finds only a small tail left, sets
+/// `tail_ready` for the writer. Runs until `stop` says so or closes, then once more.
 pub fn checkpointer(
     store: microseg_store::Store,
     stop: std::sync::mpsc::Receiver<()>,
     tail_ready: Arc<AtomicBool>,
 ) {
     let mut rest = CHECKPOINT_EVERY;
-    // The log's frames and how many were copied after the last pass, and whether the
-    // writer was asked to copy the tail.
-    let (mut log_before, mut copied_before, mut asked) = (0, 0, false);
+    let mut passes = Passes::default();
     loop {
         let last = !matches!(
             stop.recv_timeout(rest),
@@ -231,19 +228,9 @@ pub fn checkpointer(
         );
         match store.checkpoint() {
             Ok((log, copied)) => {
-                // Counting from the log's start when it may have started over (after the
-                // writer took the tail, or when it shrank): more than this pass copied,
-                // which only costs one more pass.
-                let took_tail = asked && !tail_ready.load(Ordering::Relaxed);
-                let this_pass = if took_tail || log < log_before || copied < copied_before {
-                    copied
-                } else {
-                    copied - copied_before
-                };
-                (log_before, copied_before) = (log, copied);
-                let small = this_pass <= TAIL_FRAMES;
-                asked = small && copied == log;
-                if asked {
+                let taken = passes.asked && !tail_ready.load(Ordering::Relaxed);
+                let (small, ask) = passes.after(log, copied, taken);
+                if ask {
                     tail_ready.store(true, Ordering::Relaxed);
                 }
                 rest = if small {
@@ -257,6 +244,39 @@ pub fn checkpointer(
         if last {
             return;
         }
+    }
+}
+
+/// What the checkpointer remembers between passes to tell how much the last one copied
+/// (SQLite reports only the log's frames and how many of them are copied in all).
+#[derive(Debug, Default)]
+struct Passes {
+    /// The log's frames after the last pass.
+    log: i64,
+    /// How many of them were copied.
+    copied: i64,
+    /// Whether the writer was asked to copy the tail.
+    asked: bool,
+}
+
+impl Passes {
+    /// Records a pass that left the log at `log` frames, `copied` of them in the database;
+    /// `taken`: the writer took the tail since the last pass. Returns whether the pass
+    /// copied at most [`TAIL_FRAMES`] (rest before the next), and whether to ask the writer
+    /// for the tail (also when everything was copied). When the log may have started over
+    /// (taken, or it shrank) the pass counts from the log's start: an overestimate, which
+    /// only costs one more pass.
+    fn after(&mut self, log: i64, copied: i64, taken: bool) -> (bool, bool) {
+        let started_over = taken || log < self.log || copied < self.copied;
+        let this_pass = if started_over {
+            copied
+        } else {
+            copied - self.copied
+        };
+        (self.log, self.copied) = (log, copied);
+        let small = this_pass <= TAIL_FRAMES;
+        self.asked = small && copied == log;
+        (small, self.asked)
     }
 }
 
@@ -360,5 +380,35 @@ fn apply(
             retired.insert(from);
             streaming.merge(profiles, from, into)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Passes, TAIL_FRAMES};
+
+    #[test]
+    fn passes_ask_for_the_tail_only_after_a_small_complete_pass() {
+        let mut p = Passes::default();
+        // A first pass that copied a large backlog: go on at once, do not ask.
+        assert_eq!(p.after(50_000, 50_000, false), (false, false));
+        // The next copied what came during the first: small and complete, ask.
+        assert_eq!(p.after(50_500, 50_500, false), (true, true));
+        // Small but blocked by a reader (not all copied): rest, do not ask.
+        let mut q = Passes::default();
+        assert_eq!(q.after(1_000, 600, false), (true, false));
+        // The log grew by more than a tail while the writer kept the request: not small.
+        assert_eq!(p.after(60_000, 60_000, false), (false, false));
+    }
+
+    #[test]
+    fn passes_count_from_the_start_when_the_log_may_have_started_over() {
+        let mut p = Passes::default();
+        p.after(50_000, 50_000, false);
+        // The writer took the tail and the log started over, then grew past its old size
+        // within the rest: the pass counts all it copied, so it is not mistaken for small.
+        assert!(!p.after(50_000 + TAIL_FRAMES, 50_000 + TAIL_FRAMES, true).0);
+        // A log that shrank started over: 300 frames copied is a small pass.
+        assert_eq!(p.after(300, 300, false), (true, true));
     }
 }

@@ -137,17 +137,21 @@ impl Ingestor {
     /// How many recent message ids are remembered for de-duplication.
     pub const DEDUP_WINDOW: usize = 1_000_000;
 
+    /// The page cache of an ingestor's connection, in KiB. Small: the ids live in memory,
+    /// so its writes touch only the right-hand edge of each table, and SQLite scans the
+    /// whole cache's hash table at the end of some commits (a fifth of the writer's time
+    /// with the store's 256 MiB).
+    const CACHE_KIB: i64 = 16 * 1024;
+
     /// Loads the id maps of `store`. The writes of an ingestor do not checkpoint the
     /// write-ahead log themselves (SQLite's automatic checkpoint would run inside a commit,
-    /// on the writer's time): its owner calls [`Store::checkpoint`] from another connection,
-    /// as the server does.
-    ///
-    /// Its page cache is small: the ids live in memory, so its writes touch only the
-    /// right-hand edge of each table, and SQLite scans the whole cache's hash table at
-    /// the end of some commits (a fifth of the writer's time with the store's 256 MiB).
+    /// on the writer's time): its owner calls [`Store::checkpoint`], as the server does,
+    /// mostly from another connection.
     pub fn open(store: Store) -> Result<Ingestor, StoreError> {
         store.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        store.conn.pragma_update(None, "cache_size", -16_384)?;
+        store
+            .conn
+            .pragma_update(None, "cache_size", -Self::CACHE_KIB)?;
         let mut ingestor = Ingestor {
             store,
             ids: Ids {

@@ -145,6 +145,20 @@ fn basic(key: &str) -> String {
     format!("Basic {out}")
 }
 
+/// A `/v1/batch` body of `size` track calls with message ids `{tag}-{i}`, spread over
+/// `users` users.
+fn track_batch(tag: &str, size: usize, users: usize) -> String {
+    let calls: Vec<String> = (0..size)
+        .map(|i| {
+            format!(
+                r#"{{"type":"track","userId":"u{}","event":"e","messageId":"{tag}-{i}","properties":{{"path":"/p/{i}"}}}}"#,
+                i % users
+            )
+        })
+        .collect();
+    format!(r#"{{"batch":[{}]}}"#, calls.join(","))
+}
+
 #[test]
 fn every_endpoint_accepts_the_spec_and_names_what_is_wrong() {
     let env = Env::new();
@@ -732,15 +746,7 @@ fn kill_9_after_acknowledged_batches_loses_none() {
     let auth = basic(&write);
     let mut acked = 0;
     for b in 0..40 {
-        let batch: Vec<String> = (0..100)
-            .map(|i| {
-                format!(
-                    r#"{{"type":"track","userId":"u{}","event":"e","messageId":"b{b}-{i}"}}"#,
-                    i % 17
-                )
-            })
-            .collect();
-        let body = format!(r#"{{"batch":[{}]}}"#, batch.join(","));
+        let body = track_batch(&format!("b{b}"), 100, 17);
         let (s, _) = http(
             &server.addr,
             "POST",
@@ -921,16 +927,14 @@ fn the_write_ahead_log_starts_over_while_commits_follow_each_other() {
             std::thread::spawn(move || {
                 let mut sent = 0u64;
                 while std::time::Instant::now() < until {
-                    let batch: Vec<String> = (0..500)
-                        .map(|i| {
-                            format!(
-                                r#"{{"type":"track","userId":"u{}","event":"viewed","messageId":"{c}-{sent}-{i}","properties":{{"path":"/p/{i}"}}}}"#,
-                                i % 997
-                            )
-                        })
-                        .collect();
-                    let body = format!(r#"{{"batch":[{}]}}"#, batch.join(","));
-                    let (s, _) = http(&addr, "POST", "/v1/batch", &[("Authorization", &auth)], body.as_bytes());
+                    let body = track_batch(&format!("{c}-{sent}"), 500, 997);
+                    let (s, _) = http(
+                        &addr,
+                        "POST",
+                        "/v1/batch",
+                        &[("Authorization", &auth)],
+                        body.as_bytes(),
+                    );
                     assert_eq!(s, 200);
                     sent += 500;
                 }
@@ -986,15 +990,21 @@ fn a_full_queue_answers_503_and_sigterm_finishes_what_was_accepted() {
                 let (mut acked, mut refused, mut in_doubt) = (0u64, 0u64, 0u64);
                 let mut n = 0;
                 while std::time::Instant::now() < stop_at {
-                    let batch: Vec<String> = (0..500)
-                        .map(|i| format!(r#"{{"type":"track","userId":"u{i}","event":"e","messageId":"{c}-{n}-{i}"}}"#))
-                        .collect();
+                    let body = track_batch(&format!("{c}-{n}"), 500, 500);
                     n += 1;
-                    let body = format!(r#"{{"batch":[{}]}}"#, batch.join(","));
-                    match try_http(&addr, "POST", "/v1/batch", &[("Authorization", &auth)], body.as_bytes()) {
+                    match try_http(
+                        &addr,
+                        "POST",
+                        "/v1/batch",
+                        &[("Authorization", &auth)],
+                        body.as_bytes(),
+                    ) {
                         Ok((200, _, _)) => acked += 1,
                         Ok((503, head, body)) if body.contains("overloaded") => {
-                            assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
+                            assert!(
+                                head.to_ascii_lowercase().contains("retry-after: 1"),
+                                "{head}"
+                            );
                             refused += 1;
                         }
                         // Stopping: new requests are refused or the port is closed.
