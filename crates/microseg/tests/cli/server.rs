@@ -780,15 +780,20 @@ fn kill_9_after_acknowledged_batches_loses_none() {
     assert_eq!(env.count("events"), acked);
 }
 
-/// The interpreter of .ci/run's virtual environment (MICROSEG_PYTHON overrides it).
-fn ci_python() -> String {
+/// The Python interpreter with the packages of tests/requirements.txt: `./test` makes that
+/// environment and sets MICROSEG_PYTHON. Without it these tests fail saying so; they never
+/// skip.
+fn test_python() -> String {
     std::env::var("MICROSEG_PYTHON").unwrap_or_else(|_| {
-        let tmp = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
-        format!("{tmp}/microseg-ci-venv/bin/python")
+        panic!(
+            "MICROSEG_PYTHON is not set: run the tests with ./test, which creates the Python \
+             environment they need (or point MICROSEG_PYTHON at a Python with the packages of \
+             tests/requirements.txt)"
+        )
     })
 }
 
-/// `/openapi.json` passes openapi-spec-validator 0.9 (installed by .ci/run), an
+/// `/openapi.json` passes openapi-spec-validator 0.9 (installed by ./test), an
 /// implementation of the OpenAPI 3.1 rules apart from ours.
 #[test]
 fn openapi_document_passes_an_independent_validator() {
@@ -797,7 +802,7 @@ fn openapi_document_passes_an_independent_validator() {
     let (s, doc) = http(&server.addr, "GET", "/openapi.json", &[], b"");
     assert_eq!(s, 200);
     let path = env.write("openapi.json", doc.as_bytes());
-    let python = ci_python();
+    let python = test_python();
     let out = std::process::Command::new(&python)
         .args([
             "-c",
@@ -806,7 +811,7 @@ fn openapi_document_passes_an_independent_validator() {
             &path,
         ])
         .output()
-        .unwrap_or_else(|e| panic!("{python}: {e} (run .ci/run, or set MICROSEG_PYTHON to a Python with openapi-spec-validator)"));
+        .unwrap_or_else(|e| panic!("{python}: {e} (run the tests with ./test)"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -817,11 +822,10 @@ fn openapi_document_passes_an_independent_validator() {
 }
 
 /// segment-analytics-python 2.4.0, unmodified, against the server (see
-/// ../shared/recipes/segment-client.md). `.ci/run` installs it in its virtual environment;
-/// MICROSEG_PYTHON overrides the interpreter.
+/// ../shared/recipes/segment-client.md). `./test` installs it in its virtual environment.
 #[test]
 fn segments_own_python_library_works_unmodified() {
-    let python = ci_python();
+    let python = test_python();
     let env = Env::new();
     let write = env.key("write");
     let admin = env.key("admin");
@@ -858,7 +862,7 @@ print("errors", errors)
     let out = std::process::Command::new(&python)
         .args([&script, &format!("http://{}", server.addr), &write])
         .output()
-        .unwrap_or_else(|e| panic!("{python}: {e} (run .ci/run, or set MICROSEG_PYTHON to a Python with segment-analytics-python==2.4.0)"));
+        .unwrap_or_else(|e| panic!("{python}: {e} (run the tests with ./test)"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
