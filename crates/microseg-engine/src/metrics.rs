@@ -20,7 +20,7 @@
 
 use microseg_core::{ProfileId, Timestamp, TraitType, Value};
 
-use crate::columnar::EventTable;
+use crate::columnar::{Dictionary, EventTable};
 
 /// The metric names, in output order.
 pub const METRIC_NAMES: [&str; 13] = [
@@ -56,18 +56,37 @@ pub fn metric_type(name: &str) -> Option<TraitType> {
 /// What counts as an order and a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsConfig {
-    /// The event name of an order.
-    pub order_event: String,
+    /// The event names that count as an order.
+    pub order_events: Vec<String>,
     /// The event name that explicitly starts a session.
     pub session_event: String,
     /// A gap longer than this between two events starts a new session.
     pub session_gap_ms: i64,
 }
 
+/// The order events when nothing is configured: microseg's own name and the one of
+/// Segment's e-commerce spec, so a workspace fed by Segment's libraries counts orders
+/// without configuration.
+pub const DEFAULT_ORDER_EVENTS: [&str; 2] = ["order_completed", "Order Completed"];
+
+impl MetricsConfig {
+    /// Whether events named `name` are orders.
+    pub fn is_order(&self, name: &str) -> bool {
+        self.order_events.iter().any(|o| o == name)
+    }
+
+    /// For each code of `names`, whether its events are orders.
+    pub fn order_codes(&self, names: &Dictionary) -> Vec<bool> {
+        (0..names.len() as u32)
+            .map(|c| self.is_order(names.value(c)))
+            .collect()
+    }
+}
+
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
-            order_event: "order_completed".to_string(),
+            order_events: DEFAULT_ORDER_EVENTS.iter().map(|s| s.to_string()).collect(),
             session_event: "session_started".to_string(),
             session_gap_ms: 30 * 60 * 1000,
         }
@@ -219,7 +238,7 @@ pub fn compute(
     config: &MetricsConfig,
 ) -> Metrics {
     let n = events.profiles();
-    let order = events.names.code(&config.order_event);
+    let is_order = config.order_codes(&events.names);
     let session = events.names.code(&config.session_event);
     let mut m = Metrics {
         as_of: Some(as_of),
@@ -255,7 +274,7 @@ pub fn compute(
                 if session.is_some() && name == session {
                     explicit += 1;
                 }
-                if order.is_some() && name == order {
+                if is_order[events.name[row] as usize] {
                     orders += 1;
                     let r = events.revenue[row];
                     if !r.is_nan() {
@@ -385,6 +404,30 @@ mod tests {
         assert_eq!(m.value("rfm", 0), Some(Value::Str("511".into())));
         assert_eq!(m.value("rfm", 1), None);
         assert_eq!(m.value("first_seen", 2), None);
+    }
+
+    #[test]
+    fn every_configured_order_event_is_an_order() {
+        // By hand: profile 0 has one order of each default name (10 + 5); profile 1 a
+        // `purchase`, which only a config naming it counts.
+        let mut b = EventTableBuilder::default();
+        b.push(0, t("2024-01-01"), "order_completed", Some(10.0));
+        b.push(0, t("2024-01-02"), "Order Completed", Some(5.0));
+        b.push(1, t("2024-01-03"), "purchase", Some(7.0));
+        let events = b.finish(2);
+        let as_of = Timestamp(t("2024-02-01"));
+        let m = compute(&events, &ids(2), as_of, &MetricsConfig::default());
+        assert_eq!(
+            (m.orders.clone(), m.revenue.clone()),
+            (vec![2, 0], vec![15.0, 0.0])
+        );
+        assert_eq!(m.last_order_at[0], Some(t("2024-01-02")));
+        let config = MetricsConfig {
+            order_events: vec!["purchase".into()],
+            ..MetricsConfig::default()
+        };
+        let m = compute(&events, &ids(2), as_of, &config);
+        assert_eq!((m.orders, m.revenue), (vec![0, 1], vec![0.0, 7.0]));
     }
 
     fn ids(n: usize) -> Vec<String> {

@@ -2,7 +2,8 @@
 //! `alias`, and `batch` of them) read into [`Message`]s, with the mapping of
 //! `docs/api.md` and INTERFACES.md: `track` is an event named by `event`; `page` and
 //! `screen` are `page_viewed` / `screen_viewed` with `name` and `category` among the
-//! properties; `properties.revenue` is the revenue; `identify` sets traits; `group` sets
+//! properties; `properties.revenue` is the revenue (for `Order Completed`, `total` when
+//! there is no `revenue`); `identify` sets traits; `group` sets
 //! `group_id` and the group's traits under `group.`; `alias` merges `previousId` into
 //! `userId`. No I/O.
 
@@ -13,6 +14,10 @@ use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
+
+/// The order event of Segment's e-commerce spec, whose `total` is its revenue when it has
+/// no `revenue`.
+pub const ORDER_COMPLETED: &str = "Order Completed";
 
 /// Segment's limit on one message, in bytes of JSON.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
@@ -242,7 +247,12 @@ pub fn parse_message(call: Option<Call>, json: Json, at: &str) -> Result<Message
 }
 
 fn event(name: String, properties: Map<String, Json>) -> Action {
-    let revenue = properties.get("revenue").and_then(Json::as_f64);
+    let number = |key: &str| properties.get(key).and_then(Json::as_f64);
+    // Segment's e-commerce spec: an order's `revenue`, or its `total` without one.
+    let revenue = match number("revenue") {
+        None if name == ORDER_COMPLETED => number("total"),
+        revenue => revenue,
+    };
     let values = stream_properties(&properties);
     let json = (!properties.is_empty()).then(|| Json::Object(properties).to_string());
     Action::Event {
@@ -360,6 +370,30 @@ mod tests {
 
     fn one(call: Call, body: &str) -> Result<Message, RequestError> {
         parse_request(Some(call), body.as_bytes()).map(|r| r.messages.into_iter().next().unwrap())
+    }
+
+    #[test]
+    fn an_order_completed_without_revenue_has_its_total_as_revenue() {
+        let revenue = |body: &str| match one(Call::Track, body).unwrap().action {
+            Action::Event { revenue, .. } => revenue,
+            _ => panic!("not an event"),
+        };
+        let call = |event: &str, props: &str| {
+            format!(r#"{{"userId": "u", "event": "{event}", "properties": {props}}}"#)
+        };
+        assert_eq!(
+            revenue(&call("Order Completed", r#"{"total": 30.5}"#)),
+            Some(30.5)
+        );
+        assert_eq!(
+            revenue(&call(
+                "Order Completed",
+                r#"{"revenue": 25, "total": 30.5}"#
+            )),
+            Some(25.0)
+        );
+        assert_eq!(revenue(&call("Product Viewed", r#"{"total": 30.5}"#)), None);
+        assert_eq!(revenue(&call("Order Completed", "{}")), None);
     }
 
     #[test]

@@ -36,8 +36,10 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSection {
-    /// Event name of an order.
-    pub order_event: String,
+    /// Event names that count as an order (`order_event = "name"`, the older spelling, is
+    /// one name).
+    #[serde(alias = "order_event", deserialize_with = "one_or_more")]
+    pub order_events: Vec<String>,
     /// Event name that explicitly starts a session.
     pub session_event: String,
     /// Minutes without events after which the next event opens a new session.
@@ -48,18 +50,32 @@ impl Default for MetricsSection {
     fn default() -> Self {
         let d = MetricsConfig::default();
         MetricsSection {
-            order_event: d.order_event,
+            order_events: d.order_events,
             session_event: d.session_event,
             session_gap_minutes: (d.session_gap_ms / 60_000) as u32,
         }
     }
 }
 
+/// A name or a list of names.
+fn one_or_more<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "an event name or a list of event names")]
+    enum OneOrMore {
+        One(String),
+        More(Vec<String>),
+    }
+    Ok(match OneOrMore::deserialize(d)? {
+        OneOrMore::One(name) => vec![name],
+        OneOrMore::More(names) => names,
+    })
+}
+
 impl Config {
     /// The metrics settings for the engine.
     pub fn metrics_config(&self) -> MetricsConfig {
         MetricsConfig {
-            order_event: self.metrics.order_event.clone(),
+            order_events: self.metrics.order_events.clone(),
             session_event: self.metrics.session_event.clone(),
             session_gap_ms: self.metrics.session_gap_minutes as i64 * 60_000,
         }
@@ -74,8 +90,9 @@ impl Config {
 const DEFAULT_CONFIG: &str = r#"# microseg workspace config.
 
 [metrics]
-# The event that counts as an order (orders, revenue, aov, recency, RFM).
-order_event = "order_completed"
+# The events that count as orders (orders, revenue, aov, recency, RFM, CLV):
+# microseg's own name and the one of Segment's e-commerce spec.
+order_events = ["order_completed", "Order Completed"]
 # An event of this name always opens a new session (visits).
 session_event = "session_started"
 # Minutes without events after which the next event opens a new session.
@@ -162,5 +179,43 @@ impl Workspace {
             source,
         })?;
         Ok(logs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(toml_text: &str) -> Result<Vec<String>, String> {
+        toml::from_str::<Config>(toml_text)
+            .map(|c| c.metrics_config().order_events)
+            .map_err(|e| e.message().to_string())
+    }
+
+    #[test]
+    fn order_events_are_one_name_or_a_list_and_default_to_segments_name_too() {
+        assert_eq!(
+            metrics("").unwrap(),
+            ["order_completed", "Order Completed"],
+            "without configuration, Segment's e-commerce name counts"
+        );
+        assert_eq!(
+            metrics("[metrics]\norder_event = \"purchase\"").unwrap(),
+            ["purchase"]
+        );
+        assert_eq!(
+            metrics("[metrics]\norder_events = [\"a\", \"b\"]").unwrap(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            metrics("[metrics]\norder_events = 3").unwrap_err(),
+            "an event name or a list of event names"
+        );
+        let written: Config = toml::from_str(DEFAULT_CONFIG).unwrap();
+        assert_eq!(
+            written,
+            Config::default(),
+            "`microseg init` writes the defaults"
+        );
     }
 }

@@ -790,9 +790,7 @@ fn config_declares_trait_types_and_bad_configs_are_named() {
     std::fs::write(&config, "[metrics]\norder_event = 3\n").unwrap();
     let err = env.fails(&["metrics"]);
     assert!(
-        err.contains(
-            "microseg.toml: line 2, column 15: invalid type: integer `3`, expected a string"
-        ),
+        err.contains("microseg.toml: line 2, column 15: an event name or a list of event names"),
         "{err}"
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
@@ -1128,7 +1126,14 @@ fn sql_layout(store: &std::path::Path) -> Connection {
         columns.push_str(&format!(", {value} AS \"{name}\""));
     }
     db.execute_batch(&format!(
-        "CREATE TABLE profiles AS SELECT external_id AS id{columns} FROM s.profiles;
+        "CREATE TABLE profiles AS SELECT external_id AS id, (
+             WITH RECURSIVE chain(id) AS (SELECT q.merged_into UNION
+                 SELECT m.merged_into FROM chain c JOIN s.profiles m ON m.id = c.id
+                 WHERE m.merged_into IS NOT NULL)
+             SELECT v.external_id FROM chain c JOIN s.profiles v ON v.id = c.id
+             WHERE v.merged_into IS NULL) AS merged_into{columns}
+           FROM s.profiles q;
+         CREATE INDEX profiles_merged ON profiles(merged_into);
          CREATE TABLE events AS SELECT p.external_id AS profile_id, e.time, n.name AS event,
                 e.revenue, e.properties
            FROM s.events e JOIN s.profiles p ON p.id = e.profile_id

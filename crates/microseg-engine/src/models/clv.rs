@@ -100,11 +100,11 @@ pub struct Summary {
     pub monetary: Option<f64>,
 }
 
-/// Summarises every profile's orders (events named `order`) up to `end`, day by day in UTC;
-/// `None` for profiles without orders by then.
+/// Summarises every profile's orders (events whose name code `is_order` marks) up to `end`,
+/// day by day in UTC; `None` for profiles without orders by then.
 pub fn summarise(
     events: &EventTable,
-    order: Option<u32>,
+    is_order: &[bool],
     end: Timestamp,
     unit: TimeUnit,
 ) -> Vec<Option<Summary>> {
@@ -113,15 +113,13 @@ pub fn summarise(
     let mut days: Vec<(i64, f64)> = Vec::new();
     for p in 0..events.profiles() {
         days.clear();
-        if let Some(order) = order {
-            for row in events.events_of(p as u32) {
-                if events.name[row] != order || events.time[row] > end.0 {
-                    continue;
-                }
-                let revenue = events.revenue[row];
-                let revenue = if revenue.is_nan() { 0.0 } else { revenue };
-                days.push((events.time[row].div_euclid(DAY_MS), revenue));
+        for row in events.events_of(p as u32) {
+            if !is_order[events.name[row] as usize] || events.time[row] > end.0 {
+                continue;
             }
+            let revenue = events.revenue[row];
+            let revenue = if revenue.is_nan() { 0.0 } else { revenue };
+            days.push((events.time[row].div_euclid(DAY_MS), revenue));
         }
         out.push(summary_of_days(&mut days, end_day, unit));
     }
@@ -132,18 +130,17 @@ pub fn summarise(
 /// (the holdout period of a fit).
 pub fn order_days_between(
     events: &EventTable,
-    order: Option<u32>,
+    is_order: &[bool],
     start: Timestamp,
     end: Timestamp,
 ) -> Vec<u32> {
     (0..events.profiles())
         .map(|p| {
-            let Some(order) = order else { return 0 };
             let mut last = None;
             let mut days = 0;
             for row in events.events_of(p as u32) {
                 let t = events.time[row];
-                if events.name[row] == order && t > start.0 && t <= end.0 {
+                if is_order[events.name[row] as usize] && t > start.0 && t <= end.0 {
                     let day = t.div_euclid(DAY_MS);
                     if last != Some(day) {
                         days += 1;

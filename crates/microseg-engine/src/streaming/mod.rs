@@ -626,7 +626,7 @@ impl Streaming {
         let m = &mut state.metrics;
         m.first_seen = min_opt(m.first_seen, Some(e.time));
         m.last_seen = m.last_seen.max(Some(e.time));
-        if e.name == config.order_event {
+        if config.is_order(&e.name) {
             m.orders += 1;
             m.revenue += e.revenue.filter(|r| !r.is_nan()).unwrap_or(0.0);
             m.last_order_at = m.last_order_at.max(Some(e.time));

@@ -12,8 +12,11 @@
 //!   docs/metrics.md, only when the condition names one;
 //! - `in_segment` is replaced by the segment's own condition.
 //!
-//! Layout (SQLite dialect): `profiles(id TEXT, <one column per trait>)` with booleans as
-//! 0/1, timestamps as UTC milliseconds and string sets as JSON arrays;
+//! Layout (SQLite dialect): `profiles(id TEXT, merged_into TEXT, <one column per trait>)`
+//! with booleans as 0/1, timestamps as UTC milliseconds and string sets as JSON arrays;
+//! `merged_into` is the external id of the live profile an `alias` merged this one into
+//! (the end of any chain of merges), NULL for a live profile: a merged profile is in no
+//! segment and its events count as the survivor's, as in the batch evaluator;
 //! `events(profile_id TEXT, time INTEGER, event TEXT, revenue REAL, properties TEXT)` with
 //! `time` in UTC milliseconds and `properties` a JSON object. `matches` uses the `REGEXP`
 //! operator, which the `sqlite3` shell provides (applications register a function).
@@ -76,11 +79,12 @@ pub fn compile(condition: &Condition, ctx: &SqlContext<'_>) -> Result<String, Ev
     let mut sql = String::new();
     if compiler.uses_metrics {
         sql.push_str(&metrics_cte(ctx));
-        sql.push_str("SELECT p.id FROM profiles p JOIN m ON m.id = p.id\nWHERE ");
+        sql.push_str("SELECT p.id FROM profiles p JOIN m ON m.id = p.id\n");
     } else {
-        sql.push_str("SELECT p.id FROM profiles p\nWHERE ");
+        sql.push_str("SELECT p.id FROM profiles p\n");
     }
-    sql.push_str(&predicate);
+    // A profile merged into another is never a member; its events are the survivor's.
+    let _ = write!(sql, "WHERE p.merged_into IS NULL AND ({predicate})");
     Ok(sql)
 }
 
@@ -389,7 +393,8 @@ impl Compiler<'_> {
     ) -> Result<String, EvalError> {
         let as_of = self.ctx.as_of.0;
         let mut sql = format!(
-            "{e}.profile_id = p.id AND {e}.event = {} AND {e}.time <= {as_of}",
+            "{e}.profile_id IN (SELECT o.id FROM profiles o WHERE o.id = p.id OR o.merged_into = p.id) \
+             AND {e}.event = {} AND {e}.time <= {as_of}",
             string(&event.name)
         );
         match window {
@@ -652,20 +657,30 @@ fn json_path(name: &str) -> String {
 /// The metrics of docs/metrics.md as a `WITH` clause defining `m(id, visits, ...)`.
 fn metrics_cte(ctx: &SqlContext<'_>) -> String {
     let as_of = ctx.as_of.0;
-    let order = string(&ctx.metrics.order_event);
+    let order = format!(
+        "({})",
+        ctx.metrics
+            .order_events
+            .iter()
+            .map(|e| string(e))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let session = string(&ctx.metrics.session_event);
     let gap = ctx.metrics.session_gap_ms;
     format!(
-        "WITH s AS (\n  SELECT profile_id, time, event, revenue,\n    \
+        "WITH o AS (\n  SELECT coalesce(q.merged_into, e.profile_id) AS profile_id, e.time, e.event, e.revenue\n  \
+         FROM events e LEFT JOIN profiles q ON q.id = e.profile_id WHERE e.time <= {as_of}\n\
+         ), s AS (\n  SELECT profile_id, time, event, revenue,\n    \
          CASE WHEN lag(time) OVER w IS NULL OR time - lag(time) OVER w > {gap} \
          OR event = {session} THEN 1 ELSE 0 END AS new_session\n  \
-         FROM events WHERE time <= {as_of}\n  \
+         FROM o\n  \
          WINDOW w AS (PARTITION BY profile_id ORDER BY time, event = {session} DESC)\n\
          ), a AS (\n  SELECT profile_id, sum(new_session) AS visits,\n    \
-         sum(event = {order}) AS orders,\n    \
-         total(CASE WHEN event = {order} THEN revenue END) AS revenue,\n    \
+         sum(event IN {order}) AS orders,\n    \
+         total(CASE WHEN event IN {order} THEN revenue END) AS revenue,\n    \
          min(time) AS first_seen, max(time) AS last_seen,\n    \
-         max(CASE WHEN event = {order} THEN time END) AS last_order_at\n  \
+         max(CASE WHEN event IN {order} THEN time END) AS last_order_at\n  \
          FROM s GROUP BY profile_id\n\
          ), b AS (\n  SELECT p.id, coalesce(a.visits, 0) AS visits, coalesce(a.orders, 0) AS orders,\n    \
          coalesce(a.revenue, 0.0) AS revenue,\n    \
@@ -742,7 +757,7 @@ mod tests {
         assert!(sql.contains("'O''Hara'"), "{sql}");
         assert!(!sql.contains("WITH"), "{sql}");
         let sql = compile_text("orders >= 2").unwrap();
-        assert!(sql.starts_with("WITH s AS"), "{sql}");
+        assert!(sql.starts_with("WITH o AS"), "{sql}");
         assert_eq!(
             Dialect::from_name("spark").unwrap_err(),
             "the spark dialect is not available yet; this version compiles to sqlite"

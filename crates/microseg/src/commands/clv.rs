@@ -116,14 +116,18 @@ fn fit(ctx: &Context, args: FitArgs) -> Result<()> {
     let started = Instant::now();
     let ids = store.external_ids()?;
     let events = store.load_events(ids.len())?;
-    let order_event = ws.config.metrics_config().order_event;
-    let order = events.names.code(&order_event);
-    let summaries = summarise(&events, order, end, unit);
+    let config = ws.config.metrics_config();
+    let order = config.order_codes(&events.names);
+    let summaries = summarise(&events, &order, end, unit);
     let customers: Vec<Summary> = summaries.iter().flatten().copied().collect();
     let load_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let bg = BgNbd::fit(&customers)
-        .with_context(|| format!("orders are '{order_event}' events up to {end}"))?;
+    let bg = BgNbd::fit(&customers).with_context(|| {
+        format!(
+            "orders are {} events up to {end}",
+            config.order_events.join(" or ")
+        )
+    })?;
     let bg_seconds = started.elapsed().as_secs_f64();
     let (gg, zero_spend) = GammaGamma::fit(&customers)?;
     let fit_seconds = started.elapsed().as_secs_f64();
@@ -146,7 +150,7 @@ fn fit(ctx: &Context, args: FitArgs) -> Result<()> {
         })
         .collect();
     let holdout = (as_of > end).then(|| {
-        let days = order_days_between(&events, order, end, as_of);
+        let days = order_days_between(&events, &order, end, as_of);
         let day = 86_400_000;
         let horizon = unit.of_ms((as_of.0.div_euclid(day) - end.0.div_euclid(day)) * day);
         let (mut actual, mut predicted) = (0.0, 0.0);
@@ -246,8 +250,8 @@ fn predict(ctx: &Context, args: PredictArgs) -> Result<()> {
     let horizon_ms = parse_duration(&args.horizon).context("--horizon")?;
     let ids = store.external_ids()?;
     let events = store.load_events(ids.len())?;
-    let order_event = ws.config.metrics_config().order_event;
-    let Some((model, summaries)) = clv_summaries(&store, &events, &order_event, as_of)? else {
+    let config = ws.config.metrics_config();
+    let Some((model, summaries)) = clv_summaries(&store, &events, &config, as_of)? else {
         bail!("no CLV model in this workspace: fit one with `microseg clv fit`");
     };
     let horizon = model.unit.of_ms(horizon_ms);

@@ -6,7 +6,7 @@ use anyhow::Result;
 use microseg_core::condition::Condition;
 use microseg_core::Timestamp;
 use microseg_engine::models::clv::{summarise, ClvModel, Predictions, Summary, PREDICTION_NAMES};
-use microseg_engine::{compute_metrics, Dataset, EventTable, Metrics, ProfileTable};
+use microseg_engine::{compute_metrics, Dataset, EventTable, Metrics, MetricsConfig, ProfileTable};
 use microseg_store::{Store, Workspace};
 use roaring::RoaringBitmap;
 
@@ -15,13 +15,18 @@ use roaring::RoaringBitmap;
 pub fn clv_summaries(
     store: &Store,
     events: &EventTable,
-    order_event: &str,
+    config: &MetricsConfig,
     as_of: Timestamp,
 ) -> Result<Option<(ClvModel, Vec<Option<Summary>>)>> {
     let Some(model) = store.model::<ClvModel>("clv")? else {
         return Ok(None);
     };
-    let summaries = summarise(events, events.names.code(order_event), as_of, model.unit);
+    let summaries = summarise(
+        events,
+        &config.order_codes(&events.names),
+        as_of,
+        model.unit,
+    );
     Ok(Some((model, summaries)))
 }
 
@@ -85,12 +90,11 @@ impl Loaded {
         let mut metrics = compute_metrics(&events, &profiles.external_ids, as_of, &config);
         if names.iter().any(|n| PREDICTION_NAMES.contains(&n.as_str())) {
             // The metric is named for its 90-day horizon.
-            metrics.clv = clv_summaries(store, &events, &config.order_event, as_of)?.map(
-                |(model, summaries)| {
+            metrics.clv =
+                clv_summaries(store, &events, &config, as_of)?.map(|(model, summaries)| {
                     let horizon = model.unit.of_ms(90 * 86_400_000);
                     Predictions::compute(&model, &summaries, horizon)
-                },
-            );
+                });
         }
         Ok(Loaded {
             external_ids: profiles.external_ids.clone(),

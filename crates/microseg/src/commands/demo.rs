@@ -46,7 +46,7 @@ pub struct DemoArgs {
 const DEMO_CONFIG: &str = r#"# microseg workspace config (written by `microseg demo`).
 
 [metrics]
-order_event = "order_completed"
+order_events = ["order_completed"]
 session_event = "session_started"
 session_gap_minutes = 30
 

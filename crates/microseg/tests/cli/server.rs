@@ -844,6 +844,8 @@ errors = []
 seg = Client(sys.argv[2], host=sys.argv[1], max_retries=1, on_error=lambda e, b: errors.append(str(e)))
 seg.identify("u1", {"email": "u1@example.com", "plan": "pro"})
 seg.track("u1", "order_completed", {"revenue": 42.5, "currency": "EUR"})
+seg.track("u1", "Order Completed", {"order_id": "o2", "total": 30, "products": [{"sku": "g1"}]})
+seg.track("u2", "Order Completed", {"order_id": "o3", "revenue": 20, "total": 25})
 seg.page("u1", "Docs", "Pricing", {"url": "http://127.0.0.1/pricing"})
 seg.track(anonymous_id="anon-123", event="Signed Up")
 seg.alias("anon-123", "u1")
@@ -879,7 +881,16 @@ print("errors", errors)
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(names, ["order_completed", "page_viewed", "Signed Up"]);
+    assert_eq!(
+        names,
+        [
+            "order_completed",
+            "Order Completed",
+            "Order Completed",
+            "page_viewed",
+            "Signed Up"
+        ]
+    );
     let (_, b) = http(
         &server.addr,
         "GET",
@@ -890,6 +901,17 @@ print("errors", errors)
     let p: serde_json::Value = serde_json::from_str(&b).unwrap();
     assert_eq!(p["segments"], serde_json::json!(["buyers"]), "{b}");
     assert_eq!(p["traits"]["group.name"], "Acme Inc");
+    // Segment's `Order Completed` is an order without configuration, its `total` the
+    // revenue when it has none: 42.5 + 30.
+    assert_eq!(p["metrics"]["orders"], 2, "{b}");
+    assert_eq!(p["metrics"]["revenue"], 72.5, "{b}");
+    drop(server);
+    let u2 = env.json(&["profile", "show", "u2", "--json"]);
+    assert_eq!(u2["metrics"]["orders"], 1, "{u2}");
+    assert_eq!(
+        u2["metrics"]["revenue"], 20.0,
+        "revenue wins over total: {u2}"
+    );
     // The anonymous profile was merged into u1 by the alias.
     let merged: String = env
         .store()
