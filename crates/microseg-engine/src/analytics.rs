@@ -46,6 +46,65 @@ pub fn overlaps(sets: &[RoaringBitmap]) -> Vec<Vec<Overlap>> {
     matrix
 }
 
+/// Pearson and Spearman correlations of numeric traits or metrics, pair by pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Correlations {
+    /// Profiles with both values, per pair.
+    pub n: Vec<Vec<u64>>,
+    /// Pearson's r per pair (`None` without variance or with fewer than 2 pairs).
+    pub pearson: Vec<Vec<Option<f64>>>,
+    /// Spearman's rho per pair.
+    pub spearman: Vec<Vec<Option<f64>>>,
+}
+
+/// The correlations of `names` (numeric traits or metrics) over `members`: each pair over
+/// the profiles that have both values.
+pub fn correlations(
+    data: &Dataset<'_>,
+    members: &RoaringBitmap,
+    names: &[String],
+) -> Result<Correlations, EvalError> {
+    for name in names {
+        let ty = data.type_of(name)?;
+        if !matches!(ty, TraitType::Integer | TraitType::Float) {
+            return Err(EvalError::WrongType {
+                name: name.clone(),
+                ty,
+                hint: "correlations need numbers".into(),
+            });
+        }
+    }
+    // One column of optional numbers per name, over the members.
+    let columns: Vec<Vec<Option<f64>>> = names
+        .iter()
+        .map(|n| {
+            members
+                .iter()
+                .map(|p| Ok(data.value_of(n, p)?.as_ref().and_then(Value::as_f64)))
+                .collect::<Result<_, EvalError>>()
+        })
+        .collect::<Result<_, _>>()?;
+    let k = names.len();
+    let mut out = Correlations {
+        n: vec![vec![0; k]; k],
+        pearson: vec![vec![None; k]; k],
+        spearman: vec![vec![None; k]; k],
+    };
+    for i in 0..k {
+        for j in 0..k {
+            let (xs, ys): (Vec<f64>, Vec<f64>) = columns[i]
+                .iter()
+                .zip(&columns[j])
+                .filter_map(|(x, y)| Some(((*x)?, (*y)?)))
+                .unzip();
+            out.n[i][j] = xs.len() as u64;
+            out.pearson[i][j] = crate::stats::pearson(&xs, &ys);
+            out.spearman[i][j] = crate::stats::spearman(&xs, &ys);
+        }
+    }
+    Ok(out)
+}
+
 /// One node of a drill-down tree.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TreeNode {
@@ -216,7 +275,7 @@ mod tests {
                 "tags",
                 Value::Set(tags.iter().map(|t| t.to_string()).collect()),
             );
-            table.push(format!("p{i}"), &traits);
+            table.push(&format!("p{i}"), &traits);
         }
         let data = Dataset {
             profiles: &table,

@@ -45,17 +45,17 @@ struct PropRef<'a> {
 fn prop_ref<'a>(events: &'a EventTable, name: &str) -> PropRef<'a> {
     PropRef {
         column: events.properties.get(name),
-        revenue: (name == "revenue").then_some(events.revenue.as_slice()),
+        revenue: (name == "revenue").then_some(&events.revenue[..]),
     }
 }
 
 fn prop(source: PropRef<'_>, row: usize) -> Option<Prop<'_>> {
     if let Some(c) = source.column {
-        let x = c.numbers[row];
+        let x = c.number(row);
         if !x.is_nan() {
             return Some(Prop::Number(x));
         }
-        let code = c.texts[row];
+        let code = c.text(row);
         if code != NO_CODE {
             return Some(Prop::Text(c.dict.value(code)));
         }
@@ -182,7 +182,7 @@ fn op_test<'a>(events: &'a EventTable, operand: &'a Operand, lit: &'a Literal) -
                     .collect();
                 // A row holds a number or a text, never both (see `set_property`).
                 return Box::new(move |r, op| {
-                    let code = c.texts[r];
+                    let code = c.text(r);
                     code != NO_CODE && op.holds(Some(ords[code as usize]))
                 });
             }
@@ -387,8 +387,8 @@ pub(crate) fn evaluate(
         // walk jumps from profile to profile and would otherwise wait on memory each time.
         if let Some(&ahead) = offsets.get(p as usize + 1 + PREFETCH_AHEAD) {
             if ahead > 0 {
-                prefetch(&events.time[ahead - 1]);
-                prefetch(&events.name[ahead - 1]);
+                prefetch(&events.time[ahead as usize - 1]);
+                prefetch(&events.name[ahead as usize - 1]);
             }
         }
         window_rows(events, p, window, as_of)

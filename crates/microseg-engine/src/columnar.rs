@@ -11,6 +11,8 @@ use std::ops::Range;
 
 use microseg_core::{ProfileId, Schema, TraitType, Value};
 
+use crate::array::{Array, Plain};
+
 /// Code meaning "no value" in a dictionary-encoded column.
 pub const NO_CODE: u32 = u32::MAX;
 
@@ -266,11 +268,106 @@ impl Column {
     }
 }
 
+/// The external id of every dense profile id, stored end to end (so a snapshot maps them
+/// in place).
+#[derive(Debug, Clone)]
+pub struct ExternalIds {
+    /// Start of each id in `bytes`; one more entry than ids.
+    offsets: Array<u64>,
+    bytes: Array<u8>,
+}
+
+impl Default for ExternalIds {
+    fn default() -> Self {
+        ExternalIds {
+            offsets: Array::from(vec![0]),
+            bytes: Array::new(),
+        }
+    }
+}
+
+impl ExternalIds {
+    /// Ids from their arrays (as a snapshot stores them), checked: offsets start at 0,
+    /// never decrease and end at the end of `bytes`, which is UTF-8.
+    pub fn from_parts(offsets: Array<u64>, bytes: Array<u8>) -> Result<ExternalIds, String> {
+        if offsets.first() != Some(&0) || offsets.last() != Some(&(bytes.len() as u64)) {
+            return Err("external id offsets do not span the bytes".into());
+        }
+        if offsets.windows(2).any(|w| w[0] > w[1]) {
+            return Err("external id offsets decrease".into());
+        }
+        if std::str::from_utf8(&bytes).is_err() {
+            return Err("external ids are not UTF-8".into());
+        }
+        Ok(ExternalIds { offsets, bytes })
+    }
+
+    /// Number of ids.
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// True without ids.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The external id of profile `p` (empty for an unknown id).
+    pub fn get(&self, p: ProfileId) -> &str {
+        let i = p as usize;
+        match (self.offsets.get(i), self.offsets.get(i + 1)) {
+            (Some(&a), Some(&b)) => {
+                std::str::from_utf8(&self.bytes[a as usize..b as usize]).unwrap_or_default()
+            }
+            _ => "",
+        }
+    }
+
+    /// Appends the next profile's id.
+    pub fn push(&mut self, id: &str) {
+        let mut bytes = std::mem::take(&mut self.bytes).into_vec();
+        bytes.extend_from_slice(id.as_bytes());
+        let mut offsets = std::mem::take(&mut self.offsets).into_vec();
+        offsets.push(bytes.len() as u64);
+        (self.offsets, self.bytes) = (offsets.into(), bytes.into());
+    }
+
+    /// Every id, by dense id.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.len() as ProfileId).map(|p| self.get(p))
+    }
+
+    /// The dense id of `id` (a linear scan; for one-off lookups).
+    pub fn position(&self, id: &str) -> Option<ProfileId> {
+        self.iter().position(|e| e == id).map(|p| p as ProfileId)
+    }
+
+    /// The arrays, for writing a snapshot: offsets and bytes.
+    pub fn parts(&self) -> (&[u64], &[u8]) {
+        (&self.offsets, &self.bytes)
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for ExternalIds {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut offsets = vec![0u64];
+        let mut bytes = Vec::new();
+        for id in iter {
+            bytes.extend_from_slice(id.as_ref().as_bytes());
+            offsets.push(bytes.len() as u64);
+        }
+        ExternalIds {
+            offsets: offsets.into(),
+            bytes: bytes.into(),
+        }
+    }
+}
+
 /// Every profile's external id and traits, by column.
 #[derive(Debug, Clone, Default)]
 pub struct ProfileTable {
     /// External id of each dense profile id.
-    pub external_ids: Vec<String>,
+    pub external_ids: ExternalIds,
     /// Trait columns by name.
     pub columns: BTreeMap<String, Column>,
     /// Bitmap indexes of the columns, built on first use; [`ProfileTable::push`] clears
@@ -284,7 +381,7 @@ impl ProfileTable {
     /// Starts a table with one empty column per trait of `schema`.
     pub fn with_schema(schema: &Schema) -> ProfileTable {
         ProfileTable {
-            external_ids: Vec::new(),
+            external_ids: ExternalIds::default(),
             indexes: Default::default(),
             retired: Default::default(),
             columns: schema
@@ -306,7 +403,7 @@ impl ProfileTable {
 
     /// Appends the next profile (its dense id is the current length). `traits` maps trait
     /// names to values; traits not in the schema are ignored.
-    pub fn push(&mut self, external_id: String, traits: &HashMap<&str, Value>) -> ProfileId {
+    pub fn push(&mut self, external_id: &str, traits: &HashMap<&str, Value>) -> ProfileId {
         let id = self.external_ids.len() as ProfileId;
         self.indexes.clear();
         self.external_ids.push(external_id);
@@ -331,23 +428,48 @@ impl ProfileTable {
 
     /// The dense id of an external id (a linear scan; for one-off lookups).
     pub fn find(&self, external_id: &str) -> Option<ProfileId> {
-        self.external_ids
-            .iter()
-            .position(|e| e == external_id)
-            .map(|i| i as ProfileId)
+        self.external_ids.position(external_id)
     }
 }
 
 /// One event property across all events: numbers and texts side by side, because a
-/// property may hold a number in one event and text in another.
+/// property may hold a number in one event and text in another. A property that never
+/// holds a number has no number array (and one that never holds text no text array).
 #[derive(Debug, Clone, Default)]
 pub struct PropertyColumn {
-    /// Numeric value per event, `NaN` when not a number or absent.
-    pub numbers: Vec<f64>,
-    /// Text value per event (booleans as `true`/`false`), [`NO_CODE`] when absent.
-    pub texts: Vec<u32>,
+    /// Numeric value per event, `NaN` when not a number or absent; empty when no event
+    /// has a number.
+    pub numbers: Array<f64>,
+    /// Text value per event (booleans as `true`/`false`), [`NO_CODE`] when absent; empty
+    /// when no event has text.
+    pub texts: Array<u32>,
     /// The distinct texts.
     pub dict: Dictionary,
+}
+
+impl PropertyColumn {
+    /// The number of event `row`, `NaN` when it has none.
+    #[inline]
+    pub fn number(&self, row: usize) -> f64 {
+        self.numbers.get(row).copied().unwrap_or(f64::NAN)
+    }
+
+    /// The text code of event `row`, [`NO_CODE`] when it has none.
+    #[inline]
+    pub fn text(&self, row: usize) -> u32 {
+        self.texts.get(row).copied().unwrap_or(NO_CODE)
+    }
+
+    /// Drops an array that holds no value at all (a property only ever text or only ever
+    /// a number keeps one array).
+    pub fn compact(&mut self) {
+        if self.numbers.iter().all(|x| x.is_nan()) {
+            self.numbers = Array::new();
+        }
+        if self.texts.iter().all(|&c| c == NO_CODE) {
+            self.texts = Array::new();
+        }
+    }
 }
 
 /// `s` as a JSON string, as an item appears in the JSON text of a list property (lists
@@ -376,18 +498,19 @@ pub enum PropertyValue<'a> {
     Bool(bool),
 }
 
-/// All events by column, sorted by profile, then time, then arrival order.
+/// All events by column, sorted by profile, then time, then arrival order. The arrays
+/// may be borrowed from a memory-mapped snapshot ([`Array`]).
 #[derive(Debug, Clone, Default)]
 pub struct EventTable {
-    offsets: Vec<usize>,
+    offsets: Array<u64>,
     /// Event time, UTC milliseconds.
-    pub time: Vec<i64>,
+    pub time: Array<i64>,
     /// Event name code into [`EventTable::names`].
-    pub name: Vec<u32>,
+    pub name: Array<u32>,
     /// Event names.
     pub names: Dictionary,
     /// Revenue, `NaN` when the event has none.
-    pub revenue: Vec<f64>,
+    pub revenue: Array<f64>,
     /// Property columns by property name (only those that were loaded).
     pub properties: BTreeMap<String, PropertyColumn>,
 }
@@ -409,58 +532,71 @@ impl EventTable {
     }
 
     /// Start of each profile's rows; one more entry than profiles.
-    pub fn offsets(&self) -> &[usize] {
+    pub fn offsets(&self) -> &[u64] {
         &self.offsets
     }
 
-    /// Reassembles a table from its columns (as written by a snapshot), checking that they
-    /// fit together: offsets start at 0, never decrease and end at the number of events;
-    /// times are sorted within each profile; every name id has a name.
+    /// Reassembles a table from its arrays (as a snapshot stores them), checking what
+    /// indexing relies on: offsets start at 0, never decrease and end at the number of
+    /// events, and every name code has a name. (Time order within a profile is the
+    /// writer's promise, guarded by the snapshot's checksums.)
     pub fn from_parts(
-        offsets: Vec<usize>,
-        time: Vec<i64>,
-        name: Vec<u32>,
-        names: Vec<String>,
-        revenue: Vec<f64>,
+        offsets: Array<u64>,
+        time: Array<i64>,
+        name: Array<u32>,
+        names: Dictionary,
+        revenue: Array<f64>,
     ) -> Result<EventTable, String> {
         let n = time.len();
         if name.len() != n || revenue.len() != n {
             return Err("columns differ in length".into());
         }
-        if offsets.first() != Some(&0) || offsets.last() != Some(&n) {
+        if offsets.first() != Some(&0) || offsets.last() != Some(&(n as u64)) {
             return Err("offsets do not span the events".into());
         }
         if offsets.windows(2).any(|w| w[0] > w[1]) {
             return Err("offsets decrease".into());
         }
-        if offsets
-            .windows(2)
-            .any(|w| time[w[0]..w[1]].windows(2).any(|t| t[0] > t[1]))
-        {
-            return Err("events are not sorted by time".into());
-        }
-        let mut dict = Dictionary::default();
-        for s in &names {
-            dict.intern(s);
-        }
-        if dict.len() != names.len() || name.iter().any(|&c| c as usize >= names.len()) {
-            return Err("bad event name ids".into());
+        let bad_name = names.len() as u32;
+        if name.iter().fold(0u32, |m, &c| m.max(c)) >= bad_name && n > 0 {
+            return Err("bad event name codes".into());
         }
         Ok(EventTable {
             offsets,
             time,
             name,
-            names: dict,
+            names,
             revenue,
             properties: BTreeMap::new(),
         })
     }
 
+    /// Adds (or replaces) property column `key`, which must have a slot per event (or be
+    /// empty: no event has a value of that kind).
+    pub fn set_property_column(&mut self, key: &str, column: PropertyColumn) -> Result<(), String> {
+        let n = self.len();
+        for (kind, len) in [
+            ("numbers", column.numbers.len()),
+            ("texts", column.texts.len()),
+        ] {
+            if len != 0 && len != n {
+                return Err(format!("property {key}: {len} {kind} for {n} events"));
+            }
+        }
+        let bad = column.dict.len() as u32;
+        if column.texts.iter().any(|&c| c != NO_CODE && c >= bad) {
+            return Err(format!("property {key}: bad text codes"));
+        }
+        self.properties.insert(key.to_string(), column);
+        Ok(())
+    }
+
     /// The rows of profile `id`'s events, in time order (empty for an unknown id).
+    #[inline]
     pub fn events_of(&self, id: ProfileId) -> Range<usize> {
         let i = id as usize;
         match (self.offsets.get(i), self.offsets.get(i + 1)) {
-            (Some(&a), Some(&b)) => a..b,
+            (Some(&a), Some(&b)) => a as usize..b as usize,
             _ => 0..0,
         }
     }
@@ -470,7 +606,11 @@ impl EventTable {
 #[derive(Debug, Default)]
 pub struct EventTableBuilder {
     profile: Vec<ProfileId>,
-    table: EventTable,
+    time: Vec<i64>,
+    name: Vec<u32>,
+    revenue: Vec<f64>,
+    names: Dictionary,
+    properties: BTreeMap<String, (Vec<f64>, Vec<u32>, Dictionary)>,
 }
 
 impl EventTableBuilder {
@@ -478,9 +618,9 @@ impl EventTableBuilder {
     pub fn with_capacity(capacity: usize) -> EventTableBuilder {
         let mut b = EventTableBuilder::default();
         b.profile.reserve(capacity);
-        b.table.time.reserve(capacity);
-        b.table.name.reserve(capacity);
-        b.table.revenue.reserve(capacity);
+        b.time.reserve(capacity);
+        b.name.reserve(capacity);
+        b.revenue.reserve(capacity);
         b
     }
 
@@ -492,13 +632,9 @@ impl EventTableBuilder {
         name: &str,
         revenue: Option<f64>,
     ) -> usize {
-        let t = &mut self.table;
-        self.profile.push(profile);
-        t.time.push(time);
-        let code = t.names.intern(name);
-        t.name.push(code);
-        t.revenue.push(revenue.unwrap_or(f64::NAN));
-        t.time.len() - 1
+        let code = self.names.intern(name);
+        self.push_code(profile, time, code, revenue);
+        self.time.len() - 1
     }
 
     /// Number of events pushed so far.
@@ -515,41 +651,40 @@ impl EventTableBuilder {
     /// [`EventTableBuilder::push_code`]. Call before any push.
     pub fn define_names(&mut self, names: &[String]) {
         for name in names {
-            self.table.names.intern(name);
+            self.names.intern(name);
         }
     }
 
     /// Adds one event whose name is already a code (see
     /// [`EventTableBuilder::define_names`]).
     pub fn push_code(&mut self, profile: ProfileId, time: i64, name: u32, revenue: Option<f64>) {
-        let t = &mut self.table;
         self.profile.push(profile);
-        t.time.push(time);
-        t.name.push(name);
-        t.revenue.push(revenue.unwrap_or(f64::NAN));
+        self.time.push(time);
+        self.name.push(name);
+        self.revenue.push(revenue.unwrap_or(f64::NAN));
     }
 
     /// Sets property `key` of event `row`.
     pub fn set_property(&mut self, row: usize, key: &str, value: PropertyValue<'_>) {
-        let len = self.table.time.len();
-        let column = self.table.properties.entry(key.to_string()).or_default();
-        if column.numbers.len() < len {
-            column.numbers.resize(len, f64::NAN);
-            column.texts.resize(len, NO_CODE);
+        let len = self.time.len();
+        let (numbers, texts, dict) = self.properties.entry(key.to_string()).or_default();
+        if numbers.len() < len {
+            numbers.resize(len, f64::NAN);
+            texts.resize(len, NO_CODE);
         }
         // A row holds a number or a text, never both.
         match value {
             PropertyValue::Number(x) => {
-                column.numbers[row] = x;
-                column.texts[row] = NO_CODE;
+                numbers[row] = x;
+                texts[row] = NO_CODE;
             }
             PropertyValue::Text(s) => {
-                column.texts[row] = column.dict.intern(s);
-                column.numbers[row] = f64::NAN;
+                texts[row] = dict.intern(s);
+                numbers[row] = f64::NAN;
             }
             PropertyValue::Bool(b) => {
-                column.texts[row] = column.dict.intern(if b { "true" } else { "false" });
-                column.numbers[row] = f64::NAN;
+                texts[row] = dict.intern(if b { "true" } else { "false" });
+                numbers[row] = f64::NAN;
             }
         }
     }
@@ -557,10 +692,17 @@ impl EventTableBuilder {
     /// Sorts by profile, then time (stable), for `profiles` profiles. Events of profile ids
     /// at or above `profiles` are an error of the caller and panic.
     pub fn finish(self, profiles: usize) -> EventTable {
-        let EventTableBuilder { profile, table } = self;
+        let EventTableBuilder {
+            profile,
+            time,
+            name,
+            revenue,
+            names,
+            properties,
+        } = self;
         let n = profile.len();
         // Counting sort by profile (stable), then a stable sort by time within each profile.
-        let mut offsets = vec![0usize; profiles + 1];
+        let mut offsets = vec![0u64; profiles + 1];
         for &p in &profile {
             offsets[p as usize + 1] += 1;
         }
@@ -571,34 +713,41 @@ impl EventTableBuilder {
         let mut order = vec![0u32; n];
         for (row, &p) in profile.iter().enumerate() {
             let slot = &mut next[p as usize];
-            order[*slot] = row as u32;
+            order[*slot as usize] = row as u32;
             *slot += 1;
         }
         for w in offsets.windows(2) {
-            let slice = &mut order[w[0]..w[1]];
+            let slice = &mut order[w[0] as usize..w[1] as usize];
             if slice
                 .windows(2)
-                .any(|s| table.time[s[0] as usize] > table.time[s[1] as usize])
+                .any(|s| time[s[0] as usize] > time[s[1] as usize])
             {
-                slice.sort_by_key(|&r| table.time[r as usize]);
+                slice.sort_by_key(|&r| time[r as usize]);
             }
         }
-        fn gather<T: Copy>(v: &[T], order: &[u32]) -> Vec<T> {
+        fn gather<T: Plain>(v: &[T], order: &[u32]) -> Array<T> {
             order.iter().map(|&r| v[r as usize]).collect()
         }
-        let mut properties = table.properties;
-        for column in properties.values_mut() {
-            column.numbers.resize(n, f64::NAN);
-            column.texts.resize(n, NO_CODE);
-            column.numbers = gather(&column.numbers, &order);
-            column.texts = gather(&column.texts, &order);
-        }
+        let properties = properties
+            .into_iter()
+            .map(|(key, (mut numbers, mut texts, dict))| {
+                numbers.resize(n, f64::NAN);
+                texts.resize(n, NO_CODE);
+                let mut column = PropertyColumn {
+                    numbers: gather(&numbers, &order),
+                    texts: gather(&texts, &order),
+                    dict,
+                };
+                column.compact();
+                (key, column)
+            })
+            .collect();
         EventTable {
-            offsets,
-            time: gather(&table.time, &order),
-            name: gather(&table.name, &order),
-            names: table.names,
-            revenue: gather(&table.revenue, &order),
+            offsets: Array::from(offsets),
+            time: gather(&time, &order),
+            name: gather(&name, &order),
+            names,
+            revenue: gather(&revenue, &order),
             properties,
         }
     }
@@ -627,8 +776,13 @@ mod tests {
         assert_eq!(t.revenue[0], 5.0);
         assert!(t.revenue[1].is_nan());
         let path = &t.properties["path"];
-        assert_eq!(path.dict.value(path.texts[2]), "/winter");
-        assert_eq!(path.texts[3], NO_CODE);
+        assert_eq!(path.dict.value(path.text(2)), "/winter");
+        assert_eq!(path.text(3), NO_CODE);
+        assert!(
+            path.numbers.is_empty(),
+            "a text-only property keeps no numbers"
+        );
+        assert!(path.number(2).is_nan());
     }
 
     #[test]
@@ -640,11 +794,11 @@ mod tests {
         let mut traits = HashMap::new();
         traits.insert("city", Value::Str("Budapest".into()));
         traits.insert("tags", Value::Set(vec!["road".into(), "mtb".into()]));
-        t.push("a".into(), &traits);
-        t.push("b".into(), &HashMap::new());
+        t.push("a", &traits);
+        t.push("b", &HashMap::new());
         let mut empty = HashMap::new();
         empty.insert("tags", Value::Set(vec![]));
-        t.push("c".into(), &empty);
+        t.push("c", &empty);
         let tags = &t.columns["tags"];
         assert_eq!(
             tags.get(0),

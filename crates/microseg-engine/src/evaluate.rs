@@ -718,7 +718,7 @@ mod tests {
         ];
         for (i, row) in rows.iter().enumerate() {
             let traits: HashMap<&str, Value> = row.iter().cloned().collect();
-            table.push(format!("p{i}"), &traits);
+            table.push(&format!("p{i}"), &traits);
         }
         let mut events = EventTableBuilder::default();
         events.push(
@@ -939,7 +939,7 @@ mod explain_tests {
         let mut table = ProfileTable::with_schema(&schema);
         let mut traits = HashMap::new();
         traits.insert("city", Value::Str("Graz".into()));
-        table.push("p0".into(), &traits);
+        table.push("p0", &traits);
         let mut b = EventTableBuilder::default();
         b.push(0, 1_000, "order_completed", Some(20.0));
         b.push(0, 2_000, "order_completed", Some(30.0));

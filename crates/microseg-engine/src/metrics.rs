@@ -20,7 +20,7 @@
 
 use microseg_core::{ProfileId, Timestamp, TraitType, Value};
 
-use crate::columnar::{Dictionary, EventTable};
+use crate::columnar::{Dictionary, EventTable, ExternalIds};
 
 /// The metric names, in output order.
 pub const METRIC_NAMES: [&str; 13] = [
@@ -233,7 +233,7 @@ impl ProfileMetrics {
 /// (one per profile) break RFM ties.
 pub fn compute(
     events: &EventTable,
-    external_ids: &[String],
+    external_ids: &ExternalIds,
     as_of: Timestamp,
     config: &MetricsConfig,
 ) -> Metrics {
@@ -313,13 +313,13 @@ fn ntile5(i: usize, n: usize) -> u8 {
     }
 }
 
-fn score_rfm(m: &mut Metrics, external_ids: &[String], as_of: Timestamp) {
+fn score_rfm(m: &mut Metrics, external_ids: &ExternalIds, as_of: Timestamp) {
     let mut buyers: Vec<u32> = (0..m.len() as u32)
         .filter(|&p| m.orders[p as usize] > 0)
         .collect();
     let n = buyers.len();
     // Ties break by external id (byte order), so scores do not depend on import order.
-    buyers.sort_unstable_by(|&a, &b| external_ids[a as usize].cmp(&external_ids[b as usize]));
+    buyers.sort_unstable_by(|&a, &b| external_ids.get(a).cmp(external_ids.get(b)));
     let mut tie = vec![0u32; m.len()];
     for (i, &p) in buyers.iter().enumerate() {
         tie[p as usize] = i as u32;
@@ -430,7 +430,7 @@ mod tests {
         assert_eq!((m.orders, m.revenue), (vec![0, 1], vec![0.0, 7.0]));
     }
 
-    fn ids(n: usize) -> Vec<String> {
+    fn ids(n: usize) -> ExternalIds {
         (0..n).map(|p| format!("p{p:03}")).collect()
     }
 
@@ -443,7 +443,7 @@ mod tests {
             b.push(p, t("2024-01-01"), "order_completed", Some(10.0));
         }
         let events = b.finish(10);
-        let external: Vec<String> = (0..10).map(|p| format!("c{}", 9 - p)).collect();
+        let external: ExternalIds = (0..10).map(|p| format!("c{}", 9 - p)).collect();
         let m = compute(
             &events,
             &external,

@@ -340,10 +340,7 @@ pub(crate) async fn members(
     let e = app.engine.lock().expect("engine lock");
     match e.streaming.members(&name) {
         Some(m) => {
-            let ids: Vec<&str> = m
-                .iter()
-                .map(|p| e.profiles.external_ids[p as usize].as_str())
-                .collect();
+            let ids: Vec<&str> = m.iter().map(|p| e.profiles.external_ids.get(p)).collect();
             axum::Json(json!({"segment": name, "as_of": e.streaming.clock().to_string(), "size": ids.len(), "members": ids}))
                 .into_response()
         }
@@ -447,7 +444,7 @@ pub(crate) async fn explain(
             .iter()
             .map(|(k, v)| (k.as_str(), v.clone()))
             .collect();
-        profiles.push(q.profile.clone(), &map);
+        profiles.push(&q.profile, &map);
         let mut builder = EventTableBuilder::with_capacity(64);
         for ev in store.recent_events(p, as_of, usize::MAX)? {
             let row = builder.push(0, ev.time.0, &ev.name, ev.revenue);
@@ -508,10 +505,8 @@ fn explanation_json(e: &microseg_engine::Explanation) -> Json {
 fn live_profile(e: &crate::pipeline::Engine, id: &str) -> Result<u32, Failure> {
     let p = e
         .profiles
-        .external_ids
-        .iter()
-        .position(|x| x == id)
-        .ok_or_else(|| Failure::not_found(format!("no profile '{id}'")))? as u32;
+        .find(id)
+        .ok_or_else(|| Failure::not_found(format!("no profile '{id}'")))?;
     if e.retired.contains(p) {
         return Err(Failure::not_found(format!(
             "profile '{id}' was merged into another by alias"

@@ -9,7 +9,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod webhooks;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -136,22 +136,25 @@ fn load_keys(workspace: &Workspace) -> Result<Keys, StoreError> {
 /// Builds the in-memory state: traits, and the streaming evaluator backfilled from every
 /// stored event. Segments it cannot stream are listed as batch-only.
 pub(crate) fn load_engine(
+    workspace: &Workspace,
     store: &Store,
     config: StreamConfig,
     now: Timestamp,
 ) -> Result<Engine, StoreError> {
-    let profiles = store.load_profiles()?;
+    let mut tables = microseg_store::Tables::open(workspace, store, now)?;
+    tables.need_all_traits()?;
     let stored = store.segments()?;
     let mut segments: Vec<(String, microseg_core::condition::Condition)> = Vec::new();
     let mut batch_only = Vec::new();
+    let profiles = tables.profiles();
     let mut streaming =
-        Streaming::new(&[], &profiles, config.clone(), now).expect("no segments always compile");
+        Streaming::new(&[], profiles, config.clone(), now).expect("no segments always compile");
     // Add segments one by one: one that cannot stream (or refers to one that cannot)
     // stays batch-only without taking the others with it.
     for s in &stored {
         let mut trial = segments.clone();
         trial.push((s.name.clone(), s.condition.clone()));
-        match Streaming::new(&trial, &profiles, config.clone(), now) {
+        match Streaming::new(&trial, profiles, config.clone(), now) {
             Ok(s) => {
                 segments = trial;
                 streaming = s;
@@ -169,22 +172,23 @@ pub(crate) fn load_engine(
             }
         }
     }
-    let properties: BTreeMap<String, ()> = segments
+    let names: BTreeSet<String> = segments
         .iter()
         .flat_map(|(_, c)| c.event_properties())
-        .map(|p| (p, ()))
         .collect();
-    let names: Vec<String> = properties.into_keys().collect();
-    let events = store.load_events_with_properties(profiles.len(), &names)?;
-    streaming.backfill(&profiles, profiles.len() as u32, &events, now);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    tables.events(&names)?;
+    let data = tables.dataset();
+    let events = data.events.expect("loaded");
+    streaming.backfill(data.profiles, data.profiles.len() as u32, events, now);
     let mut retired = roaring::RoaringBitmap::new();
     for (from, into) in store.merges()? {
         // Their events were loaded as the survivor's already: this retires them.
-        streaming.merge(&profiles, from, into);
+        streaming.merge(data.profiles, from, into);
         retired.insert(from);
     }
     Ok(Engine {
-        profiles,
+        profiles: tables.into_profiles(),
         retired,
         streaming,
         batch_only,
@@ -198,7 +202,7 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
         .build()?;
     let store = Store::open(&workspace)?;
     let started = std::time::Instant::now();
-    let engine = load_engine(&store, options.stream.clone(), now())?;
+    let engine = load_engine(&workspace, &store, options.stream.clone(), now())?;
     tracing::info!(
         profiles = engine.profiles.len(),
         segments = engine.streaming.segment_names().count(),
@@ -215,11 +219,13 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     let tail_ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (metrics, config) = (metrics.clone(), options.stream.clone());
-        let tail_ready = tail_ready.clone();
+        let (tail_ready, workspace) = (tail_ready.clone(), workspace.clone());
         std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
-                pipeline::writer(ingestor, job_queue, commits, metrics, config, tail_ready)
+                pipeline::writer(
+                    workspace, ingestor, job_queue, commits, metrics, config, tail_ready,
+                )
             })?
     };
     let engine_thread = {

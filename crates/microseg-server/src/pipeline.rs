@@ -104,6 +104,7 @@ pub struct Engine {
 
 /// Runs the writer until every sender of `jobs` is gone; committed work goes to `done`.
 pub fn writer(
+    workspace: microseg_store::Workspace,
     mut ingestor: Ingestor,
     mut jobs: mpsc::Receiver<Job>,
     done: std::sync::mpsc::SyncSender<Step>,
@@ -125,7 +126,8 @@ pub fn writer(
             Job::Reload(reply) => {
                 metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
                 let started = Instant::now();
-                match crate::load_engine(ingestor.store(), config.clone(), crate::now()) {
+                match crate::load_engine(&workspace, ingestor.store(), config.clone(), crate::now())
+                {
                     Ok(engine) => {
                         tracing::info!(
                             seconds = started.elapsed().as_secs_f64(),
@@ -346,7 +348,7 @@ fn publish(
         let _ = changes.send(PublishedChange {
             kind: if c.entered { "entered" } else { "exited" },
             segment: c.segment,
-            profile: profiles.external_ids[c.profile as usize].clone(),
+            profile: profiles.external_ids.get(c.profile).to_string(),
             at: c.at.to_string(),
             cause,
             event,
@@ -365,7 +367,7 @@ fn apply(
     match applied {
         Applied::Profile { id, external_id } => {
             debug_assert_eq!(id as usize, profiles.len());
-            profiles.push(external_id, &Default::default());
+            profiles.push(&external_id, &Default::default());
             streaming.traits_changed(profiles, id)
         }
         Applied::Traits { profile, traits } => {

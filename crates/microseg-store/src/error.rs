@@ -49,6 +49,9 @@ pub enum StoreError {
     /// A profile that does not exist.
     #[error("no profile with id '{0}'")]
     UnknownProfile(String),
+    /// A condition that cannot be evaluated (unknown name, wrong type, bad reference).
+    #[error(transparent)]
+    Eval(#[from] microseg_engine::EvalError),
     /// The SQLite store failed.
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),

@@ -490,7 +490,16 @@ impl Store {
         settings: &EventImport,
         progress: &dyn Progress,
     ) -> Result<ImportSummary, StoreError> {
-        self.bulk_write(|store| store.write_events(workspace, settings, progress))
+        let summary = self.bulk_write(|store| store.write_events(workspace, settings, progress))?;
+        self.refresh_snapshots(workspace);
+        Ok(summary)
+    }
+
+    /// Brings the columnar snapshots up to date after an import committed, so the next
+    /// command opens current files. The import stands either way: a snapshot that could
+    /// not be written is caught up by the next command that reads it.
+    fn refresh_snapshots(&self, workspace: &Workspace) {
+        let _ = crate::tables::refresh(workspace, self);
     }
 
     fn write_events(
@@ -531,10 +540,11 @@ impl Store {
         let reading = std::thread::spawn(move || event_reader.run(send));
         let (mut rows, mut imported, mut new_profiles) = (0u64, 0u64, 0u64);
         let created = now_ms();
+        let mut version = None;
         {
             let mut insert_profile = tx.prepare_cached(
-                "INSERT INTO profiles(id, external_id, traits, created_at, updated_at)
-                 VALUES (?1, ?2, '{}', ?3, ?3)",
+                "INSERT INTO profiles(id, external_id, traits, created_at, updated_at, version)
+                 VALUES (?1, ?2, '{}', ?3, ?3, ?4)",
             )?;
             let mut insert_name =
                 tx.prepare_cached("INSERT INTO event_names(id, name) VALUES (?1, ?2)")?;
@@ -546,7 +556,11 @@ impl Store {
                     insert_name.execute(params![id, name])?;
                 }
                 for (id, external) in &batch.new_profiles {
-                    insert_profile.execute(params![id, external, created])?;
+                    let v = match version {
+                        Some(v) => v,
+                        None => *version.insert(store.bump_profiles_version()?),
+                    };
+                    insert_profile.execute(params![id, external, created, v as i64])?;
                 }
                 new_profiles += batch.new_profiles.len() as u64;
                 insert_events.insert(&batch.events)?;
@@ -591,7 +605,10 @@ impl Store {
         settings: &ProfileImport,
         progress: &dyn Progress,
     ) -> Result<ImportSummary, StoreError> {
-        self.bulk_write(|store| store.write_profiles(workspace, settings, progress))
+        let summary =
+            self.bulk_write(|store| store.write_profiles(workspace, settings, progress))?;
+        self.refresh_snapshots(workspace);
+        Ok(summary)
     }
 
     fn write_profiles(
@@ -654,6 +671,7 @@ impl Store {
         let (send, receive) = mpsc::sync_channel(4);
         let reading = std::thread::spawn(move || profile_reader.run(send));
         let created = now_ms();
+        let version = store.bump_profiles_version()?;
         let (mut rows, mut imported, mut new_profiles) = (0u64, 0u64, 0u64);
         {
             let mut insert_type = tx.prepare_cached(
@@ -663,12 +681,13 @@ impl Store {
                 insert_type.execute(params![name, spec.ty.name(), spec.separators])?;
             }
             let mut insert = tx.prepare_cached(
-                "INSERT INTO profiles(id, external_id, traits, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                "INSERT INTO profiles(id, external_id, traits, created_at, updated_at, version)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
             )?;
             let mut select = tx.prepare_cached("SELECT traits FROM profiles WHERE id = ?1")?;
-            let mut update = tx
-                .prepare_cached("UPDATE profiles SET traits = ?2, updated_at = ?3 WHERE id = ?1")?;
+            let mut update = tx.prepare_cached(
+                "UPDATE profiles SET traits = ?2, updated_at = ?3, version = ?4 WHERE id = ?1",
+            )?;
             let mut identity = tx.prepare_cached(
                 "INSERT OR IGNORE INTO identities(kind, value, profile_id) VALUES (?1, ?2, ?3)",
             )?;
@@ -679,7 +698,13 @@ impl Store {
                     let traits = &batch.json[p.traits.0..p.traits.1];
                     match &p.new_external_id {
                         Some(external) => {
-                            insert.execute(params![p.id, external, traits, created])?;
+                            insert.execute(params![
+                                p.id,
+                                external,
+                                traits,
+                                created,
+                                version as i64
+                            ])?;
                             new_profiles += 1;
                         }
                         None => {
@@ -690,7 +715,7 @@ impl Store {
                                 serde_json::from_str(traits).unwrap_or_default();
                             merged.extend(new);
                             let merged = serde_json::Value::Object(merged).to_string();
-                            update.execute(params![p.id, merged, created])?;
+                            update.execute(params![p.id, merged, created, version as i64])?;
                         }
                     }
                     for (kind, value) in &p.identities {
@@ -915,6 +940,11 @@ impl StoreTx<'_> {
     /// events calls it.
     fn bump_events_version(&self) -> Result<(), StoreError> {
         crate::store::bump_events_version(self.0).map(|_| ())
+    }
+
+    /// The profiles version of this import (moved once: every profile it writes gets it).
+    fn bump_profiles_version(&self) -> Result<u64, StoreError> {
+        crate::store::bump(self.0, crate::store::Counter::Profiles)
     }
 
     fn record_import(

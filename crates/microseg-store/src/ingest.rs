@@ -25,7 +25,7 @@ use serde_json::{Map, Value as Json};
 use crate::error::StoreError;
 use crate::event_rows::{EventInserter, EventRow, EventRows};
 use crate::segment_spec::{Action, Message};
-use crate::store::{bump_events_version, now_ms, Store};
+use crate::store::{bump, bump_events_version, now_ms, Counter, Store};
 
 /// What a committed write did, in order, for the in-memory state to follow.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,6 +131,8 @@ struct Ids {
     names: FxHashMap<String, u32>,
     types: FxHashMap<String, TraitType>,
     seen: Dedup,
+    /// The profiles version of the commit being written, once it changed a profile.
+    version: Option<u64>,
 }
 
 impl Ingestor {
@@ -162,6 +164,7 @@ impl Ingestor {
                 names: FxHashMap::default(),
                 types: FxHashMap::default(),
                 seen: Dedup::new(Self::DEDUP_WINDOW),
+                version: None,
             },
             rows: EventRows::default(),
         };
@@ -247,6 +250,7 @@ impl Ingestor {
         let now = now_ms();
         let tx = self.store.conn.unchecked_transaction()?;
         let ids = &mut self.ids;
+        ids.version = None;
         let mut out = Written::default();
         let mut wrote_events = false;
         let rows = &mut self.rows;
@@ -336,6 +340,17 @@ impl Ingestor {
 }
 
 impl Ids {
+    /// The profiles version this commit gives the profiles it changes (moved once per
+    /// commit, on the first change).
+    fn version(&mut self, tx: &rusqlite::Transaction<'_>) -> Result<u64, StoreError> {
+        if let Some(v) = self.version {
+            return Ok(v);
+        }
+        let v = bump(tx, Counter::Profiles)?;
+        self.version = Some(v);
+        Ok(v)
+    }
+
     /// The profile a message is about, created (and linked) as needed.
     fn resolve(
         &mut self,
@@ -378,10 +393,11 @@ impl Ids {
         out: &mut Written,
     ) -> Result<ProfileId, StoreError> {
         let id = self.next_id;
+        let version = self.version(tx)?;
         tx.prepare_cached(
-            "INSERT INTO profiles(id, external_id, traits, created_at, updated_at) VALUES (?1, ?2, '{}', ?3, ?3)",
+            "INSERT INTO profiles(id, external_id, traits, created_at, updated_at, version) VALUES (?1, ?2, '{}', ?3, ?3, ?4)",
         )?
-        .execute(params![id, external, now])?;
+        .execute(params![id, external, now, version as i64])?;
         self.next_id += 1;
         self.users.insert(external.to_string(), id);
         out.applied.push(Applied::Profile {
@@ -437,9 +453,11 @@ impl Ids {
             .filter(|(k, _)| !kept.contains_key(k))
             .collect();
         self.set_traits(tx, into, &gained, now, out)?;
+        let version = self.version(tx)?;
+        bump(tx, Counter::Merges)?;
         let external: Option<String> = tx
-            .prepare_cached("UPDATE profiles SET merged_into = ?2, updated_at = ?3 WHERE id = ?1 RETURNING external_id")?
-            .query_row(params![from, into, now], |r| r.get(0))
+            .prepare_cached("UPDATE profiles SET merged_into = ?2, updated_at = ?3, version = ?4 WHERE id = ?1 RETURNING external_id")?
+            .query_row(params![from, into, now, version as i64], |r| r.get(0))
             .optional()?;
         if let Some(e) = external {
             self.users.insert(e, into);
@@ -497,10 +515,11 @@ impl Ids {
         if patch.is_empty() {
             return Ok(());
         }
+        let version = self.version(tx)?;
         tx.prepare_cached(
-            "UPDATE profiles SET traits = json_patch(traits, ?2), updated_at = ?3 WHERE id = ?1",
+            "UPDATE profiles SET traits = json_patch(traits, ?2), updated_at = ?3, version = ?4 WHERE id = ?1",
         )?
-        .execute(params![profile, Json::Object(patch).to_string(), now])?;
+        .execute(params![profile, Json::Object(patch).to_string(), now, version as i64])?;
         out.applied.push(Applied::Traits {
             profile,
             traits: typed,

@@ -12,6 +12,7 @@ pub mod segment_spec;
 pub mod snapshot;
 pub mod sql;
 pub mod store;
+pub mod tables;
 pub mod webhooks;
 pub mod workspace;
 
@@ -20,5 +21,6 @@ pub use import::{
     EventImport, EventName, FileOptions, ImportSummary, NoProgress, ProfileImport, Progress,
 };
 pub use reader::{Delimiter, Format};
-pub use store::{Store, StoredEvent, StoredProfile, StoredSegment};
+pub use store::{Store, StoreState, StoredEvent, StoredProfile, StoredSegment};
+pub use tables::Tables;
 pub use workspace::{Config, Workspace};

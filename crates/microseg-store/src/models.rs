@@ -46,22 +46,65 @@ impl Store {
         }
         let path = format!("$.{}", microseg_engine::columnar::json_string(name));
         let now = now_ms();
+        let version = crate::store::bump(&tx, crate::store::Counter::Profiles)?;
         tx.execute(
-            "UPDATE profiles SET traits = json_remove(traits, ?1), updated_at = ?2
+            "UPDATE profiles SET traits = json_remove(traits, ?1), updated_at = ?2, version = ?3
              WHERE json_type(traits, ?1) IS NOT NULL",
-            params![path, now],
+            params![path, now, version as i64],
         )?;
         {
             let mut update = tx.prepare(
-                "UPDATE profiles SET traits = json_set(traits, ?2, json(?3)), updated_at = ?4
-                 WHERE id = ?1",
+                "UPDATE profiles SET traits = json_set(traits, ?2, json(?3)), updated_at = ?4,
+                 version = ?5 WHERE id = ?1",
             )?;
             for (id, value) in values {
-                update.execute(params![id, path, value.to_json().to_string(), now])?;
+                update.execute(params![
+                    id,
+                    path,
+                    value.to_json().to_string(),
+                    now,
+                    version as i64
+                ])?;
             }
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Saves clusters as segments `PREFIX_1`, `PREFIX_2`, ... through a trait `PREFIX`
+    /// holding each member's cluster number (a nearest-centre rule is not a condition);
+    /// `how` says how they were made. Returns the segment names.
+    pub fn save_clusters(
+        &mut self,
+        prefix: &str,
+        clusters: &[roaring::RoaringBitmap],
+        how: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        use microseg_core::condition::{CompareOp, Condition, Literal, Operand};
+        let assignments: Vec<(ProfileId, Value)> = clusters
+            .iter()
+            .enumerate()
+            .flat_map(|(c, b)| b.iter().map(move |p| (p, Value::Int(c as i64 + 1))))
+            .collect();
+        self.set_trait(
+            prefix,
+            &TraitSpec::new(microseg_core::TraitType::Integer),
+            &assignments,
+        )?;
+        let k = clusters.len();
+        let mut names = Vec::with_capacity(k);
+        for c in 1..=k {
+            let name = format!("{prefix}_{c}");
+            let condition = Condition::Compare {
+                left: Operand::Name(prefix.to_string()),
+                op: CompareOp::Eq,
+                right: Literal::Int(c as i64),
+            };
+            let description = format!("persona {c} of {k} ({how})");
+            self.save_segment(&name, &condition, Some(&description), true)?;
+            names.push(name);
+        }
+        Ok(names)
     }
 
     /// Saves (or replaces) model `name`.

@@ -1,202 +1,417 @@
-//! A snapshot of the columnar event table on disk (`cache/events.bin`), so commands start
-//! without re-reading every event from SQLite. It is a cache, never trusted over the store:
-//! it names the store state it was built from (the `events_version` counter that every
-//! transaction writing events bumps, the largest event id and the number of profiles) and
-//! carries a checksum; anything that does not match is ignored and rebuilt.
+//! Snapshot files: the durable columnar copies of what evaluation reads (`cache/`), opened
+//! by memory-mapping, so a command uses them in place instead of parsing them.
 //!
-//! Layout, little-endian: magic `MSEGEV01`, the key (3 × u64), the number of profiles `p`
-//! and events `n` (u64), the event names (u32 count, then u32 length + UTF-8 bytes each),
-//! offsets (`p + 1` × u64), times (`n` × i64), name ids (`n` × u32), revenues (`n` × f64),
-//! then a u64 checksum of everything before it.
+//! A snapshot is a cache, never trusted over the store: its header names the store state
+//! it was made from, and the caller compares that with the store before using it (see
+//! `tables`). Every file is written whole to a temporary name, synced and renamed over
+//! the old one, so a reader sees the old file or the new one, never part of one; a mapped
+//! file is never written again (a new snapshot is a new file), so a reader's map stays
+//! valid while another process replaces it.
+//!
+//! Layout, little-endian:
+//!
+//! ```text
+//! 0   magic "MSEGSNP1"
+//! 8   header length H (u64)
+//! 16  checksum of the header (u64)
+//! 24  header: JSON {"kind", "key", "meta", "sections": [{"name", "offset", "len", "sum"}]}
+//!     then zero bytes to a multiple of 8
+//!     sections: raw arrays, each starting at a multiple of 8 bytes
+//! ```
+//!
+//! Each section has its own checksum, verified the first time the section is read in a
+//! process: a damaged or truncated file is refused (and rebuilt by the caller), and only
+//! the sections a command reads are ever checked.
 
-use std::io::{BufWriter, Read, Write};
-use std::path::Path;
+use std::collections::HashSet;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use microseg_engine::EventTable;
+use microseg_engine::array::{as_le_bytes, Array, Bytes, Plain};
+use serde::{Deserialize, Serialize};
 
-const MAGIC: &[u8; 8] = b"MSEGEV01";
+const MAGIC: &[u8; 8] = b"MSEGSNP1";
 
-/// The store state a snapshot describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SnapshotKey {
-    /// The store's `events_version` counter.
-    pub events_version: u64,
-    /// The largest event id (0 without events).
-    pub max_event_id: u64,
-    /// The number of profiles.
-    pub profiles: u64,
+/// Why a snapshot cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Reading or writing the file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not a snapshot, or is damaged.
+    #[error("{path}: {reason}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
-/// A fast 64-bit checksum over 8-byte words (not cryptographic; catches torn and
-/// truncated files).
-fn checksum(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0x9E37_79B9_7F4A_7C15 ^ bytes.len() as u64;
-    let mut words = bytes.chunks_exact(8);
-    for w in &mut words {
-        let x = u64::from_le_bytes(w.try_into().expect("8 bytes"));
-        h = (h ^ x).wrapping_mul(0xBF58_476D_1CE4_E5B9).rotate_left(31);
-    }
-    for &b in words.remainder() {
-        h = (h ^ b as u64).wrapping_mul(0x94D0_49BB_1331_11EB);
-    }
-    h
+/// One section's place in the file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Section {
+    name: String,
+    offset: u64,
+    len: u64,
+    sum: u64,
 }
 
-/// Writes `table` as the snapshot of `key` to `path` (through a temporary file and a
-/// rename, so readers never see half a file).
-pub fn write(path: &Path, key: SnapshotKey, table: &EventTable) -> std::io::Result<()> {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 + table.len() * 20);
-    buf.extend_from_slice(MAGIC);
-    for x in [
-        key.events_version,
-        key.max_event_id,
-        key.profiles,
-        table.profiles() as u64,
-        table.len() as u64,
-    ] {
-        buf.extend_from_slice(&x.to_le_bytes());
-    }
-    buf.extend_from_slice(&(table.names.len() as u32).to_le_bytes());
-    for code in 0..table.names.len() as u32 {
-        let name = table.names.value(code).as_bytes();
-        buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        buf.extend_from_slice(name);
-    }
-    for &o in table.offsets() {
-        buf.extend_from_slice(&(o as u64).to_le_bytes());
-    }
-    for &t in &table.time {
-        buf.extend_from_slice(&t.to_le_bytes());
-    }
-    for &n in &table.name {
-        buf.extend_from_slice(&n.to_le_bytes());
-    }
-    for &r in &table.revenue {
-        buf.extend_from_slice(&r.to_le_bytes());
-    }
-    let sum = checksum(&buf);
-    buf.extend_from_slice(&sum.to_le_bytes());
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut file = BufWriter::new(std::fs::File::create(&tmp)?);
-    file.write_all(&buf)?;
-    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&tmp, path)
+/// What the header holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Header {
+    kind: String,
+    key: serde_json::Value,
+    meta: serde_json::Value,
+    sections: Vec<Section>,
 }
 
-/// Reads the snapshot at `path` if it exists, is intact and describes `key`.
-pub fn read(path: &Path, key: SnapshotKey) -> Option<EventTable> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .read_to_end(&mut bytes)
-        .ok()?;
-    if bytes.len() < MAGIC.len() + 48 || &bytes[..8] != MAGIC {
-        return None;
+/// A fast 64-bit checksum (not cryptographic: it catches torn, truncated and bit-flipped
+/// files). Four independent lanes over 32-byte blocks, so it runs at memory speed.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    const K: [u64; 4] = [
+        0x9E37_79B9_7F4A_7C15,
+        0xBF58_476D_1CE4_E5B9,
+        0x94D0_49BB_1331_11EB,
+        0xD6E8_FEB8_6659_FD93,
+    ];
+    let mut lanes = [K[0] ^ bytes.len() as u64, K[1], K[2], K[3]];
+    let mut blocks = bytes.chunks_exact(32);
+    for block in &mut blocks {
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            let x = u64::from_le_bytes(block[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            *lane = (*lane ^ x).wrapping_mul(K[i]).rotate_left(29);
+        }
     }
-    let (body, sum) = bytes.split_at(bytes.len() - 8);
-    if checksum(body) != u64::from_le_bytes(sum.try_into().ok()?) {
-        return None;
+    let mut h = lanes
+        .iter()
+        .fold(0u64, |h, &l| (h ^ l).wrapping_mul(K[0]).rotate_left(31));
+    for &b in blocks.remainder() {
+        h = (h ^ b as u64).wrapping_mul(K[2]);
     }
-    let mut r = Cursor { bytes: body, at: 8 };
-    let stored = SnapshotKey {
-        events_version: r.u64()?,
-        max_event_id: r.u64()?,
-        profiles: r.u64()?,
-    };
-    if stored != key {
-        return None;
+    h ^ (h >> 29)
+}
+
+/// A snapshot being written: named sections, then [`Writer::write`].
+pub struct Writer<'a> {
+    kind: &'a str,
+    key: serde_json::Value,
+    meta: serde_json::Value,
+    sections: Vec<(String, std::borrow::Cow<'a, [u8]>)>,
+}
+
+impl<'a> Writer<'a> {
+    /// A snapshot of `kind` describing the store state `key`, with `meta` (small values).
+    pub fn new(kind: &'a str, key: &impl Serialize, meta: serde_json::Value) -> Writer<'a> {
+        Writer {
+            kind,
+            key: serde_json::to_value(key).expect("a key serialises"),
+            meta,
+            sections: Vec::new(),
+        }
     }
-    let profiles = r.u64()? as usize;
-    let events = r.u64()? as usize;
-    let names: Vec<String> = (0..r.u32()?)
-        .map(|_| {
-            let len = r.u32()? as usize;
-            String::from_utf8(r.take(len)?.to_vec()).ok()
+
+    /// Adds section `name` holding `values` (borrowed, not copied, on a little-endian
+    /// machine).
+    pub fn array<T: Plain>(&mut self, name: &str, values: &'a [T]) {
+        self.sections.push((name.to_string(), as_le_bytes(values)));
+    }
+
+    /// Adds section `name` holding `bytes`.
+    pub fn bytes(&mut self, name: &str, bytes: Vec<u8>) {
+        self.sections.push((name.to_string(), bytes.into()));
+    }
+
+    /// Writes the file at `path`: to a temporary file beside it, synced, then renamed over
+    /// `path`.
+    pub fn write(self, path: &Path) -> Result<(), SnapshotError> {
+        let io = |source| SnapshotError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut sections = Vec::with_capacity(self.sections.len());
+        let mut offset = 0u64;
+        for (name, bytes) in &self.sections {
+            sections.push(Section {
+                name: name.clone(),
+                offset,
+                len: bytes.len() as u64,
+                sum: checksum(bytes),
+            });
+            offset += pad8(bytes.len() as u64);
+        }
+        let header = Header {
+            kind: self.kind.to_string(),
+            key: self.key,
+            meta: self.meta,
+            sections,
+        };
+        let mut head = serde_json::to_vec(&header).expect("a header serialises");
+        // Section offsets are relative to the end of the padded header.
+        let start = 24 + pad8(head.len() as u64);
+        head.resize((start - 24) as usize, b' ');
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tmp = path.with_extension(format!(
+            "tmp{}.{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let result = (|| {
+            let mut file = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+            file.write_all(MAGIC)?;
+            file.write_all(&(head.len() as u64).to_le_bytes())?;
+            file.write_all(&checksum(&head).to_le_bytes())?;
+            file.write_all(&head)?;
+            for (_, bytes) in &self.sections {
+                file.write_all(bytes)?;
+                let pad = pad8(bytes.len() as u64) as usize - bytes.len();
+                file.write_all(&[0u8; 8][..pad])?;
+            }
+            file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(io)
+    }
+}
+
+fn pad8(n: u64) -> u64 {
+    n.div_ceil(8) * 8
+}
+
+/// A memory-mapped file.
+struct Mapped(memmap2::Mmap);
+
+impl Bytes for Mapped {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// An open snapshot: its header read, its sections mapped and checked on first use.
+pub struct Snapshot {
+    path: PathBuf,
+    bytes: Arc<dyn Bytes>,
+    header: Header,
+    /// Sections whose checksum was verified.
+    verified: Mutex<HashSet<String>>,
+    start: u64,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Snapshot {
+    /// Opens the snapshot at `path`: `Ok(None)` when there is none, an error when the file
+    /// is not an intact snapshot of `kind`.
+    pub fn open(path: &Path, kind: &str) -> Result<Option<Snapshot>, SnapshotError> {
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(SnapshotError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        // SAFETY: snapshot files are never written after they are renamed into place (a
+        // new snapshot is a new file renamed over the old name), so the mapped bytes do
+        // not change while mapped; a file truncated by hand would fault, as with any
+        // mapped file, which is why the directory is documented as microseg's own.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| SnapshotError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let damaged = |reason: &str| SnapshotError::Damaged {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        if map.len() < 24 || &map[..8] != MAGIC {
+            return Err(damaged("not a microseg snapshot"));
+        }
+        let len = u64::from_le_bytes(map[8..16].try_into().expect("8 bytes"));
+        let sum = u64::from_le_bytes(map[16..24].try_into().expect("8 bytes"));
+        let head = usize::try_from(len)
+            .ok()
+            .and_then(|len| map.get(24..24 + len))
+            .ok_or_else(|| damaged("truncated header"))?;
+        if checksum(head) != sum {
+            return Err(damaged("header checksum mismatch"));
+        }
+        let header: Header =
+            serde_json::from_slice(head).map_err(|e| damaged(&format!("header: {e}")))?;
+        if header.kind != kind {
+            return Err(damaged(&format!("a {} snapshot, not {kind}", header.kind)));
+        }
+        let start = 24 + len;
+        for s in &header.sections {
+            let end = start
+                .checked_add(s.offset)
+                .and_then(|o| o.checked_add(s.len));
+            if end.is_none_or(|e| e > map.len() as u64) || s.offset % 8 != 0 {
+                return Err(damaged(&format!("section {} outside the file", s.name)));
+            }
+        }
+        Ok(Some(Snapshot {
+            path: path.to_path_buf(),
+            bytes: Arc::new(Mapped(map)),
+            header,
+            verified: Mutex::new(HashSet::new()),
+            start,
+        }))
+    }
+
+    /// The store state this snapshot describes.
+    pub fn key<K: serde::de::DeserializeOwned>(&self) -> Option<K> {
+        serde_json::from_value(self.header.key.clone()).ok()
+    }
+
+    /// The small values written with it.
+    pub fn meta(&self) -> &serde_json::Value {
+        &self.header.meta
+    }
+
+    /// Whether it has section `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.header.sections.iter().any(|s| s.name == name)
+    }
+
+    /// Section `name` as a byte range of the map, checked against its checksum the first
+    /// time.
+    fn section(&self, name: &str) -> Result<(usize, usize), SnapshotError> {
+        let s = self
+            .header
+            .sections
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| SnapshotError::Damaged {
+                path: self.path.clone(),
+                reason: format!("no section {name}"),
+            })?;
+        let (offset, len) = ((self.start + s.offset) as usize, s.len as usize);
+        let mut verified = self.verified.lock().expect("verified lock");
+        if !verified.contains(name) {
+            if checksum(&self.bytes.bytes()[offset..offset + len]) != s.sum {
+                return Err(SnapshotError::Damaged {
+                    path: self.path.clone(),
+                    reason: format!("section {name}: checksum mismatch"),
+                });
+            }
+            verified.insert(name.to_string());
+        }
+        Ok((offset, len))
+    }
+
+    /// Section `name` as an array of `T`, in place.
+    pub fn array<T: Plain>(&self, name: &str) -> Result<Array<T>, SnapshotError> {
+        let (offset, len) = self.section(name)?;
+        let item = std::mem::size_of::<T>();
+        if len % item != 0 {
+            return Err(SnapshotError::Damaged {
+                path: self.path.clone(),
+                reason: format!("section {name}: {len} bytes is not a whole number of items"),
+            });
+        }
+        Array::from_bytes(self.bytes.clone(), offset, len / item).map_err(|e| {
+            SnapshotError::Damaged {
+                path: self.path.clone(),
+                reason: format!("section {name}: {e}"),
+            }
         })
-        .collect::<Option<_>>()?;
-    let offsets = r.array(profiles + 1, |b| u64::from_le_bytes(b) as usize)?;
-    let time = r.array(events, i64::from_le_bytes)?;
-    let name = r.array(events, |b: [u8; 4]| u32::from_le_bytes(b))?;
-    let revenue = r.array(events, f64::from_le_bytes)?;
-    EventTable::from_parts(offsets, time, name, names, revenue).ok()
-}
-
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Cursor<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        let end = self.at.checked_add(n)?;
-        let slice = self.bytes.get(self.at..end)?;
-        self.at = end;
-        Some(slice)
     }
 
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    /// Section `name`'s bytes.
+    pub fn bytes(&self, name: &str) -> Result<&[u8], SnapshotError> {
+        let (offset, len) = self.section(name)?;
+        Ok(&self.bytes.bytes()[offset..offset + len])
     }
 
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-
-    fn array<const N: usize, T>(&mut self, n: usize, f: impl Fn([u8; N]) -> T) -> Option<Vec<T>> {
-        let raw = self.take(n.checked_mul(N)?)?;
-        Some(
-            raw.chunks_exact(N)
-                .map(|c| f(c.try_into().expect("N bytes")))
-                .collect(),
-        )
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use microseg_engine::EventTableBuilder;
 
-    fn table() -> EventTable {
-        let mut b = EventTableBuilder::default();
-        b.push(1, 30, "order_completed", Some(9.5));
-        b.push(0, 20, "page_viewed", None);
-        b.push(1, 10, "page_viewed", None);
-        b.finish(3)
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Key {
+        version: u64,
     }
 
-    const KEY: SnapshotKey = SnapshotKey {
-        events_version: 4,
-        max_event_id: 3,
-        profiles: 3,
-    };
+    #[test]
+    fn sections_round_trip_in_place_and_damage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache/t.snap");
+        let times = vec![3i64, -1, 7];
+        let codes = vec![1u32, 2, 3, 4, 5];
+        let mut w = Writer::new("test", &Key { version: 4 }, serde_json::json!({"n": 3}));
+        w.array("times", &times);
+        w.array("codes", &codes);
+        w.bytes("names", b"abc".to_vec());
+        w.write(&path).unwrap();
+        let s = Snapshot::open(&path, "test").unwrap().unwrap();
+        assert_eq!(s.key::<Key>(), Some(Key { version: 4 }));
+        assert_eq!(s.meta()["n"], 3);
+        let t = s.array::<i64>("times").unwrap();
+        assert_eq!(&*t, &times[..]);
+        assert!(t.is_shared(), "read in place from the map");
+        assert_eq!(&*s.array::<u32>("codes").unwrap(), &codes[..]);
+        assert_eq!(s.bytes("names").unwrap(), b"abc");
+        assert!(s.array::<u64>("codes").is_err(), "20 bytes are not u64s");
+        assert!(Snapshot::open(&path, "other").is_err());
+        assert!(Snapshot::open(&dir.path().join("none"), "test")
+            .unwrap()
+            .is_none());
+        // A flipped bit in a section is caught when that section is read.
+        let mut raw = std::fs::read(&path).unwrap();
+        let at = raw.len() - 8;
+        raw[at] ^= 1;
+        std::fs::write(&path, &raw).unwrap();
+        let s = Snapshot::open(&path, "test").unwrap().unwrap();
+        assert!(
+            s.array::<i64>("times").is_ok(),
+            "other sections stay readable"
+        );
+        assert!(s.bytes("names").is_err());
+        // A truncated file is refused at open.
+        std::fs::write(&path, &raw[..40]).unwrap();
+        assert!(Snapshot::open(&path, "test").is_err());
+        // No temporary files are left behind.
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
+            .unwrap()
+            .collect();
+        assert_eq!(left.len(), 1);
+    }
 
     #[test]
-    fn round_trips_and_refuses_other_states_and_damage() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cache/events.bin");
-        let t = table();
-        write(&path, KEY, &t).unwrap();
-        let back = read(&path, KEY).expect("snapshot");
-        assert_eq!(back.time, t.time);
-        assert_eq!(back.name, t.name);
-        assert_eq!(back.offsets(), t.offsets());
-        assert_eq!(back.names.value(back.name[2]), "order_completed");
-        assert_eq!(back.revenue[2], 9.5);
-        assert!(back.revenue[0].is_nan());
-        let newer = SnapshotKey {
-            events_version: 5,
-            ..KEY
-        };
-        assert!(read(&path, newer).is_none());
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[60] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
-        assert!(read(&path, KEY).is_none(), "a flipped bit is caught");
-        std::fs::write(&path, &bytes[..40]).unwrap();
-        assert!(read(&path, KEY).is_none(), "a truncated file is ignored");
+    fn checksum_sees_every_byte() {
+        let base = vec![0u8; 1000];
+        let sum = checksum(&base);
+        for i in [0, 7, 31, 32, 500, 999] {
+            let mut b = base.clone();
+            b[i] = 1;
+            assert_ne!(checksum(&b), sum, "byte {i}");
+        }
+        assert_ne!(checksum(&base[..999]), sum, "length counts");
     }
 }

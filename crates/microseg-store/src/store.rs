@@ -33,14 +33,13 @@
 use std::collections::HashMap;
 
 use microseg_core::{ProfileId, Schema, Timestamp, TraitSpec, TraitType, Value};
-use microseg_engine::{EventTable, EventTableBuilder, ProfileTable};
+use microseg_engine::ProfileTable;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::StoreError;
-use crate::snapshot::{self, SnapshotKey};
 use crate::workspace::Workspace;
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE profiles(
@@ -158,6 +157,14 @@ CREATE TABLE webhooks(
 );
 "#;
 
+const MIGRATION_6: &str = r#"
+ALTER TABLE profiles ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX profiles_version ON profiles(version);
+CREATE INDEX profiles_merged ON profiles(merged_into) WHERE merged_into IS NOT NULL;
+INSERT INTO meta(key, value) VALUES ('profiles_version', 0), ('merges_version', 0),
+    ('rewrites', 0), ('store_id', abs(random()));
+"#;
+
 /// The clock in UTC milliseconds, for `created_at` / `updated_at` columns.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -168,12 +175,58 @@ pub(crate) fn now_ms() -> i64 {
 /// Marks the events as changed (keys the columnar cache); every transaction that writes
 /// events calls it.
 pub(crate) fn bump_events_version(conn: &Connection) -> Result<u64, StoreError> {
+    bump(conn, Counter::Events)
+}
+
+/// The counters in `meta` that tell snapshots (docs/store.md) what changed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Counter {
+    /// Moved by every transaction that writes events.
+    Events,
+    /// Moved by every transaction that changes profiles (new ones, traits, merges); the
+    /// rows it changed get the new value in `profiles.version`.
+    Profiles,
+    /// Moved by every transaction that merges profiles.
+    Merges,
+}
+
+impl Counter {
+    fn key(self) -> &'static str {
+        match self {
+            Counter::Events => "events_version",
+            Counter::Profiles => "profiles_version",
+            Counter::Merges => "merges_version",
+        }
+    }
+}
+
+/// Moves `counter` by one inside the caller's transaction; returns the new value.
+pub(crate) fn bump(conn: &Connection, counter: Counter) -> Result<u64, StoreError> {
     let v: i64 = conn.query_row(
-        "UPDATE meta SET value = value + 1 WHERE key = 'events_version' RETURNING value",
-        [],
+        "UPDATE meta SET value = value + 1 WHERE key = ?1 RETURNING value",
+        [counter.key()],
         |r| r.get(0),
     )?;
     Ok(v as u64)
+}
+
+/// What the store holds, as far as snapshots care: read in one transaction, so the
+/// values belong together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoreState {
+    /// A random number given to the store when it was made (a snapshot of another store
+    /// with the same counters is not this one's).
+    pub store_id: i64,
+    /// Profiles (dense ids are `0..profiles`).
+    pub profiles: u32,
+    /// `meta.profiles_version`.
+    pub profiles_version: u64,
+    /// The largest event id (0 without events).
+    pub max_event_id: u64,
+    /// `meta.merges_version`.
+    pub merges_version: u64,
+    /// `meta.rewrites`: moved by anything that changes or removes stored events.
+    pub rewrites: u64,
 }
 
 /// A stored segment definition.
@@ -195,7 +248,6 @@ pub struct StoredSegment {
 pub struct Store {
     pub(crate) conn: Connection,
     pub(crate) declared: Schema,
-    cache: std::path::PathBuf,
 }
 
 /// One event as stored.
@@ -233,31 +285,31 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "cache_size", -262_144)?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version < 1 {
-            conn.execute_batch(&format!(
-                "BEGIN; {MIGRATION_1} PRAGMA user_version = 1; COMMIT;"
-            ))?;
-        }
-        if version < 2 {
-            conn.execute_batch(&format!(
-                "BEGIN; {MIGRATION_2} PRAGMA user_version = 2; COMMIT;"
-            ))?;
-        }
-        if version < 3 {
-            conn.execute_batch(&format!(
-                "BEGIN; {MIGRATION_3} PRAGMA user_version = 3; COMMIT;"
-            ))?;
-        }
-        if version < 4 {
-            conn.execute_batch(&format!(
-                "BEGIN; {MIGRATION_4} PRAGMA user_version = 4; COMMIT;"
-            ))?;
-        }
-        if version < 5 {
-            conn.execute_batch(&format!(
-                "BEGIN; {MIGRATION_5} PRAGMA user_version = 5; COMMIT;"
-            ))?;
+        let migrations = [
+            MIGRATION_1,
+            MIGRATION_2,
+            MIGRATION_3,
+            MIGRATION_4,
+            MIGRATION_5,
+            MIGRATION_6,
+        ];
+        let mut version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (to, sql) in (1..).zip(migrations) {
+            if version >= to {
+                continue;
+            }
+            // Another process may be migrating the same store: take the write lock, then
+            // look again.
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version < to {
+                if let Err(e) = conn.execute_batch(&format!("{sql} PRAGMA user_version = {to};")) {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    return Err(e.into());
+                }
+                version = to;
+            }
+            conn.execute_batch("COMMIT")?;
         }
         if version > SCHEMA_VERSION {
             return Err(StoreError::Invalid(format!(
@@ -268,7 +320,6 @@ impl Store {
         Ok(Store {
             conn,
             declared: workspace.config.declared_schema(),
-            cache: workspace.dir.join("cache").join("events.bin"),
         })
     }
 
@@ -388,7 +439,7 @@ impl Store {
                     Some((k.as_str(), Value::from_json(spec.ty, v)?))
                 })
                 .collect();
-            table.push(row.get(1)?, &traits);
+            table.push(&row.get::<_, String>(1)?, &traits);
         }
         for (from, _) in self.merges()? {
             table.retired.insert(from);
@@ -424,69 +475,6 @@ impl Store {
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Every event like [`Store::load_events`], plus the named event properties as
-    /// columns (for `where` filters and aggregates). Read from SQLite: the cache holds no
-    /// properties.
-    pub fn load_events_with_properties(
-        &self,
-        profiles: usize,
-        properties: &[String],
-    ) -> Result<EventTable, StoreError> {
-        if properties.is_empty() {
-            return self.load_events(profiles);
-        }
-        let total: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
-        let mut builder = EventTableBuilder::with_capacity(total as usize);
-        let names = self.event_names()?;
-        builder.define_names(&names);
-        // JSON booleans stay the text `true`/`false` (json_extract would give 1 and 0).
-        let extracts: Vec<String> = properties
-            .iter()
-            .map(|p| {
-                let path = format!("'$.\"{}\"'", p.replace('\'', "''").replace('"', "\\\""));
-                format!(
-                    ", CASE json_type(properties, {path}) WHEN 'true' THEN 'true' \
-                     WHEN 'false' THEN 'false' ELSE json_extract(properties, {path}) END"
-                )
-            })
-            .collect();
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT profile_id, time, name_id, revenue{} FROM events",
-            extracts.concat()
-        ))?;
-        let survivors = self.survivors(profiles)?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let profile: u32 = row.get(0)?;
-            let name: u32 = row.get(2)?;
-            if name as usize >= names.len() || profile as usize >= profiles {
-                return Err(StoreError::Invalid(format!(
-                    "store: event of unknown profile {profile} or name {name}"
-                )));
-            }
-            builder.push_code(survivors[profile as usize], row.get(1)?, name, row.get(3)?);
-            let at = builder.len() - 1;
-            for (i, key) in properties.iter().enumerate() {
-                use microseg_engine::columnar::PropertyValue;
-                use rusqlite::types::ValueRef;
-                match row.get_ref(4 + i)? {
-                    ValueRef::Integer(x) => {
-                        builder.set_property(at, key, PropertyValue::Number(x as f64))
-                    }
-                    ValueRef::Real(x) => builder.set_property(at, key, PropertyValue::Number(x)),
-                    ValueRef::Text(t) => {
-                        let text = String::from_utf8_lossy(t);
-                        builder.set_property(at, key, PropertyValue::Text(&text))
-                    }
-                    ValueRef::Null | ValueRef::Blob(_) => {}
-                }
-            }
-        }
-        Ok(builder.finish(profiles))
     }
 
     /// Saves `condition` as segment `name`: version 1 when new; with `replace`, the next
@@ -578,6 +566,28 @@ impl Store {
             .collect())
     }
 
+    /// What the store holds, as far as snapshots care, read in one transaction.
+    pub fn state(&self) -> Result<StoreState, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let meta = |key: &str| -> Result<i64, StoreError> {
+            Ok(tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))?)
+        };
+        let state = StoreState {
+            store_id: meta("store_id")?,
+            profiles_version: meta("profiles_version")? as u64,
+            merges_version: meta("merges_version")? as u64,
+            rewrites: meta("rewrites")? as u64,
+            profiles: tx.query_row("SELECT coalesce(max(id) + 1, 0) FROM profiles", [], |r| {
+                r.get(0)
+            })?,
+            max_event_id: tx.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64,
+        };
+        tx.finish()?;
+        Ok(state)
+    }
+
     /// The `events_version` counter: moved by every import and every ingested commit.
     pub fn events_version(&self) -> Result<u64, StoreError> {
         let v: i64 = self.conn.query_row(
@@ -586,69 +596,6 @@ impl Store {
             |r| r.get(0),
         )?;
         Ok(v as u64)
-    }
-
-    /// The store state the columnar event cache is keyed by.
-    fn snapshot_key(&self, profiles: usize) -> Result<SnapshotKey, StoreError> {
-        let events_version: i64 = self.conn.query_row(
-            "SELECT value FROM meta WHERE key = 'events_version'",
-            [],
-            |r| r.get(0),
-        )?;
-        let max_event_id: i64 =
-            self.conn
-                .query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
-        Ok(SnapshotKey {
-            events_version: events_version as u64,
-            max_event_id: max_event_id as u64,
-            profiles: profiles as u64,
-        })
-    }
-
-    /// Every event, by column, sorted by profile and time, for `profiles` profiles; a
-    /// merged profile's events belong to its survivor ([`Store::survivors`]).
-    /// Properties are not loaded. Served from the snapshot in `cache/` when it matches the
-    /// store, otherwise read from SQLite and the snapshot rewritten.
-    pub fn load_events(&self, profiles: usize) -> Result<EventTable, StoreError> {
-        let key = self.snapshot_key(profiles)?;
-        if let Some(table) = snapshot::read(&self.cache, key) {
-            return Ok(table);
-        }
-        let table = self.read_events(profiles)?;
-        // The cache is an optimisation: failing to write it must not fail the command.
-        let _ = snapshot::write(&self.cache, key, &table);
-        Ok(table)
-    }
-
-    /// Every event read from SQLite, by column, sorted by profile and time.
-    fn read_events(&self, profiles: usize) -> Result<EventTable, StoreError> {
-        let total: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
-        let mut builder = EventTableBuilder::with_capacity(total as usize);
-        let names = self.event_names()?;
-        builder.define_names(&names);
-        let mut stmt = self
-            .conn
-            .prepare("SELECT profile_id, time, name_id, revenue FROM events")?;
-        let survivors = self.survivors(profiles)?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let profile: u32 = row.get(0)?;
-            let name: u32 = row.get(2)?;
-            if name as usize >= names.len() {
-                return Err(StoreError::Invalid(format!(
-                    "store: unknown event name id {name}"
-                )));
-            }
-            if profile as usize >= profiles {
-                return Err(StoreError::Invalid(format!(
-                    "store: event of unknown profile {profile}"
-                )));
-            }
-            builder.push_code(survivors[profile as usize], row.get(1)?, name, row.get(3)?);
-        }
-        Ok(builder.finish(profiles))
     }
 
     /// Event names by id (ids are dense from 0).

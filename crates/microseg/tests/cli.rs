@@ -644,12 +644,12 @@ fn help_reads_like_a_real_tool() {
     assert!(import.contains("CDNOW"), "{import}");
 }
 
-/// The columnar cache is reused, rebuilt after an import, and ignored when damaged: the
-/// output never changes because of it.
+/// The columnar snapshots are reused, caught up after an import, and rebuilt when
+/// damaged: the output never changes because of them.
 #[test]
-fn metrics_cache_never_changes_answers() {
+fn snapshots_never_change_answers() {
     let env = Env::new();
-    let first = env.write("a.csv", b"user_id,time,event,revenue\nu1,2024-01-01,order_completed,5\nu2,2024-01-02,page_viewed,\n");
+    let first = env.write("a.csv", b"user_id,time,event,revenue,path\nu1,2024-01-01,order_completed,5,\nu2,2024-01-02,page_viewed,,/winter\n");
     let import = |file: &str| {
         env.ok(&[
             "import",
@@ -664,14 +664,39 @@ fn metrics_cache_never_changes_answers() {
         ])
     };
     import(&first);
+    let events = env.data().join("cache/events.snap");
+    let profiles = env.data().join("cache/profiles.snap");
+    assert!(
+        events.is_file() && profiles.is_file(),
+        "the import writes them"
+    );
     let metrics = || env.ok(&["metrics", "--as-of", "2024-02-01", "--format", "csv"]);
+    let viewers = || {
+        env.json(&[
+            "segment",
+            "members",
+            "--format",
+            "json",
+            "viewers",
+            "--as-of",
+            "2024-02-01",
+        ])["members"]
+            .clone()
+    };
     let before = metrics();
-    let cache = env.data().join("cache/events.bin");
-    assert!(cache.is_file(), "the first load writes the cache");
-    assert_eq!(metrics(), before, "served from the cache");
+    env.ok(&[
+        "segment",
+        "create",
+        "viewers",
+        r#"did(page_viewed where path = "/winter")"#,
+    ]);
+    let property = env.data().join("cache/property-70617468.snap");
+    assert!(property.is_file(), "saving a segment keeps its property");
+    assert_eq!(viewers(), serde_json::json!(["u2"]));
+    assert_eq!(metrics(), before, "served from the snapshot");
     let second = env.write(
         "b.csv",
-        b"user_id,time,event,revenue\nu2,2024-01-03,order_completed,7\n",
+        b"user_id,time,event,revenue,path\nu2,2024-01-03,order_completed,7,\nu3,2024-01-04,page_viewed,,/winter\n",
     );
     import(&second);
     let after = metrics();
@@ -679,11 +704,25 @@ fn metrics_cache_never_changes_answers() {
         after.contains("u2,2,1,7,7,"),
         "the new order is counted: {after}"
     );
-    let mut bytes = std::fs::read(&cache).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x40;
-    std::fs::write(&cache, &bytes).unwrap();
-    assert_eq!(metrics(), after, "a damaged cache is ignored");
+    assert_eq!(
+        viewers(),
+        serde_json::json!(["u2", "u3"]),
+        "the property caught up"
+    );
+    // A flipped bit in any snapshot is found by its checksum, and the snapshot rebuilt.
+    for file in [&events, &profiles, &property] {
+        let mut bytes = std::fs::read(file).unwrap();
+        let at = bytes.len() - 9;
+        bytes[at] ^= 0x40;
+        std::fs::write(file, &bytes).unwrap();
+        assert_eq!(metrics(), after, "a damaged {} is rebuilt", file.display());
+        assert_eq!(viewers(), serde_json::json!(["u2", "u3"]));
+    }
+    // And so is a truncated or missing one.
+    std::fs::write(&events, b"MSEGSNP1").unwrap();
+    std::fs::remove_file(&profiles).unwrap();
+    assert_eq!(metrics(), after);
+    assert_eq!(viewers(), serde_json::json!(["u2", "u3"]));
 }
 
 /// Sessions, orders, revenue and first/last seen of every profile of a generated shop,

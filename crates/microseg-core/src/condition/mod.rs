@@ -220,6 +220,23 @@ impl Condition {
         }
     }
 
+    /// Whether this condition reads events (a behavioural leaf outside any `in_segment`).
+    pub fn reads_events(&self) -> bool {
+        let mut found = false;
+        self.walk(&mut |c| {
+            found |= matches!(
+                c,
+                Condition::Count { .. }
+                    | Condition::Aggregate { .. }
+                    | Condition::Did { .. }
+                    | Condition::LastBefore { .. }
+                    | Condition::First { .. }
+                    | Condition::Sequence { .. }
+            )
+        });
+        found
+    }
+
     /// The segments this condition refers to with `in_segment`, in order, without repeats.
     pub fn segment_refs(&self) -> Vec<&str> {
         let mut refs: Vec<&str> = Vec::new();

@@ -520,6 +520,90 @@ pub struct ClvModel {
     pub monthly_discount: f64,
 }
 
+/// A fitted model with what it was fitted on and how well it describes the data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClvFit {
+    /// The model to store.
+    pub model: ClvModel,
+    /// The BG/NBD fit.
+    pub bgnbd: Fitted<BgNbd>,
+    /// The Gamma-Gamma fit.
+    pub gamma_gamma: Fitted<GammaGamma>,
+    /// Repeat buyers left out of Gamma-Gamma for a zero spend.
+    pub zero_spend: usize,
+    /// Customers (profiles with an order by the calibration end).
+    pub customers: usize,
+    /// Customers with a repeat purchase.
+    pub repeat_buyers: usize,
+    /// Customers by repeat purchases in the calibration period, 0 to 6 and 7 or more:
+    /// (actual, expected by the model).
+    pub repeat_histogram: Vec<(u64, f64)>,
+    /// With an as-of after the calibration end: the period in between as a holdout.
+    pub holdout: Option<Holdout>,
+}
+
+/// Repeat purchases after the calibration end: predicted by the fit beside what happened.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Holdout {
+    /// Its length in the model's unit (whole days).
+    pub length: f64,
+    /// Distinct order days of the calibration's customers in it.
+    pub actual: f64,
+    /// The model's expected purchases in it, summed over the same customers.
+    pub predicted: f64,
+}
+
+/// Fits BG/NBD and Gamma-Gamma to the orders (events whose name code `is_order` marks)
+/// up to `calibration_end`, in `unit`; with `as_of` after the calibration end, compares
+/// the fit's predictions for the period in between with what happened.
+pub fn fit(
+    events: &EventTable,
+    is_order: &[bool],
+    calibration_end: Timestamp,
+    as_of: Timestamp,
+    unit: TimeUnit,
+    monthly_discount: f64,
+) -> Result<ClvFit, ClvError> {
+    let summaries = summarise(events, is_order, calibration_end, unit);
+    let customers: Vec<Summary> = summaries.iter().flatten().copied().collect();
+    let bg = BgNbd::fit(&customers)?;
+    let (gg, zero_spend) = GammaGamma::fit(&customers)?;
+    let holdout = (as_of > calibration_end).then(|| {
+        let days = order_days_between(events, is_order, calibration_end, as_of);
+        let whole_days =
+            (as_of.0.div_euclid(DAY_MS) - calibration_end.0.div_euclid(DAY_MS)) * DAY_MS;
+        let length = unit.of_ms(whole_days);
+        let (mut actual, mut predicted) = (0.0, 0.0);
+        for (p, s) in summaries.iter().enumerate() {
+            if let Some(s) = s {
+                actual += days[p] as f64;
+                predicted += bg.params.expected_purchases(s, length);
+            }
+        }
+        Holdout {
+            length,
+            actual,
+            predicted,
+        }
+    });
+    Ok(ClvFit {
+        model: ClvModel {
+            unit,
+            calibration_end,
+            bgnbd: bg.params,
+            gamma_gamma: gg.params,
+            monthly_discount,
+        },
+        repeat_histogram: bg.params.repeat_histogram(&customers, 7),
+        repeat_buyers: customers.iter().filter(|c| c.x > 0.0).count(),
+        customers: customers.len(),
+        bgnbd: bg,
+        gamma_gamma: gg,
+        zero_spend,
+        holdout,
+    })
+}
+
 /// The CLV predictions that behave like metrics, with their names.
 pub const PREDICTION_NAMES: [&str; 4] =
     ["p_alive", "predicted_orders_90d", "expected_aov", "clv_12m"];

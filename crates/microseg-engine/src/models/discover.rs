@@ -124,6 +124,21 @@ fn value_items(
         .collect())
 }
 
+/// The items of every dimension of `dims` within `base`; an error names the dimension.
+pub fn items(
+    data: &Dataset<'_>,
+    dims: &[String],
+    base: &RoaringBitmap,
+    settings: &Settings,
+) -> Result<Vec<Item>, (String, EvalError)> {
+    let mut items = Vec::new();
+    for (i, name) in dims.iter().enumerate() {
+        items
+            .extend(dimension_items(data, i, name, base, settings).map_err(|e| (name.clone(), e))?);
+    }
+    Ok(items)
+}
+
 /// One item per value of a number with few values, else quantile bins
 /// (`x < c1`, `c1 <= x < c2`, ..., `x >= ck`) labelled by their condition.
 fn number_items(
@@ -288,6 +303,32 @@ pub enum Target {
     Rate(RoaringBitmap),
     /// A number per profile (`NaN` when missing): its mean.
     Mean(Vec<f64>),
+}
+
+impl Target {
+    /// The mean of numeric trait or metric `name` over `base` (values of other profiles
+    /// are left out).
+    pub fn mean_of(
+        data: &Dataset<'_>,
+        name: &str,
+        base: &RoaringBitmap,
+    ) -> Result<Target, EvalError> {
+        let ty = data.type_of(name)?;
+        if !matches!(ty, TraitType::Integer | TraitType::Float) {
+            return Err(EvalError::WrongType {
+                name: name.to_string(),
+                ty,
+                hint: "give a condition or a numeric trait or metric".into(),
+            });
+        }
+        let mut values = vec![f64::NAN; data.profile_count() as usize];
+        for p in base {
+            if let Some(v) = data.value_of(name, p)?.and_then(|v| v.as_f64()) {
+                values[p as usize] = v;
+            }
+        }
+        Ok(Target::Mean(values))
+    }
 }
 
 /// The verdict on a discovered segment.
@@ -566,6 +607,44 @@ pub fn discover_uplift(
         base_size: (treated | control).len(),
         tested,
         segments: out,
+    }
+}
+
+/// Most segments an exclusion joins with `or`.
+pub const MAX_EXCLUSION_PARTS: usize = 5;
+
+/// The people a treatment did not move but who act anyway: the `no_effect` segments of an
+/// uplift discovery whose control value is above `control_overall` (the control arm's
+/// value over everyone), broadest first (fewest conditions), each left out when one
+/// already chosen covers it (its conditions are a subset), at most
+/// [`MAX_EXCLUSION_PARTS`]. `None` when there are none; one condition, or their `or`.
+pub fn exclusion(found: &Discovery, control_overall: f64) -> Option<Condition> {
+    let conjuncts = |c: &Condition| match c {
+        Condition::And { all } => all.clone(),
+        other => vec![other.clone()],
+    };
+    let mut candidates: Vec<&Finding> = found
+        .segments
+        .iter()
+        .filter(|f| {
+            f.verdict == Verdict::NoEffect && f.control_value.is_some_and(|c| c > control_overall)
+        })
+        .collect();
+    candidates.sort_by_key(|f| conjuncts(&f.condition).len());
+    let mut parts: Vec<Condition> = Vec::new();
+    for f in candidates {
+        let mine = conjuncts(&f.condition);
+        let covered = parts
+            .iter()
+            .any(|e| conjuncts(e).iter().all(|part| mine.contains(part)));
+        if !covered && parts.len() < MAX_EXCLUSION_PARTS {
+            parts.push(f.condition.clone());
+        }
+    }
+    match parts.len() {
+        0 => None,
+        1 => parts.pop(),
+        _ => Some(Condition::Or { any: parts }),
     }
 }
 

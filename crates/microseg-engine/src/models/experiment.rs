@@ -95,6 +95,70 @@ impl Experiment {
     }
 }
 
+/// One arm in a report: its size and each outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArmResult {
+    /// The arm.
+    pub arm: String,
+    /// Its members (in the group reported on).
+    pub n: u64,
+    /// Per outcome, in [`Experiment::outcomes`] order.
+    pub outcomes: Vec<OutcomeResult>,
+}
+
+/// One outcome of one arm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutcomeResult {
+    /// The arm's rate or mean (`NaN` without members).
+    pub value: f64,
+    /// Compared with the control (`None` for the control itself, or when undefined).
+    pub comparison: Option<Comparison>,
+}
+
+impl Experiment {
+    /// Every arm, control first, with each outcome compared with the control: over the
+    /// whole experiment, or within `group` (profile ids, `profiles` of them in all).
+    pub fn report(&self, profiles: usize, group: Option<&RoaringBitmap>) -> Vec<ArmResult> {
+        let columns: Vec<Vec<f64>> = (0..self.outcomes.len())
+            .map(|o| self.outcome_column(o, profiles))
+            .collect();
+        let kinds: Vec<OutcomeKind> = (0..self.outcomes.len())
+            .map(|o| self.outcome_kind(o))
+            .collect();
+        let control = self.control_index();
+        let arm_sets: Vec<RoaringBitmap> = (0..self.arms.len())
+            .map(|a| {
+                let m = self.arm_members(a);
+                match group {
+                    Some(g) => m & g,
+                    None => m,
+                }
+            })
+            .collect();
+        let mut order: Vec<usize> = vec![control];
+        order.extend((0..self.arms.len()).filter(|&a| a != control));
+        order
+            .into_iter()
+            .map(|a| ArmResult {
+                arm: self.arms[a].clone(),
+                n: arm_sets[a].len(),
+                outcomes: (0..self.outcomes.len())
+                    .map(|o| {
+                        let mine = Moments::of(&columns[o], &arm_sets[a]);
+                        let theirs = Moments::of(&columns[o], &arm_sets[control]);
+                        OutcomeResult {
+                            value: mine.mean(),
+                            comparison: (a != control)
+                                .then(|| compare(kinds[o], &mine, &theirs))
+                                .flatten(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
 /// Count, sum and sum of squares of an outcome over a group.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Moments {

@@ -6,3 +6,4 @@ pub mod discover;
 pub mod experiment;
 pub mod kmeans;
 pub mod optimize;
+pub mod personas;

@@ -300,7 +300,7 @@ fn run(seed: u64) -> (usize, usize) {
     let n_profiles = 30;
     let mut profiles = ProfileTable::with_schema(&schema());
     for i in 0..n_profiles {
-        profiles.push(format!("p{i:02}"), &HashMap::new());
+        profiles.push(&format!("p{i:02}"), &HashMap::new());
         for (name, ty, v) in random_traits(&mut rng) {
             profiles.set_trait(i, name, ty, v.as_ref());
         }

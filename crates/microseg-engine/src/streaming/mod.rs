@@ -860,11 +860,11 @@ fn row_properties(events: &EventTable, row: usize) -> Vec<(String, EventValue)> 
         .properties
         .iter()
         .filter_map(|(k, c)| {
-            let x = c.numbers[row];
+            let x = c.number(row);
             if !x.is_nan() {
                 return Some((k.clone(), EventValue::Number(x)));
             }
-            let code = c.texts[row];
+            let code = c.text(row);
             (code != NO_CODE).then(|| (k.clone(), EventValue::Text(c.dict.value(code).into())))
         })
         .collect()

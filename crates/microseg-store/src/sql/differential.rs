@@ -208,7 +208,7 @@ fn random_data(seed: u64, profiles: usize) -> Data {
             ],
         )
         .unwrap();
-        let pid = table.push(id.clone(), &values);
+        let pid = table.push(&id, &values);
         assert_eq!(pid as usize, p);
         if survivor(p) != p {
             table.retired.insert(pid);
@@ -257,7 +257,10 @@ fn random_data(seed: u64, profiles: usize) -> Data {
         if survivor(p) != p {
             sql.execute(
                 "UPDATE profiles SET merged_into = ?1 WHERE id = ?2",
-                [&table.external_ids[survivor(p)], &table.external_ids[p]],
+                [
+                    table.external_ids.get(survivor(p) as u32),
+                    table.external_ids.get(p as u32),
+                ],
             )
             .unwrap();
         }
@@ -650,7 +653,7 @@ fn batch_members(
     Ok(dataset
         .evaluate(c)?
         .iter()
-        .map(|p| data.table.external_ids[p as usize].clone())
+        .map(|p| data.table.external_ids.get(p).to_string())
         .collect())
 }
 

@@ -502,7 +502,10 @@ fn export_events(dir: &Path, events: &EventTable) -> Result<()> {
     let offsets = events.offsets();
     let mut profile = Vec::with_capacity(events.len());
     for p in 0..offsets.len() - 1 {
-        profile.extend(std::iter::repeat_n(p as u32, offsets[p + 1] - offsets[p]));
+        profile.extend(std::iter::repeat_n(
+            p as u32,
+            (offsets[p + 1] - offsets[p]) as usize,
+        ));
     }
     write_raw(&dir.join("event_profile.u32"), &profile, |p| {
         p.to_le_bytes().to_vec()

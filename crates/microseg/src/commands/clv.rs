@@ -7,12 +7,10 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use microseg_core::time::{parse_duration, parse_timestamp};
-use microseg_engine::models::clv::{
-    order_days_between, summarise, BgNbd, ClvModel, GammaGamma, Summary, TimeUnit,
-};
+use microseg_engine::models::clv::{self, Summary, TimeUnit};
+use microseg_store::Tables;
 use serde_json::json;
 
-use super::dataset::clv_summaries;
 use super::{as_of, print_json, Context};
 use crate::output::{money, print_table, thousands, writer};
 
@@ -114,56 +112,34 @@ fn fit(ctx: &Context, args: FitArgs) -> Result<()> {
         UnitArg::Day => TimeUnit::Day,
     };
     let started = Instant::now();
-    let ids = store.external_ids()?;
-    let events = store.load_events(ids.len())?;
+    let mut tables = Tables::open(&ws, &store, as_of)?;
+    let events = tables.events(&[])?;
     let config = ws.config.metrics_config();
-    let order = config.order_codes(&events.names);
-    let summaries = summarise(&events, &order, end, unit);
-    let customers: Vec<Summary> = summaries.iter().flatten().copied().collect();
+    let is_order = config.order_codes(&events.names);
     let load_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let bg = BgNbd::fit(&customers).with_context(|| {
-        format!(
-            "orders are {} events up to {end}",
-            config.order_events.join(" or ")
-        )
-    })?;
-    let bg_seconds = started.elapsed().as_secs_f64();
-    let (gg, zero_spend) = GammaGamma::fit(&customers)?;
+    let fitted =
+        clv::fit(events, &is_order, end, as_of, unit, args.discount).with_context(|| {
+            format!(
+                "orders are {} events up to {end}",
+                config.order_events.join(" or ")
+            )
+        })?;
     let fit_seconds = started.elapsed().as_secs_f64();
-    let model = ClvModel {
-        unit,
-        calibration_end: end,
-        bgnbd: bg.params,
-        gamma_gamma: gg.params,
-        monthly_discount: args.discount,
-    };
-    // Diagnostics: repeat-purchase counts in the calibration period, actual vs the model.
-    let frequency: Vec<(String, u64, f64)> = bg
-        .params
-        .repeat_histogram(&customers, 7)
-        .into_iter()
+    drop(tables);
+    store.save_model("clv", &fitted.model)?;
+    let (bg, gg, zero_spend) = (&fitted.bgnbd, &fitted.gamma_gamma, fitted.zero_spend);
+    let frequency: Vec<(String, u64, f64)> = fitted
+        .repeat_histogram
+        .iter()
         .enumerate()
-        .map(|(x, (actual, expected))| {
+        .map(|(x, &(actual, expected))| {
             let label = if x < 7 { x.to_string() } else { "7+".into() };
             (label, actual, expected)
         })
         .collect();
-    let holdout = (as_of > end).then(|| {
-        let days = order_days_between(&events, &order, end, as_of);
-        let day = 86_400_000;
-        let horizon = unit.of_ms((as_of.0.div_euclid(day) - end.0.div_euclid(day)) * day);
-        let (mut actual, mut predicted) = (0.0, 0.0);
-        for (p, s) in summaries.iter().enumerate() {
-            if let Some(s) = s {
-                actual += days[p] as f64;
-                predicted += bg.params.expected_purchases(s, horizon);
-            }
-        }
-        (horizon, actual, predicted)
-    });
-    store.save_model("clv", &model)?;
-    let repeaters = customers.iter().filter(|c| c.x > 0.0).count();
+    let holdout = fitted.holdout.map(|h| (h.length, h.actual, h.predicted));
+    let repeaters = fitted.repeat_buyers;
     if args.json {
         return print_json(&json!({
             "bgnbd": {
@@ -178,7 +154,7 @@ fn fit(ctx: &Context, args: FitArgs) -> Result<()> {
             "unit": unit,
             "calibration_end": end.to_string(),
             "as_of": as_of.to_string(),
-            "customers": customers.len(),
+            "customers": fitted.customers,
             "repeat_buyers": repeaters,
             "monthly_discount": args.discount,
             "diagnostics": {
@@ -189,13 +165,13 @@ fn fit(ctx: &Context, args: FitArgs) -> Result<()> {
                     "length": h, "actual": a, "predicted": p,
                 })),
             },
-            "seconds": {"load": load_seconds, "fit": fit_seconds, "bgnbd": bg_seconds},
+            "seconds": {"load": load_seconds, "fit": fit_seconds},
         }));
     }
     let unit_name = unit.name();
     println!(
         "CLV model fitted on {} customers ({} repeat buyers), orders up to {end}, time in {unit_name}s",
-        thousands(customers.len() as u64),
+        thousands(fitted.customers as u64),
         thousands(repeaters as u64),
     );
     println!(
@@ -248,10 +224,8 @@ fn predict(ctx: &Context, args: PredictArgs) -> Result<()> {
     let (ws, store) = ctx.open()?;
     let as_of = as_of(args.as_of.as_deref())?;
     let horizon_ms = parse_duration(&args.horizon).context("--horizon")?;
-    let ids = store.external_ids()?;
-    let events = store.load_events(ids.len())?;
-    let config = ws.config.metrics_config();
-    let Some((model, summaries)) = clv_summaries(&store, &events, &config, as_of)? else {
+    let mut tables = Tables::open(&ws, &store, as_of)?;
+    let Some((model, summaries)) = tables.clv_summaries()? else {
         bail!("no CLV model in this workspace: fit one with `microseg clv fit`");
     };
     let horizon = model.unit.of_ms(horizon_ms);
@@ -275,7 +249,7 @@ fn predict(ctx: &Context, args: PredictArgs) -> Result<()> {
             ])?;
             for (p, s, pr) in &rows {
                 w.write_record([
-                    ids[*p].clone(),
+                    tables.external_id(*p as u32).to_string(),
                     s.x.to_string(),
                     s.t_x.to_string(),
                     s.t.to_string(),
@@ -292,7 +266,7 @@ fn predict(ctx: &Context, args: PredictArgs) -> Result<()> {
                 .iter()
                 .map(|(p, s, pr)| {
                     json!({
-                        "id": ids[*p], "repeat_purchases": s.x, "t_x": s.t_x, "t": s.t,
+                        "id": tables.external_id(*p as u32), "repeat_purchases": s.x, "t_x": s.t_x, "t": s.t,
                         "p_alive": pr.p_alive, "predicted_orders": pr.predicted_orders,
                         "expected_aov": pr.expected_aov, "clv_12m": pr.clv_12m,
                     })
@@ -324,7 +298,7 @@ fn predict(ctx: &Context, args: PredictArgs) -> Result<()> {
                 .take(args.top)
                 .map(|(p, s, pr)| {
                     vec![
-                        ids[*p].clone(),
+                        tables.external_id(*p as u32).to_string(),
                         format!("{}", s.x),
                         format!("{:.2}", pr.p_alive),
                         format!("{:.2}", pr.predicted_orders),

@@ -2,11 +2,11 @@
 
 use anyhow::Result;
 use clap::Args;
-use microseg_core::{TraitType, Value};
-use microseg_engine::stats::{pearson, spearman};
+use microseg_core::TraitType;
+use microseg_engine::analytics::{correlations, Correlations};
+use microseg_store::Tables;
 use roaring::RoaringBitmap;
 
-use super::dataset::Loaded;
 use super::{as_of, print_json, Context};
 use crate::output::print_table;
 
@@ -31,6 +31,16 @@ pub struct CorrelateArgs {
     json: bool,
 }
 
+/// The metrics correlated when none are named (with every numeric trait).
+const DEFAULT_METRICS: [&str; 6] = [
+    "visits",
+    "orders",
+    "revenue",
+    "aov",
+    "recency_days",
+    "tenure_days",
+];
+
 pub fn run(ctx: &Context, args: CorrelateArgs) -> Result<()> {
     let (ws, store) = ctx.open()?;
     let at = as_of(args.as_of.as_deref())?;
@@ -45,71 +55,31 @@ pub fn run(ctx: &Context, args: CorrelateArgs) -> Result<()> {
         None => None,
     };
     let conditions: Vec<_> = within.iter().map(|s| &s.condition).collect();
-    let loaded = Loaded::new(&ws, &store, at, &conditions)?;
-    let data = loaded.dataset();
+    let mut tables = Tables::open(&ws, &store, at)?;
     let names: Vec<String> = if args.metrics.is_empty() {
-        let mut names: Vec<String> = loaded
-            .profiles
-            .columns
+        let mut names: Vec<String> = tables
+            .schema()
             .iter()
-            .filter(|(_, c)| matches!(c.trait_type(), TraitType::Integer | TraitType::Float))
+            .filter(|(_, spec)| matches!(spec.ty, TraitType::Integer | TraitType::Float))
             .map(|(n, _)| n.clone())
             .collect();
-        names.extend(
-            [
-                "visits",
-                "orders",
-                "revenue",
-                "aov",
-                "recency_days",
-                "tenure_days",
-            ]
-            .map(String::from),
-        );
+        names.extend(DEFAULT_METRICS.map(String::from));
         names
     } else {
         args.metrics.clone()
     };
-    for n in &names {
-        let ty = data.type_of(n)?;
-        if !matches!(ty, TraitType::Integer | TraitType::Float) {
-            anyhow::bail!("'{n}' is {ty}: correlations need numbers");
-        }
-    }
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    tables.need(&conditions, &name_refs)?;
+    let data = tables.dataset();
     let members: RoaringBitmap = match &within {
-        Some(s) => loaded.evaluate(&s.condition)?,
-        None => (0..loaded.external_ids.len() as u32).collect(),
+        Some(s) => data.evaluate(&s.condition)?,
+        None => tables.everyone(),
     };
-    // One column of optional numbers per name, over the members.
-    let columns: Vec<Vec<Option<f64>>> = names
-        .iter()
-        .map(|n| {
-            members
-                .iter()
-                .map(|p| match data.value_of(n, p) {
-                    Ok(Some(Value::Int(i))) => Some(i as f64),
-                    Ok(Some(Value::Float(x))) => Some(x),
-                    _ => None,
-                })
-                .collect()
-        })
-        .collect();
-    let k = names.len();
-    let mut n = vec![vec![0u64; k]; k];
-    let mut pe = vec![vec![None; k]; k];
-    let mut sp = vec![vec![None; k]; k];
-    for i in 0..k {
-        for j in 0..k {
-            let (xs, ys): (Vec<f64>, Vec<f64>) = columns[i]
-                .iter()
-                .zip(&columns[j])
-                .filter_map(|(x, y)| Some(((*x)?, (*y)?)))
-                .unzip();
-            n[i][j] = xs.len() as u64;
-            pe[i][j] = pearson(&xs, &ys);
-            sp[i][j] = spearman(&xs, &ys);
-        }
-    }
+    let Correlations {
+        n,
+        pearson: pe,
+        spearman: sp,
+    } = correlations(&data, &members, &names)?;
     if args.json {
         return print_json(&serde_json::json!({
             "as_of": at.to_string(),

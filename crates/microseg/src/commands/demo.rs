@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
+use microseg_core::condition::parse;
 use microseg_core::time::TimeFormat;
 use microseg_core::{Timestamp, Value};
 use microseg_store::{
-    EventImport, EventName, FileOptions, ImportSummary, ProfileImport, Store, Workspace,
+    EventImport, EventName, FileOptions, ImportSummary, ProfileImport, Store, Tables, Workspace,
 };
 use microseg_synth::{email_test, generate, ShopConfig, DEMO_END};
 
 use super::import::print_summary;
-use super::metrics::{compute, ComputedMetrics};
 use super::{print_json, Context};
 use crate::output::{money, percent, print_table, thousands};
 use crate::progress::Bar;
@@ -96,10 +96,22 @@ pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
         },
         &Bar::new("events"),
     )?;
-    let computed = compute(&ws, &store, DEMO_END)?;
-    let table = store.load_profiles()?;
-    let segments = demo_segments(&mut store, &table, &computed)?;
-    let summary = Summary::new(&computed, &table, profiles, events);
+    let mut tables = Tables::open(&ws, &store, DEMO_END)?;
+    tables.need_all_traits()?;
+    tables.metrics()?;
+    let segments = demo_segments(&mut tables)?;
+    let data = tables.dataset();
+    let summary = Summary::new(
+        data.metrics.expect("computed"),
+        data.profiles,
+        profiles,
+        events,
+    );
+    drop(tables);
+    for (name, description, condition, _) in &segments.saved {
+        let condition = parse(condition).expect("printed conditions parse");
+        store.save_segment(name, &condition, Some(description), true)?;
+    }
     if args.json {
         let mut doc = summary.to_json();
         doc["segments"] = segments.to_json();
@@ -134,34 +146,17 @@ struct DemoSegments {
     total: u64,
 }
 
-fn demo_segments(
-    store: &mut Store,
-    table: &microseg_engine::ProfileTable,
-    computed: &ComputedMetrics,
-) -> Result<DemoSegments> {
-    use microseg_core::condition::parse;
+/// The demo's segments with their sizes (saved by the caller), and the drill-down.
+fn demo_segments(tables: &mut Tables<'_>) -> Result<DemoSegments> {
     let conditions: Vec<_> = DEMO_SEGMENTS
         .iter()
         .map(|(_, _, c)| parse(c).expect("the demo's conditions parse"))
         .collect();
-    let properties: Vec<String> = conditions
-        .iter()
-        .flat_map(|c| c.event_properties())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let events = store.load_events_with_properties(table.len(), &properties)?;
-    let data = microseg_engine::Dataset {
-        profiles: table,
-        metrics: Some(&computed.metrics),
-        events: Some(&events),
-        as_of: DEMO_END,
-        segments: None,
-    };
+    tables.need(&conditions.iter().collect::<Vec<_>>(), &[])?;
+    let data = tables.dataset();
     let mut saved = Vec::new();
     for ((name, description, _), condition) in DEMO_SEGMENTS.iter().zip(&conditions) {
         let size = data.evaluate(condition)?.len();
-        store.save_segment(name, condition, Some(description), true)?;
         saved.push((
             name.to_string(),
             description.to_string(),
@@ -169,13 +164,12 @@ fn demo_segments(
             size,
         ));
     }
-    let all = (0..table.len() as u32).collect();
     let dims = ["discipline", "skill", "gender"].map(String::from);
-    let tree = microseg_engine::analytics::drill_down(&data, all, &dims)?;
+    let tree = microseg_engine::analytics::drill_down(&data, tables.everyone(), &dims)?;
     Ok(DemoSegments {
         tree,
         saved,
-        total: table.len() as u64,
+        total: tables.len() as u64,
     })
 }
 
@@ -545,13 +539,12 @@ struct Summary {
 
 impl Summary {
     fn new(
-        c: &ComputedMetrics,
+        m: &microseg_engine::Metrics,
         table: &microseg_engine::ProfileTable,
         profiles: ImportSummary,
         events: ImportSummary,
     ) -> Summary {
-        let m = &c.metrics;
-        let n = c.external_ids.len();
+        let n = table.len();
         let mut rf_grid = [[0u64; 5]; 5];
         let mut cells: BTreeMap<String, (u64, f64)> = BTreeMap::new();
         for p in 0..n {

@@ -5,12 +5,12 @@ use clap::Args;
 use microseg_core::condition::Condition;
 use microseg_core::TraitType;
 use microseg_engine::models::discover::{
-    dimension_items, discover, Discovery, Item, Settings, Target, Verdict,
+    discover, items, Discovery, Item, Settings, Target, Verdict,
 };
+use microseg_store::Tables;
 use roaring::RoaringBitmap;
 use serde_json::json;
 
-use super::dataset::Loaded;
 use super::segment::named_or_parsed;
 use super::{as_of, print_json, Context};
 use crate::output::{print_table, thousands};
@@ -91,22 +91,14 @@ impl SearchArgs {
         })
     }
 
-    /// The items of the chosen dimensions (default: every non-time trait) within `base`.
-    pub fn items(
-        &self,
-        loaded: &Loaded,
-        base: &RoaringBitmap,
-        settings: &Settings,
-        exclude: &[String],
-    ) -> Result<(Vec<String>, Vec<Item>)> {
+    /// The dimensions to search: those named, or every trait but timestamps and
+    /// `exclude`.
+    pub fn dimensions(&self, tables: &Tables<'_>, exclude: &[String]) -> Result<Vec<String>> {
         let dims: Vec<String> = if self.dims.is_empty() {
-            loaded
-                .profiles
-                .columns
+            tables
+                .schema()
                 .iter()
-                .filter(|(name, c)| {
-                    c.trait_type() != TraitType::Timestamp && !exclude.contains(name)
-                })
+                .filter(|(name, spec)| spec.ty != TraitType::Timestamp && !exclude.contains(name))
                 .map(|(name, _)| name.clone())
                 .collect()
         } else {
@@ -115,16 +107,21 @@ impl SearchArgs {
         if dims.is_empty() {
             bail!("no dimensions to search: name them with --dims");
         }
-        let dataset = loaded.dataset();
-        let mut items = Vec::new();
-        for (i, name) in dims.iter().enumerate() {
-            items.extend(
-                dimension_items(&dataset, i, name, base, settings)
-                    .map_err(|e| anyhow::anyhow!("--dims {name}: {e}"))?,
-            );
-        }
-        Ok((dims, items))
+        Ok(dims)
     }
+}
+
+/// The candidates' items of `dims` within `base` (loading what they read).
+pub fn search_items(
+    tables: &mut Tables<'_>,
+    dims: &[String],
+    base: &RoaringBitmap,
+    settings: &Settings,
+) -> Result<Vec<Item>> {
+    let names: Vec<&str> = dims.iter().map(String::as_str).collect();
+    tables.need(&[], &names)?;
+    items(&tables.dataset(), dims, base, settings)
+        .map_err(|(dim, e)| anyhow::anyhow!("--dims {dim}: {e}"))
 }
 
 pub fn run(ctx: &Context, args: DiscoverArgs) -> Result<()> {
@@ -144,35 +141,29 @@ pub fn run(ctx: &Context, args: DiscoverArgs) -> Result<()> {
         .map(|w| named_or_parsed(&saved, w).map(|c| c.1))
         .transpose()?;
     let conditions: Vec<&Condition> = target_condition.iter().chain(&within).collect();
-    let mut read = args.search.dims.clone();
-    read.push(args.target.clone());
-    let loaded = Loaded::reading(&ws, &store, at, &conditions, &read)?;
-    let dataset = loaded.dataset();
+    let mut tables = Tables::open(&ws, &store, at)?;
+    let target_name = [args.target.as_str()];
+    let names: &[&str] = if target_condition.is_some() {
+        &[]
+    } else {
+        &target_name
+    };
+    tables.need(&conditions, names)?;
     let base = match &within {
-        Some(c) => loaded.evaluate(c)?,
-        None => {
-            let mut all = RoaringBitmap::new();
-            all.insert_range(0..loaded.external_ids.len() as u32);
-            all
-        }
+        Some(c) => tables.dataset().evaluate(c)?,
+        None => tables.everyone(),
     };
     let target = match &target_condition {
-        Some(c) => Target::Rate(loaded.evaluate(c)?),
+        Some(c) => Target::Rate(tables.dataset().evaluate(c)?),
         None => {
-            let ty = dataset.type_of(&args.target)?;
+            let ty = tables.dataset().type_of(&args.target)?;
             if !matches!(ty, TraitType::Integer | TraitType::Float) {
                 bail!(
                     "--target {}: is {ty}; give a condition or a numeric trait or metric",
                     args.target
                 );
             }
-            let mut values = vec![f64::NAN; loaded.external_ids.len()];
-            for p in &base {
-                if let Some(v) = dataset.value_of(&args.target, p)?.and_then(|v| v.as_f64()) {
-                    values[p as usize] = v;
-                }
-            }
-            Target::Mean(values)
+            Target::mean_of(&tables.dataset(), &args.target, &base)?
         }
     };
     // A target's own traits would only rediscover the target.
@@ -180,8 +171,9 @@ pub fn run(ctx: &Context, args: DiscoverArgs) -> Result<()> {
         .as_ref()
         .map(|c| c.profile_names())
         .unwrap_or_else(|| vec![args.target.clone()]);
+    let dims = args.search.dimensions(&tables, &exclude)?;
     let started = std::time::Instant::now();
-    let (dims, items) = args.search.items(&loaded, &base, &settings, &exclude)?;
+    let items = search_items(&mut tables, &dims, &base, &settings)?;
     let mut found = discover(&items, &base, &target, &settings);
     let seconds = started.elapsed().as_secs_f64();
     if args.value {

@@ -6,17 +6,16 @@ use std::collections::HashMap;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use microseg_core::condition::Condition;
-use microseg_engine::models::discover::{discover_uplift, Settings, Verdict};
-use microseg_engine::models::experiment::{
-    compare, Comparison, Experiment, Member, Moments, OutcomeKind,
+use microseg_engine::models::discover::{
+    dimension_items, discover_uplift, exclusion, Settings, Verdict,
 };
+use microseg_engine::models::experiment::{ArmResult, Experiment, Member, Moments, OutcomeKind};
 use microseg_store::reader::{self, Cell, Row};
-use microseg_store::{FileOptions, ProfileImport};
+use microseg_store::{FileOptions, ProfileImport, Tables};
 use roaring::RoaringBitmap;
 use serde_json::{json, Value as Json};
 
-use super::dataset::Loaded;
-use super::discover::{add_search_fields, print_findings, show, SearchArgs};
+use super::discover::{add_search_fields, print_findings, search_items, show, SearchArgs};
 use super::import::{parse_types, print_summary, FileArgs};
 use super::segment::check_name;
 use super::{as_of, print_json, Context};
@@ -380,46 +379,6 @@ fn outcome_value(cell: &Cell) -> Result<f64, String> {
     }
 }
 
-/// An arm, its size, and per outcome its value and comparison with the control.
-type ArmRow = (String, u64, Vec<(f64, Option<Comparison>)>);
-
-/// One arm's row of a report: n and each outcome with its comparison to the control.
-fn arm_rows(
-    experiment: &Experiment,
-    columns: &[Vec<f64>],
-    kinds: &[OutcomeKind],
-    within: Option<&RoaringBitmap>,
-) -> Vec<ArmRow> {
-    let control = experiment.control_index();
-    let arm_sets: Vec<RoaringBitmap> = (0..experiment.arms.len())
-        .map(|a| {
-            let m = experiment.arm_members(a);
-            match within {
-                Some(w) => m & w,
-                None => m,
-            }
-        })
-        .collect();
-    let mut order: Vec<usize> = vec![control];
-    order.extend((0..experiment.arms.len()).filter(|&a| a != control));
-    order
-        .into_iter()
-        .map(|a| {
-            let outcomes = (0..experiment.outcomes.len())
-                .map(|o| {
-                    let mine = Moments::of(&columns[o], &arm_sets[a]);
-                    let theirs = Moments::of(&columns[o], &arm_sets[control]);
-                    let cmp = (a != control)
-                        .then(|| compare(kinds[o], &mine, &theirs))
-                        .flatten();
-                    (mine.mean(), cmp)
-                })
-                .collect();
-            (experiment.arms[a].clone(), arm_sets[a].len(), outcomes)
-        })
-        .collect()
-}
-
 fn finite(x: f64) -> Json {
     if x.is_finite() {
         json!(x)
@@ -428,11 +387,12 @@ fn finite(x: f64) -> Json {
     }
 }
 
-fn arms_json(experiment: &Experiment, rows: &[ArmRow]) -> Vec<Json> {
+fn arms_json(experiment: &Experiment, rows: &[ArmResult]) -> Vec<Json> {
     rows.iter()
-        .map(|(arm, n, outcomes)| {
+        .map(|ArmResult { arm, n, outcomes }| {
             let mut map = serde_json::Map::new();
-            for (o, (value, cmp)) in experiment.outcomes.iter().zip(outcomes) {
+            for (o, r) in experiment.outcomes.iter().zip(outcomes) {
+                let (value, cmp) = (&r.value, &r.comparison);
                 map.insert(
                     o.clone(),
                     json!({
@@ -451,7 +411,7 @@ fn arms_json(experiment: &Experiment, rows: &[ArmRow]) -> Vec<Json> {
         .collect()
 }
 
-fn print_arms(experiment: &Experiment, kinds: &[OutcomeKind], rows: &[ArmRow]) {
+fn print_arms(experiment: &Experiment, kinds: &[OutcomeKind], rows: &[ArmResult]) {
     let mut table = Vec::new();
     for (o, name) in experiment.outcomes.iter().enumerate() {
         let kind = if kinds[o] == OutcomeKind::Rate {
@@ -459,8 +419,8 @@ fn print_arms(experiment: &Experiment, kinds: &[OutcomeKind], rows: &[ArmRow]) {
         } else {
             "mean"
         };
-        for (arm, n, outcomes) in rows {
-            let (value, cmp) = &outcomes[o];
+        for ArmResult { arm, n, outcomes } in rows {
+            let (value, cmp) = (&outcomes[o].value, &outcomes[o].comparison);
             let diff = |x: f64| {
                 if kinds[o] == OutcomeKind::Rate {
                     format!("{:+.2} pts", x * 100.0)
@@ -502,24 +462,25 @@ fn report(ctx: &Context, args: ReportArgs) -> Result<()> {
     let (ws, store) = ctx.open()?;
     let experiment = store.experiment(&args.name)?;
     let at = as_of(args.as_of.as_deref())?;
-    let profiles = store.external_ids()?.len();
-    let columns: Vec<Vec<f64>> = (0..experiment.outcomes.len())
-        .map(|o| experiment.outcome_column(o, profiles))
-        .collect();
     let kinds: Vec<OutcomeKind> = (0..experiment.outcomes.len())
         .map(|o| experiment.outcome_kind(o))
         .collect();
-    let overall = arm_rows(&experiment, &columns, &kinds, None);
+    let mut tables = Tables::open(&ws, &store, at)?;
+    let profiles = tables.len();
+    let overall = experiment.report(profiles, None);
     let mut by = Vec::new();
     if !args.by.is_empty() {
-        let saved = store.segment_conditions()?;
-        let segment_conditions: Vec<Condition> = args
+        let saved = tables.segments().clone();
+        let segment_conditions: Vec<&Condition> =
+            args.by.iter().filter_map(|b| saved.get(b)).collect();
+        let names: Vec<&str> = args
             .by
             .iter()
-            .filter_map(|b| saved.get(b).cloned())
+            .filter(|b| !saved.contains_key(*b))
+            .map(String::as_str)
             .collect();
-        let refs: Vec<&Condition> = segment_conditions.iter().collect();
-        let loaded = Loaded::reading(&ws, &store, at, &refs, &args.by)?;
+        tables.need(&segment_conditions, &names)?;
+        let data = tables.dataset();
         let all = experiment.all_members();
         let settings = Settings {
             min_support: 1,
@@ -528,29 +489,23 @@ fn report(ctx: &Context, args: ReportArgs) -> Result<()> {
         for (i, dim) in args.by.iter().enumerate() {
             let groups: Vec<(String, RoaringBitmap)> = match saved.get(dim) {
                 Some(c) => {
-                    let members = loaded.evaluate(c)?;
+                    let members = data.evaluate(c)?;
                     vec![
                         ("in".to_string(), &members & &all),
                         ("not in".to_string(), &all - &members),
                     ]
                 }
-                None => microseg_engine::models::discover::dimension_items(
-                    &loaded.dataset(),
-                    i,
-                    dim,
-                    &all,
-                    &settings,
-                )
-                .map_err(|e| anyhow::anyhow!("--by {dim}: {e}"))?
-                .into_iter()
-                .map(|item| (item.label, item.members))
-                .collect(),
+                None => dimension_items(&data, i, dim, &all, &settings)
+                    .map_err(|e| anyhow::anyhow!("--by {dim}: {e}"))?
+                    .into_iter()
+                    .map(|item| (item.label, item.members))
+                    .collect(),
             };
             for (value, members) in groups {
                 by.push((
                     dim.clone(),
                     value,
-                    arm_rows(&experiment, &columns, &kinds, Some(&members)),
+                    experiment.report(profiles, Some(&members)),
                 ));
             }
         }
@@ -615,50 +570,22 @@ fn uplift(ctx: &Context, args: DiscoverArgs) -> Result<()> {
     if let Some(name) = &args.save_exclusion {
         check_name(name).context("--save-exclusion")?;
     }
-    let loaded = Loaded::reading(&ws, &store, at, &[], &args.search.dims)?;
+    let mut tables = Tables::open(&ws, &store, at)?;
     let treated = experiment.arm_members(arm);
     let control = experiment.arm_members(experiment.control_index());
     let base = &treated | &control;
-    let column = experiment.outcome_column(o, loaded.external_ids.len());
+    let column = experiment.outcome_column(o, tables.len());
     let kind = experiment.outcome_kind(o);
     let started = std::time::Instant::now();
-    let (dims, items) = args.search.items(&loaded, &base, &settings, &[])?;
+    let dims = args.search.dimensions(&tables, &[])?;
+    let items = search_items(&mut tables, &dims, &base, &settings)?;
     let found = discover_uplift(&items, &treated, &control, &column, kind, &settings);
     let seconds = started.elapsed().as_secs_f64();
+    drop(tables);
     let control_overall = Moments::of(&column, &control).mean();
-    // The no-effect segments above the control's overall value, broadest first, each
-    // skipped when a chosen one already covers it (its conditions are a subset).
-    let conjuncts = |c: &Condition| match c {
-        Condition::And { all } => all.clone(),
-        other => vec![other.clone()],
-    };
-    let mut candidates: Vec<&microseg_engine::models::discover::Finding> = found
-        .segments
-        .iter()
-        .filter(|f| {
-            f.verdict == Verdict::NoEffect && f.control_value.is_some_and(|c| c > control_overall)
-        })
-        .collect();
-    candidates.sort_by_key(|f| conjuncts(&f.condition).len());
-    let mut exclusion: Vec<Condition> = Vec::new();
-    for f in candidates {
-        let mine = conjuncts(&f.condition);
-        let covered = exclusion
-            .iter()
-            .any(|e| conjuncts(e).iter().all(|part| mine.contains(part)));
-        if !covered && exclusion.len() < 5 {
-            exclusion.push(f.condition.clone());
-        }
-    }
+    let chosen = exclusion(&found, control_overall);
     let mut saved = None;
-    if let (Some(name), false) = (&args.save_exclusion, exclusion.is_empty()) {
-        let condition = if exclusion.len() == 1 {
-            exclusion[0].clone()
-        } else {
-            Condition::Or {
-                any: exclusion.clone(),
-            }
-        };
+    if let (Some(name), Some(condition)) = (&args.save_exclusion, chosen) {
         let description = format!(
             "people for whom '{}' in experiment {} made no measurable difference to {} (they act anyway)",
             args.arm, experiment.name, args.outcome

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use microseg_core::{Timestamp, Value};
-use microseg_engine::{compute_metrics, Metrics, METRIC_NAMES};
-use microseg_store::{Store, Workspace};
+use microseg_core::Value;
+use microseg_engine::METRIC_NAMES;
+use microseg_store::Tables;
 
 use super::{as_of, Context};
 
@@ -38,34 +38,6 @@ enum OutputFormat {
     Json,
 }
 
-/// Metrics of every profile, with their external ids.
-pub struct ComputedMetrics {
-    /// External id per dense profile id.
-    pub external_ids: Vec<String>,
-    /// The metric columns.
-    pub metrics: Metrics,
-    /// Seconds spent loading events from the store.
-    pub load_seconds: f64,
-    /// Seconds spent computing.
-    pub compute_seconds: f64,
-}
-
-/// Loads the events of the workspace and computes every metric as of `as_of`.
-pub fn compute(ws: &Workspace, store: &Store, as_of: Timestamp) -> Result<ComputedMetrics> {
-    let started = Instant::now();
-    let external_ids = store.external_ids()?;
-    let events = store.load_events(external_ids.len())?;
-    let load_seconds = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let metrics = compute_metrics(&events, &external_ids, as_of, &ws.config.metrics_config());
-    Ok(ComputedMetrics {
-        external_ids,
-        metrics,
-        load_seconds,
-        compute_seconds: started.elapsed().as_secs_f64(),
-    })
-}
-
 /// A metric value as CSV / table text (empty when missing).
 pub fn text(value: &Option<Value>) -> String {
     value.as_ref().map(Value::to_string).unwrap_or_default()
@@ -82,16 +54,22 @@ pub fn json(value: &Option<Value>) -> serde_json::Value {
 pub fn run(ctx: &Context, args: MetricsArgs) -> Result<()> {
     let (ws, store) = ctx.open()?;
     let as_of = as_of(args.as_of.as_deref())?;
-    let computed = compute(&ws, &store, as_of)?;
+    let started = Instant::now();
+    let mut tables = Tables::open(&ws, &store, as_of)?;
+    tables.events(&[])?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    tables.metrics()?;
+    let compute_seconds = started.elapsed().as_secs_f64();
+    let data = tables.dataset();
+    let m = data.metrics.expect("computed");
+    let external_ids = &data.profiles.external_ids;
     eprintln!(
-        "computed metrics for {} profiles as of {as_of} (load {:.2} s, compute {:.3} s)",
-        computed.external_ids.len(),
-        computed.load_seconds,
-        computed.compute_seconds
+        "computed metrics for {} profiles as of {as_of} (load {load_seconds:.2} s, compute {compute_seconds:.3} s)",
+        external_ids.len(),
     );
     let mut out = crate::output::writer(args.out.as_deref())?;
-    let m = &computed.metrics;
-    let ids = 0..computed.external_ids.len() as u32;
+    let ids = 0..external_ids.len() as u32;
     match args.format {
         OutputFormat::Csv => {
             let mut w = csv::Writer::from_writer(out);
@@ -99,7 +77,7 @@ pub fn run(ctx: &Context, args: MetricsArgs) -> Result<()> {
             header.extend(METRIC_NAMES);
             w.write_record(&header)?;
             for p in ids {
-                let mut record = vec![computed.external_ids[p as usize].clone()];
+                let mut record = vec![external_ids.get(p).to_string()];
                 record.extend(METRIC_NAMES.iter().map(|n| text(&m.value(n, p))));
                 w.write_record(&record)?;
             }
@@ -109,10 +87,7 @@ pub fn run(ctx: &Context, args: MetricsArgs) -> Result<()> {
             let profiles: Vec<serde_json::Value> = ids
                 .map(|p| {
                     let mut o = serde_json::Map::new();
-                    o.insert(
-                        "id".into(),
-                        computed.external_ids[p as usize].clone().into(),
-                    );
+                    o.insert("id".into(), external_ids.get(p).into());
                     for n in METRIC_NAMES {
                         o.insert(n.into(), json(&m.value(n, p)));
                     }
@@ -129,13 +104,7 @@ pub fn run(ctx: &Context, args: MetricsArgs) -> Result<()> {
         }
         OutputFormat::Table => {
             let mut widths: Vec<usize> = METRIC_NAMES.iter().map(|n| n.len().max(8)).collect();
-            let id_width = computed
-                .external_ids
-                .iter()
-                .map(String::len)
-                .max()
-                .unwrap_or(2)
-                .max(2);
+            let id_width = external_ids.iter().map(str::len).max().unwrap_or(2).max(2);
             widths[4] = 20;
             widths[5] = 20;
             widths[6] = 20;
@@ -145,7 +114,7 @@ pub fn run(ctx: &Context, args: MetricsArgs) -> Result<()> {
             }
             writeln!(out)?;
             for p in ids {
-                write!(out, "{:<id_width$}", computed.external_ids[p as usize])?;
+                write!(out, "{:<id_width$}", external_ids.get(p))?;
                 for (n, w) in METRIC_NAMES.iter().zip(&widths) {
                     let v = match m.value(n, p) {
                         Some(Value::Float(x)) => format!("{x:.2}"),

@@ -4,7 +4,6 @@ mod bench;
 mod cluster;
 mod clv;
 mod correlate;
-mod dataset;
 mod demo;
 mod discover;
 mod experiment;

@@ -4,7 +4,9 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use microseg_engine::METRIC_NAMES;
 
-use super::metrics::{compute, json, text};
+use microseg_store::Tables;
+
+use super::metrics::{json, text};
 use super::{as_of, print_json, Context};
 
 /// Look at single profiles.
@@ -34,12 +36,13 @@ pub fn run(ctx: &Context, cmd: ProfileCommand) -> Result<()> {
     let (ws, store) = ctx.open()?;
     let as_of = as_of(args.as_of.as_deref())?;
     let profile = store.profile(&args.id)?;
-    let computed = compute(&ws, &store, as_of)?;
-    let events = store.recent_events(profile.id, as_of, args.events)?;
+    let mut tables = Tables::open(&ws, &store, as_of)?;
+    let computed = tables.metrics()?;
     let metrics: Vec<(&str, Option<microseg_core::Value>)> = METRIC_NAMES
         .iter()
-        .map(|n| (*n, computed.metrics.value(n, profile.id)))
+        .map(|n| (*n, computed.value(n, profile.id)))
         .collect();
+    let events = store.recent_events(profile.id, as_of, args.events)?;
     if args.json {
         let doc = serde_json::json!({
             "id": profile.external_id,

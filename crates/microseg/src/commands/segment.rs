@@ -8,10 +8,9 @@ use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use microseg_core::condition::{parse, Condition};
 use microseg_engine::check_references;
-use microseg_store::{Store, Workspace};
+use microseg_store::{Store, Tables, Workspace};
 use roaring::RoaringBitmap;
 
-use super::dataset::Loaded;
 use super::{as_of, print_json, Context};
 use crate::output::{percent, print_table, thousands};
 
@@ -227,12 +226,14 @@ fn create(ws: &Workspace, store: &mut Store, args: CreateArgs) -> Result<()> {
     let saved = store.segment_conditions()?;
     check_references(&args.name, &condition, &saved)
         .with_context(|| format!("segment '{}'", args.name))?;
-    // Evaluating once now catches unknown names and type errors before saving.
+    // Evaluating once now catches unknown names and type errors before saving (and
+    // makes the snapshot columns of the event properties it reads).
     let now = as_of(args.as_of.as_deref())?;
-    let loaded = Loaded::new(ws, store, now, &[&condition])?;
-    let members = loaded
+    let mut tables = Tables::open(ws, store, now)?;
+    let members = tables
         .evaluate(&condition)
         .with_context(|| format!("segment '{}'", args.name))?;
+    let total = tables.everyone().len();
     let version = store.save_segment(
         &args.name,
         &condition,
@@ -254,7 +255,7 @@ fn create(ws: &Workspace, store: &mut Store, args: CreateArgs) -> Result<()> {
         "{verb} segment {} (version {version}): {} of {} profiles as of {now}",
         args.name,
         thousands(size),
-        thousands(loaded.external_ids.len() as u64)
+        thousands(total)
     );
     Ok(())
 }
@@ -263,12 +264,17 @@ fn list(ws: &Workspace, store: &Store, args: ListArgs) -> Result<()> {
     let at = as_of(args.as_of.as_deref())?;
     let stored = store.segments()?;
     let conditions: Vec<&Condition> = stored.iter().map(|s| &s.condition).collect();
-    let loaded = Loaded::new(ws, store, at, &conditions)?;
-    let total = loaded.external_ids.len() as u64;
+    let mut tables = Tables::open(ws, store, at)?;
+    tables.need(&conditions, &[])?;
+    let total = tables.everyone().len();
+    let data = tables.dataset();
     let mut rows = Vec::new();
     let mut json = Vec::new();
     for s in &stored {
-        let size = loaded.evaluate(&s.condition)?.len();
+        let size = data
+            .evaluate(&s.condition)
+            .with_context(|| format!("segment '{}'", s.name))?
+            .len();
         rows.push(vec![
             s.name.clone(),
             thousands(size),
@@ -310,9 +316,9 @@ fn find(store: &Store, name: &str) -> Result<microseg_store::StoredSegment> {
 fn show(ws: &Workspace, store: &Store, args: ShowArgs) -> Result<()> {
     let at = as_of(args.as_of.as_deref())?;
     let s = find(store, &args.name)?;
-    let loaded = Loaded::new(ws, store, at, &[&s.condition])?;
-    let size = loaded.evaluate(&s.condition)?.len();
-    let total = loaded.external_ids.len() as u64;
+    let mut tables = Tables::open(ws, store, at)?;
+    let size = tables.evaluate(&s.condition)?.len();
+    let total = tables.everyone().len();
     if args.json {
         return print_json(&serde_json::json!({
             "name": s.name,
@@ -342,9 +348,9 @@ fn size(ws: &Workspace, store: &Store, args: SizeArgs) -> Result<()> {
     let at = as_of(args.as_of.as_deref())?;
     let saved = store.segment_conditions()?;
     let (segment, condition) = named_or_parsed(&saved, &args.segment_or_condition)?;
-    let loaded = Loaded::new(ws, store, at, &[&condition])?;
-    let size = loaded.evaluate(&condition)?.len();
-    let total = loaded.external_ids.len() as u64;
+    let mut tables = Tables::open(ws, store, at)?;
+    let size = tables.evaluate(&condition)?.len();
+    let total = tables.everyone().len();
     if args.json {
         return print_json(&serde_json::json!({
             "size": size,
@@ -393,12 +399,10 @@ fn sql(ws: &Workspace, store: &Store, args: SqlArgs) -> Result<()> {
 fn members(ws: &Workspace, store: &Store, args: MembersArgs) -> Result<()> {
     let at = as_of(args.as_of.as_deref())?;
     let s = find(store, &args.name)?;
-    let loaded = Loaded::new(ws, store, at, &[&s.condition])?;
-    let members = loaded.evaluate(&s.condition)?;
+    let mut tables = Tables::open(ws, store, at)?;
+    let members = tables.evaluate(&s.condition)?;
     let mut out = crate::output::writer(args.out.as_deref())?;
-    let ids = members
-        .iter()
-        .map(|p| loaded.external_ids[p as usize].as_str());
+    let ids = members.iter().map(|p| tables.external_id(p));
     match args.format {
         MembersFormat::Csv => {
             let mut w = csv::Writer::from_writer(out);
@@ -433,11 +437,13 @@ fn overlap(ws: &Workspace, store: &Store, args: OverlapArgs) -> Result<()> {
         .map(|n| find(store, n))
         .collect::<Result<_>>()?;
     let conditions: Vec<&Condition> = found.iter().map(|s| &s.condition).collect();
-    let loaded = Loaded::new(ws, store, at, &conditions)?;
+    let mut tables = Tables::open(ws, store, at)?;
+    tables.need(&conditions, &[])?;
+    let data = tables.dataset();
     let sets: Vec<RoaringBitmap> = conditions
         .iter()
-        .map(|c| loaded.evaluate(c))
-        .collect::<Result<_>>()?;
+        .map(|c| data.evaluate(c))
+        .collect::<Result<_, _>>()?;
     let matrix = microseg_engine::analytics::overlaps(&sets);
     if args.json {
         let mut pairs = Vec::new();
@@ -498,12 +504,14 @@ fn tree(ws: &Workspace, store: &Store, args: TreeArgs) -> Result<()> {
         None => None,
     };
     let conditions: Vec<&Condition> = within.iter().map(|s| &s.condition).collect();
-    let loaded = Loaded::new(ws, store, at, &conditions)?;
+    let mut tables = Tables::open(ws, store, at)?;
+    let by: Vec<&str> = args.by.iter().map(String::as_str).collect();
+    tables.need(&conditions, &by)?;
     let root = match &within {
-        Some(s) => loaded.evaluate(&s.condition)?,
-        None => (0..loaded.external_ids.len() as u32).collect(),
+        Some(s) => tables.dataset().evaluate(&s.condition)?,
+        None => tables.everyone(),
     };
-    let tree = microseg_engine::analytics::drill_down(&loaded.dataset(), root, &args.by)?;
+    let tree = microseg_engine::analytics::drill_down(&tables.dataset(), root, &args.by)?;
     if args.json {
         return print_json(&serde_json::json!({
             "as_of": at.to_string(),
@@ -553,8 +561,9 @@ fn explain(ws: &Workspace, store: &Store, args: ExplainArgs) -> Result<()> {
     let at = as_of(args.as_of.as_deref())?;
     let s = find(store, &args.name)?;
     let profile = store.profile(&args.profile)?;
-    let loaded = Loaded::new(ws, store, at, &[&s.condition])?;
-    let e = loaded.dataset().explain(&s.condition, profile.id)?;
+    let mut tables = Tables::open(ws, store, at)?;
+    tables.need(&[&s.condition], &[])?;
+    let e = tables.dataset().explain(&s.condition, profile.id)?;
     if args.json {
         return print_json(&serde_json::json!({
             "segment": s.name,
