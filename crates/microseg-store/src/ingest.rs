@@ -127,6 +127,10 @@ struct Ids {
     anonymous: FxHashMap<String, ProfileId>,
     /// Profiles known only by an anonymous id (merged into a user on first link).
     anonymous_only: FxHashSet<ProfileId>,
+    /// Merged profiles and the profile each was merged into: ids in `users` and
+    /// `anonymous` may name a merged profile, and [`Ids::live`] follows this to the
+    /// survivor.
+    merged: FxHashMap<ProfileId, ProfileId>,
     next_id: ProfileId,
     names: FxHashMap<String, u32>,
     types: FxHashMap<String, TraitType>,
@@ -160,6 +164,7 @@ impl Ingestor {
                 users: FxHashMap::default(),
                 anonymous: FxHashMap::default(),
                 anonymous_only: FxHashSet::default(),
+                merged: FxHashMap::default(),
                 next_id: 0,
                 names: FxHashMap::default(),
                 types: FxHashMap::default(),
@@ -186,6 +191,7 @@ impl Ingestor {
             conn.prepare("SELECT id, external_id, merged_into IS NULL FROM profiles ORDER BY id")?;
         let mut rows = stmt.query([])?;
         self.ids.next_id = 0;
+        let mut merged = Vec::new();
         while let Some(r) = rows.next()? {
             let (id, external, live): (u32, String, bool) = (r.get(0)?, r.get(1)?, r.get(2)?);
             self.ids.next_id = id + 1;
@@ -194,7 +200,18 @@ impl Ingestor {
                     self.ids.anonymous_only.insert(id);
                 }
                 self.ids.users.insert(external, id);
+            } else {
+                merged.push((id, external));
             }
+        }
+        drop(rows);
+        drop(stmt);
+        // A merged profile's id names its survivor from now on, so a later call with
+        // that id neither creates a second profile of the same external id nor writes to
+        // a retired one.
+        self.ids.merged = self.store.merges()?.into_iter().collect();
+        for (id, external) in merged {
+            self.ids.users.insert(external, id);
         }
         self.ids.anonymous = conn
             .prepare(
@@ -313,7 +330,7 @@ impl Ingestor {
                         .users
                         .get(&previous_id)
                         .or_else(|| ids.anonymous.get(&previous_id))
-                        .copied();
+                        .map(|&p| ids.live(p));
                     match previous {
                         Some(p) if p != profile => ids.merge(&tx, p, profile, now, &mut out)?,
                         Some(_) => {}
@@ -340,6 +357,19 @@ impl Ingestor {
 }
 
 impl Ids {
+    /// The live profile `p` stands for: itself, or the end of its chain of merges.
+    fn live(&self, mut p: ProfileId) -> ProfileId {
+        // A chain is at most as long as there are merges (and never a cycle: only live
+        // profiles are merged, into live ones).
+        for _ in 0..=self.merged.len() {
+            match self.merged.get(&p) {
+                Some(&into) => p = into,
+                None => break,
+            }
+        }
+        p
+    }
+
     /// The profiles version this commit gives the profiles it changes (moved once per
     /// commit, on the first change).
     fn version(&mut self, tx: &rusqlite::Transaction<'_>) -> Result<u64, StoreError> {
@@ -362,7 +392,7 @@ impl Ids {
         let Some(user) = &m.user_id else {
             let anonymous = m.anonymous_id.as_ref().expect("validated: one id is given");
             if let Some(&p) = self.anonymous.get(anonymous) {
-                return Ok(p);
+                return Ok(self.live(p));
             }
             let p = self.create(tx, &format!("anonymous:{anonymous}"), now, out)?;
             self.link(tx, anonymous, p)?;
@@ -370,11 +400,11 @@ impl Ids {
             return Ok(p);
         };
         let p = match self.users.get(user) {
-            Some(&p) => p,
+            Some(&p) => self.live(p),
             None => self.create(tx, user, now, out)?,
         };
         if let Some(anonymous) = &m.anonymous_id {
-            match self.anonymous.get(anonymous).copied() {
+            match self.anonymous.get(anonymous).map(|&q| self.live(q)) {
                 None => self.link(tx, anonymous, p)?,
                 Some(q) if q != p && self.anonymous_only.contains(&q) => {
                     self.merge(tx, q, p, now, out)?
@@ -455,15 +485,13 @@ impl Ids {
         self.set_traits(tx, into, &gained, now, out)?;
         let version = self.version(tx)?;
         bump(tx, Counter::Merges)?;
-        let external: Option<String> = tx
-            .prepare_cached("UPDATE profiles SET merged_into = ?2, updated_at = ?3, version = ?4 WHERE id = ?1 RETURNING external_id")?
-            .query_row(params![from, into, now, version as i64], |r| r.get(0))
-            .optional()?;
-        if let Some(e) = external {
-            self.users.insert(e, into);
-        }
+        tx.prepare_cached(
+            "UPDATE profiles SET merged_into = ?2, updated_at = ?3, version = ?4 WHERE id = ?1",
+        )?
+        .execute(params![from, into, now, version as i64])?;
         self.anonymous_only.remove(&from);
         self.anonymous_only.remove(&into);
+        self.merged.insert(from, into);
         out.applied.push(Applied::Merge { from, into });
         Ok(())
     }
@@ -558,4 +586,61 @@ fn guess_type(json: &Json) -> Option<TraitType> {
         Json::Array(items) if items.iter().all(Json::is_string) => TraitType::StringSet,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment_spec::parse_request;
+
+    fn send(ingestor: &mut Ingestor, calls: &str) -> Written {
+        let request = parse_request(None, format!(r#"{{"batch": [{calls}]}}"#).as_bytes()).unwrap();
+        ingestor
+            .write(vec![request.messages], Timestamp(0))
+            .unwrap()
+    }
+
+    /// Regression: an id of a profile merged away stood for that retired profile, so a
+    /// later alias merged the retired profile again (re-pointing `merged_into` and moving
+    /// history), and after a restart a call with that id tried to create a second profile
+    /// of the same external id.
+    #[test]
+    fn an_id_of_a_merged_profile_stands_for_its_survivor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ws, _) = crate::Workspace::init(dir.path()).unwrap();
+        let mut ingestor = Ingestor::open(Store::open(&ws).unwrap()).unwrap();
+        send(
+            &mut ingestor,
+            r#"{"type": "track", "userId": "a", "event": "x"},
+               {"type": "track", "userId": "b", "event": "x"},
+               {"type": "track", "userId": "c", "event": "x"},
+               {"type": "alias", "previousId": "a", "userId": "b"},
+               {"type": "alias", "previousId": "b", "userId": "c"}"#,
+        );
+        // "a" names c now: aliasing it into a new user merges c, not the retired a.
+        let w = send(
+            &mut ingestor,
+            r#"{"type": "alias", "previousId": "a", "userId": "d"}"#,
+        );
+        let merges: Vec<(u32, u32)> = w
+            .applied
+            .iter()
+            .filter_map(|a| match a {
+                Applied::Merge { from, into } => Some((*from, *into)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(merges, [(2, 3)], "c (2) into d (3)");
+        let store = Store::open(&ws).unwrap();
+        assert_eq!(store.merges().unwrap(), [(0, 1), (1, 2), (2, 3)]);
+        drop(ingestor);
+        // After a restart, a call with a merged id goes to the survivor.
+        let mut ingestor = Ingestor::open(Store::open(&ws).unwrap()).unwrap();
+        let w = send(
+            &mut ingestor,
+            r#"{"type": "track", "userId": "b", "event": "y"}"#,
+        );
+        assert!(matches!(w.applied[..], [Applied::Event { profile: 3, .. }]));
+        assert_eq!(store.counts().unwrap().0, 4, "no second profile for b");
+    }
 }

@@ -1372,3 +1372,232 @@ fn push_property(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The snapshot is a shortcut, so it gets an agreement test: after every step of a
+    //! random history (events with properties, identify calls, alias merges, event and
+    //! profile imports), the tables caught up from the workspace's snapshots must equal
+    //! the tables read whole from the store into an empty cache, column by column.
+
+    use super::*;
+    use crate::ingest::Ingestor;
+    use crate::segment_spec::parse_request;
+    use crate::{EventImport, EventName, FileOptions, NoProgress, ProfileImport};
+    use microseg_core::time::TimeFormat;
+    use microseg_synth::Rng;
+    use serde_json::json;
+
+    const PROPERTIES: [&str; 2] = ["path", "n"];
+
+    fn batch(rng: &mut Rng, step: usize) -> Vec<u8> {
+        let mut calls = Vec::new();
+        for i in 0..1 + rng.below(12) {
+            let user = format!("u{}", rng.below(25));
+            let anon = format!("a{}", rng.below(25));
+            // Times move forward with some late arrivals and many ties.
+            let day = (step as i64 * 3 + rng.below(10) as i64 - 5).max(0);
+            let time = format!("2024-02-{:02}T{:02}:00:00Z", 1 + day % 28, rng.below(3));
+            let call = match rng.below(10) {
+                0..=4 => {
+                    let mut properties = serde_json::Map::new();
+                    if rng.below(3) > 0 {
+                        properties.insert(
+                            "path".into(),
+                            json!(["/a", "/b", "/winter"][rng.below(3) as usize]),
+                        );
+                    }
+                    if rng.below(2) == 0 {
+                        properties.insert("n".into(), json!(rng.below(5)));
+                    }
+                    if rng.below(4) == 0 {
+                        properties.insert("revenue".into(), json!(rng.below(90)));
+                    }
+                    let who = if rng.below(4) == 0 {
+                        json!({"anonymousId": anon})
+                    } else {
+                        json!({"userId": user})
+                    };
+                    let event = ["view", "order_completed"][rng.below(2) as usize];
+                    let mut c = json!({"type": "track", "event": event,
+                        "timestamp": time, "properties": properties, "messageId": format!("m{step}-{i}")});
+                    c.as_object_mut()
+                        .unwrap()
+                        .extend(who.as_object().unwrap().clone());
+                    c
+                }
+                5..=7 => {
+                    let plan = ["free", "pro"][rng.below(2) as usize];
+                    json!({"type": "identify", "userId": user, "timestamp": time,
+                    "traits": {"plan": plan, "age": 20 + rng.below(40),
+                               "tags": if rng.below(2) == 0 { json!(["x", "y"]) } else { json!(null) }}})
+                }
+                8 => {
+                    json!({"type": "identify", "userId": user, "anonymousId": anon, "timestamp": time})
+                }
+                _ => {
+                    json!({"type": "alias", "userId": user, "previousId": format!("u{}", rng.below(25))})
+                }
+            };
+            calls.push(call);
+        }
+        serde_json::to_vec(&json!({ "batch": calls })).unwrap()
+    }
+
+    /// Everything the tables hold, in comparable form.
+    fn contents(
+        events: &EventTable,
+        profiles: &ProfileTable,
+    ) -> (
+        Vec<String>,
+        Vec<u32>,
+        Vec<(u32, i64, String, u64)>,
+        Vec<String>,
+    ) {
+        let mut rows = Vec::new();
+        for p in 0..events.profiles() as u32 {
+            for r in events.events_of(p) {
+                let props: Vec<String> = PROPERTIES
+                    .iter()
+                    .map(|k| match events.properties.get(*k) {
+                        Some(c) if !c.number(r).is_nan() => format!("{}", c.number(r)),
+                        Some(c) if c.text(r) != NO_CODE => c.dict.value(c.text(r)).to_string(),
+                        _ => "-".into(),
+                    })
+                    .collect();
+                rows.push((
+                    p,
+                    events.time[r],
+                    format!("{} {}", events.names.value(events.name[r]), props.join(" ")),
+                    events.revenue[r].to_bits(),
+                ));
+            }
+        }
+        let traits = profiles
+            .columns
+            .iter()
+            .flat_map(|(name, c)| {
+                (0..profiles.len() as u32).map(move |p| format!("{name} {p} {:?}", c.get(p)))
+            })
+            .collect();
+        (
+            profiles.external_ids.iter().map(String::from).collect(),
+            profiles.retired.iter().collect(),
+            rows,
+            traits,
+        )
+    }
+
+    fn loaded(ws: &Workspace, cache: &Path, write_after: usize) -> (EventTable, ProfileTable) {
+        let store = Store::open(ws).unwrap();
+        let state = store.state().unwrap();
+        let schema = store.schema().unwrap();
+        let mut source = ProfileSource::open(cache, &store, &state, &schema).unwrap();
+        if write_after == 0 {
+            source.write_if_changed(cache, &state, &schema, 0).unwrap();
+        }
+        let mut profiles = source.table();
+        for (name, spec) in &schema {
+            let column = source.column(name, spec.ty, profiles.len()).unwrap();
+            profiles.columns.insert(name.clone(), column);
+        }
+        let mut events = load_events(cache, &store, &state, write_after).unwrap();
+        for name in PROPERTIES {
+            if !events.table.properties.contains_key(name) {
+                let column = load_property(cache, &store, &events, name).unwrap();
+                events.table.set_property_column(name, column).unwrap();
+            }
+        }
+        (events.table, profiles)
+    }
+
+    #[test]
+    fn caught_up_snapshots_equal_the_store_read_whole() {
+        for seed in 0..4u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let (ws, _) = Workspace::init(&dir.path().join("ws")).unwrap();
+            let mut rng = Rng::new(seed);
+            let mut ingestor = Ingestor::open(Store::open(&ws).unwrap()).unwrap();
+            let mut merges = 0;
+            for step in 0..40 {
+                match rng.below(10) {
+                    0 => {
+                        // An event import beside the ingestor (new profiles among them).
+                        drop(ingestor);
+                        let file = dir.path().join(format!("e{step}.csv"));
+                        let mut text = String::from("user,time,event,path,n\n");
+                        for _ in 0..rng.below(30) {
+                            text.push_str(&format!(
+                                "u{},2024-01-{:02},view,/imported,{}\n",
+                                rng.below(40),
+                                1 + rng.below(28),
+                                rng.below(9)
+                            ));
+                        }
+                        std::fs::write(&file, text).unwrap();
+                        Store::open(&ws)
+                            .unwrap()
+                            .import_events(
+                                &ws,
+                                &EventImport {
+                                    file: FileOptions::new(&file),
+                                    profile_column: "user".into(),
+                                    time_column: "time".into(),
+                                    time_format: TimeFormat::Auto,
+                                    name: EventName::Column("event".into()),
+                                    revenue_column: None,
+                                },
+                                &NoProgress,
+                            )
+                            .unwrap();
+                        ingestor = Ingestor::open(Store::open(&ws).unwrap()).unwrap();
+                    }
+                    1 => {
+                        drop(ingestor);
+                        let file = dir.path().join(format!("p{step}.csv"));
+                        let mut text = String::from("id,city\n");
+                        for _ in 0..rng.below(10) {
+                            text.push_str(&format!("u{},c{}\n", rng.below(45), rng.below(3)));
+                        }
+                        std::fs::write(&file, text).unwrap();
+                        Store::open(&ws)
+                            .unwrap()
+                            .import_profiles(
+                                &ws,
+                                &ProfileImport {
+                                    file: FileOptions::new(&file),
+                                    id_column: "id".into(),
+                                    types: Default::default(),
+                                    skip_columns: Vec::new(),
+                                },
+                                &NoProgress,
+                            )
+                            .unwrap();
+                        ingestor = Ingestor::open(Store::open(&ws).unwrap()).unwrap();
+                    }
+                    _ => {
+                        let request = parse_request(None, &batch(&mut rng, step)).unwrap();
+                        let written = ingestor
+                            .write(vec![request.messages], Timestamp(1_706_745_600_000))
+                            .unwrap();
+                        merges += written
+                            .applied
+                            .iter()
+                            .filter(|a| matches!(a, crate::ingest::Applied::Merge { .. }))
+                            .count();
+                    }
+                }
+                let write_after = if rng.below(2) == 0 { 0 } else { 1_000_000 };
+                let (events, profiles) = loaded(&ws, &cache_dir(&ws), write_after);
+                let fresh = tempfile::tempdir().unwrap();
+                let (events2, profiles2) = loaded(&ws, fresh.path(), 1_000_000);
+                assert_eq!(
+                    contents(&events, &profiles),
+                    contents(&events2, &profiles2),
+                    "seed {seed}, step {step}"
+                );
+            }
+            assert!(merges > 0, "seed {seed}: the history should merge profiles");
+        }
+    }
+}
