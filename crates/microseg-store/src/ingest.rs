@@ -18,7 +18,7 @@ use std::hash::{BuildHasher, RandomState};
 use microseg_core::time::parse_timestamp;
 use microseg_core::{ProfileId, Timestamp, TraitType, Value};
 use microseg_engine::streaming::StreamEvent;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::{Map, Value as Json};
 

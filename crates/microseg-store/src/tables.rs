@@ -1444,16 +1444,15 @@ mod tests {
         serde_json::to_vec(&json!({ "batch": calls })).unwrap()
     }
 
-    /// Everything the tables hold, in comparable form.
-    fn contents(
-        events: &EventTable,
-        profiles: &ProfileTable,
-    ) -> (
+    /// Everything the tables hold, in comparable form: ids, retired, events, traits.
+    type Contents = (
         Vec<String>,
         Vec<u32>,
         Vec<(u32, i64, String, u64)>,
         Vec<String>,
-    ) {
+    );
+
+    fn contents(events: &EventTable, profiles: &ProfileTable) -> Contents {
         let mut rows = Vec::new();
         for p in 0..events.profiles() as u32 {
             for r in events.events_of(p) {
