@@ -259,7 +259,7 @@ async fn save(
         Ok(name) => name,
         Err(f) => return f.into_response(),
     };
-    // Rebuild the streaming state with the new definition, between two commits.
+    // Take the new definition in between two commits, backfilled off the writer.
     let stopping = || {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -267,14 +267,18 @@ async fn save(
             "the server is stopping",
         )
     };
+    // One change at a time: each is planned against the definitions the last installed.
+    let one_at_a_time = app.redefining.lock().await;
     let (reply, done) = oneshot::channel();
     app.metrics
         .queue_depth
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if app.jobs.send(Job::Reload(reply)).await.is_err() {
+    if app.jobs.send(Job::Redefine(reply)).await.is_err() {
         return stopping();
     }
-    match done.await {
+    let installed = done.await;
+    drop(one_at_a_time);
+    match installed {
         Ok(Ok(())) => {}
         Ok(Err(message)) => {
             return error(StatusCode::INTERNAL_SERVER_ERROR, "store_error", message)

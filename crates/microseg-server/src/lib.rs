@@ -9,12 +9,12 @@ pub mod metrics;
 pub mod pipeline;
 pub mod webhooks;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use microseg_core::Timestamp;
-use microseg_engine::streaming::{StreamConfig, StreamError, Streaming};
+use microseg_engine::streaming::{StreamConfig, Streaming};
 use microseg_store::ingest::Ingestor;
 use microseg_store::keys::KeyKind;
 use microseg_store::{Store, StoreError, Workspace};
@@ -76,6 +76,8 @@ pub(crate) struct App {
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
     /// The running webhook deliveries, by subscription id.
     pub(crate) hooks: Mutex<std::collections::HashMap<i64, tokio::task::AbortHandle>>,
+    /// Held while a segment change is taken in (they go one at a time).
+    pub(crate) redefining: tokio::sync::Mutex<()>,
 }
 
 impl App {
@@ -143,40 +145,22 @@ pub(crate) fn load_engine(
 ) -> Result<Engine, StoreError> {
     let mut tables = microseg_store::Tables::open(workspace, store, now)?;
     tables.need_all_traits()?;
-    let stored = store.segments()?;
-    let mut segments: Vec<(String, microseg_core::condition::Condition)> = Vec::new();
-    let mut batch_only = Vec::new();
-    let profiles = tables.profiles();
-    let mut streaming =
-        Streaming::new(&[], profiles, config.clone(), now).expect("no segments always compile");
-    // Add segments one by one: one that cannot stream (or refers to one that cannot)
-    // stays batch-only without taking the others with it.
-    for s in &stored {
-        let mut trial = segments.clone();
-        trial.push((s.name.clone(), s.condition.clone()));
-        match Streaming::new(&trial, profiles, config.clone(), now) {
-            Ok(s) => {
-                segments = trial;
-                streaming = s;
-            }
-            Err(e) => {
-                let reason = match &e {
-                    StreamError::Eval {
-                        source: microseg_engine::EvalError::UnknownSegment(_),
-                        ..
-                    } => "it refers to a batch-only segment".to_string(),
-                    _ => e.to_string(),
-                };
-                tracing::warn!(segment = %s.name, %reason, "segment evaluated in batch only");
-                batch_only.push((s.name.clone(), reason));
-            }
-        }
-    }
-    let names: BTreeSet<String> = segments
-        .iter()
-        .flat_map(|(_, c)| c.event_properties())
+    let stored: Vec<(String, microseg_core::condition::Condition)> = store
+        .segments()?
+        .into_iter()
+        .map(|s| (s.name, s.condition))
         .collect();
+    let streamable = pipeline::Streamable::new(&stored, |segments| {
+        Streaming::new(segments, tables.profiles(), config.clone(), now)
+    })
+    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let names = streamable.properties();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let pipeline::Streamable {
+        compiled: mut streaming,
+        batch_only,
+        ..
+    } = streamable;
     tables.events(&names)?;
     let data = tables.dataset();
     let events = data.events.expect("loaded");
@@ -214,17 +198,19 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     let metrics = Arc::new(Metrics::default());
     let engine = Arc::new(Mutex::new(engine));
     let (jobs, job_queue) = mpsc::channel(options.queue);
-    let (commits, committed) = std::sync::mpsc::sync_channel(64);
+    // Room for the commits made while a segment change is backfilled (the engine waits
+    // for it at the point it was asked; the writer goes on).
+    let (commits, committed) = std::sync::mpsc::sync_channel(pipeline::ENGINE_QUEUE);
     let (changes, _) = broadcast::channel(65_536);
     let tail_ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let (metrics, config) = (metrics.clone(), options.stream.clone());
+        let (metrics, engine) = (metrics.clone(), engine.clone());
         let (tail_ready, workspace) = (tail_ready.clone(), workspace.clone());
         std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
                 pipeline::writer(
-                    workspace, ingestor, job_queue, commits, metrics, config, tail_ready,
+                    workspace, ingestor, job_queue, commits, metrics, engine, tail_ready,
                 )
             })?
     };
@@ -233,6 +219,13 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || pipeline::engine(engine, committed, changes, metrics))?
+    };
+    let (stop_snapshots, snapshot_stop) = std::sync::mpsc::channel();
+    let snapshotter = {
+        let workspace = workspace.clone();
+        std::thread::Builder::new()
+            .name("snapshots".into())
+            .spawn(move || pipeline::snapshotter(workspace, snapshot_stop))?
     };
     let (stop_checkpoints, checkpoints) = std::sync::mpsc::channel();
     let checkpointer = {
@@ -246,6 +239,7 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     let hooks = Store::open(&workspace)?.webhooks()?;
     let app = Arc::new(App {
         hooks: Mutex::default(),
+        redefining: tokio::sync::Mutex::new(()),
         stream: options.stream.clone(),
         stopping,
         workspace,
@@ -275,6 +269,8 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     let _ = writer.join();
     let _ = stop_checkpoints.send(());
     let _ = checkpointer.join();
+    let _ = stop_snapshots.send(());
+    let _ = snapshotter.join();
     let _ = engine_thread.join();
     tracing::info!("stopped");
     Ok(())

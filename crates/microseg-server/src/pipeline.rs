@@ -22,8 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use microseg_core::condition::Condition;
 use microseg_core::Timestamp;
-use microseg_engine::streaming::{Cause, Change, Streaming};
+use microseg_engine::streaming::{Backfill, Cause, Change, Redefinition, StreamError, Streaming};
 use microseg_engine::ProfileTable;
 use microseg_store::ingest::{Applied, Ingestor, Written};
 use microseg_store::segment_spec::Message;
@@ -33,6 +34,9 @@ use crate::metrics::Metrics;
 
 /// The most messages one transaction takes.
 pub const MAX_GROUP: usize = 50_000;
+/// Commits that may wait for the engine (it waits while a segment change is backfilled)
+/// before the writer waits too.
+pub const ENGINE_QUEUE: usize = 1024;
 /// How often the engine moves the clock when no commit arrives.
 pub const TICK: Duration = Duration::from_millis(50);
 /// How long the checkpointer rests after a pass that found little to copy.
@@ -45,10 +49,11 @@ pub const TAIL_FRAMES: i64 = 2_048;
 pub enum Job {
     /// Commit a request's messages.
     Write(WriteJob),
-    /// Rebuild the streaming state from the store (after a segment was created or edited)
-    /// between two commits, so that the new state has seen exactly the commits before it
-    /// and the engine applies exactly the ones after it.
-    Reload(oneshot::Sender<Result<(), String>>),
+    /// Take in the stored segment definitions (after one was created or edited) between
+    /// two commits: the new leaves are backfilled off this thread from the store as it
+    /// is at that point, and the engine installs them when it reaches the same point, so
+    /// no commit is missed or applied twice ([`redefine`]).
+    Redefine(oneshot::Sender<Result<(), String>>),
 }
 
 /// One request waiting for the writer.
@@ -86,8 +91,13 @@ pub struct PublishedChange {
 pub enum Step {
     /// A commit, and when it finished.
     Commit(Written, Instant),
-    /// A rebuilt state to use from now on; the reply says it is in place.
-    Reload(Box<Engine>, oneshot::Sender<Result<(), String>>),
+    /// New segment definitions, whose backfill arrives on the receiver; every commit
+    /// before this step is in the backfill's history, none after it. The reply says they
+    /// are in place.
+    Redefine(
+        std::sync::mpsc::Receiver<Result<Redefined, String>>,
+        oneshot::Sender<Result<(), String>>,
+    ),
 }
 
 /// What the engine thread keeps, shared with the query handlers.
@@ -102,6 +112,122 @@ pub struct Engine {
     pub batch_only: Vec<(String, String)>,
 }
 
+/// A redefinition planned against the engine and backfilled, ready to install.
+pub struct Redefined {
+    plan: Redefinition,
+    backfill: Backfill,
+    batch_only: Vec<(String, String)>,
+}
+
+/// The stored segments that stream, compiled by `compile`: each segment is kept when it
+/// compiles with those kept before it; the others are left to batch evaluation, with the
+/// reason.
+pub struct Streamable<T> {
+    /// What `compile` made of the kept segments.
+    pub compiled: T,
+    /// The kept segments.
+    pub kept: Vec<(String, Condition)>,
+    /// The others, with the reason.
+    pub batch_only: Vec<(String, String)>,
+}
+
+impl<T> Streamable<T> {
+    /// Tries `stored` in order with `compile` (which must accept no segments at all).
+    pub fn new(
+        stored: &[(String, Condition)],
+        compile: impl Fn(&[(String, Condition)]) -> Result<T, StreamError>,
+    ) -> Result<Streamable<T>, StreamError> {
+        let mut kept: Vec<(String, Condition)> = Vec::new();
+        let mut batch_only = Vec::new();
+        let mut compiled = compile(&[])?;
+        for (name, condition) in stored {
+            let mut trial = kept.clone();
+            trial.push((name.clone(), condition.clone()));
+            match compile(&trial) {
+                Ok(c) => {
+                    kept = trial;
+                    compiled = c;
+                }
+                Err(e) => {
+                    let reason = match &e {
+                        StreamError::Eval {
+                            source: microseg_engine::EvalError::UnknownSegment(_),
+                            ..
+                        } => "it refers to a batch-only segment".to_string(),
+                        _ => e.to_string(),
+                    };
+                    tracing::warn!(segment = %name, %reason, "segment evaluated in batch only");
+                    batch_only.push((name.clone(), reason));
+                }
+            }
+        }
+        Ok(Streamable {
+            compiled,
+            kept,
+            batch_only,
+        })
+    }
+
+    /// The event properties the kept segments read.
+    pub fn properties(&self) -> Vec<String> {
+        let names: std::collections::BTreeSet<String> = self
+            .kept
+            .iter()
+            .flat_map(|(_, c)| c.event_properties())
+            .collect();
+        names.into_iter().collect()
+    }
+}
+
+/// Plans and backfills the stored segment definitions from `store`, whose open read
+/// transaction pins the store as it was when the writer asked (see [`Job::Redefine`]).
+fn redefine(
+    workspace: &microseg_store::Workspace,
+    store: &microseg_store::Store,
+    engine: &Mutex<Engine>,
+    as_of: Timestamp,
+) -> Result<Redefined, String> {
+    let started = Instant::now();
+    let stored: Vec<(String, Condition)> = store
+        .segments()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|s| (s.name, s.condition))
+        .collect();
+    // The plan only reads definitions; leaves change only when a plan is installed, and
+    // plans are installed one at a time.
+    let streamable = {
+        let e = engine.lock().expect("engine lock");
+        Streamable::new(&stored, |segments| {
+            e.streaming.redefine(segments, &e.profiles)
+        })
+        .map_err(|e| e.to_string())?
+    };
+    let mut tables =
+        microseg_store::Tables::open(workspace, store, as_of).map_err(|e| e.to_string())?;
+    let names = streamable.properties();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let Streamable {
+        compiled: plan,
+        batch_only,
+        ..
+    } = streamable;
+    let profiles = tables.len() as u32;
+    let events = tables.events(&names).map_err(|e| e.to_string())?;
+    let backfill = plan.backfill(events, profiles, as_of);
+    tracing::info!(
+        segments = ?plan.changed_segments(),
+        events = events.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "segments backfilled from history"
+    );
+    Ok(Redefined {
+        plan,
+        backfill,
+        batch_only,
+    })
+}
+
 /// Runs the writer until every sender of `jobs` is gone; committed work goes to `done`.
 pub fn writer(
     workspace: microseg_store::Workspace,
@@ -109,7 +235,7 @@ pub fn writer(
     mut jobs: mpsc::Receiver<Job>,
     done: std::sync::mpsc::SyncSender<Step>,
     metrics: Arc<Metrics>,
-    config: microseg_engine::streaming::StreamConfig,
+    engine: Arc<Mutex<Engine>>,
     tail_ready: Arc<AtomicBool>,
 ) {
     let mut next = None;
@@ -123,23 +249,32 @@ pub fn writer(
         };
         let first = match first {
             Job::Write(w) => w,
-            Job::Reload(reply) => {
+            Job::Redefine(reply) => {
                 metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                let started = Instant::now();
-                match crate::load_engine(&workspace, ingestor.store(), config.clone(), crate::now())
-                {
-                    Ok(engine) => {
-                        tracing::info!(
-                            seconds = started.elapsed().as_secs_f64(),
-                            "streaming state rebuilt for a segment change"
-                        );
-                        if done.send(Step::Reload(Box::new(engine), reply)).is_err() {
-                            return;
-                        }
-                    }
+                // Pin the store as it is now, between two commits, for the backfill.
+                let pinned = microseg_store::Store::open(&workspace)
+                    .and_then(|store| store.begin_read().map(|()| store));
+                let store = match pinned {
+                    Ok(store) => store,
                     Err(e) => {
                         let _ = reply.send(Err(e.to_string()));
+                        continue;
                     }
+                };
+                let (result, backfilled) = std::sync::mpsc::sync_channel(1);
+                let (workspace, engine, as_of) = (workspace.clone(), engine.clone(), crate::now());
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("backfill".into())
+                        .spawn(move || {
+                            let _ = result.send(redefine(&workspace, &store, &engine, as_of));
+                        });
+                if let Err(e) = spawned {
+                    let _ = reply.send(Err(e.to_string()));
+                    continue;
+                }
+                if done.send(Step::Redefine(backfilled, reply)).is_err() {
+                    return;
                 }
                 continue;
             }
@@ -249,6 +384,51 @@ pub fn checkpointer(
     }
 }
 
+/// How often the snapshotter looks at how far the store moved.
+pub const SNAPSHOT_CHECK: Duration = Duration::from_secs(60);
+/// New events after which the snapshotter writes the columnar snapshot again (or a
+/// quarter of the events it holds, when that is more).
+pub const SNAPSHOT_EVENTS: u64 = 1_000_000;
+/// The longest the snapshot lags behind ingested events.
+pub const SNAPSHOT_AGE: Duration = Duration::from_secs(600);
+
+/// Keeps the workspace's columnar snapshot (docs/store.md) current while the server
+/// ingests, so commands in other processes open it without catching up much: every
+/// [`SNAPSHOT_CHECK`], when [`SNAPSHOT_EVENTS`] (or a quarter of the stored events) came
+/// in, or events came in and the snapshot is [`SNAPSHOT_AGE`] old. Runs until `stop`
+/// says so or closes.
+pub fn snapshotter(workspace: microseg_store::Workspace, stop: std::sync::mpsc::Receiver<()>) {
+    let state = |store: &microseg_store::Store| store.state().map(|s| s.max_event_id).ok();
+    let Ok(store) = microseg_store::Store::open(&workspace) else {
+        return;
+    };
+    let mut written = state(&store).unwrap_or(0);
+    let mut at = Instant::now();
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(SNAPSHOT_CHECK) {
+        let Some(now) = state(&store) else { continue };
+        let new = now.saturating_sub(written);
+        let due =
+            new >= SNAPSHOT_EVENTS.max(written / 4) || (new > 0 && at.elapsed() >= SNAPSHOT_AGE);
+        if !due {
+            continue;
+        }
+        let started = Instant::now();
+        match microseg_store::tables::refresh(&workspace, &store) {
+            Ok(()) => {
+                tracing::info!(
+                    events = new,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "columnar snapshot caught up"
+                );
+                (written, at) = (now, Instant::now());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "columnar snapshot not written; commands catch up themselves")
+            }
+        }
+    }
+}
+
 /// What the checkpointer remembers between passes to tell how much the last one copied
 /// (SQLite reports only the log's frames and how many of them are copied in all).
 #[derive(Debug, Default)]
@@ -294,11 +474,37 @@ pub fn engine(
         let mut e = shared.lock().expect("engine lock");
         let committed = match next {
             Ok(Step::Commit(written, committed)) => Some((written, committed)),
-            Ok(Step::Reload(fresh, reply)) => {
-                // Every commit before the rebuild was applied to the old state; every
-                // later one comes after this step.
-                *e = *fresh;
-                let _ = reply.send(Ok(()));
+            Ok(Step::Redefine(backfilled, reply)) => {
+                // Every commit before this step is in the backfill's history and was
+                // applied; the later ones wait in the queue until it is installed.
+                drop(e);
+                let ready = backfilled
+                    .recv()
+                    .unwrap_or_else(|_| Err("the backfill stopped".into()));
+                e = shared.lock().expect("engine lock");
+                match ready {
+                    Ok(Redefined {
+                        plan,
+                        backfill,
+                        batch_only,
+                    }) => {
+                        let Engine {
+                            profiles,
+                            streaming,
+                            ..
+                        } = &mut *e;
+                        let mut moved = streaming.advance(profiles, crate::now());
+                        moved.extend(streaming.install(profiles, plan, backfill));
+                        e.batch_only = batch_only;
+                        let moved = moved.into_iter().map(|c| (c, None)).collect();
+                        publish(moved, &e.profiles, &changes, &metrics);
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(message) => {
+                        tracing::error!(error = %message, "segment definitions not taken in");
+                        let _ = reply.send(Err(message));
+                    }
+                }
                 None
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,

@@ -566,9 +566,34 @@ impl Store {
             .collect())
     }
 
-    /// What the store holds, as far as snapshots care, read in one transaction.
+    /// Opens a read transaction that pins the store as it is now: every read through
+    /// this connection sees this state until the connection is dropped (the server's
+    /// backfill reads the store as it was between two commits).
+    pub fn begin_read(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN")?;
+        // The snapshot is taken by the first read.
+        self.conn
+            .query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0))?;
+        Ok(())
+    }
+
+    /// What the store holds, as far as snapshots care, read in one transaction (the
+    /// caller's, when one is open).
     pub fn state(&self) -> Result<StoreState, StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let own = self.conn.is_autocommit();
+        if own {
+            self.conn.execute_batch("BEGIN")?;
+        }
+        let state = self.read_state();
+        if own {
+            // Ends the read, also after a failed one.
+            self.conn.execute_batch("COMMIT")?;
+        }
+        state
+    }
+
+    fn read_state(&self) -> Result<StoreState, StoreError> {
+        let tx = &self.conn;
         let meta = |key: &str| -> Result<i64, StoreError> {
             Ok(tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))?)
         };
@@ -584,7 +609,6 @@ impl Store {
                 r.get::<_, i64>(0)
             })? as u64,
         };
-        tx.finish()?;
         Ok(state)
     }
 

@@ -21,6 +21,7 @@
 
 mod event;
 mod leaf;
+mod redefine;
 mod sessions;
 mod wheel;
 
@@ -36,6 +37,7 @@ use roaring::RoaringBitmap;
 
 pub use event::{EventValue, StreamEvent};
 use leaf::{Leaf, State, Step};
+pub use redefine::{Backfill, Redefinition};
 use sessions::Sessions;
 use wheel::TimerWheel;
 
@@ -179,6 +181,8 @@ pub struct Streaming {
     config: StreamConfig,
     /// Names and compiled conditions, referenced segments first.
     segments: Vec<(String, Node)>,
+    /// The segments' conditions as defined.
+    conditions: BTreeMap<String, Condition>,
     leaves: Vec<Leaf>,
     by_event: HashMap<String, Vec<(u32, Step)>>,
     regexes: HashMap<String, Regex>,
@@ -214,6 +218,7 @@ impl Streaming {
         let mut s = Streaming {
             config,
             segments: Vec::new(),
+            conditions: defined.clone(),
             leaves: Vec::new(),
             by_event: HashMap::new(),
             regexes: HashMap::new(),
@@ -473,11 +478,14 @@ impl Streaming {
         for p in 0..profiles.min(events.profiles() as u32) {
             for row in events.events_of(p) {
                 let code = events.name[row];
+                let time = events.time[row];
                 let e = StreamEvent {
-                    time: events.time[row],
+                    time,
                     name: events.names.value(code).to_string(),
                     revenue: Some(events.revenue[row]).filter(|r| !r.is_nan()),
-                    properties: if listened[code as usize] {
+                    // An event waiting for the clock keeps its properties: leaves defined
+                    // before it is released may read them.
+                    properties: if listened[code as usize] || time > as_of.0 {
                         row_properties(events, row)
                     } else {
                         Vec::new()
@@ -622,8 +630,7 @@ impl Streaming {
             self.stats.late += 1;
         }
         let config = &self.config.metrics;
-        let state = &mut self.states[p as usize];
-        let m = &mut state.metrics;
+        let m = &mut self.states[p as usize].metrics;
         m.first_seen = min_opt(m.first_seen, Some(e.time));
         m.last_seen = m.last_seen.max(Some(e.time));
         if config.is_order(&e.name) {
@@ -631,20 +638,39 @@ impl Streaming {
             m.revenue += e.revenue.filter(|r| !r.is_nan()).unwrap_or(0.0);
             m.last_order_at = m.last_order_at.max(Some(e.time));
         }
-        if self.uses_visits {
-            let sessions = state.sessions.get_or_insert_with(Sessions::default);
-            sessions.add(
+        self.apply_to(p, e, clock, None, self.uses_visits);
+    }
+
+    /// Updates profile `p`'s sessions (when `sessions`) and the states of `only` those
+    /// leaves (every leaf with `None`) with event `e`, visible at `clock`.
+    fn apply_to(
+        &mut self,
+        p: ProfileId,
+        e: &StreamEvent,
+        clock: i64,
+        only: Option<&[u32]>,
+        sessions: bool,
+    ) {
+        let lateness = self.config.lateness_ms;
+        let config = &self.config.metrics;
+        let state = &mut self.states[p as usize];
+        if sessions {
+            let s = state.sessions.get_or_insert_with(Sessions::default);
+            s.add(
                 e.time,
                 e.name == config.session_event,
                 config.session_gap_ms,
             );
-            sessions.fold(clock.saturating_sub(lateness), config.session_gap_ms);
-            m.visits = sessions.visits();
+            s.fold(clock.saturating_sub(lateness), config.session_gap_ms);
+            state.metrics.visits = s.visits();
         }
         let Some(listeners) = self.by_event.get(&e.name) else {
             return;
         };
         for &(leaf, step) in listeners {
+            if only.is_some_and(|only| !only.contains(&leaf)) {
+                continue;
+            }
             let def = &self.leaves[leaf as usize];
             if !def.matches(step, e) {
                 continue;
@@ -668,6 +694,23 @@ impl Streaming {
         p: ProfileId,
         cause: Option<Cause>,
     ) -> Vec<Change> {
+        self.evaluate_masked(traits, p, cause, None)
+    }
+
+    /// Sets `p`'s memberships of the segments `changed` marks, silently, and reschedules
+    /// its next deadline (after a redefinition).
+    fn settle(&mut self, traits: &dyn TraitSource, p: ProfileId, changed: &[bool]) {
+        self.evaluate_masked(traits, p, None, Some(changed));
+    }
+
+    /// [`Streaming::evaluate`], touching only the segments `only` marks when given.
+    fn evaluate_masked(
+        &mut self,
+        traits: &dyn TraitSource,
+        p: ProfileId,
+        cause: Option<Cause>,
+        only: Option<&[bool]>,
+    ) -> Vec<Change> {
         let as_of = Timestamp(self.clock);
         let lateness = self.config.lateness_ms;
         // The one place states are pruned: every update and merge is followed by this.
@@ -682,6 +725,9 @@ impl Streaming {
         for (i, (name, node)) in self.segments.iter().enumerate() {
             let now = !retired && self.holds(node, &results, traits, p, state, as_of);
             results.push(now);
+            if only.is_some_and(|only| !only[i]) {
+                continue;
+            }
             if now != self.members[i].contains(p) {
                 if now {
                     self.members[i].insert(p);
