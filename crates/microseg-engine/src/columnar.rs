@@ -180,6 +180,57 @@ impl Column {
         }
     }
 
+    /// An empty column of type `ty`.
+    pub fn of_type(ty: TraitType) -> Column {
+        Column::new(ty)
+    }
+
+    /// Grows the column to `len` slots (the new ones missing) and replaces the slots of
+    /// `changes` (by increasing id), in one pass over the column: O(len + changes) for
+    /// every type, string sets included.
+    pub fn apply<'a>(
+        &mut self,
+        len: usize,
+        changes: impl IntoIterator<Item = (ProfileId, Option<&'a Value>)>,
+    ) {
+        while self.len() < len {
+            self.push(None);
+        }
+        if let Column::Set {
+            dict,
+            offsets,
+            items,
+            present,
+        } = self
+        {
+            // Rebuilt in one pass: unchanged profiles copy their codes.
+            let (mut new_offsets, mut new_items) = (vec![0u32], Vec::with_capacity(items.len()));
+            let mut changes = changes.into_iter().peekable();
+            for p in 0..len {
+                match changes.next_if(|(q, _)| *q as usize == p) {
+                    Some((_, v)) => {
+                        let start = new_items.len();
+                        if let Some(Value::Set(set)) = v {
+                            new_items.extend(set.iter().map(|s| dict.intern(s)));
+                        }
+                        new_items[start..].sort_unstable();
+                        present[p] = matches!(v, Some(Value::Set(_)));
+                    }
+                    None => new_items
+                        .extend_from_slice(&items[offsets[p] as usize..offsets[p + 1] as usize]),
+                }
+                new_offsets.push(new_items.len() as u32);
+            }
+            (*offsets, *items) = (new_offsets, new_items);
+            return;
+        }
+        for (p, v) in changes {
+            if (p as usize) < len {
+                self.set(p, v);
+            }
+        }
+    }
+
     /// Replaces slot `id` (which must exist); a value of another type counts as missing.
     /// A string set is spliced in place: O(items after it).
     fn set(&mut self, id: ProfileId, value: Option<&Value>) {

@@ -124,7 +124,8 @@ fn as_of(app: &App) -> Json {
     json!(clock.to_string())
 }
 
-/// One segment as listed and shown.
+/// One segment as listed and shown, its size as of the streaming clock (`as_of`, read
+/// under the same lock).
 fn describe(app: &App, s: &microseg_store::StoredSegment) -> Json {
     let e = app.engine.lock().expect("engine lock");
     let mut out = json!({
@@ -132,6 +133,7 @@ fn describe(app: &App, s: &microseg_store::StoredSegment) -> Json {
         "version": s.version,
         "condition": s.condition.to_string(),
         "description": s.description,
+        "as_of": e.streaming.clock().to_string(),
     });
     match e.streaming.members(&s.name) {
         Some(m) => {
@@ -163,9 +165,7 @@ pub(crate) async fn show_segment(
 ) -> Response {
     with_store(app, &headers, move |app, store| {
         let s = find(store, &name)?;
-        let mut out = describe(app, &s);
-        out["as_of"] = as_of(app);
-        Ok(axum::Json(out).into_response())
+        Ok(axum::Json(describe(app, &s)).into_response())
     })
     .await
 }
@@ -291,8 +291,7 @@ async fn save(
         StatusCode::CREATED
     };
     with_store(app, &headers, move |app, store| {
-        let mut out = describe(app, &find(store, &name)?);
-        out["as_of"] = as_of(app);
+        let out = describe(app, &find(store, &name)?);
         Ok((status, axum::Json(out)).into_response())
     })
     .await

@@ -204,21 +204,20 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     let (changes, _) = broadcast::channel(65_536);
     let tail_ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let (metrics, engine) = (metrics.clone(), engine.clone());
+        let metrics = metrics.clone();
         let (tail_ready, workspace) = (tail_ready.clone(), workspace.clone());
         std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
-                pipeline::writer(
-                    workspace, ingestor, job_queue, commits, metrics, engine, tail_ready,
-                )
+                pipeline::writer(workspace, ingestor, job_queue, commits, metrics, tail_ready)
             })?
     };
     let engine_thread = {
         let (engine, changes, metrics) = (engine.clone(), changes.clone(), metrics.clone());
+        let workspace = workspace.clone();
         std::thread::Builder::new()
             .name("engine".into())
-            .spawn(move || pipeline::engine(engine, committed, changes, metrics))?
+            .spawn(move || pipeline::engine(workspace, engine, committed, changes, metrics))?
     };
     let (stop_snapshots, snapshot_stop) = std::sync::mpsc::channel();
     let snapshotter = {

@@ -18,13 +18,15 @@
 //! The queue in front of the writer is bounded: when it is full the handler answers 503
 //! with `Retry-After` instead of buffering without limit.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use microseg_core::condition::Condition;
 use microseg_core::Timestamp;
-use microseg_engine::streaming::{Backfill, Cause, Change, Redefinition, StreamError, Streaming};
+use microseg_engine::streaming::{
+    Backfill, Cause, Change, Redefinition, Replay, StreamError, Streaming,
+};
 use microseg_engine::ProfileTable;
 use microseg_store::ingest::{Applied, Ingestor, Written};
 use microseg_store::segment_spec::Message;
@@ -49,10 +51,11 @@ pub const TAIL_FRAMES: i64 = 2_048;
 pub enum Job {
     /// Commit a request's messages.
     Write(WriteJob),
-    /// Take in the stored segment definitions (after one was created or edited) between
-    /// two commits: the new leaves are backfilled off this thread from the store as it
-    /// is at that point, and the engine installs them when it reaches the same point, so
-    /// no commit is missed or applied twice ([`redefine`]).
+    /// Take in the stored segment definitions (after one was created or edited): the
+    /// writer pins the store between two commits and passes it on in commit order; the
+    /// engine plans there, a backfill thread replays history from the pinned store, and
+    /// the engine installs it with what it took in meanwhile ([`Pending`]), so no commit
+    /// is missed or applied twice and nothing waits for the backfill.
     Redefine(oneshot::Sender<Result<(), String>>),
 }
 
@@ -91,11 +94,11 @@ pub struct PublishedChange {
 pub enum Step {
     /// A commit, and when it finished.
     Commit(Written, Instant),
-    /// New segment definitions, whose backfill arrives on the receiver; every commit
-    /// before this step is in the backfill's history, none after it. The reply says they
-    /// are in place.
+    /// Take in the stored segment definitions: the store pinned at this point between
+    /// two commits (every commit before this step, none after), for the backfill; the
+    /// reply says they are in place.
     Redefine(
-        std::sync::mpsc::Receiver<Result<Redefined, String>>,
+        Box<microseg_store::Store>,
         oneshot::Sender<Result<(), String>>,
     ),
 }
@@ -110,13 +113,6 @@ pub struct Engine {
     pub streaming: Streaming,
     /// Segments left to batch evaluation, with the reason.
     pub batch_only: Vec<(String, String)>,
-}
-
-/// A redefinition planned against the engine and backfilled, ready to install.
-pub struct Redefined {
-    plan: Redefinition,
-    backfill: Backfill,
-    batch_only: Vec<(String, String)>,
 }
 
 /// The stored segments that stream, compiled by `compile`: each segment is kept when it
@@ -179,53 +175,189 @@ impl<T> Streamable<T> {
     }
 }
 
-/// Plans and backfills the stored segment definitions from `store`, whose open read
-/// transaction pins the store as it was when the writer asked (see [`Job::Redefine`]).
+/// Lowers the calling thread's CPU priority (nice 10), so background work (a backfill,
+/// the snapshot) gives way to the writer and the request handlers when they are busy.
+fn background() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: on Linux, setpriority with PRIO_PROCESS and who = 0 changes the nice value
+    // of the calling thread only; it has no other effect.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
+/// A redefinition being backfilled while the engine goes on with the old definitions,
+/// keeping what the new leaves will need.
+struct Pending {
+    backfilled: std::sync::mpsc::Receiver<Result<(Redefinition, Backfill), String>>,
+    reply: oneshot::Sender<Result<(), String>>,
+    /// The names of the events the new leaves listen to (every event with `None`).
+    listens: Option<std::collections::HashSet<String>>,
+    batch_only: Vec<(String, String)>,
+    /// What was taken in since the plan and not yet fed to the backfill (the backfill
+    /// thread drains it, the install takes the rest).
+    replay: Arc<Mutex<Vec<Replay>>>,
+}
+
+impl Pending {
+    /// Keeps what `applied` means for the new leaves (call before applying it).
+    fn record(&mut self, applied: &Applied) {
+        match applied {
+            Applied::Event { profile, event }
+                if self
+                    .listens
+                    .as_ref()
+                    .is_none_or(|l| l.contains(&event.name)) =>
+            {
+                let step = Replay::Event(*profile, event.clone());
+                self.replay.lock().expect("replay lock").push(step);
+            }
+            Applied::Merge { from, into } => {
+                let step = Replay::Merge {
+                    from: *from,
+                    into: *into,
+                };
+                self.replay.lock().expect("replay lock").push(step);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Plans taking in the segments stored in `store` (pinned at this point between two
+/// commits) on the engine, and starts their backfill on a thread of its own.
 fn redefine(
     workspace: &microseg_store::Workspace,
-    store: &microseg_store::Store,
-    engine: &Mutex<Engine>,
-    as_of: Timestamp,
-) -> Result<Redefined, String> {
-    let started = Instant::now();
-    let stored: Vec<(String, Condition)> = store
-        .segments()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|s| (s.name, s.condition))
-        .collect();
-    // The plan only reads definitions; leaves change only when a plan is installed, and
-    // plans are installed one at a time.
-    let streamable = {
-        let e = engine.lock().expect("engine lock");
+    store: microseg_store::Store,
+    engine: &Engine,
+    clock: &Arc<AtomicI64>,
+    reply: oneshot::Sender<Result<(), String>>,
+) -> Option<Pending> {
+    let planned = (|| {
+        let stored: Vec<(String, Condition)> = store
+            .segments()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|s| (s.name, s.condition))
+            .collect();
         Streamable::new(&stored, |segments| {
-            e.streaming.redefine(segments, &e.profiles)
+            engine.streaming.redefine(segments, &engine.profiles)
         })
-        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+    })();
+    let streamable = match planned {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = reply.send(Err(e));
+            return None;
+        }
     };
-    let mut tables =
-        microseg_store::Tables::open(workspace, store, as_of).map_err(|e| e.to_string())?;
-    let names = streamable.properties();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let properties = streamable.properties();
     let Streamable {
         compiled: plan,
         batch_only,
         ..
     } = streamable;
+    let read = plan.events_read();
+    let listens = read.as_ref().map(|names| names.iter().cloned().collect());
+    let (result, backfilled) = std::sync::mpsc::sync_channel(1);
+    let (workspace, as_of) = (workspace.clone(), crate::now());
+    let replay = Arc::new(Mutex::new(Vec::new()));
+    let (log, clock) = (replay.clone(), clock.clone());
+    let spawned = std::thread::Builder::new()
+        .name("backfill".into())
+        .spawn(move || {
+            background();
+            let done = backfill(&workspace, &store, plan, read, &properties, as_of)
+                .map(|(plan, backfill)| catch_up(plan, backfill, &log, &clock));
+            let _ = result.send(done);
+        });
+    if let Err(e) = spawned {
+        let _ = reply.send(Err(e.to_string()));
+        return None;
+    }
+    Some(Pending {
+        backfilled,
+        reply,
+        listens,
+        batch_only,
+        replay,
+    })
+}
+
+/// Below this many steps left, the install takes the rest of a replay itself.
+const REPLAY_REST: usize = 10_000;
+
+/// Rounds of catching up before the install takes the rest anyway (when events keep
+/// coming in faster than this thread feeds them).
+const REPLAY_ROUNDS: usize = 8;
+
+/// Feeds the backfill what the engine took in since the plan, batch after batch, until
+/// little is left (or an event the engine's clock has not reached blocks the way): the
+/// engine's install then replays only the rest.
+fn catch_up(
+    plan: Redefinition,
+    mut backfill: Backfill,
+    log: &Mutex<Vec<Replay>>,
+    clock: &AtomicI64,
+) -> (Redefinition, Backfill) {
+    for _ in 0..REPLAY_ROUNDS {
+        let batch = std::mem::take(&mut *log.lock().expect("replay lock"));
+        let now = Timestamp(clock.load(Ordering::Relaxed));
+        let taken = plan.catch_up(&mut backfill, &batch, now);
+        let size = batch.len();
+        if taken < size {
+            // Put the rest back in front of what came meanwhile, in order.
+            let mut log = log.lock().expect("replay lock");
+            let newer = std::mem::take(&mut *log);
+            log.extend(batch.into_iter().skip(taken));
+            log.extend(newer);
+            return (plan, backfill);
+        }
+        if size < REPLAY_REST {
+            break;
+        }
+    }
+    (plan, backfill)
+}
+
+/// Replays history from `store` (pinned where the plan was made) into the plan's new
+/// leaves: only the events `read` names (every event with `None`), with `properties`.
+fn backfill(
+    workspace: &microseg_store::Workspace,
+    store: &microseg_store::Store,
+    plan: Redefinition,
+    read: Option<Vec<String>>,
+    properties: &[String],
+    as_of: Timestamp,
+) -> Result<(Redefinition, Backfill), String> {
+    let started = Instant::now();
+    let mut tables =
+        microseg_store::Tables::open(workspace, store, as_of).map_err(|e| e.to_string())?;
+    let properties: Vec<&str> = properties.iter().map(String::as_str).collect();
     let profiles = tables.len() as u32;
-    let events = tables.events(&names).map_err(|e| e.to_string())?;
+    // Only the events the new leaves listen to (and those still ahead of the clock).
+    let named;
+    let events = match read {
+        Some(read) => {
+            let read: Vec<&str> = read.iter().map(String::as_str).collect();
+            named = tables
+                .events_named(&read, &properties, as_of)
+                .map_err(|e| e.to_string())?;
+            &named
+        }
+        None => tables.events(&properties).map_err(|e| e.to_string())?,
+    };
+    let loaded = started.elapsed().as_secs_f64();
     let backfill = plan.backfill(events, profiles, as_of);
     tracing::info!(
         segments = ?plan.changed_segments(),
         events = events.len(),
+        load_seconds = loaded,
         seconds = started.elapsed().as_secs_f64(),
         "segments backfilled from history"
     );
-    Ok(Redefined {
-        plan,
-        backfill,
-        batch_only,
-    })
+    Ok((plan, backfill))
 }
 
 /// Runs the writer until every sender of `jobs` is gone; committed work goes to `done`.
@@ -235,7 +367,6 @@ pub fn writer(
     mut jobs: mpsc::Receiver<Job>,
     done: std::sync::mpsc::SyncSender<Step>,
     metrics: Arc<Metrics>,
-    engine: Arc<Mutex<Engine>>,
     tail_ready: Arc<AtomicBool>,
 ) {
     let mut next = None;
@@ -254,27 +385,15 @@ pub fn writer(
                 // Pin the store as it is now, between two commits, for the backfill.
                 let pinned = microseg_store::Store::open(&workspace)
                     .and_then(|store| store.begin_read().map(|()| store));
-                let store = match pinned {
-                    Ok(store) => store,
+                match pinned {
+                    Ok(store) => {
+                        if done.send(Step::Redefine(Box::new(store), reply)).is_err() {
+                            return;
+                        }
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(e.to_string()));
-                        continue;
                     }
-                };
-                let (result, backfilled) = std::sync::mpsc::sync_channel(1);
-                let (workspace, engine, as_of) = (workspace.clone(), engine.clone(), crate::now());
-                let spawned =
-                    std::thread::Builder::new()
-                        .name("backfill".into())
-                        .spawn(move || {
-                            let _ = result.send(redefine(&workspace, &store, &engine, as_of));
-                        });
-                if let Err(e) = spawned {
-                    let _ = reply.send(Err(e.to_string()));
-                    continue;
-                }
-                if done.send(Step::Redefine(backfilled, reply)).is_err() {
-                    return;
                 }
                 continue;
             }
@@ -398,6 +517,7 @@ pub const SNAPSHOT_AGE: Duration = Duration::from_secs(600);
 /// in, or events came in and the snapshot is [`SNAPSHOT_AGE`] old. Runs until `stop`
 /// says so or closes.
 pub fn snapshotter(workspace: microseg_store::Workspace, stop: std::sync::mpsc::Receiver<()>) {
+    background();
     let state = |store: &microseg_store::Store| store.state().map(|s| s.max_event_id).ok();
     let Ok(store) = microseg_store::Store::open(&workspace) else {
         return;
@@ -464,46 +584,27 @@ impl Passes {
 
 /// Runs the engine until `commits` closes.
 pub fn engine(
+    workspace: microseg_store::Workspace,
     shared: Arc<Mutex<Engine>>,
     commits: std::sync::mpsc::Receiver<Step>,
     changes: broadcast::Sender<PublishedChange>,
     metrics: Arc<Metrics>,
 ) {
+    let mut pending: Option<Pending> = None;
+    // The engine's clock, for the backfill thread's catch-up.
+    let clock = Arc::new(AtomicI64::new(0));
     loop {
         let next = commits.recv_timeout(TICK);
         let mut e = shared.lock().expect("engine lock");
         let committed = match next {
             Ok(Step::Commit(written, committed)) => Some((written, committed)),
-            Ok(Step::Redefine(backfilled, reply)) => {
-                // Every commit before this step is in the backfill's history and was
-                // applied; the later ones wait in the queue until it is installed.
-                drop(e);
-                let ready = backfilled
-                    .recv()
-                    .unwrap_or_else(|_| Err("the backfill stopped".into()));
-                e = shared.lock().expect("engine lock");
-                match ready {
-                    Ok(Redefined {
-                        plan,
-                        backfill,
-                        batch_only,
-                    }) => {
-                        let Engine {
-                            profiles,
-                            streaming,
-                            ..
-                        } = &mut *e;
-                        let mut moved = streaming.advance(profiles, crate::now());
-                        moved.extend(streaming.install(profiles, plan, backfill));
-                        e.batch_only = batch_only;
-                        let moved = moved.into_iter().map(|c| (c, None)).collect();
-                        publish(moved, &e.profiles, &changes, &metrics);
-                        let _ = reply.send(Ok(()));
+            Ok(Step::Redefine(store, reply)) => {
+                // Every commit before this step is in the pinned store and was applied.
+                match pending {
+                    Some(_) => {
+                        let _ = reply.send(Err("a segment change is being taken in".into()));
                     }
-                    Err(message) => {
-                        tracing::error!(error = %message, "segment definitions not taken in");
-                        let _ = reply.send(Err(message));
-                    }
+                    None => pending = redefine(&workspace, *store, &e, &clock, reply),
                 }
                 None
             }
@@ -514,17 +615,46 @@ pub fn engine(
             profiles,
             retired,
             streaming,
-            ..
+            batch_only,
         } = &mut *e;
         let mut out: Vec<(Change, Option<Instant>)> = streaming
             .advance(profiles, crate::now())
             .into_iter()
             .map(|c| (c, None))
             .collect();
+        clock.store(streaming.clock().0, Ordering::Relaxed);
         if let Some((written, committed)) = committed {
             for applied in written.applied {
+                if let Some(p) = &mut pending {
+                    p.record(&applied);
+                }
                 let found = apply(profiles, retired, streaming, applied);
                 out.extend(found.into_iter().map(|c| (c, Some(committed))));
+            }
+        }
+        // A finished backfill is installed between two commits, with what came since.
+        let done = pending.as_ref().and_then(|p| p.backfilled.try_recv().ok());
+        if let Some(result) = done {
+            let p = pending.take().expect("pending");
+            match result {
+                Ok((plan, backfill)) => {
+                    let started = Instant::now();
+                    let rest = std::mem::take(&mut *p.replay.lock().expect("replay lock"));
+                    let replayed = rest.len();
+                    let installed = streaming.install(profiles, plan, backfill, rest);
+                    out.extend(installed.into_iter().map(|c| (c, None)));
+                    *batch_only = p.batch_only;
+                    tracing::info!(
+                        replayed,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "segment definitions installed"
+                    );
+                    let _ = p.reply.send(Ok(()));
+                }
+                Err(message) => {
+                    tracing::error!(error = %message, "segment definitions not taken in");
+                    let _ = p.reply.send(Err(message));
+                }
             }
         }
         publish(out, profiles, &changes, &metrics);

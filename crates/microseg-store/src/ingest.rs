@@ -265,7 +265,12 @@ impl Ingestor {
         received: Timestamp,
     ) -> Result<Written, StoreError> {
         let now = now_ms();
-        let tx = self.store.conn.unchecked_transaction()?;
+        // Immediate: the write lock first, so another connection's commit (a command
+        // run beside the server) cannot fail this transaction between a read and a write.
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.store.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )?;
         let ids = &mut self.ids;
         ids.version = None;
         let mut out = Written::default();

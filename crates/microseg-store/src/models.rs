@@ -22,7 +22,11 @@ impl Store {
         spec: &TraitSpec,
         values: &[(ProfileId, Value)],
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        // Immediate: take the write lock first (waiting for it), so a commit by another
+        // connection between a read and the first write cannot fail the transaction.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let stored: Option<String> = tx
             .query_row(
                 "SELECT type FROM trait_types WHERE name = ?1",
@@ -138,7 +142,11 @@ impl Store {
         experiment: &Experiment,
         file: &str,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        // Immediate: take the write lock first (waiting for it), so a commit by another
+        // connection between a read and the first write cannot fail the transaction.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "DELETE FROM experiment_members WHERE experiment = ?1",
             [&experiment.name],

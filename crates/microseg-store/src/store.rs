@@ -486,7 +486,11 @@ impl Store {
         description: Option<&str>,
         replace: bool,
     ) -> Result<i64, StoreError> {
-        let tx = self.conn.transaction()?;
+        // Immediate: take the write lock first (waiting for it), so a commit by another
+        // connection between a read and the first write cannot fail the transaction.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let current: Option<i64> = tx
             .query_row(
                 "SELECT version FROM segments WHERE name = ?1",

@@ -27,12 +27,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use microseg_core::condition::Condition;
-use microseg_core::{ProfileId, Schema, Timestamp, TraitSpec, TraitType, Value};
+use microseg_core::{ProfileId, Schema, Timestamp, TraitType, Value};
 use microseg_engine::array::Array;
-use microseg_engine::columnar::{Column, Dictionary, ExternalIds, PropertyColumn, NO_CODE};
+use microseg_engine::columnar::{
+    Column, Dictionary, ExternalIds, PropertyColumn, PropertyValue, NO_CODE,
+};
 use microseg_engine::metrics::metric_type;
 use microseg_engine::models::clv::{summarise, ClvModel, Predictions, Summary, PREDICTION_NAMES};
-use microseg_engine::{compute_metrics, Dataset, EventTable, Metrics, MetricsConfig, ProfileTable};
+use microseg_engine::{
+    compute_metrics, Dataset, EventTable, EventTableBuilder, Metrics, MetricsConfig, ProfileTable,
+};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
@@ -286,6 +290,14 @@ impl<'s> Tables<'s> {
         if self.profiles.columns.contains_key(name) {
             return Ok(());
         }
+        // A large catch-up is written back when traits are first read, so the next
+        // command starts from it (commands that read no traits do not pay for it).
+        self.profiles_source.write_if_changed(
+            &self.cache,
+            &self.state,
+            &self.schema,
+            WRITE_PROFILES_AFTER,
+        )?;
         let Some(spec) = self.schema.get(name) else {
             return Ok(());
         };
@@ -318,6 +330,160 @@ impl<'s> Tables<'s> {
             }
         }
         Ok(())
+    }
+
+    /// Only the events named `names`, and every event dated after `after`, with the
+    /// properties `properties`, sorted by profile and time: what replaying history into
+    /// a few new leaves needs, read without catching the whole snapshot up (its events of
+    /// those names, and the store's events since it of those names). The table is not
+    /// kept: it is for the caller alone.
+    pub fn events_named(
+        &mut self,
+        names: &[&str],
+        properties: &[&str],
+        after: Timestamp,
+    ) -> Result<EventTable, StoreError> {
+        let path = self.cache.join("events.snap");
+        let key = events_key(&self.state);
+        let base = Snapshot::open(&path, "events")
+            .ok()
+            .flatten()
+            .and_then(|snap| {
+                let old = snap.key::<EventsKey>()?;
+                let usable = old.format == FORMAT
+                    && old.store_id == key.store_id
+                    && old.rewrites == key.rewrites
+                    && old.max_event_id <= key.max_event_id
+                    && old.merges_version <= key.merges_version;
+                usable.then_some(())?;
+                read_events_snapshot(&snap, old, self.state.profiles as usize).ok()
+            });
+        let Some(base) = base else {
+            // No snapshot to start from: the whole table, filtered.
+            self.load_events(properties, WRITE_EVENTS_AFTER)?;
+            let loaded = self.events.as_ref().expect("loaded");
+            return Ok(filter_events(&loaded.table, names, properties, after));
+        };
+        let event_names = self.store.event_names()?;
+        let wanted: Vec<bool> = event_names
+            .iter()
+            .map(|n| names.contains(&n.as_str()))
+            .collect();
+        let codes: Vec<u32> = (0..event_names.len() as u32)
+            .filter(|&c| wanted[c as usize])
+            .collect();
+        // The snapshot's events of those names (or later than `after`), in arrival order.
+        let b = &base.table;
+        let mut rows: Vec<(u32, u32)> = Vec::new(); // (seq, row)
+        for p in 0..b.profiles() as ProfileId {
+            for r in b.events_of(p) {
+                let code = b.name[r] as usize;
+                if wanted.get(code).copied().unwrap_or(false) || b.time[r] > after.0 {
+                    rows.push((base.seq[r], r as u32));
+                }
+            }
+        }
+        rows.sort_unstable();
+        let old_owner: Vec<u32> = {
+            let mut owner = vec![0u32; b.len()];
+            for p in 0..b.profiles() as ProfileId {
+                for r in b.events_of(p) {
+                    owner[r] = p;
+                }
+            }
+            owner
+        };
+        let survivors = self.store.survivors(self.state.profiles as usize)?;
+        // Their properties: from the snapshot's property files, else from the store.
+        let mut columns: Vec<Option<PropertyColumn>> = Vec::with_capacity(properties.len());
+        let mut missing = Vec::new();
+        for &name in properties {
+            let column = Snapshot::open(&property_path(&self.cache, name), "property")
+                .ok()
+                .flatten()
+                .filter(|snap| {
+                    snap.key::<PropertyKey>()
+                        .is_some_and(|k| k.events == base.key && k.name == name)
+                })
+                .and_then(|snap| read_property(&snap).ok());
+            if column.is_none() {
+                missing.push(name);
+            }
+            columns.push(column);
+        }
+        let stored = if missing.is_empty() {
+            NewEvents::default()
+        } else {
+            self.store
+                .events_matching(0, base.key.max_event_id, &codes, after, &missing)?
+        };
+        if !missing.is_empty() && stored.time.len() != rows.len() {
+            return Err(StoreError::Invalid(format!(
+                "snapshot: {} events of {names:?} in the snapshot, {} in the store",
+                rows.len(),
+                stored.time.len()
+            )));
+        }
+        let new = self.store.events_matching(
+            base.key.max_event_id,
+            key.max_event_id,
+            &codes,
+            after,
+            properties,
+        )?;
+        let mut builder = EventTableBuilder::with_capacity(rows.len() + new.time.len());
+        builder.define_names(&event_names);
+        let set = |builder: &mut EventTableBuilder,
+                   at: usize,
+                   name: &str,
+                   number: f64,
+                   text: Option<&str>| {
+            if !number.is_nan() {
+                builder.set_property(at, name, PropertyValue::Number(number));
+            } else if let Some(t) = text {
+                builder.set_property(at, name, PropertyValue::Text(t));
+            }
+        };
+        for (i, &(_, r)) in rows.iter().enumerate() {
+            let r = r as usize;
+            let owner = survivors[old_owner[r] as usize];
+            let revenue = Some(b.revenue[r]).filter(|x| !x.is_nan());
+            builder.push_code(owner, b.time[r], b.name[r], revenue);
+            let at = builder.len() - 1;
+            let mut m = 0;
+            for (j, &name) in properties.iter().enumerate() {
+                match &columns[j] {
+                    Some(c) => {
+                        let code = c.text(r);
+                        let text = (code != NO_CODE).then(|| c.dict.value(code));
+                        set(&mut builder, at, name, c.number(r), text);
+                    }
+                    None => {
+                        let (numbers, texts, dict) = &stored.properties[m];
+                        let text = (texts[i] != NO_CODE).then(|| dict.value(texts[i]));
+                        set(&mut builder, at, name, numbers[i], text);
+                        m += 1;
+                    }
+                }
+            }
+        }
+        for i in 0..new.time.len() {
+            let owner = *survivors.get(new.profile[i] as usize).ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "store: event of unknown profile {}",
+                    new.profile[i]
+                ))
+            })?;
+            let revenue = Some(new.revenue[i]).filter(|x| !x.is_nan());
+            builder.push_code(owner, new.time[i], new.name[i], revenue);
+            let at = builder.len() - 1;
+            for (j, &name) in properties.iter().enumerate() {
+                let (numbers, texts, dict) = &new.properties[j];
+                let text = (texts[i] != NO_CODE).then(|| dict.value(texts[i]));
+                set(&mut builder, at, name, numbers[i], text);
+            }
+        }
+        Ok(builder.finish(self.state.profiles as usize))
     }
 
     fn load_metrics(&mut self, predictions: bool) -> Result<(), StoreError> {
@@ -387,8 +553,11 @@ impl<'s> Tables<'s> {
 /// since it was written (applied to each column as it is decoded).
 struct ProfileSource {
     snapshot: Option<Snapshot>,
-    /// Profiles changed since the snapshot: their whole traits and whether retired.
-    changed: BTreeMap<ProfileId, (HashMap<String, Value>, bool)>,
+    /// Profiles changed since the snapshot: their traits (JSON, parsed when a column is
+    /// first decoded) and whether retired.
+    changed: BTreeMap<ProfileId, (String, bool)>,
+    /// The changed profiles' traits, parsed.
+    parsed: std::cell::OnceCell<BTreeMap<ProfileId, serde_json::Map<String, serde_json::Value>>>,
     external_ids: ExternalIds,
     retired: RoaringBitmap,
     /// The snapshot's own schema (trait name → index of its sections).
@@ -410,10 +579,6 @@ impl ProfileSource {
         let snapshot = Snapshot::open(&path, "profiles").unwrap_or_default();
         if let Some(snap) = snapshot {
             if let Some(source) = Self::from_snapshot(snap, store, state, key)? {
-                let mut source = source;
-                if source.changed.len() >= WRITE_PROFILES_AFTER {
-                    source.write_if_changed(cache, state, schema, 0)?;
-                }
                 return Ok(source);
             }
         }
@@ -477,7 +642,7 @@ impl ProfileSource {
                 } else {
                     retired.remove(p.id);
                 }
-                changed.insert(p.id, (p.traits.into_iter().collect(), p.retired));
+                changed.insert(p.id, (p.traits, p.retired));
             }
         }
         if external_ids.len() != state.profiles as usize {
@@ -493,6 +658,7 @@ impl ProfileSource {
             current: changed.is_empty(),
             snapshot: Some(snap),
             changed,
+            parsed: std::cell::OnceCell::new(),
             external_ids,
             retired,
             columns,
@@ -510,31 +676,23 @@ impl ProfileSource {
     }
 
     /// Trait `name` of type `ty` for `len` profiles: decoded from the snapshot, with the
-    /// changed profiles' values applied.
+    /// changed profiles' values applied (profiles added since have it only from there).
     fn column(&self, name: &str, ty: TraitType, len: usize) -> Result<Column, StoreError> {
-        let mut table = ProfileTable::default();
         let mut column = match (self.columns.get(name), &self.snapshot) {
             (Some(&(i, t)), Some(snap)) if t == ty => decode_column(snap, i, ty)?,
-            _ => {
-                let mut schema = Schema::new();
-                schema.insert(name.to_string(), TraitSpec::new(ty));
-                ProfileTable::with_schema(&schema)
-                    .columns
-                    .remove(name)
-                    .expect("one column")
-            }
+            _ => Column::of_type(ty),
         };
-        // Profiles added since the snapshot have no value until their change applies.
-        let have = column.len();
-        table.external_ids = (0..have).map(|_| "").collect();
-        table.columns.insert(name.to_string(), column);
-        for _ in have..len {
-            table.push("", &HashMap::new());
-        }
-        for (&p, (traits, _)) in &self.changed {
-            table.set_trait(p, name, ty, traits.get(name));
-        }
-        column = table.columns.remove(name).expect("one column");
+        let parsed = self.parsed.get_or_init(|| {
+            self.changed
+                .iter()
+                .map(|(&p, (json, _))| (p, serde_json::from_str(json).unwrap_or_default()))
+                .collect()
+        });
+        let values: Vec<(ProfileId, Option<Value>)> = parsed
+            .iter()
+            .map(|(&p, traits)| (p, traits.get(name).and_then(|v| Value::from_json(ty, v))))
+            .collect();
+        column.apply(len, values.iter().map(|(p, v)| (*p, v.as_ref())));
         Ok(column)
     }
 
@@ -573,6 +731,7 @@ impl ProfileSource {
                 .collect(),
             snapshot: Some(snapshot),
             changed: BTreeMap::new(),
+            parsed: std::cell::OnceCell::new(),
             external_ids: table.external_ids.clone(),
             retired: table.retired.clone(),
             current: true,
@@ -594,8 +753,8 @@ pub struct ChangedProfile {
     pub id: ProfileId,
     /// External id.
     pub external_id: String,
-    /// Every trait it has, typed.
-    pub traits: Vec<(String, Value)>,
+    /// Every trait it has: a JSON object.
+    pub traits: String,
     /// Whether it was merged into another.
     pub retired: bool,
 }
@@ -1095,6 +1254,42 @@ fn load_property(
     Ok(column)
 }
 
+/// The events of `table` named by one of `names` or dated after `after`, with
+/// `properties`.
+fn filter_events(
+    table: &EventTable,
+    names: &[&str],
+    properties: &[&str],
+    after: Timestamp,
+) -> EventTable {
+    let mut builder = EventTableBuilder::default();
+    let names_all: Vec<String> = (0..table.names.len() as u32)
+        .map(|c| table.names.value(c).to_string())
+        .collect();
+    builder.define_names(&names_all);
+    for p in 0..table.profiles() as ProfileId {
+        for r in table.events_of(p) {
+            let name = table.names.value(table.name[r]);
+            if !names.contains(&name) && table.time[r] <= after.0 {
+                continue;
+            }
+            let revenue = Some(table.revenue[r]).filter(|x| !x.is_nan());
+            builder.push_code(p, table.time[r], table.name[r], revenue);
+            let at = builder.len() - 1;
+            for &key in properties {
+                if let Some(c) = table.properties.get(key) {
+                    if !c.number(r).is_nan() {
+                        builder.set_property(at, key, PropertyValue::Number(c.number(r)));
+                    } else if c.text(r) != NO_CODE {
+                        builder.set_property(at, key, PropertyValue::Text(c.dict.value(c.text(r))));
+                    }
+                }
+            }
+        }
+    }
+    builder.finish(table.profiles())
+}
+
 /// Old and new events merged: per profile (its survivor), by time, then arrival.
 struct Merged {
     offsets: Vec<u64>,
@@ -1266,18 +1461,20 @@ impl Store {
         up_to: u64,
         names: &[&str],
     ) -> Result<NewEvents, StoreError> {
-        let extracts: String = names
-            .iter()
-            .map(|p| format!(", {}", property_extract(p)))
-            .collect();
+        let properties = if names.is_empty() {
+            "NULL"
+        } else {
+            "properties"
+        };
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT profile_id, time, name_id, revenue{extracts} FROM events
+            "SELECT profile_id, time, name_id, revenue, {properties} FROM events
              WHERE id > ?1 AND id <= ?2 ORDER BY id"
         ))?;
         let mut out = NewEvents {
             properties: names.iter().map(|_| Default::default()).collect(),
             ..NewEvents::default()
         };
+        let mut found = vec![PropertyJson::Absent; names.len()];
         let mut rows = stmt.query([after as i64, up_to as i64])?;
         while let Some(row) = rows.next()? {
             out.profile.push(row.get(0)?);
@@ -1285,8 +1482,54 @@ impl Store {
             out.name.push(row.get(2)?);
             out.revenue
                 .push(row.get::<_, Option<f64>>(3)?.unwrap_or(f64::NAN));
-            for (i, column) in out.properties.iter_mut().enumerate() {
-                push_property(column, row.get_ref(4 + i)?);
+            read_properties(row.get_ref(4)?, names, &mut found);
+            for (column, value) in out.properties.iter_mut().zip(&found) {
+                push_property(column, value);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The events with an id in `(after, up_to]` named by one of `codes` or dated after
+    /// `later`, in id order, with properties `names`.
+    fn events_matching(
+        &self,
+        after: u64,
+        up_to: u64,
+        codes: &[u32],
+        later: Timestamp,
+        names: &[&str],
+    ) -> Result<NewEvents, StoreError> {
+        // `IN (-1)` when no name is wanted (an empty list is not SQL).
+        let mut list: Vec<String> = codes.iter().map(u32::to_string).collect();
+        if list.is_empty() {
+            list.push("-1".into());
+        }
+        let properties = if names.is_empty() {
+            "NULL"
+        } else {
+            "properties"
+        };
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT profile_id, time, name_id, revenue, {properties} FROM events
+             WHERE id > ?1 AND id <= ?2 AND (name_id IN ({}) OR time > ?3) ORDER BY id",
+            list.join(", ")
+        ))?;
+        let mut out = NewEvents {
+            properties: names.iter().map(|_| Default::default()).collect(),
+            ..NewEvents::default()
+        };
+        let mut found = vec![PropertyJson::Absent; names.len()];
+        let mut rows = stmt.query(rusqlite::params![after as i64, up_to as i64, later.0])?;
+        while let Some(row) = rows.next()? {
+            out.profile.push(row.get(0)?);
+            out.time.push(row.get(1)?);
+            out.name.push(row.get(2)?);
+            out.revenue
+                .push(row.get::<_, Option<f64>>(3)?.unwrap_or(f64::NAN));
+            read_properties(row.get_ref(4)?, names, &mut found);
+            for (column, value) in out.properties.iter_mut().zip(&found) {
+                push_property(column, value);
             }
         }
         Ok(out)
@@ -1298,75 +1541,116 @@ impl Store {
         name: &str,
         up_to: u64,
     ) -> Result<(Vec<f64>, Vec<u32>, Dictionary), StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {} FROM events WHERE id <= ?1 ORDER BY id",
-            property_extract(name)
-        ))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT properties FROM events WHERE id <= ?1 ORDER BY id")?;
         let mut column = Default::default();
+        let mut found = [PropertyJson::Absent];
         let mut rows = stmt.query([up_to as i64])?;
         while let Some(row) = rows.next()? {
-            push_property(&mut column, row.get_ref(0)?);
+            read_properties(row.get_ref(0)?, &[name], &mut found);
+            push_property(&mut column, &found[0]);
         }
         Ok(column)
     }
 
     /// The profiles whose version is above `version`, in id order, with their traits.
     pub fn profiles_changed_since(&self, version: u64) -> Result<Vec<ChangedProfile>, StoreError> {
-        let schema = self.schema()?;
         let mut stmt = self.conn.prepare(
             "SELECT id, external_id, traits, merged_into IS NOT NULL FROM profiles
              WHERE version > ?1 ORDER BY id",
         )?;
-        let mut rows = stmt.query([version as i64])?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            let text: String = row.get(2)?;
-            let parsed: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&text).unwrap_or_default();
-            out.push(ChangedProfile {
+        let rows = stmt.query_map([version as i64], |row| {
+            Ok(ChangedProfile {
                 id: row.get(0)?,
                 external_id: row.get(1)?,
-                traits: parsed
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.clone(), Value::from_json(schema.get(k)?.ty, v)?)))
-                    .collect(),
+                traits: row.get(2)?,
                 retired: row.get(3)?,
-            });
-        }
-        Ok(out)
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 
-/// The SQL reading property `name` of an event (JSON booleans as the text `true`/`false`,
-/// which `json_extract` would give as 1 and 0).
-fn property_extract(name: &str) -> String {
-    let path = crate::sql::string(&format!("$.\"{}\"", name.replace('"', "\\\"")));
-    format!(
-        "CASE json_type(properties, {path}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' \
-         ELSE json_extract(properties, {path}) END"
-    )
+/// One event property as read from its JSON, typed as the evaluators read properties
+/// (and as the SQL backend's `json_extract` gives them): numbers as numbers; strings,
+/// `true` and `false`, lists and objects (their compact JSON) as text; `null` as absent.
+#[derive(Debug, Clone, PartialEq)]
+enum PropertyJson {
+    Absent,
+    Number(f64),
+    Text(String),
 }
 
-fn push_property(
-    column: &mut (Vec<f64>, Vec<u32>, Dictionary),
-    value: rusqlite::types::ValueRef<'_>,
+/// The values of properties `names` in the JSON object `properties` (a `properties`
+/// column value), parsed once, skipping every other key without building it.
+fn read_properties(
+    properties: rusqlite::types::ValueRef<'_>,
+    names: &[&str],
+    found: &mut [PropertyJson],
 ) {
-    use rusqlite::types::ValueRef;
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    found.iter_mut().for_each(|f| *f = PropertyJson::Absent);
+    let rusqlite::types::ValueRef::Text(text) = properties else {
+        return;
+    };
+    struct Wanted<'a, 'b> {
+        names: &'a [&'a str],
+        found: &'b mut [PropertyJson],
+    }
+    impl<'de> Visitor<'de> for Wanted<'_, '_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                match self.names.iter().position(|n| *n == key) {
+                    Some(i) => {
+                        let v: serde_json::Value = map.next_value()?;
+                        self.found[i] = match v {
+                            serde_json::Value::Null => PropertyJson::Absent,
+                            serde_json::Value::Number(n) => n
+                                .as_f64()
+                                .map_or(PropertyJson::Absent, PropertyJson::Number),
+                            serde_json::Value::String(s) => PropertyJson::Text(s),
+                            serde_json::Value::Bool(b) => PropertyJson::Text(b.to_string()),
+                            other => PropertyJson::Text(other.to_string()),
+                        };
+                    }
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(text);
+    // Stored properties are JSON objects; anything else has no properties.
+    if de
+        .deserialize_map(Wanted {
+            names,
+            found: &mut *found,
+        })
+        .is_err()
+    {
+        found.iter_mut().for_each(|f| *f = PropertyJson::Absent);
+    }
+}
+
+fn push_property(column: &mut (Vec<f64>, Vec<u32>, Dictionary), value: &PropertyJson) {
     let (numbers, texts, dict) = column;
     match value {
-        ValueRef::Integer(x) => {
-            numbers.push(x as f64);
+        PropertyJson::Number(x) => {
+            numbers.push(*x);
             texts.push(NO_CODE);
         }
-        ValueRef::Real(x) => {
-            numbers.push(x);
-            texts.push(NO_CODE);
-        }
-        ValueRef::Text(t) => {
+        PropertyJson::Text(t) => {
             numbers.push(f64::NAN);
-            texts.push(dict.intern(&String::from_utf8_lossy(t)));
+            texts.push(dict.intern(t));
         }
-        ValueRef::Null | ValueRef::Blob(_) => {
+        PropertyJson::Absent => {
             numbers.push(f64::NAN);
             texts.push(NO_CODE);
         }
@@ -1586,6 +1870,15 @@ mod tests {
                             .count();
                     }
                 }
+                // Only some events, read from the (older) snapshot and the store's newer
+                // events, equal the same events picked out of the whole table (below).
+                let store = Store::open(&ws).unwrap();
+                let mut tables = Tables::open(&ws, &store, Timestamp(0)).unwrap();
+                let after = Timestamp(1_706_745_600_000 + rng.below(30) as i64 * 86_400_000);
+                let names: &[&str] =
+                    [&["view"][..], &["order_completed"], &[]][rng.below(3) as usize];
+                let picked = tables.events_named(names, &PROPERTIES, after).unwrap();
+                drop(tables);
                 let write_after = if rng.below(2) == 0 { 0 } else { 1_000_000 };
                 let (events, profiles) = loaded(&ws, &cache_dir(&ws), write_after);
                 let fresh = tempfile::tempdir().unwrap();
@@ -1594,6 +1887,12 @@ mod tests {
                     contents(&events, &profiles),
                     contents(&events2, &profiles2),
                     "seed {seed}, step {step}"
+                );
+                let expected = filter_events(&events2, names, &PROPERTIES, after);
+                assert_eq!(
+                    contents(&picked, &profiles2).2,
+                    contents(&expected, &profiles2).2,
+                    "seed {seed}, step {step}: events named {names:?} or after {after}"
                 );
             }
             assert!(merges > 0, "seed {seed}: the history should merge profiles");

@@ -37,7 +37,7 @@ use roaring::RoaringBitmap;
 
 pub use event::{EventValue, StreamEvent};
 use leaf::{Leaf, State, Step};
-pub use redefine::{Backfill, Redefinition};
+pub use redefine::{Backfill, Redefinition, Replay};
 use sessions::Sessions;
 use wheel::TimerWheel;
 

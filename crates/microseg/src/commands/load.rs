@@ -48,6 +48,9 @@ pub struct IngestArgs {
     /// Distinct users the events belong to.
     #[arg(long, default_value_t = 100_000)]
     users: u64,
+    /// Users are the demo shop's customers (`c0000001` ...) instead of `u0`, `u1`, ...
+    #[arg(long)]
+    demo_users: bool,
     /// Probe events per second (each for a fresh user, for the latency measurement).
     #[arg(long, default_value_t = 20.0)]
     probes: f64,
@@ -139,8 +142,26 @@ fn now_ms() -> i64 {
 
 const CATEGORIES: [&str; 6] = ["bikes", "helmets", "apparel", "parts", "lights", "sale"];
 
+/// Who the generated events are about.
+#[derive(Clone, Copy)]
+struct Users {
+    count: u64,
+    demo: bool,
+}
+
+impl Users {
+    fn id(self, rng: &mut Rng) -> String {
+        let n = rng.below(self.count);
+        if self.demo {
+            format!("c{:07}", n + 1)
+        } else {
+            format!("u{n}")
+        }
+    }
+}
+
 /// One generated batch body of `n` events with message ids `prefix-seq`.
-fn batch_body(rng: &mut Rng, users: u64, n: usize, prefix: &str, seq: &mut u64) -> Vec<u8> {
+fn batch_body(rng: &mut Rng, users: Users, n: usize, prefix: &str, seq: &mut u64) -> Vec<u8> {
     let ts = Timestamp(now_ms()).to_string();
     let mut s = String::with_capacity(n * 220);
     s.push_str("{\"batch\":[");
@@ -149,30 +170,30 @@ fn batch_body(rng: &mut Rng, users: u64, n: usize, prefix: &str, seq: &mut u64) 
             s.push(',');
         }
         *seq += 1;
-        let user = rng.below(users);
+        let user = users.id(rng);
         let category = CATEGORIES[rng.below(CATEGORIES.len() as u64) as usize];
         let roll = rng.below(100);
         let _ = if roll < 70 {
             write!(
                 s,
-                r#"{{"type":"track","event":"Product Viewed","userId":"u{user}","messageId":"{prefix}-{seq}","timestamp":"{ts}","properties":{{"category":"{category}","price":{}.5}}}}"#,
+                r#"{{"type":"track","event":"Product Viewed","userId":"{user}","messageId":"{prefix}-{seq}","timestamp":"{ts}","properties":{{"category":"{category}","price":{}.5}}}}"#,
                 rng.below(200)
             )
         } else if roll < 80 {
             write!(
                 s,
-                r#"{{"type":"track","event":"Order Completed","userId":"u{user}","messageId":"{prefix}-{seq}","timestamp":"{ts}","properties":{{"category":"{category}","revenue":{}.25}}}}"#,
+                r#"{{"type":"track","event":"Order Completed","userId":"{user}","messageId":"{prefix}-{seq}","timestamp":"{ts}","properties":{{"category":"{category}","revenue":{}.25}}}}"#,
                 10 + rng.below(300)
             )
         } else if roll < 95 {
             write!(
                 s,
-                r#"{{"type":"page","name":"{category}","userId":"u{user}","messageId":"{prefix}-{seq}","timestamp":"{ts}","properties":{{"path":"/c/{category}"}}}}"#
+                r#"{{"type":"page","name":"{category}","userId":"{user}","messageId":"{prefix}-{seq}","timestamp":"{ts}","properties":{{"path":"/c/{category}"}}}}"#
             )
         } else {
             write!(
                 s,
-                r#"{{"type":"identify","userId":"u{user}","messageId":"{prefix}-{seq}","timestamp":"{ts}","traits":{{"plan":"{}","age":{}}}}}"#,
+                r#"{{"type":"identify","userId":"{user}","messageId":"{prefix}-{seq}","timestamp":"{ts}","traits":{{"plan":"{}","age":{}}}}}"#,
                 if rng.below(2) == 0 { "free" } else { "pro" },
                 18 + rng.below(60)
             )
@@ -324,7 +345,11 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
             acked.clone(),
             overloaded.clone(),
         );
-        let (users, batch, seed) = (args.users, args.batch, args.seed);
+        let users = Users {
+            count: args.users,
+            demo: args.demo_users,
+        };
+        let (batch, seed) = (args.batch, args.seed);
         let prefix = format!("{run}-w{w}");
         workers.push(std::thread::spawn(move || -> Result<Vec<(f64, f64)>> {
             let mut conn = Conn::open(&host)?;
@@ -431,6 +456,7 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
         "events_per_second_mean": total as f64 / elapsed,
         "events_per_second_median_second": percentile(&sorted, 0.5),
         "events_per_second_min_second": sorted.first().copied().unwrap_or(0.0),
+        "acknowledged_per_second": per_second,
         "overloaded_503": overloaded.load(Ordering::Relaxed),
         "request_ms": summary(requests.iter().map(|r| r.1).collect()),
         "probes": probes.len(),
