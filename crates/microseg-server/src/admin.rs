@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -25,83 +25,42 @@ use microseg_engine::{
     check_references, compute_metrics, Dataset, EventTableBuilder, ProfileTable,
 };
 use microseg_store::keys::KeyKind;
-use microseg_store::{Store, StoreError};
+use microseg_store::Store;
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt as _;
 
-use crate::http::{bearer, error};
+use crate::error::{ApiError, Body, ErrorKind, Path, Query};
+use crate::http::bearer;
 use crate::pipeline::Job;
 use crate::App;
 
-/// A failed management call: status, code and message.
-pub(crate) struct Failure(StatusCode, &'static str, String);
-
-impl Failure {
-    fn bad(message: impl Into<String>) -> Failure {
-        Failure(StatusCode::BAD_REQUEST, "invalid_request", message.into())
-    }
-
-    fn not_found(message: impl Into<String>) -> Failure {
-        Failure(StatusCode::NOT_FOUND, "not_found", message.into())
-    }
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Failure {
-        match e {
-            StoreError::UnknownProfile(id) => Failure::not_found(format!("no profile '{id}'")),
-            e => Failure(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store_error",
-                e.to_string(),
-            ),
-        }
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        error(self.0, self.1, self.2)
-    }
-}
-
-type Answer = Result<Response, Failure>;
+type Answer = Result<Response, ApiError>;
 
 /// Refuses a management call without a valid admin token.
-pub(crate) fn admin(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
+pub(crate) fn admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let reason = match bearer(headers) {
         Some(t) if app.accepts(KeyKind::Admin, t) => return Ok(()),
         Some(_) => "unknown admin token",
         None => "missing admin token: send Authorization: Bearer TOKEN (microseg key create admin)",
     };
-    Err(Box::new(app.reject(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        reason,
-    )))
+    Err(ApiError::new(ErrorKind::Unauthorized, reason))
 }
 
 /// Runs `f` on the blocking pool with a store connection.
 async fn blocking<T: Send + 'static>(
     app: &Arc<App>,
-    f: impl FnOnce(&App, &mut Store) -> Result<T, Failure> + Send + 'static,
-) -> Result<T, Failure> {
+    f: impl FnOnce(&App, &mut Store) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     let app = app.clone();
     tokio::task::spawn_blocking(move || {
         let mut store = Store::open(&app.workspace)?;
         f(&app, &mut store)
     })
     .await
-    .map_err(|e| {
-        Failure(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("the call failed: {e}"),
-        )
-    })?
+    .map_err(ApiError::internal)?
 }
 
 /// [`blocking`] after the admin check, answering with what `f` returns.
@@ -109,13 +68,9 @@ async fn with_store(
     app: Arc<App>,
     headers: &HeaderMap,
     f: impl FnOnce(&App, &mut Store) -> Answer + Send + 'static,
-) -> Response {
-    if let Err(r) = admin(&app, headers) {
-        return *r;
-    }
-    blocking(&app, f)
-        .await
-        .unwrap_or_else(|f| f.into_response())
+) -> Answer {
+    admin(&app, headers)?;
+    blocking(&app, f).await
 }
 
 /// The streaming clock, as the `as_of` of an answer.
@@ -150,7 +105,7 @@ fn describe(app: &App, s: &microseg_store::StoredSegment) -> Json {
     out
 }
 
-pub(crate) async fn list_segments(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+pub(crate) async fn list_segments(State(app): State<Arc<App>>, headers: HeaderMap) -> Answer {
     with_store(app, &headers, |app, store| {
         let list: Vec<Json> = store.segments()?.iter().map(|s| describe(app, s)).collect();
         Ok(axum::Json(json!({"as_of": as_of(app), "segments": list})).into_response())
@@ -162,7 +117,7 @@ pub(crate) async fn show_segment(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Response {
+) -> Answer {
     with_store(app, &headers, move |app, store| {
         let s = find(store, &name)?;
         Ok(axum::Json(describe(app, &s)).into_response())
@@ -170,12 +125,12 @@ pub(crate) async fn show_segment(
     .await
 }
 
-fn find(store: &Store, name: &str) -> Result<microseg_store::StoredSegment, Failure> {
+fn find(store: &Store, name: &str) -> Result<microseg_store::StoredSegment, ApiError> {
     store
         .segments()?
         .into_iter()
         .find(|s| s.name == name)
-        .ok_or_else(|| Failure::not_found(format!("no segment '{name}'")))
+        .ok_or_else(|| ApiError::not_found(format!("no segment '{name}'")))
 }
 
 /// The body of a segment create or edit.
@@ -190,15 +145,15 @@ pub(crate) struct SegmentBody {
     description: Option<String>,
 }
 
-fn body(raw: &[u8]) -> Result<SegmentBody, Failure> {
-    serde_json::from_slice(raw).map_err(|e| Failure::bad(format!("body: {e}")))
+fn body(raw: &[u8]) -> Result<SegmentBody, ApiError> {
+    serde_json::from_slice(raw).map_err(|e| ApiError::bad(format!("body: {e}")))
 }
 
 pub(crate) async fn create_segment(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    raw: axum::body::Bytes,
-) -> Response {
+    Body(raw): Body,
+) -> Answer {
     save(app, headers, raw, None).await
 }
 
@@ -206,8 +161,8 @@ pub(crate) async fn edit_segment(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    raw: axum::body::Bytes,
-) -> Response {
+    Body(raw): Body,
+) -> Answer {
     save(app, headers, raw, Some(name)).await
 }
 
@@ -217,56 +172,43 @@ async fn save(
     headers: HeaderMap,
     raw: axum::body::Bytes,
     edit: Option<String>,
-) -> Response {
-    if let Err(r) = admin(&app, &headers) {
-        return *r;
-    }
+) -> Answer {
+    admin(&app, &headers)?;
     let editing = edit.is_some();
-    let saved = blocking(&app, move |app, store| {
+    let name = blocking(&app, move |app, store| {
         let b = body(&raw)?;
         let name = match (edit, b.name) {
             (Some(path), Some(n)) if path != n => {
-                return Err(Failure::bad(format!(
+                return Err(ApiError::bad(format!(
                     "name: '{n}' differs from the path's '{path}' (renaming is not supported)"
                 )))
             }
             (Some(path), _) => path,
             (None, Some(n)) => n,
-            (None, None) => return Err(Failure::bad("name: missing")),
+            (None, None) => return Err(ApiError::bad("name: missing")),
         };
-        check_segment_name(&name).map_err(Failure::bad)?;
-        let condition = parse(&b.condition).map_err(|e| Failure::bad(format!("condition: {e}")))?;
+        check_segment_name(&name).map_err(ApiError::bad)?;
+        let condition =
+            parse(&b.condition).map_err(|e| ApiError::bad(format!("condition: {e}")))?;
         let saved = store.segment_conditions()?;
         match (editing, saved.contains_key(&name)) {
             (false, true) => {
-                return Err(Failure(
-                    StatusCode::CONFLICT,
-                    "conflict",
+                return Err(ApiError::new(
+                    ErrorKind::Conflict,
                     format!("segment '{name}' already exists (PUT /v1/segments/{name} edits it)"),
                 ))
             }
-            (true, false) => return Err(Failure::not_found(format!("no segment '{name}'"))),
+            (true, false) => return Err(ApiError::not_found(format!("no segment '{name}'"))),
             _ => {}
         }
         check_references(&name, &condition, &saved)
-            .map_err(|e| Failure::bad(format!("condition: {e}")))?;
+            .map_err(|e| ApiError::bad(format!("condition: {e}")))?;
         check_types(app, &name, &condition, &saved)?;
         store.save_segment(&name, &condition, b.description.as_deref(), editing)?;
         Ok(name)
     })
-    .await;
-    let name = match saved {
-        Ok(name) => name,
-        Err(f) => return f.into_response(),
-    };
+    .await?;
     // Take the new definition in between two commits, backfilled off the writer.
-    let stopping = || {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the server is stopping",
-        )
-    };
     // One change at a time: each is planned against the definitions the last installed.
     let one_at_a_time = app.redefining.lock().await;
     let (reply, done) = oneshot::channel();
@@ -274,16 +216,14 @@ async fn save(
         .queue_depth
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if app.jobs.send(Job::Redefine(reply)).await.is_err() {
-        return stopping();
+        return Err(ApiError::shutting_down());
     }
     let installed = done.await;
     drop(one_at_a_time);
     match installed {
         Ok(Ok(())) => {}
-        Ok(Err(message)) => {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "store_error", message)
-        }
-        Err(_) => return stopping(),
+        Ok(Err(message)) => return Err(ApiError::internal(message)),
+        Err(_) => return Err(ApiError::shutting_down()),
     }
     let status = if editing {
         StatusCode::OK
@@ -305,7 +245,7 @@ fn check_types(
     name: &str,
     condition: &Condition,
     saved: &BTreeMap<String, Condition>,
-) -> Result<(), Failure> {
+) -> Result<(), ApiError> {
     let mut needed: Vec<(String, Condition)> = Vec::new();
     let mut todo = vec![condition.clone()];
     while let Some(c) = todo.pop() {
@@ -328,7 +268,7 @@ fn check_types(
             source: microseg_engine::EvalError::UnknownSegment(_),
             ..
         }) => Ok(()),
-        Err(e) => Err(Failure::bad(format!("condition: {e}"))),
+        Err(e) => Err(ApiError::bad(format!("condition: {e}"))),
     }
 }
 
@@ -336,22 +276,18 @@ pub(crate) async fn members(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = admin(&app, &headers) {
-        return *r;
-    }
+) -> Answer {
+    admin(&app, &headers)?;
     let e = app.engine.lock().expect("engine lock");
     match e.streaming.members(&name) {
         Some(m) => {
             let ids: Vec<&str> = m.iter().map(|p| e.profiles.external_ids.get(p)).collect();
-            axum::Json(json!({"segment": name, "as_of": e.streaming.clock().to_string(), "size": ids.len(), "members": ids}))
-                .into_response()
+            Ok(axum::Json(json!({"segment": name, "as_of": e.streaming.clock().to_string(), "size": ids.len(), "members": ids}))
+                .into_response())
         }
-        None => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no streaming segment '{name}'"),
-        ),
+        None => Err(ApiError::not_found(format!(
+            "no streaming segment '{name}'"
+        ))),
     }
 }
 
@@ -365,30 +301,20 @@ pub(crate) async fn overlap(
     State(app): State<Arc<App>>,
     Query(q): Query<OverlapQuery>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = admin(&app, &headers) {
-        return *r;
-    }
+) -> Answer {
+    admin(&app, &headers)?;
     let names: Vec<&str> = q.segments.split(',').map(str::trim).collect();
     if names.len() < 2 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+        return Err(ApiError::bad(
             "segments: give at least two names, comma separated",
-        );
+        ));
     }
     let e = app.engine.lock().expect("engine lock");
     let mut sets = Vec::new();
     for n in &names {
         match e.streaming.members(n) {
             Some(m) => sets.push(m.clone()),
-            None => {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    format!("no streaming segment '{n}'"),
-                )
-            }
+            None => return Err(ApiError::not_found(format!("no streaming segment '{n}'"))),
         }
     }
     let matrix = microseg_engine::analytics::overlaps(&sets);
@@ -403,10 +329,10 @@ pub(crate) async fn overlap(
         .zip(&sets)
         .map(|(n, s)| json!({"name": n, "size": s.len()}))
         .collect();
-    axum::Json(
+    Ok(axum::Json(
         json!({"as_of": e.streaming.clock().to_string(), "segments": segments, "pairs": pairs}),
     )
-    .into_response()
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -423,13 +349,13 @@ pub(crate) async fn explain(
     Path(name): Path<String>,
     Query(q): Query<ExplainQuery>,
     headers: HeaderMap,
-) -> Response {
+) -> Answer {
     with_store(app, &headers, move |app, store| {
         let s = find(store, &name)?;
         let (p, traits, member, as_of) = {
             let e = app.engine.lock().expect("engine lock");
             let Some(members) = e.streaming.members(&name) else {
-                return Err(Failure::bad(format!(
+                return Err(ApiError::bad(format!(
                     "segment '{name}' is evaluated in batch only: use `microseg segment explain`"
                 )));
             };
@@ -482,7 +408,7 @@ pub(crate) async fn explain(
         };
         let e = dataset
             .explain(&s.condition, 0)
-            .map_err(|e| Failure::bad(e.to_string()))?;
+            .map_err(|e| ApiError::bad(e.to_string()))?;
         Ok(axum::Json(json!({
             "segment": name,
             "profile": q.profile,
@@ -505,13 +431,13 @@ fn explanation_json(e: &microseg_engine::Explanation) -> Json {
 }
 
 /// The dense id of a live profile, or why there is none.
-fn live_profile(e: &crate::pipeline::Engine, id: &str) -> Result<u32, Failure> {
+fn live_profile(e: &crate::pipeline::Engine, id: &str) -> Result<u32, ApiError> {
     let p = e
         .profiles
         .find(id)
-        .ok_or_else(|| Failure::not_found(format!("no profile '{id}'")))?;
+        .ok_or_else(|| ApiError::not_found(format!("no profile '{id}'")))?;
     if e.retired.contains(p) {
-        return Err(Failure::not_found(format!(
+        return Err(ApiError::not_found(format!(
             "profile '{id}' was merged into another by alias"
         )));
     }
@@ -529,7 +455,7 @@ pub(crate) async fn profile(
     Path(id): Path<String>,
     Query(q): Query<ProfileQuery>,
     headers: HeaderMap,
-) -> Response {
+) -> Answer {
     with_store(app, &headers, move |app, store| {
         let (p, mut out, as_of) = {
             let e = app.engine.lock().expect("engine lock");
@@ -583,35 +509,30 @@ pub(crate) struct WebhookBody {
 pub(crate) async fn create_webhook(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    raw: axum::body::Bytes,
-) -> Response {
-    if let Err(r) = admin(&app, &headers) {
-        return *r;
-    }
+    Body(raw): Body,
+) -> Answer {
+    admin(&app, &headers)?;
     let created = blocking(&app, move |_, store| {
         let b: WebhookBody =
-            serde_json::from_slice(&raw).map_err(|e| Failure::bad(format!("body: {e}")))?;
-        crate::webhooks::target(&b.url).map_err(|e| Failure::bad(format!("url: {e}")))?;
+            serde_json::from_slice(&raw).map_err(|e| ApiError::bad(format!("body: {e}")))?;
+        crate::webhooks::target(&b.url).map_err(|e| ApiError::bad(format!("url: {e}")))?;
         if let Some(names) = &b.segments {
             let saved = store.segment_conditions()?;
             if let Some(n) = names.iter().find(|n| !saved.contains_key(*n)) {
-                return Err(Failure::bad(format!("segments: no segment '{n}'")));
+                return Err(ApiError::bad(format!("segments: no segment '{n}'")));
             }
         }
         Ok(store.create_webhook(&b.url, b.segments.as_deref())?)
     })
-    .await;
-    match created {
-        Ok(hook) => {
-            let out = json!({"id": hook.id, "url": hook.url, "segments": hook.segments, "secret": hook.secret});
-            app.start_webhook(hook);
-            (StatusCode::CREATED, axum::Json(out)).into_response()
-        }
-        Err(f) => f.into_response(),
-    }
+    .await?;
+    let hook = created;
+    let out =
+        json!({"id": hook.id, "url": hook.url, "segments": hook.segments, "secret": hook.secret});
+    app.start_webhook(hook);
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
 
-pub(crate) async fn list_webhooks(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+pub(crate) async fn list_webhooks(State(app): State<Arc<App>>, headers: HeaderMap) -> Answer {
     with_store(app, &headers, |_, store| {
         let list: Vec<Json> = store
             .webhooks()?
@@ -627,10 +548,10 @@ pub(crate) async fn delete_webhook(
     State(app): State<Arc<App>>,
     Path(id): Path<i64>,
     headers: HeaderMap,
-) -> Response {
+) -> Answer {
     with_store(app, &headers, move |app, store| {
         if !store.delete_webhook(id)? {
-            return Err(Failure::not_found(format!("no webhook {id}")));
+            return Err(ApiError::not_found(format!("no webhook {id}")));
         }
         if let Some(task) = app.hooks.lock().expect("hooks lock").remove(&id) {
             task.abort();
@@ -640,10 +561,8 @@ pub(crate) async fn delete_webhook(
     .await
 }
 
-pub(crate) async fn changes(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(r) = admin(&app, &headers) {
-        return *r;
-    }
+pub(crate) async fn changes(State(app): State<Arc<App>>, headers: HeaderMap) -> Answer {
+    admin(&app, &headers)?;
     let mut stopping = app.stopping.clone();
     let stop = async move {
         let _ = stopping.wait_for(|s| *s).await;
@@ -659,7 +578,7 @@ pub(crate) async fn changes(State(app): State<Arc<App>>, headers: HeaderMap) -> 
                 .unwrap_or_default(),
         ))
     });
-    Sse::new(stream)
+    Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
-        .into_response()
+        .into_response())
 }

@@ -11,7 +11,8 @@ use microseg_store::segment_spec::Call;
 use serde_json::{json, Map, Value as Json};
 
 use crate::admin;
-use crate::http::{self, ErrorBody};
+use crate::error::{ErrorBody, ErrorKind};
+use crate::http;
 use crate::pipeline::PublishedChange;
 use crate::App;
 
@@ -215,11 +216,21 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-/// The router of every endpoint.
+/// The router of every endpoint; an unknown path or method gets an error answer too.
 pub(crate) fn router(app: Arc<App>) -> Router {
-    endpoints()
+    let mut paths: Vec<(&str, MethodRouter<Arc<App>>)> = Vec::new();
+    for e in endpoints() {
+        match paths.iter_mut().find(|(p, _)| *p == e.path) {
+            Some((_, route)) => *route = std::mem::take(route).merge(e.route),
+            None => paths.push((e.path, e.route)),
+        }
+    }
+    paths
         .into_iter()
-        .fold(Router::new(), |r, e| r.route(e.path, e.route))
+        .fold(Router::new(), |r, (path, route)| {
+            r.route(path, route.fallback(crate::error::wrong_method))
+        })
+        .fallback(crate::error::no_route)
         .with_state(app)
 }
 
@@ -271,6 +282,20 @@ fn schemas() -> Map<String, Json> {
     out
 }
 
+/// What an error status means, from the error table ([`ErrorKind`]): the meanings of
+/// every kind with that status, with their codes.
+fn reason(status: u16) -> String {
+    ErrorKind::ALL
+        .iter()
+        .filter(|k| k.status().as_u16() == status)
+        .map(|k| {
+            let (_, code, meaning) = k.describe();
+            format!("`{code}`: {meaning}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The OpenAPI 3.1 document of [`endpoints`].
 pub(crate) fn openapi() -> Json {
     let mut paths = Map::new();
@@ -305,7 +330,7 @@ pub(crate) fn openapi() -> Json {
         op["responses"][status.to_string()] = ok;
         for status in e.errors {
             op["responses"][status.to_string()] = json!({
-                "description": http::reason(*status),
+                "description": reason(*status),
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
             });
         }

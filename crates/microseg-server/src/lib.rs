@@ -4,6 +4,7 @@
 
 mod admin;
 mod api;
+pub mod error;
 mod http;
 pub mod metrics;
 pub mod pipeline;

@@ -76,6 +76,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts a refused ingestion request by its status (400, 401, 413 or 503).
+    pub fn count_rejection(&self, status: u16) {
+        let counter = match status {
+            400 => &self.rejected_400,
+            401 => &self.rejected_401,
+            413 => &self.rejected_413,
+            503 => &self.rejected_503,
+            _ => return,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Records a group commit's duration.
     pub fn observe_commit(&self, d: Duration) {
         self.commit.observe(d.as_secs_f64() * 1000.0);

@@ -403,6 +403,49 @@ fn every_endpoint_accepts_the_spec_and_names_what_is_wrong() {
     assert_eq!(http(&server.addr, "GET", "/healthz", &[], b"").0, 200);
 }
 
+/// Every refusal is a JSON error from the one table (docs/api.md, Errors), also those the
+/// framework makes (a bad query string or path segment, an unknown path or method, a body
+/// over the limit), and a failure of the server names no internals.
+#[test]
+fn every_refusal_is_a_json_error_with_its_code() {
+    let env = Env::new();
+    let admin = env.key("admin");
+    let server = env.serve();
+    let bearer = format!("Bearer {admin}");
+    let auth = [("Authorization", bearer.as_str())];
+    let cases: [(&str, &str, &[u8], u16, &str); 7] = [
+        ("GET", "/v1/overlap", b"", 400, "invalid_request"),
+        ("GET", "/v1/overlap?segments=a", b"", 400, "invalid_request"),
+        (
+            "DELETE",
+            "/v1/webhooks/not-a-number",
+            b"",
+            400,
+            "invalid_request",
+        ),
+        ("GET", "/v1/nothing-here", b"", 404, "not_found"),
+        ("DELETE", "/v1/segments", b"", 405, "method_not_allowed"),
+        ("POST", "/v1/segments", b"{not json", 400, "invalid_request"),
+        ("GET", "/v1/segments/nope", b"", 404, "not_found"),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (s, b) = http(&server.addr, method, path, &auth, body);
+        assert_eq!(s, status, "{method} {path}: {b}");
+        let json: serde_json::Value =
+            serde_json::from_str(&b).unwrap_or_else(|e| panic!("{method} {path}: {e}: {b}"));
+        assert_eq!(json["code"], code, "{method} {path}: {b}");
+        assert!(!json["message"].as_str().unwrap().is_empty());
+    }
+    // A management body over axum's 2 MB limit.
+    let big = vec![b' '; 3 << 20];
+    let (s, b) = http(&server.addr, "POST", "/v1/segments", &auth, &big);
+    assert_eq!(s, 413, "{b}");
+    assert!(b.contains("payload_too_large"), "{b}");
+    // Without a token, the same table.
+    let (s, b) = http(&server.addr, "GET", "/v1/segments", &[], b"");
+    assert_eq!((s, b.contains("\"unauthorized\"")), (401, true), "{b}");
+}
+
 #[test]
 fn management_api_backfills_new_and_edited_segments_and_answers_queries() {
     let env = Env::new();
