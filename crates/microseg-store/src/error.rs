@@ -49,6 +49,10 @@ pub enum StoreError {
     /// A profile that does not exist.
     #[error("no profile with id '{0}'")]
     UnknownProfile(String),
+    /// Something else that does not exist (an experiment, a model); the message says
+    /// what and what there is.
+    #[error("{0}")]
+    NotFound(String),
     /// A condition that cannot be evaluated (unknown name, wrong type, bad reference).
     #[error(transparent)]
     Eval(#[from] microseg_engine::EvalError),

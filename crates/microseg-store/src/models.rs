@@ -209,7 +209,7 @@ impl Store {
             .optional()?;
         let Some((control, arms, outcomes)) = head else {
             let known = self.experiment_names()?;
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::NotFound(format!(
                 "no experiment '{name}' (experiments: {})",
                 if known.is_empty() {
                     "none; load one with `microseg experiment import`".to_string()

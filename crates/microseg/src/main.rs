@@ -2,6 +2,7 @@
 //! outcome into an exit code in one place.
 
 mod commands;
+mod failure;
 mod output;
 mod progress;
 
@@ -25,16 +26,9 @@ fn main() {
     }
     let cli = commands::Cli::parse();
     if let Err(err) = commands::run(cli) {
-        // One line: what went wrong and where (the chain of causes, joined).
-        let mut message = err.to_string();
-        for cause in err.chain().skip(1) {
-            let cause = cause.to_string();
-            if !message.contains(&cause) {
-                message.push_str(": ");
-                message.push_str(&cause);
-            }
-        }
-        eprintln!("error: {}", message.replace('\n', " "));
-        std::process::exit(1);
+        // One line: what went wrong and where; the exit code says what kind of failure
+        // (failure.rs).
+        eprintln!("error: {}", failure::one_line(&err));
+        std::process::exit(failure::exit_code(&err));
     }
 }

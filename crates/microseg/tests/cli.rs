@@ -1277,3 +1277,45 @@ mod models;
 
 #[path = "cli/server.rs"]
 mod server;
+
+/// One exit code per kind of failure (docs/cli.md): 2 usage, 3 bad input, 4 not found,
+/// 5 store or I/O, each with one line on stderr.
+#[test]
+fn exit_codes_say_what_kind_of_failure() {
+    let env = Env::new();
+    let file = env.write("p.csv", b"id,age\na,30\nb,41\n");
+    env.ok(&["import", "profiles", &file]);
+    let missing = env.dir.path().join("nowhere").display().to_string();
+    let cases: [(&[&str], i32); 8] = [
+        (&["segment", "size"], 2),
+        (&["cluster", "--k", "0", "--features", "age"], 2),
+        (&["discover", "--target", "age > 30", "--fdr", "2"], 2),
+        (&["segment", "size", "age >"], 3),
+        (&["segment", "size", r#"age = "x""#], 3),
+        (&["segment", "show", "nope"], 4),
+        (&["--data", &missing, "segment", "list"], 4),
+        (&["experiment", "report", "nope"], 4),
+    ];
+    for (args, code) in cases {
+        let out = env.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error"), "{args:?}: {stderr}");
+    }
+    // A store that is not a database: a store failure.
+    std::fs::write(
+        env.data().join("store.sqlite"),
+        b"not a database at all, not even close",
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(env.data().join("store.sqlite-wal"));
+    let out = env.run(&["segment", "list"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::segment::{check_name, named_or_parsed};
 use super::{as_of, print_json, Context};
+use crate::failure::usage;
 use crate::output::{percent, print_table, thousands};
 
 /// Personas: k-means on standardised features (traits or metrics), k-means++ seeding, the
@@ -66,7 +67,7 @@ pub fn run(ctx: &Context, args: ClusterArgs) -> Result<()> {
             k.parse::<usize>()
                 .ok()
                 .filter(|&k| k >= 1)
-                .ok_or_else(|| anyhow::anyhow!("--k {k}: give a number of clusters or auto"))?,
+                .ok_or_else(|| usage(format!("--k {k}: give a number of clusters or auto")))?,
         ),
     };
     let settings = PersonaSettings {

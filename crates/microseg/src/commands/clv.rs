@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use microseg_core::time::{parse_duration, parse_timestamp};
 use microseg_engine::models::clv::{self, Summary, TimeUnit};
@@ -12,6 +12,7 @@ use microseg_store::Tables;
 use serde_json::json;
 
 use super::{as_of, print_json, Context};
+use crate::failure::{not_found, usage};
 use crate::output::{money, print_table, thousands, writer};
 
 /// Predicted lifetime value: BG/NBD (how often customers buy, and when they drop out) and
@@ -99,13 +100,15 @@ fn fit(ctx: &Context, args: FitArgs) -> Result<()> {
         None => as_of,
     };
     if end > as_of {
-        bail!("--calibration-end {end} is after --as-of {as_of}");
+        return Err(usage(format!(
+            "--calibration-end {end} is after --as-of {as_of}"
+        )));
     }
     if !(0.0..1.0).contains(&args.discount) {
-        bail!(
+        return Err(usage(format!(
             "--discount {}: give a monthly rate between 0 and 1, e.g. 0.01",
             args.discount
-        );
+        )));
     }
     let unit = match args.unit {
         UnitArg::Week => TimeUnit::Week,
@@ -226,7 +229,9 @@ fn predict(ctx: &Context, args: PredictArgs) -> Result<()> {
     let horizon_ms = parse_duration(&args.horizon).context("--horizon")?;
     let mut tables = Tables::open(&ws, &store, as_of)?;
     let Some((model, summaries)) = tables.clv_summaries()? else {
-        bail!("no CLV model in this workspace: fit one with `microseg clv fit`");
+        return Err(not_found(
+            "no CLV model in this workspace: fit one with `microseg clv fit`",
+        ));
     };
     let horizon = model.unit.of_ms(horizon_ms);
     let mut rows: Vec<(usize, Summary, microseg_engine::models::clv::Prediction)> = summaries

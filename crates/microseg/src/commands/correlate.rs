@@ -8,6 +8,7 @@ use microseg_store::Tables;
 use roaring::RoaringBitmap;
 
 use super::{as_of, print_json, Context};
+use crate::failure::not_found;
 use crate::output::print_table;
 
 /// Pearson and Spearman correlation matrices over numeric traits and metrics.
@@ -50,7 +51,7 @@ pub fn run(ctx: &Context, args: CorrelateArgs) -> Result<()> {
                 .segments()?
                 .into_iter()
                 .find(|s| &s.name == name)
-                .ok_or_else(|| anyhow::anyhow!("no segment named '{name}'"))?,
+                .ok_or_else(|| not_found(format!("no segment named '{name}'")))?,
         ),
         None => None,
     };

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::Args;
 use microseg_core::condition::parse;
 use microseg_core::time::TimeFormat;
@@ -15,6 +15,7 @@ use microseg_synth::{email_test, generate, ShopConfig, DEMO_END};
 
 use super::import::print_summary;
 use super::{print_json, Context};
+use crate::failure::usage;
 use crate::output::{money, percent, print_table, thousands};
 use crate::progress::Bar;
 
@@ -60,7 +61,7 @@ type = "string"
 
 pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
     if args.customers == 0 {
-        bail!("--customers must be at least 1");
+        return Err(usage("--customers must be at least 1"));
     }
     let dir = args.dir.clone().unwrap_or_else(|| ctx.data.clone());
     prepare(&dir, args.force)?;
@@ -357,11 +358,11 @@ fn prepare(dir: &Path, force: bool) -> Result<()> {
         if profiles + events > 0 {
             // A workspace the demo made itself is replaced; anything else needs --force.
             if !force && !dir.join("demo").is_dir() {
-                bail!(
+                return Err(usage(format!(
                     "{} already holds {profiles} profiles and {events} events; \
                      use another directory or --force to replace it",
                     dir.display()
-                );
+                )));
             }
             for name in ["store.sqlite", "store.sqlite-wal", "store.sqlite-shm"] {
                 let path = dir.join(name);

@@ -1,6 +1,6 @@
 //! `microseg discover`: micro-segments whose target rate or mean differs from the base.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use microseg_core::condition::Condition;
 use microseg_core::TraitType;
@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::segment::named_or_parsed;
 use super::{as_of, print_json, Context};
+use crate::failure::{bad_input, usage};
 use crate::output::{print_table, thousands};
 
 /// Find micro-segments: conjunctions of `dimension = value` conditions (categorical traits,
@@ -75,13 +76,16 @@ impl SearchArgs {
     /// The engine's settings, validated.
     pub fn settings(&self) -> Result<Settings> {
         if !(1..=5).contains(&self.max_depth) {
-            bail!("--max-depth {}: use 1 to 5", self.max_depth);
+            return Err(usage(format!("--max-depth {}: use 1 to 5", self.max_depth)));
         }
         if !(self.fdr > 0.0 && self.fdr < 1.0) {
-            bail!("--fdr {}: use a rate between 0 and 1, e.g. 0.05", self.fdr);
+            return Err(usage(format!(
+                "--fdr {}: use a rate between 0 and 1, e.g. 0.05",
+                self.fdr
+            )));
         }
         if !(2..=20).contains(&self.bins) {
-            bail!("--bins {}: use 2 to 20", self.bins);
+            return Err(usage(format!("--bins {}: use 2 to 20", self.bins)));
         }
         Ok(Settings {
             max_depth: self.max_depth,
@@ -105,7 +109,7 @@ impl SearchArgs {
             self.dims.clone()
         };
         if dims.is_empty() {
-            bail!("no dimensions to search: name them with --dims");
+            return Err(usage("no dimensions to search: name them with --dims"));
         }
         Ok(dims)
     }
@@ -121,7 +125,7 @@ pub fn search_items(
     let names: Vec<&str> = dims.iter().map(String::as_str).collect();
     tables.need(&[], &names)?;
     items(&tables.dataset(), dims, base, settings)
-        .map_err(|(dim, e)| anyhow::anyhow!("--dims {dim}: {e}"))
+        .map_err(|(dim, e)| bad_input(format!("--dims {dim}: {e}")))
 }
 
 pub fn run(ctx: &Context, args: DiscoverArgs) -> Result<()> {
@@ -158,10 +162,10 @@ pub fn run(ctx: &Context, args: DiscoverArgs) -> Result<()> {
         None => {
             let ty = tables.dataset().type_of(&args.target)?;
             if !matches!(ty, TraitType::Integer | TraitType::Float) {
-                bail!(
+                return Err(bad_input(format!(
                     "--target {}: is {ty}; give a condition or a numeric trait or metric",
                     args.target
-                );
+                )));
             }
             Target::mean_of(&tables.dataset(), &args.target, &base)?
         }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 use microseg_core::condition::Condition;
 use microseg_engine::models::discover::{
@@ -19,6 +19,7 @@ use super::discover::{add_search_fields, print_findings, search_items, show, Sea
 use super::import::{parse_types, print_summary, FileArgs};
 use super::segment::check_name;
 use super::{as_of, print_json, Context};
+use crate::failure::{bad_input, not_found, usage};
 use crate::output::{print_table, thousands};
 use crate::progress::Bar;
 
@@ -147,19 +148,19 @@ fn import(ctx: &Context, args: ImportArgs) -> Result<()> {
     let file = read_assignments(&options, &args)?;
     let mut rejected = file.rejected;
     if !file.arms.contains(&args.control) {
-        bail!(
+        return Err(bad_input(format!(
             "--control '{}' is not an arm of {} (arms: {})",
             args.control,
             options.path.display(),
             file.arms.join(", ")
-        );
+        )));
     }
     if file.arms.len() < 2 {
-        bail!(
+        return Err(bad_input(format!(
             "{}: only one arm ('{}'); an experiment needs a control and a treatment",
             options.path.display(),
             file.arms[0]
-        );
+        )));
     }
     // Every column but the arm and the outcomes is a trait of the profile.
     let mut skip = args.outcomes.clone();
@@ -300,11 +301,11 @@ fn read_assignments(options: &FileOptions, args: &ImportArgs) -> Result<Experime
     }
     for o in &args.outcomes {
         if !reader.columns().contains(o) {
-            bail!(
+            return Err(bad_input(format!(
                 "{}: no outcome column '{o}' (columns: {})",
                 options.path.display(),
                 reader.columns().join(", ")
-            );
+            )));
         }
     }
     Ok(file)
@@ -496,7 +497,7 @@ fn report(ctx: &Context, args: ReportArgs) -> Result<()> {
                     ]
                 }
                 None => dimension_items(&data, i, dim, &all, &settings)
-                    .map_err(|e| anyhow::anyhow!("--by {dim}: {e}"))?
+                    .map_err(|e| bad_input(format!("--by {dim}: {e}")))?
                     .into_iter()
                     .map(|item| (item.label, item.members))
                     .collect(),
@@ -545,27 +546,30 @@ fn uplift(ctx: &Context, args: DiscoverArgs) -> Result<()> {
         .iter()
         .position(|a| a == &args.arm)
         .ok_or_else(|| {
-            anyhow::anyhow!(
+            not_found(format!(
                 "--arm '{}': arms of {} are {}",
                 args.arm,
                 experiment.name,
                 experiment.arms.join(", ")
-            )
+            ))
         })?;
     if arm == experiment.control_index() {
-        bail!("--arm '{}' is the control; name a treatment arm", args.arm);
+        return Err(usage(format!(
+            "--arm '{}' is the control; name a treatment arm",
+            args.arm
+        )));
     }
     let o = experiment
         .outcomes
         .iter()
         .position(|x| x == &args.outcome)
         .ok_or_else(|| {
-            anyhow::anyhow!(
+            not_found(format!(
                 "--outcome '{}': outcomes of {} are {}",
                 args.outcome,
                 experiment.name,
                 experiment.outcomes.join(", ")
-            )
+            ))
         })?;
     if let Some(name) = &args.save_exclusion {
         check_name(name).context("--save-exclusion")?;

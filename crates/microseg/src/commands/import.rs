@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use microseg_core::time::TimeFormat;
 use microseg_core::{TraitSpec, TraitType};
@@ -64,10 +64,10 @@ impl FileArgs {
         }
         if self.delimiter != "," || options.delimiter == Delimiter::Byte(b',') {
             options.delimiter = Delimiter::from_spec(&self.delimiter).ok_or_else(|| {
-                anyhow::anyhow!(
+                crate::failure::usage(format!(
                     "--delimiter '{}': use one character (, ; | \\t) or 'whitespace'",
                     self.delimiter
-                )
+                ))
             })?;
         }
         options.columns = self.columns.clone();
@@ -145,7 +145,11 @@ pub fn run(ctx: &Context, cmd: ImportCommand) -> Result<()> {
                 (Some(c), None) => EventName::Column(c),
                 (None, Some(n)) => EventName::Fixed(n),
                 (None, None) => EventName::Column("event".into()),
-                (Some(_), Some(_)) => bail!("give --name COL or --event NAME, not both"),
+                (Some(_), Some(_)) => {
+                    return Err(crate::failure::usage(
+                        "give --name COL or --event NAME, not both",
+                    ))
+                }
             };
             let settings = EventImport {
                 file: args.file.options()?,
@@ -173,11 +177,11 @@ pub(super) fn parse_types(specs: &[String]) -> Result<BTreeMap<String, TraitSpec
     for t in specs {
         let (name, ty) = t
             .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--type '{t}': expected TRAIT=TYPE"))?;
+            .ok_or_else(|| crate::failure::usage(format!("--type '{t}': expected TRAIT=TYPE")))?;
         let ty = TraitType::from_name(ty).ok_or_else(|| {
-            anyhow::anyhow!(
+            crate::failure::usage(format!(
                 "--type '{t}': unknown type '{ty}' (bool, integer, float, string, string_set, timestamp)"
-            )
+            ))
         })?;
         types.insert(name.to_string(), TraitSpec::new(ty));
     }

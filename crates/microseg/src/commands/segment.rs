@@ -12,6 +12,7 @@ use microseg_store::{Store, Tables, Workspace};
 use roaring::RoaringBitmap;
 
 use super::{as_of, print_json, Context};
+use crate::failure::{bad_input, not_found};
 use crate::output::{percent, print_table, thousands};
 
 /// Define segments with the condition language (docs/conditions.md) and see their members.
@@ -192,7 +193,7 @@ pub fn run(ctx: &Context, cmd: SegmentCommand) -> Result<()> {
 }
 
 pub(super) fn parse_condition(text: &str) -> Result<Condition> {
-    parse(text).map_err(|e| anyhow::anyhow!("condition: {e}"))
+    parse(text).map_err(|e| bad_input(format!("condition: {e}")))
 }
 
 /// A saved segment's name and condition, or (name `None`) `text` parsed as a condition.
@@ -310,7 +311,11 @@ fn find(store: &Store, name: &str) -> Result<microseg_store::StoredSegment> {
         .segments()?
         .into_iter()
         .find(|s| s.name == name)
-        .ok_or_else(|| anyhow::anyhow!("no segment named '{name}' (see `microseg segment list`)"))
+        .ok_or_else(|| {
+            not_found(format!(
+                "no segment named '{name}' (see `microseg segment list`)"
+            ))
+        })
 }
 
 fn show(ws: &Workspace, store: &Store, args: ShowArgs) -> Result<()> {
