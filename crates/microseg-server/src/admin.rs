@@ -75,14 +75,14 @@ async fn with_store(
 
 /// The streaming clock, as the `as_of` of an answer.
 fn as_of(app: &App) -> Json {
-    let clock = app.engine.lock().expect("engine lock").streaming.clock();
+    let clock = app.live.lock().expect("live state lock").streaming.clock();
     json!(clock.to_string())
 }
 
 /// One segment as listed and shown, its size as of the streaming clock (`as_of`, read
 /// under the same lock).
 fn describe(app: &App, s: &microseg_store::StoredSegment) -> Json {
-    let e = app.engine.lock().expect("engine lock");
+    let e = app.live.lock().expect("live state lock");
     let mut out = json!({
         "name": s.name,
         "version": s.version,
@@ -136,7 +136,7 @@ fn find(store: &Store, name: &str) -> Result<microseg_store::StoredSegment, ApiE
 /// The body of a segment create or edit.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SegmentBody {
+pub(crate) struct SegmentDefinition {
     /// The name (create only; an edit takes it from the path).
     name: Option<String>,
     /// The condition, in the condition language.
@@ -145,7 +145,7 @@ pub(crate) struct SegmentBody {
     description: Option<String>,
 }
 
-fn body(raw: &[u8]) -> Result<SegmentBody, ApiError> {
+fn body(raw: &[u8]) -> Result<SegmentDefinition, ApiError> {
     serde_json::from_slice(raw).map_err(|e| ApiError::bad(format!("body: {e}")))
 }
 
@@ -212,7 +212,7 @@ async fn save(
     // One change at a time: each is planned against the definitions the last installed.
     let one_at_a_time = app.redefining.lock().await;
     let (reply, done) = oneshot::channel();
-    app.metrics
+    app.counters
         .queue_depth
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if app.jobs.send(Job::Redefine(reply)).await.is_err() {
@@ -261,7 +261,7 @@ fn check_types(
     // Referenced segments first.
     needed.reverse();
     needed.push((name.to_string(), condition.clone()));
-    let e = app.engine.lock().expect("engine lock");
+    let e = app.live.lock().expect("live state lock");
     match Streaming::new(&needed, &e.profiles, app.stream.clone(), Timestamp(0)) {
         Ok(_) | Err(StreamError::NotStreamable { .. }) => Ok(()),
         Err(StreamError::Eval {
@@ -278,7 +278,7 @@ pub(crate) async fn members(
     headers: HeaderMap,
 ) -> Answer {
     admin(&app, &headers)?;
-    let e = app.engine.lock().expect("engine lock");
+    let e = app.live.lock().expect("live state lock");
     match e.streaming.members(&name) {
         Some(m) => {
             let ids: Vec<&str> = m.iter().map(|p| e.profiles.external_ids.get(p)).collect();
@@ -309,7 +309,7 @@ pub(crate) async fn overlap(
             "segments: give at least two names, comma separated",
         ));
     }
-    let e = app.engine.lock().expect("engine lock");
+    let e = app.live.lock().expect("live state lock");
     let mut sets = Vec::new();
     for n in &names {
         match e.streaming.members(n) {
@@ -353,7 +353,7 @@ pub(crate) async fn explain(
     with_store(app, &headers, move |app, store| {
         let s = find(store, &name)?;
         let (p, traits, member, as_of) = {
-            let e = app.engine.lock().expect("engine lock");
+            let e = app.live.lock().expect("live state lock");
             let Some(members) = e.streaming.members(&name) else {
                 return Err(ApiError::bad(format!(
                     "segment '{name}' is evaluated in batch only: use `microseg segment explain`"
@@ -431,7 +431,7 @@ fn explanation_json(e: &microseg_engine::Explanation) -> Json {
 }
 
 /// The dense id of a live profile, or why there is none.
-fn live_profile(e: &crate::pipeline::Engine, id: &str) -> Result<u32, ApiError> {
+fn live_profile(e: &crate::pipeline::Live, id: &str) -> Result<u32, ApiError> {
     let p = e
         .profiles
         .find(id)
@@ -458,7 +458,7 @@ pub(crate) async fn profile(
 ) -> Answer {
     with_store(app, &headers, move |app, store| {
         let (p, mut out, as_of) = {
-            let e = app.engine.lock().expect("engine lock");
+            let e = app.live.lock().expect("live state lock");
             let p = live_profile(&e, &id)?;
             let traits: serde_json::Map<String, Json> = e
                 .profiles

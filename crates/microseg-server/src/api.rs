@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
-use microseg_store::segment_spec::Call;
+use microseg_store::tracking::Call;
 use serde_json::{json, Map, Value as Json};
 
 use crate::admin;
@@ -54,9 +54,9 @@ fn call(path: &'static str, kind: Option<Call>, summary: &'static str) -> Endpoi
         summary,
         auth: Auth::Write,
         body: Some(if kind.is_some() {
-            "SegmentCall"
+            "TrackingCall"
         } else {
-            "SegmentBatch"
+            "TrackingBatch"
         }),
         query: &[],
         ok: (
@@ -109,7 +109,7 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
             path: "/v1/segments",
             summary: "Create a segment; its state is backfilled from every stored event before the answer.",
             auth: Auth::Admin,
-            body: Some("SegmentBody"),
+            body: Some("SegmentDefinition"),
             query: &[],
             ok: (201, "Created and loaded: the segment with its size.", None),
             errors: &[400, 401, 409],
@@ -121,7 +121,7 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
             path: "/v1/segments/{name}",
             summary: "Edit a segment (a new version), backfilled from history before the answer.",
             auth: Auth::Admin,
-            body: Some("SegmentBody"),
+            body: Some("SegmentDefinition"),
             query: &[],
             ok: (200, "Saved and loaded: the segment with its size.", None),
             errors: &[400, 401, 404],
@@ -261,13 +261,13 @@ fn schemas() -> Map<String, Json> {
     });
     let mut out = Map::new();
     out.insert(
-        "SegmentCall".into(),
+        "TrackingCall".into(),
         json!({"type": "object", "description": "One call of the Segment tracking spec (at most 32 KB); userId or anonymousId is required.", "properties": common}),
     );
     out.insert(
-        "SegmentBatch".into(),
+        "TrackingBatch".into(),
         json!({"type": "object", "description": "At most 500 KB.", "required": ["batch"], "properties": {
-            "batch": {"type": "array", "items": {"$ref": "#/components/schemas/SegmentCall"}},
+            "batch": {"type": "array", "items": {"$ref": "#/components/schemas/TrackingCall"}},
             "writeKey": {"type": "string"}
         }}),
     );
@@ -277,7 +277,10 @@ fn schemas() -> Map<String, Json> {
     );
     out.insert("Error".into(), schema_of::<ErrorBody>());
     out.insert("Change".into(), schema_of::<PublishedChange>());
-    out.insert("SegmentBody".into(), schema_of::<admin::SegmentBody>());
+    out.insert(
+        "SegmentDefinition".into(),
+        schema_of::<admin::SegmentDefinition>(),
+    );
     out.insert("WebhookBody".into(), schema_of::<admin::WebhookBody>());
     out
 }
@@ -346,7 +349,7 @@ pub(crate) fn openapi() -> Json {
         "info": {
             "title": "microseg",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Segment-spec ingestion, real-time segment membership, and the management API. See docs/api.md."
+            "description": "tracking ingestion (the Segment tracking API), real-time segment membership, and the management API. See docs/api.md."
         },
         "paths": paths,
         "components": {
@@ -387,7 +390,7 @@ mod tests {
             .sum();
         assert_eq!(operations, all.len());
         // A derived schema carries the type's fields.
-        let body = &schemas["SegmentBody"]["properties"];
+        let body = &schemas["SegmentDefinition"]["properties"];
         assert!(
             body.get("condition").is_some() && body.get("name").is_some(),
             "{body}"

@@ -15,7 +15,7 @@ use axum::routing::{post, MethodRouter};
 use axum::Json;
 use base64::Engine as _;
 use microseg_store::keys::KeyKind;
-use microseg_store::segment_spec::{parse_request, Call, RequestError, MAX_BATCH_BYTES};
+use microseg_store::tracking::{parse_request, Call, RequestError, MAX_BATCH_BYTES};
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -52,7 +52,7 @@ pub(crate) fn calls(call: Option<Call>) -> MethodRouter<Arc<App>> {
             match ingest(&app, call, &headers, body).await {
                 Ok(r) => r,
                 Err(e) => {
-                    app.metrics.count_rejection(e.kind.status().as_u16());
+                    app.counters.count_rejection(e.kind.status().as_u16());
                     e.into_response()
                 }
             }
@@ -123,9 +123,9 @@ async fn ingest(
         received,
         reply,
     });
-    app.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+    app.counters.queue_depth.fetch_add(1, Ordering::Relaxed);
     if app.jobs.try_send(job).is_err() {
-        app.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+        app.counters.queue_depth.fetch_sub(1, Ordering::Relaxed);
         return Err(ApiError::new(
             ErrorKind::Overloaded,
             "the write queue is full; retry after the indicated seconds",
@@ -147,7 +147,7 @@ pub(crate) async fn health() -> Response {
 pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
+        app.counters.render(),
     )
         .into_response()
 }

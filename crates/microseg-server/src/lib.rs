@@ -1,12 +1,12 @@
-//! microseg's HTTP server: Segment-spec ingestion into the durable store, the streaming
+//! microseg's HTTP server: tracking ingestion (the Segment tracking API) into the durable store, the streaming
 //! evaluator kept current per event, membership changes as server-sent events, and the
 //! management and operations endpoints. See `docs/api.md`.
 
 mod admin;
 mod api;
+pub mod counters;
 pub mod error;
 mod http;
-pub mod metrics;
 pub mod pipeline;
 pub mod webhooks;
 
@@ -21,8 +21,8 @@ use microseg_store::keys::KeyKind;
 use microseg_store::{Store, StoreError, Workspace};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::metrics::Metrics;
-use crate::pipeline::Engine;
+use crate::counters::Counters;
+use crate::pipeline::Live;
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +69,9 @@ pub(crate) struct App {
     pub(crate) jobs: mpsc::Sender<pipeline::Job>,
     /// The streaming settings (for checking a new segment before saving it).
     pub(crate) stream: StreamConfig,
-    pub(crate) engine: Arc<Mutex<Engine>>,
+    pub(crate) live: Arc<Mutex<Live>>,
     pub(crate) changes: broadcast::Sender<pipeline::PublishedChange>,
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) counters: Arc<Counters>,
     pub(crate) keys: Mutex<Keys>,
     /// Flips to true on shutdown (ends the open change streams).
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
@@ -111,7 +111,7 @@ impl App {
         let task = tokio::spawn(webhooks::deliver(
             hook,
             self.changes.subscribe(),
-            self.metrics.clone(),
+            self.counters.clone(),
             self.stopping.clone(),
         ));
         self.hooks
@@ -138,12 +138,12 @@ fn load_keys(workspace: &Workspace) -> Result<Keys, StoreError> {
 
 /// Builds the in-memory state: traits, and the streaming evaluator backfilled from every
 /// stored event. Segments it cannot stream are listed as batch-only.
-pub(crate) fn load_engine(
+pub(crate) fn load_live(
     workspace: &Workspace,
     store: &Store,
     config: StreamConfig,
     now: Timestamp,
-) -> Result<Engine, StoreError> {
+) -> Result<Live, StoreError> {
     let mut tables = microseg_store::Tables::open(workspace, store, now)?;
     tables.need_all_traits()?;
     let stored: Vec<(String, microseg_core::condition::Condition)> = store
@@ -172,7 +172,7 @@ pub(crate) fn load_engine(
         streaming.merge(data.profiles, from, into);
         retired.insert(from);
     }
-    Ok(Engine {
+    Ok(Live {
         profiles: tables.into_profiles(),
         retired,
         streaming,
@@ -187,38 +187,40 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
         .build()?;
     let store = Store::open(&workspace)?;
     let started = std::time::Instant::now();
-    let engine = load_engine(&workspace, &store, options.stream.clone(), now())?;
+    let live = load_live(&workspace, &store, options.stream.clone(), now())?;
     tracing::info!(
-        profiles = engine.profiles.len(),
-        segments = engine.streaming.segment_names().count(),
-        batch_only = engine.batch_only.len(),
+        profiles = live.profiles.len(),
+        segments = live.streaming.segment_names().count(),
+        batch_only = live.batch_only.len(),
         seconds = started.elapsed().as_secs_f64(),
         "streaming state rebuilt from the store"
     );
     let ingestor = Ingestor::open(store)?;
-    let metrics = Arc::new(Metrics::default());
-    let engine = Arc::new(Mutex::new(engine));
+    let counters = Arc::new(Counters::default());
+    let live = Arc::new(Mutex::new(live));
     let (jobs, job_queue) = mpsc::channel(options.queue);
-    // Room for the commits made while a segment change is backfilled (the engine waits
+    // Room for the commits made while a segment change is backfilled (the evaluator waits
     // for it at the point it was asked; the writer goes on).
     let (commits, committed) = std::sync::mpsc::sync_channel(pipeline::ENGINE_QUEUE);
     let (changes, _) = broadcast::channel(65_536);
     let tail_ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let metrics = metrics.clone();
+        let counters = counters.clone();
         let (tail_ready, workspace) = (tail_ready.clone(), workspace.clone());
         std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
-                pipeline::writer(workspace, ingestor, job_queue, commits, metrics, tail_ready)
+                pipeline::writer(
+                    workspace, ingestor, job_queue, commits, counters, tail_ready,
+                )
             })?
     };
-    let engine_thread = {
-        let (engine, changes, metrics) = (engine.clone(), changes.clone(), metrics.clone());
+    let evaluator = {
+        let (live, changes, counters) = (live.clone(), changes.clone(), counters.clone());
         let workspace = workspace.clone();
         std::thread::Builder::new()
-            .name("engine".into())
-            .spawn(move || pipeline::engine(workspace, engine, committed, changes, metrics))?
+            .name("evaluator".into())
+            .spawn(move || pipeline::evaluator(workspace, live, committed, changes, counters))?
     };
     let (stop_snapshots, snapshot_stop) = std::sync::mpsc::channel();
     let snapshotter = {
@@ -244,9 +246,9 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
         stopping,
         workspace,
         jobs,
-        engine,
+        live,
         changes,
-        metrics,
+        counters,
         keys: Mutex::new(keys),
     });
     runtime.block_on(async {
@@ -265,13 +267,13 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
             .await
     })?;
     // The router and its handlers are gone: the writer drains what was accepted, commits
-    // it, and stops; then the engine stops.
+    // it, and stops; then the evaluator stops.
     let _ = writer.join();
     let _ = stop_checkpoints.send(());
     let _ = checkpointer.join();
     let _ = stop_snapshots.send(());
     let _ = snapshotter.join();
-    let _ = engine_thread.join();
+    let _ = evaluator.join();
     tracing::info!("stopped");
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! - The **writer** owns the store's write connection. It takes every request waiting in
 //!   its queue (up to [`MAX_GROUP`] messages), writes them in one transaction (one fsync),
 //!   then answers each request: a 200 is only sent once its messages are committed.
-//! - The **engine** owns the streaming evaluator and the in-memory traits. It applies what
+//! - The **evaluator** owns the streaming evaluator and the in-memory traits ([`Live`]). It applies what
 //!   each commit did, moves the clock every [`TICK`], and publishes membership changes.
 //!
 //! - The **checkpointer** copies the write-ahead log into the database file on its own
@@ -29,17 +29,17 @@ use microseg_engine::streaming::{
 };
 use microseg_engine::ProfileTable;
 use microseg_store::ingest::{Applied, Ingestor, Written};
-use microseg_store::segment_spec::Message;
+use microseg_store::tracking::Message;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::metrics::Metrics;
+use crate::counters::Counters;
 
 /// The most messages one transaction takes.
 pub const MAX_GROUP: usize = 50_000;
-/// Commits that may wait for the engine (it waits while a segment change is backfilled)
+/// Commits that may wait for the evaluator (it waits while a segment change is backfilled)
 /// before the writer waits too.
 pub const ENGINE_QUEUE: usize = 1024;
-/// How often the engine moves the clock when no commit arrives.
+/// How often the evaluator moves the clock when no commit arrives.
 pub const TICK: Duration = Duration::from_millis(50);
 /// How long the checkpointer rests after a pass that found little to copy.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -53,8 +53,8 @@ pub enum Job {
     Write(WriteJob),
     /// Take in the stored segment definitions (after one was created or edited): the
     /// writer pins the store between two commits and passes it on in commit order; the
-    /// engine plans there, a backfill thread replays history from the pinned store, and
-    /// the engine installs it with what it took in meanwhile ([`Pending`]), so no commit
+    /// evaluator plans there, a backfill thread replays history from the pinned store, and
+    /// the evaluator installs it with what it took in meanwhile ([`Pending`]), so no commit
     /// is missed or applied twice and nothing waits for the backfill.
     Redefine(oneshot::Sender<Result<(), String>>),
 }
@@ -90,7 +90,7 @@ pub struct PublishedChange {
     pub latency_ms: Option<f64>,
 }
 
-/// What the writer hands the engine thread, in commit order.
+/// What the writer hands the evaluator thread, in commit order.
 pub enum Step {
     /// A commit, and when it finished.
     Commit(Written, Instant),
@@ -103,8 +103,8 @@ pub enum Step {
     ),
 }
 
-/// What the engine thread keeps, shared with the query handlers.
-pub struct Engine {
+/// What the evaluator thread keeps, shared with the query handlers.
+pub struct Live {
     /// Traits of every profile (dense ids as in the store).
     pub profiles: ProfileTable,
     /// Retired (merged) profiles.
@@ -186,7 +186,7 @@ fn background() {
     }
 }
 
-/// A redefinition being backfilled while the engine goes on with the old definitions,
+/// A redefinition being backfilled while the evaluator goes on with the old definitions,
 /// keeping what the new leaves will need.
 struct Pending {
     backfilled: std::sync::mpsc::Receiver<Result<(Redefinition, Backfill), String>>,
@@ -225,11 +225,11 @@ impl Pending {
 }
 
 /// Plans taking in the segments stored in `store` (pinned at this point between two
-/// commits) on the engine, and starts their backfill on a thread of its own.
+/// commits) on the evaluator, and starts their backfill on a thread of its own.
 fn redefine(
     workspace: &microseg_store::Workspace,
     store: microseg_store::Store,
-    engine: &Engine,
+    live: &Live,
     clock: &Arc<AtomicI64>,
     reply: oneshot::Sender<Result<(), String>>,
 ) -> Option<Pending> {
@@ -241,7 +241,7 @@ fn redefine(
             .map(|s| (s.name, s.condition))
             .collect();
         Streamable::new(&stored, |segments| {
-            engine.streaming.redefine(segments, &engine.profiles)
+            live.streaming.redefine(segments, &live.profiles)
         })
         .map_err(|e| e.to_string())
     })();
@@ -292,9 +292,9 @@ const REPLAY_REST: usize = 10_000;
 /// coming in faster than this thread feeds them).
 const REPLAY_ROUNDS: usize = 8;
 
-/// Feeds the backfill what the engine took in since the plan, batch after batch, until
-/// little is left (or an event the engine's clock has not reached blocks the way): the
-/// engine's install then replays only the rest.
+/// Feeds the backfill what the evaluator took in since the plan, batch after batch, until
+/// little is left (or an event the evaluator's clock has not reached blocks the way): the
+/// evaluator's install then replays only the rest.
 fn catch_up(
     plan: Redefinition,
     mut backfill: Backfill,
@@ -366,7 +366,7 @@ pub fn writer(
     mut ingestor: Ingestor,
     mut jobs: mpsc::Receiver<Job>,
     done: std::sync::mpsc::SyncSender<Step>,
-    metrics: Arc<Metrics>,
+    counters: Arc<Counters>,
     tail_ready: Arc<AtomicBool>,
 ) {
     let mut next = None;
@@ -381,7 +381,7 @@ pub fn writer(
         let first = match first {
             Job::Write(w) => w,
             Job::Redefine(reply) => {
-                metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                counters.queue_depth.fetch_sub(1, Ordering::Relaxed);
                 // Pin the store as it is now, between two commits, for the backfill.
                 let pinned = microseg_store::Store::open(&workspace)
                     .and_then(|store| store.begin_read().map(|()| store));
@@ -414,7 +414,7 @@ pub fn writer(
                 Err(_) => break,
             }
         }
-        metrics
+        counters
             .queue_depth
             .fetch_sub(group.len() as i64, Ordering::Relaxed);
         let started = Instant::now();
@@ -428,13 +428,13 @@ pub fn writer(
             .map(|j| std::mem::take(&mut j.messages))
             .collect();
         let result = ingestor.write(batches, received);
-        metrics.observe_commit(started.elapsed());
+        counters.observe_commit(started.elapsed());
         match result {
             Ok(written) => {
-                metrics
+                counters
                     .ingested
                     .fetch_add(count as u64 - written.duplicates, Ordering::Relaxed);
-                metrics
+                counters
                     .duplicates
                     .fetch_add(written.duplicates, Ordering::Relaxed);
                 for d in &written.dropped {
@@ -582,20 +582,20 @@ impl Passes {
     }
 }
 
-/// Runs the engine until `commits` closes.
-pub fn engine(
+/// Runs the evaluator until `commits` closes.
+pub fn evaluator(
     workspace: microseg_store::Workspace,
-    shared: Arc<Mutex<Engine>>,
+    shared: Arc<Mutex<Live>>,
     commits: std::sync::mpsc::Receiver<Step>,
     changes: broadcast::Sender<PublishedChange>,
-    metrics: Arc<Metrics>,
+    counters: Arc<Counters>,
 ) {
     let mut pending: Option<Pending> = None;
-    // The engine's clock, for the backfill thread's catch-up.
+    // The evaluator's clock, for the backfill thread's catch-up.
     let clock = Arc::new(AtomicI64::new(0));
     loop {
         let next = commits.recv_timeout(TICK);
-        let mut e = shared.lock().expect("engine lock");
+        let mut e = shared.lock().expect("live state lock");
         let committed = match next {
             Ok(Step::Commit(written, committed)) => Some((written, committed)),
             Ok(Step::Redefine(store, reply)) => {
@@ -611,7 +611,7 @@ pub fn engine(
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        let Engine {
+        let Live {
             profiles,
             retired,
             streaming,
@@ -657,7 +657,7 @@ pub fn engine(
                 }
             }
         }
-        publish(out, profiles, &changes, &metrics);
+        publish(out, profiles, &changes, &counters);
     }
 }
 
@@ -667,13 +667,13 @@ fn publish(
     out: Vec<(Change, Option<Instant>)>,
     profiles: &ProfileTable,
     changes: &broadcast::Sender<PublishedChange>,
-    metrics: &Metrics,
+    counters: &Counters,
 ) {
     for (c, arrived) in out {
-        metrics.changes.fetch_add(1, Ordering::Relaxed);
+        counters.changes.fetch_add(1, Ordering::Relaxed);
         let latency_ms = arrived.map(|t| t.elapsed().as_secs_f64() * 1000.0);
         if let Some(ms) = latency_ms {
-            metrics.observe_change_latency(ms);
+            counters.observe_change_latency(ms);
         }
         let (cause, event) = match &c.cause {
             Cause::Event { name, .. } => ("event", Some(name.clone())),

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::metrics::Metrics;
+use crate::counters::Counters;
 use crate::pipeline::PublishedChange;
 
 /// Most changes in one delivery.
@@ -134,7 +134,7 @@ async fn post(target: &Target, body: &[u8], signature: &str) -> Result<u16, Stri
 pub async fn deliver(
     hook: Webhook,
     mut changes: broadcast::Receiver<PublishedChange>,
-    metrics: Arc<Metrics>,
+    counters: Arc<Counters>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let Ok(target) = target(&hook.url) else {
@@ -152,7 +152,7 @@ pub async fn deliver(
         if wanted(&c) {
             if pending.len() == MAX_PENDING {
                 pending.pop_front();
-                metrics.webhook_dropped.fetch_add(1, Ordering::Relaxed);
+                counters.webhook_dropped.fetch_add(1, Ordering::Relaxed);
             }
             pending.push_back(c);
         }
@@ -175,7 +175,7 @@ pub async fn deliver(
                     continue;
                 }
                 Err(RecvError::Lagged(n)) => {
-                    metrics.webhook_dropped.fetch_add(n, Ordering::Relaxed);
+                    counters.webhook_dropped.fetch_add(n, Ordering::Relaxed);
                     continue;
                 }
                 Err(RecvError::Closed) => return,
@@ -194,11 +194,11 @@ pub async fn deliver(
             Ok(status) if (200..300).contains(&status) => {
                 pending.drain(..n);
                 failures = 0;
-                metrics.webhook_delivered.fetch_add(1, Ordering::Relaxed);
+                counters.webhook_delivered.fetch_add(1, Ordering::Relaxed);
             }
             outcome => {
                 failures = failures.saturating_add(1);
-                metrics.webhook_failed.fetch_add(1, Ordering::Relaxed);
+                counters.webhook_failed.fetch_add(1, Ordering::Relaxed);
                 let why = match outcome {
                     Ok(status) => format!("answered {status}"),
                     Err(e) => e,

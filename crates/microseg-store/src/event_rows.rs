@@ -1,5 +1,5 @@
 //! Events on their way into the `events` table, shared by the file importer and the
-//! Segment-spec ingestor: rows with their texts (properties JSON, message id) back to back
+//! tracking ingestor: rows with their texts (properties JSON, message id) back to back
 //! in one string, inserted many rows per statement so SQLite runs one statement per
 //! [`EventInserter::ROWS`] events instead of one per event.
 

@@ -1,4 +1,4 @@
-//! The write path of the HTTP server: Segment-spec messages into the durable store, many
+//! The write path of the HTTP server: tracking messages (Segment tracking API) into the durable store, many
 //! requests per transaction (group commit: one fsync acknowledges them all).
 //!
 //! Identity: `userId` is the profile's external id; an `anonymousId` alone gets a profile
@@ -24,8 +24,8 @@ use serde_json::{Map, Value as Json};
 
 use crate::error::StoreError;
 use crate::event_rows::{EventInserter, EventRow, EventRows};
-use crate::segment_spec::{Action, Message};
 use crate::store::{bump, bump_events_version, now_ms, Counter, Store};
+use crate::tracking::{Action, Message};
 
 /// What a committed write did, in order, for the in-memory state to follow.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,7 +111,7 @@ impl Dedup {
     }
 }
 
-/// Writes Segment-spec messages to a store, keeping the id maps in memory.
+/// Writes tracking messages (Segment tracking API) to a store, keeping the id maps in memory.
 pub struct Ingestor {
     store: Store,
     ids: Ids,
@@ -596,7 +596,7 @@ fn guess_type(json: &Json) -> Option<TraitType> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment_spec::parse_request;
+    use crate::tracking::parse_request;
 
     fn send(ingestor: &mut Ingestor, calls: &str) -> Written {
         let request = parse_request(None, format!(r#"{{"batch": [{calls}]}}"#).as_bytes()).unwrap();

@@ -8,11 +8,11 @@ pub mod ingest;
 pub mod keys;
 pub mod models;
 pub mod reader;
-pub mod segment_spec;
 pub mod snapshot;
 pub mod sql;
 pub mod store;
 pub mod tables;
+pub mod tracking;
 pub mod webhooks;
 pub mod workspace;
 

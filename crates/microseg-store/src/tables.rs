@@ -1666,7 +1666,7 @@ mod tests {
 
     use super::*;
     use crate::ingest::Ingestor;
-    use crate::segment_spec::parse_request;
+    use crate::tracking::parse_request;
     use crate::{EventImport, EventName, FileOptions, NoProgress, ProfileImport};
     use microseg_core::time::TimeFormat;
     use microseg_synth::Rng;

@@ -11,7 +11,7 @@ use microseg_store::Workspace;
 
 use super::Context;
 
-/// Run the HTTP server: Segment-spec ingestion, real-time segments, management API.
+/// Run the HTTP server: tracking ingestion (the Segment tracking API), real-time segments, management API.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free one).

@@ -1,4 +1,6 @@
-//! Prometheus metrics: counters and two latency histograms, rendered in the text format.
+//! The server's own counters (requests, commits, changes, webhooks) and two latency
+//! histograms, rendered in the Prometheus text format at `/metrics`. (Behavioural metrics
+//! of profiles are another thing: `microseg_engine::metrics`.)
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -46,7 +48,7 @@ impl Histogram {
 
 /// Everything `/metrics` reports.
 #[derive(Default)]
-pub struct Metrics {
+pub struct Counters {
     /// Messages committed.
     pub ingested: AtomicU64,
     /// Messages skipped as duplicates.
@@ -75,7 +77,7 @@ pub struct Metrics {
     pub change_latency: Histogram,
 }
 
-impl Metrics {
+impl Counters {
     /// Counts a refused ingestion request by its status (400, 401, 413 or 503).
     pub fn count_rejection(&self, status: u16) {
         let counter = match status {
