@@ -8,7 +8,7 @@
 //! commits ([`crate::pipeline::Job::Reload`]): the new segment is backfilled from every
 //! stored event and no commit is applied twice or missed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -18,13 +18,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use microseg_core::condition::{check_segment_name, parse, Condition};
 use microseg_core::{Timestamp, Value};
-use microseg_engine::columnar::PropertyValue;
+use microseg_engine::check_references;
 use microseg_engine::metrics::OWN_METRIC_NAMES;
 use microseg_engine::streaming::{StreamError, Streaming};
-use microseg_engine::{
-    check_references, compute_metrics, Dataset, EventTableBuilder, ProfileTable,
-};
 use microseg_store::keys::KeyKind;
+use microseg_store::tables::OneProfile;
 use microseg_store::Store;
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
@@ -368,44 +366,9 @@ pub(crate) async fn explain(
                 .collect();
             (p, traits, members.contains(p), e.streaming.clock())
         };
-        let mut profiles = ProfileTable::with_schema(&store.schema()?);
-        let map: HashMap<&str, Value> = traits
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
-        profiles.push(&q.profile, &map);
-        let mut builder = EventTableBuilder::with_capacity(64);
-        for ev in store.recent_events(p, as_of, usize::MAX)? {
-            let row = builder.push(0, ev.time.0, &ev.name, ev.revenue);
-            for (key, value) in &ev.properties {
-                let text;
-                let v = match value {
-                    Json::Null => continue,
-                    Json::Number(n) => PropertyValue::Number(n.as_f64().unwrap_or(f64::NAN)),
-                    Json::String(s) => PropertyValue::Text(s),
-                    other => {
-                        text = other.to_string();
-                        PropertyValue::Text(&text)
-                    }
-                };
-                builder.set_property(row, key, v);
-            }
-        }
-        let events = builder.finish(1);
-        let metrics = compute_metrics(
-            &events,
-            &profiles.external_ids,
-            as_of,
-            &app.workspace.config.metrics_config(),
-        );
-        let segments = store.segment_conditions()?;
-        let dataset = Dataset {
-            profiles: &profiles,
-            metrics: Some(&metrics),
-            events: Some(&events),
-            as_of,
-            segments: Some(&segments),
-        };
+        let config = app.workspace.config.metrics_config();
+        let one = OneProfile::load(store, &config, p, &q.profile, &traits, as_of)?;
+        let dataset = one.dataset();
         let e = dataset
             .explain(&s.condition, 0)
             .map_err(|e| ApiError::bad(e.to_string()))?;

@@ -549,6 +549,71 @@ impl<'s> Tables<'s> {
     }
 }
 
+/// One profile alone, for explaining it without loading the others: its traits (as the
+/// caller has them), its events and those of the profiles merged into it, up to as-of,
+/// read from the store, and its metrics. It is profile 0 of [`OneProfile::dataset`].
+pub struct OneProfile {
+    profiles: ProfileTable,
+    events: EventTable,
+    metrics: Metrics,
+    segments: BTreeMap<String, Condition>,
+    as_of: Timestamp,
+}
+
+impl OneProfile {
+    /// Profile `id` (external id `external_id`) with `traits`, as of `as_of`.
+    pub fn load(
+        store: &Store,
+        config: &MetricsConfig,
+        id: ProfileId,
+        external_id: &str,
+        traits: &[(String, Value)],
+        as_of: Timestamp,
+    ) -> Result<OneProfile, StoreError> {
+        let mut profiles = ProfileTable::with_schema(&store.schema()?);
+        let map: HashMap<&str, Value> = traits
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        profiles.push(external_id, &map);
+        let mut builder = EventTableBuilder::with_capacity(64);
+        for ev in store.recent_events(id, as_of, usize::MAX)? {
+            let row = builder.push(0, ev.time.0, &ev.name, ev.revenue);
+            for (key, value) in ev.properties {
+                match PropertyJson::from(value) {
+                    PropertyJson::Number(x) => {
+                        builder.set_property(row, &key, PropertyValue::Number(x))
+                    }
+                    PropertyJson::Text(t) => {
+                        builder.set_property(row, &key, PropertyValue::Text(&t))
+                    }
+                    PropertyJson::Absent => {}
+                }
+            }
+        }
+        let events = builder.finish(1);
+        let metrics = compute_metrics(&events, &profiles.external_ids, as_of, config);
+        Ok(OneProfile {
+            profiles,
+            events,
+            metrics,
+            segments: store.segment_conditions()?,
+            as_of,
+        })
+    }
+
+    /// The evaluator's view of the profile.
+    pub fn dataset(&self) -> Dataset<'_> {
+        Dataset {
+            profiles: &self.profiles,
+            metrics: Some(&self.metrics),
+            events: Some(&self.events),
+            as_of: self.as_of,
+            segments: Some(&self.segments),
+        }
+    }
+}
+
 /// Where trait columns come from: the profile snapshot, plus the profiles that changed
 /// since it was written (applied to each column as it is decoded).
 struct ProfileSource {
@@ -1582,6 +1647,20 @@ enum PropertyJson {
     Text(String),
 }
 
+impl From<serde_json::Value> for PropertyJson {
+    fn from(v: serde_json::Value) -> PropertyJson {
+        match v {
+            serde_json::Value::Null => PropertyJson::Absent,
+            serde_json::Value::Number(n) => n
+                .as_f64()
+                .map_or(PropertyJson::Absent, PropertyJson::Number),
+            serde_json::Value::String(s) => PropertyJson::Text(s),
+            serde_json::Value::Bool(b) => PropertyJson::Text(b.to_string()),
+            other => PropertyJson::Text(other.to_string()),
+        }
+    }
+}
+
 /// The values of properties `names` in the JSON object `properties` (a `properties`
 /// column value), parsed once, skipping every other key without building it.
 fn read_properties(
@@ -1607,16 +1686,7 @@ fn read_properties(
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                 match self.names.iter().position(|n| *n == key) {
                     Some(i) => {
-                        let v: serde_json::Value = map.next_value()?;
-                        self.found[i] = match v {
-                            serde_json::Value::Null => PropertyJson::Absent,
-                            serde_json::Value::Number(n) => n
-                                .as_f64()
-                                .map_or(PropertyJson::Absent, PropertyJson::Number),
-                            serde_json::Value::String(s) => PropertyJson::Text(s),
-                            serde_json::Value::Bool(b) => PropertyJson::Text(b.to_string()),
-                            other => PropertyJson::Text(other.to_string()),
-                        };
+                        self.found[i] = PropertyJson::from(map.next_value::<serde_json::Value>()?)
                     }
                     None => {
                         map.next_value::<IgnoredAny>()?;
