@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Model benchmarks: microseg beside the Python peers on the same data, in one script.
 
-1. Micro-segment discovery: 10 dimensions, conjunctions up to depth 3, minimum support
-   100, on N profiles (default 1 million) with a planted target; the peer is pandas
-   (a groupby per combination of dimensions, Wilson intervals, score test, BH), and both
-   must test the same number of candidates and keep the same segments.
+1. Micro-segment discovery: 10 dimensions (one nested in another, so some conjunctions
+   add nobody to a shorter one), conjunctions up to depth 3, minimum support 100, on N
+   profiles (default 1 million) with a planted target; the peer is pandas (a groupby per
+   combination of dimensions, conjunctions equal to a sub-conjunction dropped, Wilson
+   intervals, score test, BH), and both must test the same number of candidates, keep the
+   same segments and rank the first 20 alike (by the near end of the interval). Then the
+   partition (`--partition`, depth 3): pandas grows the same greedy tree (largest
+   (p1 - p2)^2 / (v1 + v2) split, Bonferroni over the splits tried) and both must give the
+   same groups with the same rates.
 2. BG/NBD fit on C customers (default 1 million) simulated from the BG/NBD process with
    the paper's CDNOW parameters; the peer is `lifetimes` (BetaGeoFitter on the summary),
    and both must agree on the parameters.
@@ -47,6 +52,9 @@ def discovery_data(n, seed):
     dims = {}
     for i, k in enumerate([2, 3, 3, 4, 4, 5, 5, 6, 8, 10]):
         dims[f"d{i}"] = np.array([f"v{j}" for j in range(k)])[rng.integers(0, k, n)]
+    # d2 is nested in d0 (as a tier in a plan): "n" exactly where d0 is v0, so
+    # `d0 = "v0" and d2 = "n"` adds nobody to `d0 = "v0"`.
+    dims["d2"] = np.where(dims["d0"] == "v0", "n", np.where(rng.random(n) < 0.5, "g", "s"))
     rate = np.full(n, 0.05)
     rate[(dims["d0"] == "v1") & (dims["d3"] == "v2")] = 0.09
     rate[(dims["d1"] == "v0") & (dims["d4"] == "v1") & (dims["d6"] == "v3")] = 0.15
@@ -56,20 +64,37 @@ def discovery_data(n, seed):
     return df
 
 
+def wilson(k, n):
+    p = k / n
+    centre = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
+    half = Z * np.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / (1 + Z * Z / n)
+    return centre - half, centre + half
+
+
 def pandas_discover(df, dims, depth, min_support, fdr):
     """The same search as `microseg discover`: every value combination of up to `depth`
-    distinct dimensions with at least `min_support` members, a score test against the base
-    rate, Benjamini-Hochberg over every candidate tested."""
+    distinct dimensions with at least `min_support` members, less those whose members are
+    a sub-combination's (equal counts: a conjunction's members are a subset), a score test
+    against the base rate, Benjamini-Hochberg over every candidate tested; the kept ones
+    ranked by the near end of their Wilson interval over the base, then support. Returns
+    the number tested and the kept conditions in order, each a frozenset of `d = "v"`."""
     base = df["bought"].mean()
-    rows = []
+    sizes, rows = {}, []
     for d in range(1, depth + 1):
         for combo in itertools.combinations(dims, d):
             g = df.groupby(list(combo), observed=True)["bought"].agg(["size", "sum"])
             g = g[g["size"] >= min_support]
             for key, (n, k) in zip(g.index, g.to_numpy()):
-                rows.append((combo, key, n, k))
-    n = np.array([r[2] for r in rows], dtype=float)
-    k = np.array([r[3] for r in rows], dtype=float)
+                key = key if isinstance(key, tuple) else (key,)
+                parts = tuple(zip(combo, key))
+                sizes[parts] = n
+                if d > 1 and any(
+                    sizes.get(parts[:i] + parts[i + 1:]) == n for i in range(d)
+                ):
+                    continue
+                rows.append((parts, n, k))
+    n = np.array([r[1] for r in rows], dtype=float)
+    k = np.array([r[2] for r in rows], dtype=float)
     p = k / n
     z = (p - base) / np.sqrt(base * (1 - base) / n)
     pv = np.array([math.erfc(abs(x) / math.sqrt(2)) for x in z])
@@ -81,7 +106,64 @@ def pandas_discover(df, dims, depth, min_support, fdr):
         i = order[rank]
         running = min(running, pv[i] * m / (rank + 1))
         q[i] = min(running, 1.0)
-    return m, int((q <= fdr).sum())
+    low, high = wilson(k, n)
+    near = np.where(p >= base, low, high) / base
+    kept = [i for i in range(m) if q[i] <= fdr]
+    kept.sort(key=lambda i: (-near[i], -n[i]))
+    ranked = [frozenset(f'{d} = "{v}"' for d, v in rows[i][0]) for i in kept]
+    return m, ranked
+
+
+def pandas_partition(df, dims, depth, min_support):
+    """The greedy tree of `microseg discover --partition`: in each group, every
+    `d = "v"` against the rest of the group with at least `min_support` on both sides; the
+    split with the largest (p1 - p2)^2 / (p1 q1 / n1 + p2 q2 / n2), taken when its normal
+    two-sided p is at most 0.05 / (splits tried); at most `depth` levels. The leaves as
+    boolean masks."""
+    y = df["bought"].to_numpy()
+    columns = {d: df[d].to_numpy() for d in dims}
+    leaves, todo = [], [(np.ones(len(df), bool), 0)]
+    while todo:
+        mask, level = todo.pop()
+        best, tried = None, 0
+        if level < depth:
+            total_n, total_k = mask.sum(), y[mask].sum()
+            for d in dims:
+                values, inverse = np.unique(columns[d][mask], return_inverse=True)
+                ns = np.bincount(inverse)
+                ks = np.bincount(inverse, weights=y[mask])
+                for v, n1, k1 in zip(values, ns, ks):
+                    n2, k2 = total_n - n1, total_k - k1
+                    if n1 < min_support or n2 < min_support:
+                        continue
+                    p1, p2 = k1 / n1, k2 / n2
+                    spread = p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2
+                    if spread <= 0:
+                        continue
+                    tried += 1
+                    z2 = (p1 - p2) ** 2 / spread
+                    if best is None or z2 > best[0]:
+                        best = (z2, d, v)
+        if best and math.erfc(math.sqrt(best[0]) / math.sqrt(2)) <= 0.05 / tried:
+            inside = mask & (columns[best[1]] == best[2])
+            todo.append((mask & ~inside, level + 1))
+            todo.append((inside, level + 1))
+        else:
+            leaves.append(mask)
+    return leaves
+
+
+def condition_mask(df, text):
+    """The rows meeting a printed group condition (`d = "v"`, `not d = "v"`, `and`)."""
+    mask = np.ones(len(df), bool)
+    if text is None:
+        return mask
+    for part in text.split(" and "):
+        negated = part.startswith("not ")
+        d, v = part.removeprefix("not ").split(" = ")
+        hit = df[d].to_numpy() == v.strip('"')
+        mask &= ~hit if negated else hit
+    return mask
 
 
 def bench_discovery(args, binary, tmp):
@@ -108,13 +190,32 @@ def bench_discovery(args, binary, tmp):
         t = time.perf_counter()
         peer = pandas_discover(df, dims, 3, 100, 0.05)
         theirs.append(time.perf_counter() - t)
-    tested, kept = peer
+    tested, ranked = peer
+    kept = len(ranked)
     assert result["tested"] == tested, (result["tested"], tested)
     assert len(result["segments"]) == kept, (len(result["segments"]), kept)
+    ours_ranked = [frozenset(s["condition"].split(" and ")) for s in result["segments"]]
+    assert ours_ranked[:20] == ranked[:20], (ours_ranked[:20], ranked[:20])
+    split = json.loads(
+        microseg(
+            binary, data, "discover", "--target", "bought = true", "--dims", ",".join(dims),
+            "--max-depth", "3", "--min-support", "100", "--partition", "--json",
+        )
+    )
+    groups = split["partition"]["groups"]
+    leaves = pandas_partition(df, dims, 3, 100)
+    theirs_keys = sorted((int(m.sum()), hash(m.tobytes())) for m in leaves)
+    masks = [condition_mask(df, g["condition"]) for g in groups]
+    ours_keys = sorted((int(m.sum()), hash(m.tobytes())) for m in masks)
+    assert ours_keys == theirs_keys, (ours_keys, theirs_keys)
+    y = df["bought"].to_numpy()
+    for g, m in zip(groups, masks):
+        assert g["support"] == m.sum() and abs(g["value"] - y[m].mean()) < 1e-12, g
     a, b = statistics.median(ours), statistics.median(theirs)
     print(
         f"discovery, 10 dims x depth 3 on {args.profiles:,} profiles: microseg {a:.3f} s, "
-        f"pandas {b:.3f} s ({b / a:.1f}x); {tested:,} candidates tested, {kept:,} kept by both"
+        f"pandas {b:.3f} s ({b / a:.1f}x); {tested:,} candidates tested, {kept:,} kept and "
+        f"the first 20 ranked alike by both; partition: the same {len(groups)} groups"
     )
 
 

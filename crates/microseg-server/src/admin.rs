@@ -4,9 +4,10 @@
 //!
 //! Reads of membership come from the streaming state; definitions and events come from
 //! the store (one connection per call, on the blocking pool). Creating or editing a
-//! segment saves it, then asks the writer to rebuild the streaming state between two
-//! commits ([`crate::pipeline::Job::Reload`]): the new segment is backfilled from every
-//! stored event and no commit is applied twice or missed.
+//! segment saves it, then asks the writer to pin the store between two commits
+//! ([`crate::pipeline::Job::Redefine`]): the changed segment's leaves are backfilled from
+//! history off the writer and installed by the evaluator, with no commit applied twice or
+//! missed and ingestion going on meanwhile.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

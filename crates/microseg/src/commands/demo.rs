@@ -232,7 +232,7 @@ impl DemoSegments {
 fn models(dir: &Path, email_test: &Path) -> Result<()> {
     let data = dir.display().to_string();
     let test = email_test.display().to_string();
-    let steps: [(&str, Vec<&str>); 6] = [
+    let steps: [(&str, Vec<&str>); 7] = [
         (
             "Lifetime value: BG/NBD + Gamma-Gamma on the orders",
             vec!["clv", "fit", "--unit", "week", "--as-of", "2026-11-01"],
@@ -319,6 +319,25 @@ fn models(dir: &Path, email_test: &Path) -> Result<()> {
                 "4",
                 "--save-exclusion",
                 "buys_anyway",
+                "--as-of",
+                "2026-11-01",
+            ],
+        ),
+        (
+            "Who to send the discount to: everyone in non-overlapping groups",
+            vec![
+                "experiment",
+                "discover",
+                "email_test",
+                "--arm",
+                "discount_email",
+                "--outcome",
+                "conversion",
+                "--dims",
+                "skill,discipline,persona,income_band",
+                "--min-support",
+                "300",
+                "--partition",
                 "--as-of",
                 "2026-11-01",
             ],

@@ -5,7 +5,8 @@ use clap::Args;
 use microseg_core::condition::Condition;
 use microseg_core::TraitType;
 use microseg_engine::models::discover::{
-    discover, items, Discovery, Item, Settings, Target, Verdict,
+    discover, items, partition, Discovery, Estimate, Group, Item, Measure, Partition, Settings,
+    Target, Verdict,
 };
 use microseg_store::Tables;
 use roaring::RoaringBitmap;
@@ -21,12 +22,15 @@ use crate::output::{print_table, thousands};
 ///
 /// Each candidate with at least --min-support members gets a 95% interval (Wilson for
 /// rates, t for means) and a p-value against the base; the false discovery rate is
-/// controlled with Benjamini–Hochberg over every candidate tested. The survivors print as
-/// conditions ready for `microseg segment create`.
+/// controlled with Benjamini–Hochberg over every candidate tested. The survivors, ranked by
+/// the near end of their interval (what the data support, not the point estimate), print
+/// as conditions ready for `microseg segment create`. --partition splits everyone into
+/// non-overlapping groups instead.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   microseg discover --target 'orders >= 2' --dims gender,discipline,skill,city --max-depth 3
-  microseg discover --target revenue --within cyclists --min-support 200 --value")]
+  microseg discover --target revenue --within cyclists --min-support 200 --value
+  microseg discover --target 'orders >= 2' --dims skill,income_band,discipline --partition")]
 pub struct DiscoverArgs {
     /// A condition or saved segment (its rate is the target), or a numeric trait or metric
     /// (its mean is the target).
@@ -37,7 +41,8 @@ pub struct DiscoverArgs {
     within: Option<String>,
     #[command(flatten)]
     search: SearchArgs,
-    /// Rank by expected value, support × (value − base), instead of by lift.
+    /// Rank by expected value, support × (value − base), instead of by the interval's
+    /// near end.
     #[arg(long)]
     value: bool,
     /// The instant traits, metrics and events are evaluated at (default now).
@@ -70,6 +75,11 @@ pub struct SearchArgs {
     /// Segments shown in the table.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub top: usize,
+    /// Also split everyone into non-overlapping groups (a tree of --max-depth ≤ 3 levels,
+    /// each group at least --min-support): the table shows the groups instead of the
+    /// ranked segments, the JSON adds them as `partition`.
+    #[arg(long)]
+    pub partition: bool,
 }
 
 impl SearchArgs {
@@ -77,6 +87,12 @@ impl SearchArgs {
     pub fn settings(&self) -> Result<Settings> {
         if !(1..=5).contains(&self.max_depth) {
             return Err(usage(format!("--max-depth {}: use 1 to 5", self.max_depth)));
+        }
+        if self.partition && self.max_depth > 3 {
+            return Err(usage(format!(
+                "--max-depth {} with --partition: a partition has at most 3 levels",
+                self.max_depth
+            )));
         }
         if !(self.fdr > 0.0 && self.fdr < 1.0) {
             return Err(usage(format!(
@@ -179,12 +195,21 @@ pub fn run(ctx: &Context, args: DiscoverArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let items = search_items(&mut tables, &dims, &base, &settings)?;
     let mut found = discover(&items, &base, &target, &settings);
+    let groups = args.search.partition.then(|| {
+        partition(
+            &items,
+            &base,
+            Measure::Target(&target),
+            &settings,
+            settings.max_depth,
+        )
+    });
     let seconds = started.elapsed().as_secs_f64();
     if args.value {
         let base_value = found.base;
         found.segments.sort_by(|a, b| {
             let gain = |f: &microseg_engine::models::discover::Finding| {
-                f.support as f64 * (f.value - base_value)
+                f.estimate.support as f64 * (f.estimate.value - base_value)
             };
             gain(b).total_cmp(&gain(a))
         });
@@ -196,8 +221,21 @@ pub fn run(ctx: &Context, args: DiscoverArgs) -> Result<()> {
     };
     if args.json {
         let mut doc = json!({"target": args.target, "kind": kind, "as_of": at.to_string()});
-        add_search_fields(&mut doc, &found, &dims, &settings, seconds);
+        add_search_fields(&mut doc, &found, &dims, &settings, seconds, groups.as_ref());
         return print_json(&doc);
+    }
+    if let Some(groups) = &groups {
+        println!(
+            "base: {} {} over {} profiles; {} groups, depth <= {}, each >= {} ({seconds:.2} s)",
+            kind,
+            show(kind, groups.base),
+            thousands(groups.base_size),
+            groups.groups.len(),
+            settings.max_depth,
+            settings.min_support,
+        );
+        print_partition(groups, kind, false);
+        return Ok(());
     }
     println!(
         "base: {} {} over {} profiles; {} candidates tested over {} dimensions ({} values), depth <= {}, support >= {}; {} segments at FDR {} ({seconds:.2} s)",
@@ -217,13 +255,14 @@ pub fn run(ctx: &Context, args: DiscoverArgs) -> Result<()> {
 }
 
 /// The fields every discovery's JSON has (docs/cli.md): the dimensions, the base, what
-/// was tested, the settings, the time and the segments.
+/// was tested, the settings, the time, the segments and, when asked for, the partition.
 pub fn add_search_fields(
     doc: &mut serde_json::Value,
     found: &Discovery,
     dims: &[String],
     settings: &Settings,
     seconds: f64,
+    groups: Option<&Partition>,
 ) {
     let fields = json!({
         "dimensions": dims,
@@ -235,6 +274,16 @@ pub fn add_search_fields(
         "seconds": seconds,
         "segments": found.segments,
     });
+    let fields = match (fields, groups) {
+        (serde_json::Value::Object(mut fields), Some(p)) => {
+            fields.insert(
+                "partition".into(),
+                json!({"depth": settings.max_depth, "groups": p.groups}),
+            );
+            serde_json::Value::Object(fields)
+        }
+        (fields, _) => fields,
+    };
     if let (Some(doc), serde_json::Value::Object(fields)) = (doc.as_object_mut(), fields) {
         doc.extend(fields);
     }
@@ -263,6 +312,58 @@ pub fn print_findings(found: &Discovery, kind: &str, top: usize, uplift: bool) {
         println!("nothing survives the false discovery rate: no micro-segment differs measurably");
         return;
     }
+    // Uplift: the best of each verdict; otherwise the best overall.
+    let mut shown = std::collections::HashMap::new();
+    let rows: Vec<Vec<String>> = found
+        .segments
+        .iter()
+        .filter(|f| {
+            let slot = shown
+                .entry(if uplift {
+                    Some(f.estimate.verdict)
+                } else {
+                    None
+                })
+                .or_insert(0);
+            *slot += 1;
+            *slot <= top
+        })
+        .map(|f| {
+            let mut row = cells(&f.condition.to_string(), &f.estimate, kind, uplift);
+            row.push(format!("{:.2e}", f.q_value));
+            row
+        })
+        .collect();
+    let mut header = header("segment", kind, uplift);
+    header.push("q");
+    print_table(&header, &rows);
+    if rows.len() < found.segments.len() {
+        println!(
+            "... {} more (--top N, or --json for all)",
+            found.segments.len() - rows.len()
+        );
+    }
+}
+
+/// A table's columns for estimates: the verdict, `what`, the support and the numbers.
+fn header<'a>(what: &'a str, kind: &'a str, uplift: bool) -> Vec<&'a str> {
+    if uplift {
+        vec![
+            "verdict",
+            what,
+            "support",
+            "control",
+            "treated",
+            "effect",
+            "95% interval",
+        ]
+    } else {
+        vec!["verdict", what, "support", kind, "lift", "95% interval"]
+    }
+}
+
+/// One row of [`header`]'s columns.
+fn cells(name: &str, e: &Estimate, kind: &str, uplift: bool) -> Vec<String> {
     let effect = |x: f64| {
         if kind == "rate" {
             format!("{:+.2} pts", x * 100.0)
@@ -270,74 +371,93 @@ pub fn print_findings(found: &Discovery, kind: &str, top: usize, uplift: bool) {
             format!("{x:+.2}")
         }
     };
-    // Uplift: the best of each verdict; otherwise the best overall.
-    let mut shown = [0usize; 5];
-    let rows: Vec<Vec<String>> = found
-        .segments
-        .iter()
-        .filter(|f| {
-            let slot = if uplift { f.verdict as usize } else { 0 };
-            shown[slot] += 1;
-            shown[slot] <= top
-        })
-        .map(|f| {
-            let mut row = vec![
-                match f.verdict {
-                    Verdict::Above => "above",
-                    Verdict::Below => "below",
-                    Verdict::Works => "works",
-                    Verdict::NoEffect => "no effect",
-                    Verdict::Backfires => "backfires",
-                }
-                .to_string(),
-                f.condition.to_string(),
-                thousands(f.support),
-            ];
-            if uplift {
-                row.push(show(kind, f.control_value.unwrap_or(f64::NAN)));
-                row.push(show(kind, f.value));
-                row.push(effect(f.lift));
-                row.push(format!("{} to {}", effect(f.ci_low), effect(f.ci_high)));
-            } else {
-                row.push(show(kind, f.value));
-                row.push(format!("{:.2}x", f.lift));
-                row.push(format!(
-                    "{} to {}",
-                    show(kind, f.ci_low),
-                    show(kind, f.ci_high)
-                ));
-            }
-            row.push(format!("{:.2e}", f.q_value));
-            row
-        })
-        .collect();
-    let header: &[&str] = if uplift {
-        &[
-            "verdict",
-            "segment",
-            "support",
-            "control",
-            "treated",
-            "effect",
-            "95% interval",
-            "q",
-        ]
+    let mut row = vec![
+        verdict_text(e.verdict).to_string(),
+        name.to_string(),
+        thousands(e.support),
+    ];
+    if uplift {
+        row.push(show(kind, e.control_value.unwrap_or(f64::NAN)));
+        row.push(show(kind, e.value));
+        row.push(effect(e.lift));
+        row.push(format!("{} to {}", effect(e.ci_low), effect(e.ci_high)));
     } else {
-        &[
-            "verdict",
-            "segment",
-            "support",
-            kind,
-            "lift",
-            "95% interval",
-            "q",
-        ]
+        row.push(show(kind, e.value));
+        row.push(format!("{:.2}x", e.lift));
+        row.push(format!(
+            "{} to {}",
+            show(kind, e.ci_low),
+            show(kind, e.ci_high)
+        ));
+    }
+    row
+}
+
+/// A verdict as the tables print it.
+fn verdict_text(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Above => "above",
+        Verdict::Below => "below",
+        Verdict::Works => "works",
+        Verdict::NoEffect => "no effect",
+        Verdict::Backfires => "backfires",
+        Verdict::AsBase => "as base",
+    }
+}
+
+/// Prints a partition's groups as a table; for uplift, then who to send to and who not.
+pub fn print_partition(p: &Partition, kind: &str, uplift: bool) {
+    let name = |g: &Group| {
+        g.condition.as_ref().map_or_else(
+            || "(everyone: no split differs)".to_string(),
+            |c| c.to_string(),
+        )
     };
-    print_table(header, &rows);
-    if rows.len() < found.segments.len() {
-        println!(
-            "... {} more (--top N, or --json for all)",
-            found.segments.len() - rows.len()
-        );
+    let rows: Vec<Vec<String>> = p
+        .groups
+        .iter()
+        .map(|g| cells(&name(g), &g.estimate, kind, uplift))
+        .collect();
+    print_table(&header("group", kind, uplift), &rows);
+    if uplift {
+        let (send, hold): (Vec<_>, Vec<_>) = p
+            .groups
+            .iter()
+            .partition(|g| g.estimate.verdict == Verdict::Works);
+        let people = |gs: &[&Group]| thousands(gs.iter().map(|g| g.estimate.support).sum());
+        let list = |gs: &[&Group]| {
+            gs.iter()
+                .map(|g| format!("\n  {}", name(g)))
+                .collect::<String>()
+        };
+        if send.is_empty() {
+            println!("\nsend to nobody: no group's effect interval is above zero");
+        } else if hold.is_empty() {
+            println!("\nsend to everyone: every group's effect interval is above zero");
+        } else if send.len() <= hold.len() {
+            println!(
+                "\nsend to {} people in the experiment, {}:{}\nhold back the other {}",
+                people(&send),
+                if send.len() == 1 {
+                    "this group"
+                } else {
+                    "these groups"
+                },
+                list(&send),
+                people(&hold)
+            );
+        } else {
+            println!(
+                "\nhold back {} people in the experiment, {}:{}\nsend to the other {}",
+                people(&hold),
+                if hold.len() == 1 {
+                    "this group"
+                } else {
+                    "these groups"
+                },
+                list(&hold),
+                people(&send)
+            );
+        }
     }
 }

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 use microseg_core::condition::Condition;
 use microseg_engine::models::discover::{
-    dimension_items, discover_uplift, exclusion, Settings, Verdict,
+    dimension_items, discover_uplift, exclusion, partition, Measure, Settings, Verdict,
 };
 use microseg_engine::models::experiment::{ArmResult, Experiment, Member, Moments, OutcomeKind};
 use microseg_store::reader::{self, Cell, Row};
@@ -15,7 +15,9 @@ use microseg_store::{FileOptions, ProfileImport, Tables};
 use roaring::RoaringBitmap;
 use serde_json::{json, Value as Json};
 
-use super::discover::{add_search_fields, print_findings, search_items, show, SearchArgs};
+use super::discover::{
+    add_search_fields, print_findings, print_partition, search_items, show, SearchArgs,
+};
 use super::import::{parse_types, print_summary, FileArgs};
 use super::segment::check_name;
 use super::{as_of, print_json, Context};
@@ -92,6 +94,8 @@ pub struct ReportArgs {
 /// that covers zero and lies below the overall effect: they gain measurably less than
 /// average, possibly nothing. Those with a high control-group value are the people who
 /// act anyway: --save-exclusion stores them as one segment to leave out of discounts.
+/// --partition splits the experiment's members into non-overlapping groups by where the
+/// effect differs, and says who to send to and who to hold back.
 #[derive(Debug, Args)]
 pub struct DiscoverArgs {
     /// The experiment.
@@ -584,6 +588,15 @@ fn uplift(ctx: &Context, args: DiscoverArgs) -> Result<()> {
     let dims = args.search.dimensions(&tables, &[])?;
     let items = search_items(&mut tables, &dims, &base, &settings)?;
     let found = discover_uplift(&items, &treated, &control, &column, kind, &settings);
+    let groups = args.search.partition.then(|| {
+        let measure = Measure::Uplift {
+            treated: &treated,
+            control: &control,
+            outcome: &column,
+            kind,
+        };
+        partition(&items, &base, measure, &settings, settings.max_depth)
+    });
     let seconds = started.elapsed().as_secs_f64();
     drop(tables);
     let control_overall = Moments::of(&column, &control).mean();
@@ -609,16 +622,42 @@ fn uplift(ctx: &Context, args: DiscoverArgs) -> Result<()> {
                 json!({"name": n, "version": v, "condition": c.to_string()})
             }),
         });
-        add_search_fields(&mut doc, &found, &dims, &settings, seconds);
+        add_search_fields(&mut doc, &found, &dims, &settings, seconds, groups.as_ref());
         return print_json(&doc);
     }
-    let count = |v: Verdict| found.segments.iter().filter(|f| f.verdict == v).count() as u64;
-    println!(
+    let effect_text = |x: f64| {
+        if kind == OutcomeKind::Rate {
+            format!("{:+.2} pts", x * 100.0)
+        } else {
+            format!("{x:+.3}")
+        }
+    };
+    if let Some(groups) = &groups {
+        println!(
+            "{} vs {} on {} ({kind_text}): overall effect {}; {} groups, depth <= {}, each >= {} ({seconds:.2} s)",
+            args.arm,
+            experiment.control,
+            args.outcome,
+            effect_text(groups.base),
+            groups.groups.len(),
+            settings.max_depth,
+            settings.min_support,
+        );
+        print_partition(groups, kind_text, true);
+    } else {
+        let count = |v: Verdict| {
+            found
+                .segments
+                .iter()
+                .filter(|f| f.estimate.verdict == v)
+                .count() as u64
+        };
+        println!(
         "{} vs {} on {} ({kind_text}): overall effect {}; {} candidates tested, depth <= {}, support >= {}; {} work, {} no effect, {} backfire at FDR {} ({seconds:.2} s)",
         args.arm,
         experiment.control,
         args.outcome,
-        if kind == OutcomeKind::Rate { format!("{:+.2} pts", found.base * 100.0) } else { format!("{:+.3}", found.base) },
+        effect_text(found.base),
         thousands(found.tested as u64),
         settings.max_depth,
         settings.min_support,
@@ -627,7 +666,8 @@ fn uplift(ctx: &Context, args: DiscoverArgs) -> Result<()> {
         thousands(count(Verdict::Backfires)),
         settings.fdr,
     );
-    print_findings(&found, kind_text, args.search.top, true);
+        print_findings(&found, kind_text, args.search.top, true);
+    }
     match (saved, &args.save_exclusion) {
         (Some((name, version, condition)), _) => {
             println!("\nsaved exclusion segment {name} (version {version}): {condition}")

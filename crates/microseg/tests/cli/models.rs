@@ -322,6 +322,40 @@ fn discover_finds_the_planted_micro_segment() {
     assert!((mean["base"].as_f64().unwrap() - 220.0 * 50.0 / 1200.0).abs() < 1e-9);
     assert_eq!(mean["segments"][0]["condition"], r#"size = "l""#);
     assert!((mean["segments"][0]["value"].as_f64().unwrap() - 17.5).abs() < 1e-12);
+    // The partition, by hand: size l against the rest has the larger split statistic
+    // ((0.35 − 0.1)² / (0.35·0.65/400 + 0.1·0.9/800) = 91.7 against red's 58.3); inside l,
+    // blue (0.1) against red (0.6), the same split either way round (blue is the first
+    // value); outside l every cell is at 0.1, so no split.
+    let split = env.json(&[
+        "discover",
+        "--target",
+        "bought = true",
+        "--dims",
+        "color,size",
+        "--partition",
+        "--json",
+    ]);
+    let groups: Vec<(&str, u64, f64, &str)> = split["partition"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["condition"].as_str().unwrap(),
+                g["support"].as_u64().unwrap(),
+                g["value"].as_f64().unwrap(),
+                g["verdict"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        vec![
+            (r#"size = "l" and color = "blue""#, 200, 0.1, "below"),
+            (r#"size = "l" and color = "red""#, 200, 0.6, "above"),
+            (r#"not size = "l""#, 800, 0.1, "below"),
+        ]
+    );
     let err = env.fails(&["discover", "--target", "bought", "--dims", "color"]);
     assert!(err.contains("--target bought: is bool"), "{err}");
     // Below the minimum support nothing is tested.
@@ -493,4 +527,285 @@ fn uplift_discovery_finds_where_the_email_works_and_where_it_does_nothing() {
         err.contains("no experiment 'nope' (experiments: email)"),
         "{err}"
     );
+}
+
+/// One generated experiment row: its dimensions, arm and outcome.
+struct Row {
+    dims: [(&'static str, String); 5],
+    treated: bool,
+    converted: bool,
+}
+
+/// 40,000 customers in a 50/50 e-mail test with planted heterogeneity: the e-mail lifts
+/// conversion from 10% to 17% on the `basic` plan (40%, about 8,000 per arm) and does
+/// nothing elsewhere; 120 `free` customers in club `velo` (60 per arm) convert 17 of 60
+/// treated against 6 of 60 controls, a +18 pt effect that is chance-sized noise on so few
+/// people. `tier` is nested in `plan` (`gold` and `silver` only on `premium`, `none`
+/// exactly on the other plans), so `tier = "gold" and plan = "premium"` adds nobody to
+/// `tier = "gold"`. Seeded splitmix64, so the same rows every run.
+fn planted_experiment(env: &Env) -> Vec<Row> {
+    let mut state = 0x5eed_u64;
+    let mut uniform = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut rows = Vec::new();
+    let (mut club_treated, mut club_control) = (0, 0);
+    for i in 0..40_000 {
+        let treated = i % 2 == 0;
+        let u = uniform();
+        let plan = if u < 0.4 {
+            "basic"
+        } else if u < 0.8 {
+            "free"
+        } else {
+            "premium"
+        };
+        let tier = match (plan, uniform() < 0.5) {
+            ("premium", true) => "gold",
+            ("premium", false) => "silver",
+            _ => "none",
+        };
+        let region = ["north", "south", "east", "west"][(uniform() * 4.0) as usize];
+        let channel = if uniform() < 0.5 { "web" } else { "app" };
+        let in_club = plan == "free"
+            && if treated {
+                club_treated < 60
+            } else {
+                club_control < 60
+            };
+        let rate = if plan == "basic" && treated {
+            0.17
+        } else {
+            0.10
+        };
+        let mut converted = uniform() < rate;
+        if in_club {
+            let seat = if treated {
+                club_treated += 1;
+                club_treated
+            } else {
+                club_control += 1;
+                club_control
+            };
+            converted = seat <= if treated { 17 } else { 6 };
+        }
+        let club = if in_club { "velo" } else { "none" };
+        rows.push(Row {
+            dims: [
+                ("plan", plan.into()),
+                ("tier", tier.into()),
+                ("region", region.into()),
+                ("channel", channel.into()),
+                ("club", club.into()),
+            ],
+            treated,
+            converted,
+        });
+    }
+    let mut csv = String::from("customer,plan,tier,region,channel,club,arm,conversion\n");
+    for (i, r) in rows.iter().enumerate() {
+        let dims: Vec<&str> = r.dims.iter().map(|(_, v)| v.as_str()).collect();
+        csv.push_str(&format!(
+            "u{i},{},{},{}\n",
+            dims.join(","),
+            if r.treated { "email" } else { "control" },
+            r.converted as u8
+        ));
+    }
+    let file = env.write("planted.csv", csv.as_bytes());
+    env.ok(&[
+        "experiment",
+        "import",
+        &file,
+        "--name",
+        "planted",
+        "--id",
+        "customer",
+        "--arm",
+        "arm",
+        "--control",
+        "control",
+        "--outcomes",
+        "conversion",
+    ]);
+    rows
+}
+
+/// Whether `row` meets `condition`, read by this test's own reading of the printed
+/// conditions (`d = "v"` and `not d = "v"` joined by `and`; `null` is everyone), not by
+/// microseg's evaluator.
+fn meets(row: &Row, condition: &serde_json::Value) -> bool {
+    let Some(text) = condition.as_str() else {
+        return true;
+    };
+    text.split(" and ").all(|part| {
+        let (negated, part) = match part.strip_prefix("not ") {
+            Some(rest) => (true, rest),
+            None => (false, part),
+        };
+        let (dim, value) = part.split_once(" = ").expect("d = \"v\"");
+        let value = value.trim_matches('"');
+        let (_, own) = row.dims.iter().find(|(d, _)| *d == dim).expect(dim);
+        (own == value) != negated
+    })
+}
+
+/// (treated, treated converting, control, control converting) among `rows` meeting `c`.
+fn arms_of(rows: &[Row], c: &serde_json::Value) -> (f64, f64, f64, f64) {
+    let mut n = (0.0, 0.0, 0.0, 0.0);
+    for r in rows.iter().filter(|r| meets(r, c)) {
+        if r.treated {
+            n.0 += 1.0;
+            n.1 += r.converted as u8 as f64;
+        } else {
+            n.2 += 1.0;
+            n.3 += r.converted as u8 as f64;
+        }
+    }
+    n
+}
+
+/// `experiment discover` of the planted experiment over its five dimensions, depth 3.
+fn discover_planted(env: &Env, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "experiment",
+        "discover",
+        "planted",
+        "--arm",
+        "email",
+        "--outcome",
+        "conversion",
+        "--dims",
+        "plan,tier,region,channel,club",
+        "--max-depth",
+        "3",
+        "--json",
+    ];
+    args.extend(extra);
+    env.json(&args)
+}
+
+#[test]
+fn uplift_discovery_ranks_the_responding_group_before_a_small_noisy_one() {
+    let env = Env::new();
+    let rows = planted_experiment(&env);
+    let out = discover_planted(&env, &["--min-support", "100"]);
+    let segments = out["segments"].as_array().unwrap();
+    let conditions: Vec<&str> = segments
+        .iter()
+        .map(|s| s["condition"].as_str().unwrap())
+        .collect();
+    // Every finding's numbers are its members' counts (this test's own reading).
+    for s in segments {
+        let (t, tk, c, ck) = arms_of(&rows, &s["condition"]);
+        assert_eq!(s["support"].as_f64(), Some(t + c), "{}", s["condition"]);
+        let effect = tk / t - ck / c;
+        assert!((s["lift"].as_f64().unwrap() - effect).abs() < 1e-12);
+    }
+    // The responding group comes first: its interval's lower end beats the club's, whose
+    // +18 pt point estimate rests on 120 people.
+    let top = &segments[0];
+    assert!(
+        conditions[0].contains(r#"plan = "basic""#) && top["support"].as_u64() >= Some(4_000),
+        "top: {top}"
+    );
+    assert_eq!(top["verdict"], "works");
+    let basic = conditions
+        .iter()
+        .position(|c| *c == r#"plan = "basic""#)
+        .expect("plan = basic is found");
+    let club = conditions
+        .iter()
+        .position(|c| *c == r#"club = "velo""#)
+        .expect("the club is tested and listed");
+    assert!((segments[club]["lift"].as_f64().unwrap() - (17.0 - 6.0) / 60.0).abs() < 1e-12);
+    assert!(basic < club, "{conditions:?}");
+    // Works findings are in the order of their intervals' lower ends.
+    let lows: Vec<f64> = segments
+        .iter()
+        .filter(|s| s["verdict"] == "works")
+        .map(|s| s["ci_low"].as_f64().unwrap())
+        .collect();
+    assert!(lows.windows(2).all(|w| w[0] >= w[1]), "{lows:?}");
+    // No conjunction has the members of a shorter one it contains.
+    for s in segments {
+        let text = s["condition"].as_str().unwrap();
+        let parts: Vec<&str> = text.split(" and ").collect();
+        let size = |c: &str| {
+            let (t, _, c2, _) = arms_of(&rows, &serde_json::Value::from(c));
+            t + c2
+        };
+        for i in 0..parts.len() {
+            if parts.len() < 2 {
+                break;
+            }
+            let mut sub = parts.clone();
+            sub.remove(i);
+            assert_ne!(
+                size(text),
+                size(&sub.join(" and ")),
+                "{text} repeats {sub:?}"
+            );
+        }
+    }
+    assert!(!conditions
+        .iter()
+        .any(|c| c.contains("tier = \"gold\"") && c.contains("plan = ")));
+}
+
+#[test]
+fn a_partition_puts_everyone_in_one_group_with_its_own_effect() {
+    let env = Env::new();
+    let rows = planted_experiment(&env);
+    let out = discover_planted(&env, &["--min-support", "500", "--partition"]);
+    let groups = out["partition"]["groups"].as_array().unwrap();
+    // Disjoint and covering: each row meets exactly one group's condition.
+    for (i, r) in rows.iter().enumerate() {
+        let n = groups.iter().filter(|g| meets(r, &g["condition"])).count();
+        assert_eq!(n, 1, "row {i} is in {n} groups");
+    }
+    for g in groups {
+        let (t, tk, c, ck) = arms_of(&rows, &g["condition"]);
+        assert_eq!(g["support"].as_f64(), Some(t + c), "{g}");
+        assert!(t + c >= 500.0);
+        assert!((g["value"].as_f64().unwrap() - tk / t).abs() < 1e-12);
+        assert!((g["control_value"].as_f64().unwrap() - ck / c).abs() < 1e-12);
+        assert!((g["lift"].as_f64().unwrap() - (tk / t - ck / c)).abs() < 1e-12);
+        let (low, high) = (
+            g["ci_low"].as_f64().unwrap(),
+            g["ci_high"].as_f64().unwrap(),
+        );
+        let expected = if low > 0.0 {
+            "works"
+        } else if high < 0.0 {
+            "backfires"
+        } else {
+            "no_effect"
+        };
+        assert_eq!(g["verdict"], expected);
+    }
+    // The planted answer: send to the basic plan, nobody else. Every basic customer is in
+    // a group that works and nobody else is (the club's noise is too small to split off).
+    for r in &rows {
+        let group = groups.iter().find(|g| meets(r, &g["condition"])).unwrap();
+        let basic = r.dims[0].1 == "basic";
+        assert_eq!(group["verdict"] == "works", basic, "{group}");
+    }
+    let err = env.fails(&[
+        "experiment",
+        "discover",
+        "planted",
+        "--arm",
+        "email",
+        "--outcome",
+        "conversion",
+        "--partition",
+        "--max-depth",
+        "4",
+    ]);
+    assert!(err.contains("a partition has at most 3 levels"), "{err}");
 }
