@@ -555,7 +555,9 @@ pub struct Holdout {
 
 /// Fits BG/NBD and Gamma-Gamma to the orders (events whose name code `is_order` marks)
 /// up to `calibration_end`, in `unit`; with `as_of` after the calibration end, compares
-/// the fit's predictions for the period in between with what happened.
+/// the fit's predictions for the period in between with what happened. The three steps
+/// ([`Calibration::new`], [`BgNbd::fit`], [`Calibration::finish`]) are public for callers
+/// that time them.
 pub fn fit(
     events: &EventTable,
     is_order: &[bool],
@@ -564,44 +566,93 @@ pub fn fit(
     unit: TimeUnit,
     monthly_discount: f64,
 ) -> Result<ClvFit, ClvError> {
-    let summaries = summarise(events, is_order, calibration_end, unit);
-    let customers: Vec<Summary> = summaries.iter().flatten().copied().collect();
-    let bg = BgNbd::fit(&customers)?;
-    let (gg, zero_spend) = GammaGamma::fit(&customers)?;
-    let holdout = (as_of > calibration_end).then(|| {
-        let days = order_days_between(events, is_order, calibration_end, as_of);
-        let whole_days =
-            (as_of.0.div_euclid(DAY_MS) - calibration_end.0.div_euclid(DAY_MS)) * DAY_MS;
-        let length = unit.of_ms(whole_days);
-        let (mut actual, mut predicted) = (0.0, 0.0);
-        for (p, s) in summaries.iter().enumerate() {
-            if let Some(s) = s {
-                actual += days[p] as f64;
-                predicted += bg.params.expected_purchases(s, length);
-            }
-        }
-        Holdout {
-            length,
-            actual,
-            predicted,
-        }
-    });
-    Ok(ClvFit {
-        model: ClvModel {
+    let calibration = Calibration::new(events, is_order, calibration_end, unit);
+    let bg = BgNbd::fit(calibration.customers())?;
+    calibration.finish(bg, events, is_order, as_of, monthly_discount)
+}
+
+/// Every profile's orders up to the calibration end, summarised: the input of both fits.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    /// Per profile (`None` without an order by the end).
+    summaries: Vec<Option<Summary>>,
+    /// The customers: profiles with an order.
+    customers: Vec<Summary>,
+    end: Timestamp,
+    unit: TimeUnit,
+}
+
+impl Calibration {
+    /// Summarises the orders (events whose name code `is_order` marks) up to `end`.
+    pub fn new(events: &EventTable, is_order: &[bool], end: Timestamp, unit: TimeUnit) -> Self {
+        let summaries = summarise(events, is_order, end, unit);
+        let customers = summaries.iter().flatten().copied().collect();
+        Calibration {
+            summaries,
+            customers,
+            end,
             unit,
-            calibration_end,
-            bgnbd: bg.params,
-            gamma_gamma: gg.params,
-            monthly_discount,
-        },
-        repeat_histogram: bg.params.repeat_histogram(&customers, 7),
-        repeat_buyers: customers.iter().filter(|c| c.x > 0.0).count(),
-        customers: customers.len(),
-        bgnbd: bg,
-        gamma_gamma: gg,
-        zero_spend,
-        holdout,
-    })
+        }
+    }
+
+    /// The customers' summaries, [`BgNbd::fit`]'s input.
+    pub fn customers(&self) -> &[Summary] {
+        &self.customers
+    }
+
+    /// Fits Gamma-Gamma beside the BG/NBD fit `bg` and, with `as_of` after the
+    /// calibration end, compares `bg`'s predictions for the period in between with what
+    /// happened.
+    pub fn finish(
+        self,
+        bg: Fitted<BgNbd>,
+        events: &EventTable,
+        is_order: &[bool],
+        as_of: Timestamp,
+        monthly_discount: f64,
+    ) -> Result<ClvFit, ClvError> {
+        let Calibration {
+            summaries,
+            customers,
+            end: calibration_end,
+            unit,
+        } = self;
+        let (gg, zero_spend) = GammaGamma::fit(&customers)?;
+        let holdout = (as_of > calibration_end).then(|| {
+            let days = order_days_between(events, is_order, calibration_end, as_of);
+            let whole_days =
+                (as_of.0.div_euclid(DAY_MS) - calibration_end.0.div_euclid(DAY_MS)) * DAY_MS;
+            let length = unit.of_ms(whole_days);
+            let (mut actual, mut predicted) = (0.0, 0.0);
+            for (p, s) in summaries.iter().enumerate() {
+                if let Some(s) = s {
+                    actual += days[p] as f64;
+                    predicted += bg.params.expected_purchases(s, length);
+                }
+            }
+            Holdout {
+                length,
+                actual,
+                predicted,
+            }
+        });
+        Ok(ClvFit {
+            model: ClvModel {
+                unit,
+                calibration_end,
+                bgnbd: bg.params,
+                gamma_gamma: gg.params,
+                monthly_discount,
+            },
+            repeat_histogram: bg.params.repeat_histogram(&customers, 7),
+            repeat_buyers: customers.iter().filter(|c| c.x > 0.0).count(),
+            customers: customers.len(),
+            bgnbd: bg,
+            gamma_gamma: gg,
+            zero_spend,
+            holdout,
+        })
+    }
 }
 
 /// The CLV predictions that behave like metrics, with their names.

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use microseg_core::time::{parse_duration, parse_timestamp};
-use microseg_engine::models::clv::{self, Summary, TimeUnit};
+use microseg_engine::models::clv::{BgNbd, Calibration, Summary, TimeUnit};
 use microseg_store::Tables;
 use serde_json::json;
 
@@ -119,15 +119,20 @@ fn fit(ctx: &Context, args: FitArgs) -> Result<()> {
     let events = tables.events(&[])?;
     let config = ws.config.metrics_config();
     let is_order = config.order_codes(&events.names);
+    let calibration = Calibration::new(events, &is_order, end, unit);
     let load_seconds = started.elapsed().as_secs_f64();
+    let orders = || {
+        format!(
+            "orders are {} events up to {end}",
+            config.order_events.join(" or ")
+        )
+    };
     let started = Instant::now();
-    let fitted =
-        clv::fit(events, &is_order, end, as_of, unit, args.discount).with_context(|| {
-            format!(
-                "orders are {} events up to {end}",
-                config.order_events.join(" or ")
-            )
-        })?;
+    let bg = BgNbd::fit(calibration.customers()).with_context(orders)?;
+    let bg_seconds = started.elapsed().as_secs_f64();
+    let fitted = calibration
+        .finish(bg, events, &is_order, as_of, args.discount)
+        .with_context(orders)?;
     let fit_seconds = started.elapsed().as_secs_f64();
     drop(tables);
     store.save_model("clv", &fitted.model)?;
@@ -168,7 +173,7 @@ fn fit(ctx: &Context, args: FitArgs) -> Result<()> {
                     "length": h, "actual": a, "predicted": p,
                 })),
             },
-            "seconds": {"load": load_seconds, "fit": fit_seconds},
+            "seconds": {"load": load_seconds, "fit": fit_seconds, "bgnbd": bg_seconds},
         }));
     }
     let unit_name = unit.name();
