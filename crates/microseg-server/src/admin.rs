@@ -106,7 +106,14 @@ fn describe(app: &App, s: &microseg_store::StoredSegment) -> Json {
 
 pub(crate) async fn list_segments(State(app): State<Arc<App>>, headers: HeaderMap) -> Answer {
     with_store(app, &headers, |app, store| {
-        let list: Vec<Json> = store.segments()?.iter().map(|s| describe(app, s)).collect();
+        let mut list: Vec<Json> = store.segments()?.iter().map(|s| describe(app, s)).collect();
+        for u in store.unreadable_segments()? {
+            list.push(json!({
+                "name": u.name,
+                "version": u.version,
+                "error": format!("unreadable: {} (delete it or save it again)", u.reason),
+            }));
+        }
         Ok(axum::Json(json!({"as_of": as_of(app), "segments": list})).into_response())
     })
     .await
@@ -190,7 +197,7 @@ async fn save(
         let condition =
             parse(&b.condition).map_err(|e| ApiError::bad(format!("condition: {e}")))?;
         let saved = store.segment_conditions()?;
-        match (editing, saved.contains_key(&name)) {
+        match (editing, store.segment_version(&name)?.is_some()) {
             (false, true) => {
                 return Err(ApiError::new(
                     ErrorKind::Conflict,
@@ -207,8 +214,42 @@ async fn save(
         Ok(name)
     })
     .await?;
-    // Take the new definition in between two commits, backfilled off the writer.
-    // One change at a time: each is planned against the definitions the last installed.
+    take_in(&app).await?;
+    let status = if editing {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    with_store(app, &headers, move |app, store| {
+        let out = describe(app, &find(store, &name)?);
+        Ok((status, axum::Json(out)).into_response())
+    })
+    .await
+}
+
+pub(crate) async fn delete_segment(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    admin(&app, &headers)?;
+    blocking(&app, move |_, store| {
+        if store.delete_segment(&name)? {
+            tracing::info!(segment = %name, "segment deleted");
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("no segment '{name}'")))
+        }
+    })
+    .await?;
+    take_in(&app).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Takes the stored segments in between two commits, backfilled off the writer, and
+/// waits until they are installed. One change at a time: each is planned against the
+/// definitions the last installed.
+async fn take_in(app: &Arc<App>) -> Result<(), ApiError> {
     let one_at_a_time = app.redefining.lock().await;
     let (reply, done) = oneshot::channel();
     app.counters
@@ -220,20 +261,10 @@ async fn save(
     let installed = done.await;
     drop(one_at_a_time);
     match installed {
-        Ok(Ok(())) => {}
-        Ok(Err(message)) => return Err(ApiError::internal(message)),
-        Err(_) => return Err(ApiError::shutting_down()),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(message)) => Err(ApiError::internal(message)),
+        Err(_) => Err(ApiError::shutting_down()),
     }
-    let status = if editing {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    with_store(app, &headers, move |app, store| {
-        let out = describe(app, &find(store, &name)?);
-        Ok((status, axum::Json(out)).into_response())
-    })
-    .await
 }
 
 /// Refuses a condition with a type error (a number compared with a text, an unknown

@@ -127,6 +127,17 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
             errors: &[400, 401, 404],
             route: put(admin::edit_segment),
         },
+        Endpoint {
+            method: "delete",
+            path: "/v1/segments/{name}",
+            summary: "Delete a segment (also one that no longer reads back); refused while another segment uses it.",
+            auth: Auth::Admin,
+            body: None,
+            query: &[],
+            ok: (204, "Deleted, and no longer evaluated.", None),
+            errors: &[400, 401, 404],
+            route: delete(admin::delete_segment),
+        },
         admin_get("/v1/segments/{name}/members", "The members' external ids.", &[], get(admin::members)),
         admin_get(
             "/v1/segments/{name}/explain",

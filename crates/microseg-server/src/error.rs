@@ -160,6 +160,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::UnknownProfile(id) => ApiError::not_found(format!("no profile '{id}'")),
             StoreError::Eval(e) => ApiError::bad(e.to_string()),
+            StoreError::Refused(message) => ApiError::bad(message),
             e => ApiError::internal(e),
         }
     }

@@ -46,6 +46,10 @@ pub enum StoreError {
     /// An option value that cannot be used.
     #[error("{0}")]
     Invalid(String),
+    /// A change the store refuses because of what was asked (a bad segment name, a
+    /// condition over the size limits, a segment still in use): the caller's to fix.
+    #[error("{0}")]
+    Refused(String),
     /// A profile that does not exist.
     #[error("no profile with id '{0}'")]
     UnknownProfile(String),

@@ -21,6 +21,9 @@ pub use import::{
     EventImport, EventName, FileOptions, ImportSummary, NoProgress, ProfileImport, Progress,
 };
 pub use reader::{Delimiter, Format};
-pub use store::{Store, StoreState, StoredEvent, StoredProfile, StoredSegment};
+pub use store::{
+    Store, StoreState, StoredEvent, StoredProfile, StoredSegment, UnreadableSegment,
+    MAX_DESCRIPTION,
+};
 pub use tables::Tables;
 pub use workspace::{Config, Workspace};

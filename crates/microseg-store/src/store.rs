@@ -244,6 +244,55 @@ pub struct StoredSegment {
     pub updated_at: Timestamp,
 }
 
+/// A stored segment whose definition does not read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnreadableSegment {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: i64,
+    /// Why it does not read back.
+    pub reason: String,
+}
+
+/// Most characters in a segment's description.
+pub const MAX_DESCRIPTION: usize = 2_000;
+
+/// The text and JSON forms a segment is saved in, checked first: a valid name, a condition
+/// within the size limits, a description of at most [`MAX_DESCRIPTION`] characters, and
+/// JSON that reads back to the same condition (so what is saved can always be read).
+fn segment_forms(
+    name: &str,
+    condition: &microseg_core::condition::Condition,
+    description: Option<&str>,
+) -> Result<(String, String), StoreError> {
+    microseg_core::condition::check_segment_name(name).map_err(StoreError::Refused)?;
+    condition
+        .check_size()
+        .map_err(|e| StoreError::Refused(format!("segment '{name}': {e}")))?;
+    if description.is_some_and(|d| d.chars().count() > MAX_DESCRIPTION) {
+        return Err(StoreError::Refused(format!(
+            "segment '{name}': a description has at most {MAX_DESCRIPTION} characters"
+        )));
+    }
+    let json = serde_json::to_string(condition)
+        .map_err(|e| StoreError::Refused(format!("segment '{name}': {e}")))?;
+    if read_condition(&json).as_ref() != Ok(condition) {
+        return Err(StoreError::Refused(format!(
+            "segment '{name}': its definition would not read back the same"
+        )));
+    }
+    Ok((condition.to_string(), json))
+}
+
+/// A saved definition, read and checked against the size limits.
+fn read_condition(json: &str) -> Result<microseg_core::condition::Condition, String> {
+    let condition: microseg_core::condition::Condition =
+        serde_json::from_str(json).map_err(|e| e.to_string())?;
+    condition.check_size().map_err(|e| e.to_string())?;
+    Ok(condition)
+}
+
 /// An open connection to a workspace's durable store.
 pub struct Store {
     pub(crate) conn: Connection,
@@ -505,11 +554,16 @@ impl Store {
                 )))
             }
             (Some(v), true) => v + 1,
-            (None, _) => 1,
+            // After a delete, the history goes on where it stopped.
+            (None, _) => {
+                tx.query_row(
+                    "SELECT coalesce(max(version), 0) FROM segment_versions WHERE name = ?1",
+                    [name],
+                    |r| r.get::<_, i64>(0),
+                )? + 1
+            }
         };
-        let text = condition.to_string();
-        let json = serde_json::to_string(condition)
-            .map_err(|e| StoreError::Invalid(format!("segment '{name}': {e}")))?;
+        let (text, json) = segment_forms(name, condition, description)?;
         let now = now_ms();
         tx.execute(
             "INSERT INTO segments(name, version, condition, definition, description, updated_at)
@@ -527,8 +581,69 @@ impl Store {
         Ok(version)
     }
 
-    /// Every stored segment, by name.
+    /// Deletes a segment (its history of versions stays); false when there is none.
+    /// Refused while another segment refers to it with `in_segment`. Works on a segment
+    /// that does not read back, which is how one is repaired.
+    pub fn delete_segment(&mut self, name: &str) -> Result<bool, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let users: Vec<String> = {
+            let mut stmt = tx.prepare("SELECT name, definition FROM segments WHERE name != ?1")?;
+            let rows = stmt.query_map([name], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut users = Vec::new();
+            for row in rows {
+                let (other, json) = row?;
+                if read_condition(&json).is_ok_and(|c| c.segment_refs().contains(&name)) {
+                    users.push(other);
+                }
+            }
+            users
+        };
+        if !users.is_empty() {
+            return Err(StoreError::Refused(format!(
+                "segment '{name}' is used by {} (in_segment); change or delete {} first",
+                users.join(", "),
+                if users.len() == 1 { "it" } else { "them" }
+            )));
+        }
+        let deleted = tx.execute("DELETE FROM segments WHERE name = ?1", [name])? > 0;
+        tx.commit()?;
+        Ok(deleted)
+    }
+
+    /// The current version of a segment, readable or not; `None` when there is none.
+    pub fn segment_version(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT version FROM segments WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Every stored segment that reads back, by name. One that does not (saved by an
+    /// older version without today's checks, or changed by hand) is skipped with a
+    /// warning, never fatal: [`Store::unreadable_segments`] lists them for repair.
     pub fn segments(&self) -> Result<Vec<StoredSegment>, StoreError> {
+        let (readable, unreadable) = self.read_segments()?;
+        for u in &unreadable {
+            tracing::warn!(segment = %u.name, reason = %u.reason, "segment skipped: unreadable");
+        }
+        Ok(readable)
+    }
+
+    /// The stored segments that do not read back, with the reason (delete them, or save
+    /// them again with `--replace`).
+    pub fn unreadable_segments(&self) -> Result<Vec<UnreadableSegment>, StoreError> {
+        Ok(self.read_segments()?.1)
+    }
+
+    fn read_segments(&self) -> Result<(Vec<StoredSegment>, Vec<UnreadableSegment>), StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT name, version, definition, description, updated_at FROM segments ORDER BY name",
         )?;
@@ -541,21 +656,25 @@ impl Store {
                 r.get::<_, i64>(4)?,
             ))
         })?;
-        let mut out = Vec::new();
+        let (mut readable, mut unreadable) = (Vec::new(), Vec::new());
         for row in rows {
             let (name, version, json, description, updated_at) = row?;
-            let condition = serde_json::from_str(&json).map_err(|e| {
-                StoreError::Invalid(format!("store: segment '{name}' is unreadable: {e}"))
-            })?;
-            out.push(StoredSegment {
-                name,
-                version,
-                condition,
-                description,
-                updated_at: Timestamp(updated_at),
-            });
+            match read_condition(&json) {
+                Ok(condition) => readable.push(StoredSegment {
+                    name,
+                    version,
+                    condition,
+                    description,
+                    updated_at: Timestamp(updated_at),
+                }),
+                Err(reason) => unreadable.push(UnreadableSegment {
+                    name,
+                    version,
+                    reason,
+                }),
+            }
         }
-        Ok(out)
+        Ok((readable, unreadable))
     }
 
     /// The latest condition of every segment, by name (what `in_segment` refers to).

@@ -90,6 +90,7 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
             | StoreError::Config { .. }
             | StoreError::MissingColumn { .. }
             | StoreError::Invalid(_)
+            | StoreError::Refused(_)
             | StoreError::Eval(_) => Kind::BadInput,
         });
     }

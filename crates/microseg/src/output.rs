@@ -15,8 +15,31 @@ pub fn writer(path: Option<&Path>) -> Result<Box<dyn Write>> {
     })
 }
 
+/// Widest cell a table shows; longer text ends in `…` (`--json` has it whole).
+const MAX_CELL: usize = 120;
+
+/// A cell as a table shows it: control characters (line breaks, escapes a stored text may
+/// hold) as spaces, at most [`MAX_CELL`] characters.
+fn cell(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(MAX_CELL)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(MAX_CELL).is_some() {
+        out.pop();
+        out.push('…');
+    }
+    out
+}
+
 /// Prints rows as a table with a header, columns aligned (numbers to the right).
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| cell(c)).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -84,6 +107,18 @@ pub fn percent(part: u64, whole: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_cells_are_one_line_and_bounded() {
+        assert_eq!(cell("a\nb\x1b[31m"), "a b [31m");
+        let long = "x".repeat(70_000);
+        let shown = cell(&long);
+        assert_eq!(shown.chars().count(), MAX_CELL);
+        assert!(shown.ends_with('…'));
+        assert_eq!(cell(&"y".repeat(MAX_CELL)), "y".repeat(MAX_CELL));
+        // A cell wider than a format width can be (65,535) used to panic.
+        print_table(&["description"], &[vec![long]]);
+    }
 
     #[test]
     fn formats_numbers_for_people() {

@@ -1278,6 +1278,9 @@ mod models;
 #[path = "cli/server.rs"]
 mod server;
 
+#[path = "cli/hostile.rs"]
+mod hostile;
+
 /// One exit code per kind of failure (docs/cli.md): 2 usage, 3 bad input, 4 not found,
 /// 5 store or I/O, each with one line on stderr.
 #[test]

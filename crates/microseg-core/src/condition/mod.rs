@@ -25,7 +25,33 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
 
-pub use parser::{parse, ParseError, MAX_DEPTH};
+pub use parser::{parse, ParseError};
+
+/// Most levels a condition may have on any path from its root, counting every node: each
+/// `and`, `or` and `not`, each test, each event filter (`E where ...`), each arithmetic
+/// operator and each name or number in it. Every walk over a condition (printer,
+/// evaluators, SQL compiler, JSON) recurses at most this deep, and its JSON form stays well
+/// inside serde_json's nesting limit (at most two JSON levels per node), so anything that
+/// passes [`Condition::check_size`] can be saved and read back.
+pub const MAX_DEPTH: usize = 32;
+
+/// Most nodes a condition may have in all, counted as for [`MAX_DEPTH`] (the values of an
+/// `in` list are not nodes). Bounds the work of evaluating it for one person.
+pub const MAX_NODES: usize = 10_000;
+
+/// Why a condition is too large to accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// A path from the root is longer than [`MAX_DEPTH`].
+    #[error(
+        "at most {MAX_DEPTH} levels of nesting (each and, or, not, test, where, arithmetic \
+         operator and name counts)"
+    )]
+    TooDeep,
+    /// More than [`MAX_NODES`] nodes.
+    #[error("at most {MAX_NODES} parts in one condition")]
+    TooLarge,
+}
 
 /// Checks a segment name: 1 to 100 ASCII letters, digits, `_`, `-` or `.` (names appear
 /// in URLs, file names and `in_segment("...")`). The error is the sentence to show.
@@ -198,6 +224,17 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl Condition {
+    /// Checks the condition against [`MAX_DEPTH`] and [`MAX_NODES`]. The check itself stops
+    /// one level past the limit, so it is safe on a tree of any depth.
+    ///
+    /// # Errors
+    ///
+    /// [`SizeError`] naming the limit passed.
+    pub fn check_size(&self) -> Result<(), SizeError> {
+        let mut nodes = 0;
+        size_of_condition(self, 1, &mut nodes)
+    }
+
     /// Calls `f` on this condition and every condition inside it (`where` filters
     /// included), parents first.
     pub fn walk<'a>(&'a self, f: &mut impl FnMut(&'a Condition)) {
@@ -291,6 +328,65 @@ impl Condition {
             }
         });
         names.into_iter().collect()
+    }
+}
+
+/// Counts one node at `depth` against the limits.
+fn count_node(depth: usize, nodes: &mut usize) -> Result<(), SizeError> {
+    *nodes += 1;
+    if depth > MAX_DEPTH {
+        Err(SizeError::TooDeep)
+    } else if *nodes > MAX_NODES {
+        Err(SizeError::TooLarge)
+    } else {
+        Ok(())
+    }
+}
+
+fn size_of_condition(c: &Condition, depth: usize, nodes: &mut usize) -> Result<(), SizeError> {
+    count_node(depth, nodes)?;
+    let filter = |e: &EventFilter, nodes: &mut usize| -> Result<(), SizeError> {
+        count_node(depth + 1, nodes)?;
+        match &e.filter {
+            Some(f) => size_of_condition(f, depth + 2, nodes),
+            None => Ok(()),
+        }
+    };
+    match c {
+        Condition::And { all: cs } | Condition::Or { any: cs } => {
+            for c in cs {
+                size_of_condition(c, depth + 1, nodes)?;
+            }
+            Ok(())
+        }
+        Condition::Not { not } => size_of_condition(not, depth + 1, nodes),
+        Condition::Compare { left: o, .. }
+        | Condition::In { operand: o, .. }
+        | Condition::Between { operand: o, .. } => size_of_operand(o, depth + 1, nodes),
+        Condition::Count { event, .. }
+        | Condition::Aggregate { event, .. }
+        | Condition::Did { event, .. }
+        | Condition::LastBefore { event, .. }
+        | Condition::First { event, .. } => filter(event, nodes),
+        Condition::Sequence { first, then, .. } => {
+            filter(first, nodes)?;
+            filter(then, nodes)
+        }
+        Condition::Exists { .. }
+        | Condition::Text { .. }
+        | Condition::Has { .. }
+        | Condition::InSegment { .. } => Ok(()),
+    }
+}
+
+fn size_of_operand(o: &Operand, depth: usize, nodes: &mut usize) -> Result<(), SizeError> {
+    count_node(depth, nodes)?;
+    match o {
+        Operand::Arith { left, right, .. } => {
+            size_of_operand(left, depth + 1, nodes)?;
+            size_of_operand(right, depth + 1, nodes)
+        }
+        Operand::Name(_) | Operand::Number(_) => Ok(()),
     }
 }
 

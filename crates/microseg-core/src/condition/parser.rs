@@ -8,11 +8,9 @@ use std::ops::Range;
 use super::lexer::{lex, Tok};
 use super::{
     AggregateFn, ArithOp, CompareOp, Condition, EventFilter, Literal, Operand, TextOp, Window,
+    MAX_DEPTH,
 };
 use crate::time::parse_timestamp;
-
-/// How deeply conditions may nest (parentheses, `not`, `where`).
-pub const MAX_DEPTH: usize = 64;
 
 /// Words that cannot be bare names (back-quote them: `` `first` ``).
 pub(crate) const RESERVED: [&str; 19] = [
@@ -78,7 +76,16 @@ pub fn parse(input: &str) -> std::result::Result<Condition, ParseError> {
         None => Ok(c),
         Some(_) => Err(p.error("`and`, `or` or the end of the condition")),
     });
-    result.map_err(|e| p.best(e))
+    let condition = result.map_err(|e| p.best(e))?;
+    // The parser's own guard keeps its stack bounded; the tree's size is measured here,
+    // node by node, by the same rule every other way in (the store's JSON) uses.
+    condition.check_size().map_err(|e| ParseError {
+        line: 1,
+        column: 1,
+        found: "a larger condition".into(),
+        expected: e.to_string(),
+    })?;
+    Ok(condition)
 }
 
 fn error_at(input: &str, at: usize, found: String, expected: impl Into<String>) -> ParseError {
@@ -189,10 +196,15 @@ impl Parser<'_> {
         }
     }
 
+    /// One level deeper: every group, `not`, `where` and arithmetic operator in a chain
+    /// counts, so no input makes the parser (or a later walk) recurse without bound.
     fn enter(&mut self) -> Result<()> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(self.error(&format!("at most {MAX_DEPTH} levels of nesting")));
+            return Err(self.error(&format!(
+                "at most {MAX_DEPTH} levels of nesting (groups, `not`, `where` and each \
+                 operator in a chain of arithmetic count)"
+            )));
         }
         Ok(())
     }
@@ -410,6 +422,7 @@ impl Parser<'_> {
     }
 
     fn arith(&mut self) -> Result<Operand> {
+        let depth = self.depth;
         let mut left = self.term()?;
         loop {
             let op = if self.eat_sym("+") {
@@ -417,8 +430,10 @@ impl Parser<'_> {
             } else if self.eat_sym("-") {
                 ArithOp::Sub
             } else {
+                self.depth = depth;
                 return Ok(left);
             };
+            self.enter()?;
             let right = self.term()?;
             left = Operand::Arith {
                 op,
@@ -429,6 +444,7 @@ impl Parser<'_> {
     }
 
     fn term(&mut self) -> Result<Operand> {
+        let depth = self.depth;
         let mut left = self.factor()?;
         loop {
             let op = if self.eat_sym("*") {
@@ -436,8 +452,10 @@ impl Parser<'_> {
             } else if self.eat_sym("/") {
                 ArithOp::Div
             } else {
+                self.depth = depth;
                 return Ok(left);
             };
+            self.enter()?;
             let right = self.factor()?;
             left = Operand::Arith {
                 op,

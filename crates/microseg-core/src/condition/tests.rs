@@ -229,6 +229,119 @@ fn errors_say_where_and_what_was_expected() {
     assert!(err(&nots).contains("levels of nesting"));
 }
 
+/// Hostile conditions found by probing the server: every way of nesting counts against one
+/// limit, the error says so, and nothing overflows the stack (a chain of 20,000 `+` used to
+/// abort the server while printing or dropping the tree).
+#[test]
+fn every_kind_of_nesting_counts_against_one_limit() {
+    let n = 20_000;
+    let chains = [
+        format!("a{} > 1", " + a".repeat(n)),
+        format!("a{} > 1", " - 1".repeat(n)),
+        format!("a{} > 1", " * a".repeat(n)),
+        format!("a{} > 1", " / 2".repeat(n)),
+        format!("{}a{} > 1", "(".repeat(n), ")".repeat(n)),
+        format!("{}a = 1{}", "(".repeat(n), ")".repeat(n)),
+        format!("{}a = 1", "not ".repeat(n)),
+        format!(
+            "{}a = 1{}",
+            "(a = 1 and (b = 2 or ".repeat(n),
+            "))".repeat(n)
+        ),
+        format!(
+            "did(e where {}x = 1{})",
+            "(x = 1 or ".repeat(n),
+            ")".repeat(n)
+        ),
+    ];
+    for text in &chains {
+        let e = parse(text).unwrap_err().to_string();
+        assert!(e.contains("levels of nesting"), "{}...: {e}", &text[..40]);
+    }
+    // A flat `or` of many tests is not deep, but it is large.
+    let wide = vec!["a = 1"; 20_000].join(" or ");
+    assert!(parse(&wide)
+        .unwrap_err()
+        .to_string()
+        .contains("at most 10000 parts"));
+    // At the limit is fine: the test, 30 operators and the last name are 32 levels.
+    let chain = format!("a{} > 1", " + a".repeat(MAX_DEPTH - 2));
+    parse(&chain).unwrap();
+    let chain = format!("a{} > 1", " + a".repeat(MAX_DEPTH - 1));
+    assert!(parse(&chain)
+        .unwrap_err()
+        .to_string()
+        .contains("levels of nesting"));
+}
+
+/// Builds `a = 1 and (a = 1 or (a = 1 and ...))` with `levels` and/or nodes on the path.
+fn alternating(levels: usize) -> Condition {
+    let leaf = || Condition::Compare {
+        left: name("a"),
+        op: CompareOp::Eq,
+        right: Literal::Int(1),
+    };
+    let mut c = leaf();
+    for i in 0..levels {
+        let pair = vec![leaf(), c];
+        c = if i % 2 == 0 {
+            Condition::And { all: pair }
+        } else {
+            Condition::Or { any: pair }
+        };
+    }
+    c
+}
+
+/// Whatever passes the size check can be saved (JSON) and read back, and printed and
+/// parsed back; one level more is refused by the check, and by the parser for its text.
+#[test]
+fn the_deepest_accepted_conditions_round_trip() {
+    let filtered = |levels: usize| Condition::Did {
+        event: EventFilter {
+            name: "e".into(),
+            filter: Some(Box::new(alternating(levels))),
+        },
+        window: Window::All,
+    };
+    let nots = |levels: usize| {
+        let mut c = alternating(0);
+        for _ in 0..levels {
+            c = Condition::Not { not: Box::new(c) };
+        }
+        c
+    };
+    // Depth counts every node: a test `a = 1` is two levels (the test and its name), an
+    // event filter one more besides its `did`.
+    type Shape = Box<dyn Fn(usize) -> Condition>;
+    let shapes: [(&str, Shape); 3] = [
+        ("and/or", Box::new(alternating)),
+        ("did where and/or", Box::new(filtered)),
+        ("not", Box::new(nots)),
+    ];
+    for (what, build) in &shapes {
+        let limit = (0..MAX_DEPTH)
+            .take_while(|&l| build(l).check_size().is_ok())
+            .last()
+            .unwrap();
+        let deepest = build(limit);
+        let json = serde_json::to_string(&deepest).unwrap();
+        let back: Condition = serde_json::from_str(&json)
+            .unwrap_or_else(|e| panic!("{what}: the deepest accepted JSON reads back: {e}"));
+        assert_eq!(back, deepest, "{what}");
+        assert_eq!(parse(&deepest.to_string()).unwrap(), deepest, "{what}");
+        let over = build(limit + 1);
+        assert_eq!(over.check_size(), Err(SizeError::TooDeep), "{what}");
+        assert!(parse(&over.to_string()).is_err(), "{what}");
+    }
+    // The hand count: `and`/`or` nodes at levels 1..=30, the last test at 31, its name 32.
+    assert!(alternating(MAX_DEPTH - 2).check_size().is_ok());
+    assert_eq!(
+        alternating(MAX_DEPTH - 1).check_size(),
+        Err(SizeError::TooDeep)
+    );
+}
+
 #[test]
 fn json_form_is_stable_and_round_trips() {
     let c = p(r#"gender = "f" and count(order_completed, within 30d) >= 2"#);
@@ -410,6 +523,11 @@ proptest! {
         let text = c.to_string();
         let back = parse(&text).map_err(|e| TestCaseError::fail(format!("{text}\n{e}")))?;
         prop_assert_eq!(back, c, "text: {}", text);
+    }
+
+    #[test]
+    fn generated_conditions_are_within_the_limits(c in arb_condition()) {
+        prop_assert!(c.check_size().is_ok());
     }
 
     #[test]

@@ -33,6 +33,19 @@ const EVENT_NAMES: [&str; 4] = ["view", "order_completed", "session_started", "c
 const CITIES: [&str; 6] = ["Budapest", "Berlin", "Bern", "Paris", "", "Béziers"];
 const PATHS: [&str; 5] = ["/winter/gloves", "/winter", "/bikes", "/", "/bikes/winter"];
 const TAGS: [&str; 4] = ["a", "b", "road", "x y"];
+/// Property names a write key can send that JSON paths and SQL quoting must survive (a
+/// backslash used to make the saved segment's SQL fail with "bad JSON path").
+const ODD_NAMES: [&str; 9] = [
+    "back\\slash",
+    "q\"uote",
+    "dot.ted",
+    "br[0]",
+    "$",
+    "it's",
+    "new\nline",
+    "ünï 名",
+    "a\\\"b",
+];
 
 fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> &'a T {
     &items[rng.below(items.len() as u64) as usize]
@@ -90,6 +103,11 @@ fn random_properties(rng: &mut Rng) -> Json {
     }
     if chance(rng, 0.15) {
         props.insert("revenue".into(), json!(half(rng, 0, 40)));
+    }
+    for name in ODD_NAMES {
+        if chance(rng, 0.3) {
+            props.insert(name.into(), json!(rng.below(3)));
+        }
     }
     if chance(rng, 0.3) {
         let day = 1 + rng.below(28);
@@ -668,6 +686,63 @@ fn sql_members(data: &Data, sql: &str) -> BTreeSet<String> {
         .collect::<Result<BTreeSet<_>, _>>()
         .unwrap_or_else(|e| panic!("{e}\n{sql}"));
     rows
+}
+
+/// Every odd property name gives the same members in batch and in SQL, for each way a
+/// condition reads a property (a filter and an aggregate).
+#[test]
+fn odd_property_names_agree_in_batch_and_sql() {
+    let segments = stored_segments();
+    let traits = traits();
+    let config = MetricsConfig::default();
+    let data = random_data(7, 200);
+    let as_of = Timestamp(START + 125 * DAY_MS);
+    let metrics = compute_metrics(&data.events, &data.table.external_ids, as_of, &config);
+    let ctx = SqlContext {
+        traits: &traits,
+        segments: &segments,
+        metrics: &config,
+        as_of,
+    };
+    for name in ODD_NAMES {
+        let filter = Some(Box::new(Condition::Compare {
+            left: Operand::Name(name.into()),
+            op: CompareOp::Eq,
+            right: Literal::Int(1),
+        }));
+        let view = EventFilter {
+            name: "view".into(),
+            filter,
+        };
+        let conditions = [
+            Condition::Did {
+                event: view.clone(),
+                window: Window::All,
+            },
+            Condition::Aggregate {
+                function: AggregateFn::Sum,
+                property: name.into(),
+                event: EventFilter {
+                    name: "view".into(),
+                    filter: None,
+                },
+                window: Window::All,
+                op: CompareOp::Ge,
+                value: 3.0,
+            },
+        ];
+        for c in conditions {
+            let text = c.to_string();
+            assert_eq!(microseg_core::condition::parse(&text).unwrap(), c, "{text}");
+            let batch = batch_members(&data.table, &data, &metrics, &segments, as_of, &c).unwrap();
+            let sql = compile(&c, &ctx).unwrap();
+            assert_eq!(sql_members(&data, &sql), batch, "{text}\n{sql}");
+            assert!(
+                !batch.is_empty() && batch.len() < 200,
+                "{text} splits nobody"
+            );
+        }
+    }
 }
 
 #[test]

@@ -649,9 +649,13 @@ pub fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// The JSON path of top-level key `name`, as a SQL string.
+/// The JSON path of top-level key `name`, as a SQL string: the key in double quotes with
+/// `\\` and `"` escaped as in a JSON string (SQLite reads a quoted path label that way).
 fn json_path(name: &str) -> String {
-    string(&format!("$.\"{}\"", name.replace('"', "\\\"")))
+    string(&format!(
+        "$.\"{}\"",
+        name.replace('\\', "\\\\").replace('"', "\\\"")
+    ))
 }
 
 /// The metrics of docs/metrics.md as a `WITH` clause defining `m(id, visits, ...)`.

@@ -19,6 +19,7 @@ use crate::output::{percent, print_table, thousands};
 #[derive(Debug, Subcommand)]
 pub enum SegmentCommand {
     Create(CreateArgs),
+    Delete(DeleteArgs),
     List(ListArgs),
     Show(ShowArgs),
     Size(SizeArgs),
@@ -118,6 +119,16 @@ pub struct CreateArgs {
     json: bool,
 }
 
+/// Delete a segment (also one that no longer reads back); its history of versions stays.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The segment's name.
+    name: String,
+    /// Print the result as JSON: `{"name", "deleted"}`.
+    #[arg(long)]
+    json: bool,
+}
+
 /// List segments with their sizes.
 #[derive(Debug, Args)]
 pub struct ListArgs {
@@ -181,6 +192,7 @@ pub fn run(ctx: &Context, cmd: SegmentCommand) -> Result<()> {
     let (ws, mut store) = ctx.open()?;
     match cmd {
         SegmentCommand::Create(args) => create(&ws, &mut store, args),
+        SegmentCommand::Delete(args) => delete(&mut store, args),
         SegmentCommand::List(args) => list(&ws, &store, args),
         SegmentCommand::Show(args) => show(&ws, &store, args),
         SegmentCommand::Size(args) => size(&ws, &store, args),
@@ -251,13 +263,31 @@ fn create(ws: &Workspace, store: &mut Store, args: CreateArgs) -> Result<()> {
             "as_of": now.to_string(),
         }));
     }
-    let verb = if version == 1 { "created" } else { "updated" };
+    let verb = if args.replace && version > 1 {
+        "updated"
+    } else {
+        "created"
+    };
     println!(
         "{verb} segment {} (version {version}): {} of {} profiles as of {now}",
         args.name,
         thousands(size),
         thousands(total)
     );
+    Ok(())
+}
+
+fn delete(store: &mut Store, args: DeleteArgs) -> Result<()> {
+    if !store.delete_segment(&args.name)? {
+        return Err(not_found(format!(
+            "no segment named '{}' (see `microseg segment list`)",
+            args.name
+        )));
+    }
+    if args.json {
+        return print_json(&serde_json::json!({"name": args.name, "deleted": true}));
+    }
+    println!("deleted segment {}", args.name);
     Ok(())
 }
 
@@ -271,25 +301,55 @@ fn list(ws: &Workspace, store: &Store, args: ListArgs) -> Result<()> {
     let data = tables.dataset();
     let mut rows = Vec::new();
     let mut json = Vec::new();
+    // One segment that cannot be evaluated (it refers to an unreadable one) or read is
+    // listed with its error; the others are still sized.
     for s in &stored {
-        let size = data
-            .evaluate(&s.condition)
-            .with_context(|| format!("segment '{}'", s.name))?
-            .len();
+        match data.evaluate(&s.condition) {
+            Ok(members) => {
+                let size = members.len();
+                rows.push(vec![
+                    s.name.clone(),
+                    thousands(size),
+                    percent(size, total),
+                    s.version.to_string(),
+                    s.description.clone().unwrap_or_default(),
+                ]);
+                json.push(serde_json::json!({
+                    "name": s.name,
+                    "size": size,
+                    "share": if total > 0 { size as f64 / total as f64 } else { 0.0 },
+                    "version": s.version,
+                    "description": s.description,
+                    "condition": s.condition.to_string(),
+                }));
+            }
+            Err(e) => {
+                rows.push(vec![
+                    s.name.clone(),
+                    String::new(),
+                    String::new(),
+                    s.version.to_string(),
+                    format!("error: {e}"),
+                ]);
+                json.push(serde_json::json!({
+                    "name": s.name, "size": null, "share": null, "version": s.version,
+                    "description": s.description, "condition": s.condition.to_string(),
+                    "error": e.to_string(),
+                }));
+            }
+        }
+    }
+    for u in store.unreadable_segments()? {
         rows.push(vec![
-            s.name.clone(),
-            thousands(size),
-            percent(size, total),
-            s.version.to_string(),
-            s.description.clone().unwrap_or_default(),
+            u.name.clone(),
+            String::new(),
+            String::new(),
+            u.version.to_string(),
+            format!("unreadable ({}): delete it or save it again", u.reason),
         ]);
         json.push(serde_json::json!({
-            "name": s.name,
-            "size": size,
-            "share": if total > 0 { size as f64 / total as f64 } else { 0.0 },
-            "version": s.version,
-            "description": s.description,
-            "condition": s.condition.to_string(),
+            "name": u.name, "size": null, "share": null, "version": u.version,
+            "error": format!("unreadable: {}", u.reason),
         }));
     }
     if args.json {
@@ -297,7 +357,7 @@ fn list(ws: &Workspace, store: &Store, args: ListArgs) -> Result<()> {
             &serde_json::json!({"as_of": at.to_string(), "total": total, "segments": json}),
         );
     }
-    if stored.is_empty() {
+    if rows.is_empty() {
         println!("no segments yet (create one with `microseg segment create NAME 'CONDITION'`)");
         return Ok(());
     }

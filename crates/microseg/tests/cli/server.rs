@@ -10,9 +10,9 @@ use std::time::Duration;
 use super::Env;
 
 /// A running `microseg serve` (killed when dropped).
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Drop for Server {
@@ -23,19 +23,19 @@ impl Drop for Server {
 }
 
 impl Env {
-    fn key(&self, kind: &str) -> String {
+    pub(crate) fn key(&self, kind: &str) -> String {
         self.json(&["key", "create", kind])["key"]
             .as_str()
             .unwrap()
             .to_string()
     }
 
-    fn serve(&self) -> Server {
+    pub(crate) fn serve(&self) -> Server {
         self.serve_with(&[])
     }
 
     /// `microseg serve` on a free port with more options.
-    fn serve_with(&self, options: &[&str]) -> Server {
+    pub(crate) fn serve_with(&self, options: &[&str]) -> Server {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(options);
         let mut child = self
@@ -58,7 +58,7 @@ impl Env {
 }
 
 /// One HTTP/1.1 request; returns (status, body).
-fn http(
+pub(crate) fn http(
     addr: &str,
     method: &str,
     path: &str,
@@ -70,7 +70,7 @@ fn http(
 }
 
 /// One HTTP/1.1 request; returns (status, head, body), or the I/O error.
-fn try_http(
+pub(crate) fn try_http(
     addr: &str,
     method: &str,
     path: &str,
@@ -102,7 +102,7 @@ fn try_http(
 
 /// A management call with the admin token; returns the status and the JSON body (`null`
 /// when there is none).
-fn admin_call(
+pub(crate) fn admin_call(
     addr: &str,
     bearer: &str,
     method: &str,
@@ -122,7 +122,7 @@ fn admin_call(
     )
 }
 
-fn basic(key: &str) -> String {
+pub(crate) fn basic(key: &str) -> String {
     // base64 of "key:" by hand (the test does not share the server's encoder).
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let bytes = format!("{key}:").into_bytes();
