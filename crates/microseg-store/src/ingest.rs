@@ -67,7 +67,8 @@ pub struct Written {
     pub applied: Vec<Applied>,
     /// Messages skipped as already seen.
     pub duplicates: u64,
-    /// Trait values dropped because their type differs from the trait's (name, why).
+    /// Trait values dropped because their type differs from the trait's: the name and
+    /// why, never the value (these are logged).
     pub dropped: Vec<String>,
     /// The store's `events_version` after this commit.
     pub version: u64,
@@ -540,9 +541,13 @@ impl Ids {
                     patch.insert(name.clone(), v.to_json());
                     typed.push((name, ty, Some(v)));
                 }
-                None => out
-                    .dropped
-                    .push(format!("{name}: {json} is not {}", ty.name())),
+                // The value itself is personal data (an e-mail in a mistyped trait): only
+                // its kind is said, so the reason can be logged.
+                None => out.dropped.push(format!(
+                    "{name}: a {} is not {}",
+                    json_kind(json),
+                    ty.name()
+                )),
             }
         }
         if patch.is_empty() {
@@ -573,6 +578,18 @@ fn flatten<'a>(prefix: &str, m: &'a Map<String, Json>, out: &mut Vec<(String, &'
             Json::Object(inner) => flatten(&name, inner, out),
             v => out.push((name, v)),
         }
+    }
+}
+
+/// What kind of JSON value `json` is, without its content.
+fn json_kind(json: &Json) -> &'static str {
+    match json {
+        Json::Null => "null",
+        Json::Bool(_) => "boolean",
+        Json::Number(_) => "number",
+        Json::String(_) => "string",
+        Json::Array(_) => "list",
+        Json::Object(_) => "object",
     }
 }
 

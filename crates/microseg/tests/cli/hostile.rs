@@ -198,3 +198,39 @@ fn an_unreadable_saved_segment_is_skipped_and_can_be_deleted() {
     let again = env.json(&["segment", "create", "adults", "age >= 18", "--json"]);
     assert_eq!(again["version"], 3, "{again}");
 }
+
+/// The log says what was dropped and why, never the value: a mistyped trait holding an
+/// e-mail address used to be written to the log at WARN.
+#[test]
+fn logs_never_hold_trait_or_property_values() {
+    let env = Env::new();
+    let write = env.key("write");
+    let log_path = env.dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = env.serve_logging(&[], log);
+    let auth = super::server::basic(&write);
+    let secret = "jane.doe@example.com";
+    let calls = [
+        r#"{"type": "identify", "userId": "u1", "traits": {"age": 31}}"#.to_string(),
+        format!(r#"{{"type": "identify", "userId": "u1", "traits": {{"age": "{secret}"}}}}"#),
+        format!(r#"{{"type": "identify", "userId": "u1", "traits": {{"tags": [1, "{secret}"]}}}}"#),
+        format!(
+            r#"{{"type": "track", "userId": "u1", "event": "x", "properties": {{"email": "{secret}"}}}}"#
+        ),
+    ];
+    for call in &calls {
+        let body = format!(r#"{{"batch": [{call}]}}"#);
+        let (status, answer) = http(
+            &server.addr,
+            "POST",
+            "/v1/batch",
+            &[("Authorization", &auth)],
+            body.as_bytes(),
+        );
+        assert_eq!(status, 200, "{answer}");
+    }
+    drop(server);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("age: a string is not integer"), "{log}");
+    assert!(!log.contains(secret), "{log}");
+}

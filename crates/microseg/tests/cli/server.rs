@@ -36,12 +36,17 @@ impl Env {
 
     /// `microseg serve` on a free port with more options.
     pub(crate) fn serve_with(&self, options: &[&str]) -> Server {
+        self.serve_logging(options, Stdio::null())
+    }
+
+    /// `microseg serve` with its log (stderr) sent to `log`.
+    pub(crate) fn serve_logging(&self, options: &[&str], log: impl Into<Stdio>) -> Server {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(options);
         let mut child = self
             .cmd(&args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start microseg serve");
         let mut line = String::new();
