@@ -59,8 +59,18 @@ pub struct Counters {
     pub rejected_401: AtomicU64,
     /// 413s.
     pub rejected_413: AtomicU64,
+    /// 422s (a workspace limit).
+    pub rejected_422: AtomicU64,
+    /// 429s (a key's rate).
+    pub rejected_429: AtomicU64,
     /// 503s.
     pub rejected_503: AtomicU64,
+    /// Requests refused for adding trait names past `[limits] traits`.
+    pub limit_traits: AtomicU64,
+    /// Requests refused for adding event names past `[limits] event_names`.
+    pub limit_event_names: AtomicU64,
+    /// Requests refused for an event dated past `[limits] future_minutes`.
+    pub limit_future: AtomicU64,
     /// Requests waiting for the writer.
     pub queue_depth: AtomicI64,
     /// Segment membership changes.
@@ -78,12 +88,14 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Counts a refused ingestion request by its status (400, 401, 413 or 503).
+    /// Counts a refused ingestion request by its status (400, 401, 413, 422, 429 or 503).
     pub fn count_rejection(&self, status: u16) {
         let counter = match status {
             400 => &self.rejected_400,
             401 => &self.rejected_401,
             413 => &self.rejected_413,
+            422 => &self.rejected_422,
+            429 => &self.rejected_429,
             503 => &self.rejected_503,
             _ => return,
         };
@@ -130,11 +142,28 @@ impl Counters {
             (400, &self.rejected_400),
             (401, &self.rejected_401),
             (413, &self.rejected_413),
+            (422, &self.rejected_422),
+            (429, &self.rejected_429),
             (503, &self.rejected_503),
         ] {
             let _ = writeln!(
                 out,
                 "microseg_rejected_requests_total{{status=\"{status}\"}} {}",
+                get(v)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP microseg_limit_refusals_total Requests refused by a workspace limit, by limit.\n# TYPE microseg_limit_refusals_total counter"
+        );
+        for (limit, v) in [
+            ("traits", &self.limit_traits),
+            ("event_names", &self.limit_event_names),
+            ("future_minutes", &self.limit_future),
+        ] {
+            let _ = writeln!(
+                out,
+                "microseg_limit_refusals_total{{limit=\"{limit}\"}} {}",
                 get(v)
             );
         }

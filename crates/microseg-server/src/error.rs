@@ -26,6 +26,10 @@ pub enum ErrorKind {
     Conflict,
     /// Over the size limits.
     PayloadTooLarge,
+    /// Over a workspace limit (distinct trait or event names).
+    LimitReached,
+    /// The key sent more than its rate (answered with `Retry-After`).
+    RateLimited,
     /// The write queue is full (answered with `Retry-After`).
     Overloaded,
     /// The server is stopping.
@@ -36,13 +40,15 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in the order of the table.
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::InvalidRequest,
         ErrorKind::Unauthorized,
         ErrorKind::NotFound,
         ErrorKind::MethodNotAllowed,
         ErrorKind::Conflict,
         ErrorKind::PayloadTooLarge,
+        ErrorKind::LimitReached,
+        ErrorKind::RateLimited,
         ErrorKind::Overloaded,
         ErrorKind::ShuttingDown,
         ErrorKind::Internal,
@@ -76,6 +82,16 @@ impl ErrorKind {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "Over Segment's limits: 32 KB per call, 500 KB per request.",
+            ),
+            ErrorKind::LimitReached => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "limit_reached",
+                "Over a workspace limit (`[limits]`: distinct trait or event names); nothing of the request was stored.",
+            ),
+            ErrorKind::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "The key sent more than its rate (`[server]`): retry after `Retry-After` seconds.",
             ),
             ErrorKind::Overloaded => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -113,13 +129,16 @@ pub struct ApiError {
     pub kind: ErrorKind,
     /// What the client reads (for [`ErrorKind::Internal`], what the log reads).
     pub message: String,
+    /// Seconds for `Retry-After` (1 when unset for the kinds that send it).
+    pub retry_after: Option<u64>,
 }
 
 /// The body of every error answer.
 #[derive(Debug, serde::Serialize, schemars::JsonSchema)]
 pub(crate) struct ErrorBody {
     /// `invalid_request`, `unauthorized`, `not_found`, `method_not_allowed`, `conflict`,
-    /// `payload_too_large`, `overloaded`, `shutting_down` or `internal`.
+    /// `payload_too_large`, `limit_reached`, `rate_limited`, `overloaded`,
+    /// `shutting_down` or `internal`.
     code: String,
     /// What is wrong, naming the field when there is one.
     message: String,
@@ -131,6 +150,7 @@ impl ApiError {
         ApiError {
             kind,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -181,10 +201,11 @@ impl IntoResponse for ApiError {
             message,
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if self.kind == ErrorKind::Overloaded {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if matches!(self.kind, ErrorKind::Overloaded | ErrorKind::RateLimited) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(self.retry_after.unwrap_or(1)),
+            );
         }
         response
     }

@@ -105,7 +105,21 @@ async fn ingest(
     })?;
     let key = basic_key(headers).or(request.write_key);
     match key {
-        Some(k) if app.accepts(KeyKind::Write, &k) => {}
+        Some(k) if app.accepts(KeyKind::Write, &k) => {
+            if let Err(wait) = app.rate.take(&k, std::time::Instant::now()) {
+                let (rate, burst) = app.rate.describe();
+                return Err(ApiError {
+                    retry_after: Some(wait),
+                    ..ApiError::new(
+                        ErrorKind::RateLimited,
+                        format!(
+                            "this write key sent more than {rate} requests per second \
+                             (burst {burst}); retry after {wait} s"
+                        ),
+                    )
+                });
+            }
+        }
         Some(_) => return Err(ApiError::new(ErrorKind::Unauthorized, "unknown write key")),
         None => {
             return Err(ApiError::new(
@@ -113,6 +127,32 @@ async fn ingest(
                 "missing write key: send it as the HTTP Basic username or the writeKey field",
             ))
         }
+    }
+    // Events from the future would sit in the streaming state until their time comes.
+    let horizon = app.workspace.config.limits.future_minutes;
+    let latest = received
+        .0
+        .saturating_add((horizon as i64).saturating_mul(60_000));
+    if let Some((i, m)) = request
+        .messages
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.time.is_some_and(|t| t.0 > latest))
+    {
+        app.counters.limit_future.fetch_add(1, Ordering::Relaxed);
+        let at = if call.is_some() {
+            "timestamp".to_string()
+        } else {
+            format!("batch[{i}].timestamp")
+        };
+        let when = m.time.map(|t| t.to_string()).unwrap_or_default();
+        return Err(ApiError::new(
+            ErrorKind::LimitReached,
+            format!(
+                "{at}: {when} is more than {horizon} minutes after the server's clock \
+                 ([limits] future_minutes in microseg.toml)"
+            ),
+        ));
     }
     if request.messages.is_empty() {
         return Ok(Json(json!({"success": true})).into_response());
@@ -133,8 +173,26 @@ async fn ingest(
     }
     match done.await {
         Ok(Ok(())) => Ok(Json(json!({"success": true})).into_response()),
-        Ok(Err(message)) => Err(ApiError::internal(message)),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(ApiError::shutting_down()),
+    }
+}
+
+/// `/metrics` and `/openapi.json` answer anyone only with `[server] public_metrics = true`;
+/// otherwise they need the admin token.
+pub(crate) fn open_or_admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    if app.workspace.config.server.public_metrics {
+        Ok(())
+    } else {
+        crate::admin::admin(app, headers)
+    }
+}
+
+/// `/openapi.json`.
+pub(crate) async fn openapi(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    match open_or_admin(&app, &headers) {
+        Ok(()) => Json(crate::api::openapi()).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -144,7 +202,10 @@ pub(crate) async fn health() -> Response {
 }
 
 /// `/metrics`.
-pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
+pub(crate) async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(e) = open_or_admin(&app, &headers) {
+        return e.into_response();
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.counters.render(),

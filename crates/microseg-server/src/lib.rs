@@ -7,10 +7,12 @@ mod api;
 pub mod counters;
 pub mod error;
 mod http;
+mod listen;
 pub mod pipeline;
+mod rate;
 pub mod webhooks;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -55,13 +57,15 @@ pub fn now() -> Timestamp {
     )
 }
 
-/// Hashes of the keys the server accepts.
+/// The keys the server knows, by the SHA-256 of their secret, as last read from the store.
 #[derive(Default)]
 pub(crate) struct Keys {
-    pub(crate) write: HashSet<String>,
-    pub(crate) admin: HashSet<String>,
-    pub(crate) loaded: Option<std::time::Instant>,
+    by_hash: HashMap<String, microseg_store::keys::ApiKey>,
 }
+
+/// How often the keys are read again: a key created, revoked or rotated in the store
+/// takes effect in a running server within this.
+const KEYS_REFRESH: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What every handler shares.
 pub(crate) struct App {
@@ -73,6 +77,8 @@ pub(crate) struct App {
     pub(crate) changes: broadcast::Sender<pipeline::PublishedChange>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) keys: Mutex<Keys>,
+    /// The write keys' token buckets.
+    pub(crate) rate: rate::RateLimiter,
     /// Flips to true on shutdown (ends the open change streams).
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
     /// The running webhook deliveries, by subscription id.
@@ -82,25 +88,33 @@ pub(crate) struct App {
 }
 
 impl App {
-    /// Whether `secret` is a key of `kind`; re-reads the keys (at most once a second) when
-    /// it is unknown, so keys created while the server runs work.
+    /// Whether `secret` is a valid key of `kind` now (in memory; [`refresh_keys`] keeps
+    /// the keys current).
     pub(crate) fn accepts(&self, kind: KeyKind, secret: &str) -> bool {
         let hash = microseg_store::keys::hash_secret(secret);
-        let mut keys = self.keys.lock().expect("keys lock");
-        let known = |k: &Keys| match kind {
-            KeyKind::Write => k.write.contains(&hash),
-            KeyKind::Admin => k.admin.contains(&hash),
-        };
-        if known(&keys) {
-            return true;
+        let keys = self.keys.lock().expect("keys lock");
+        keys.by_hash
+            .get(&hash)
+            .is_some_and(|k| k.kind == kind && k.valid_at(now().0))
+    }
+}
+
+/// Reads the keys again every [`KEYS_REFRESH`] until the server stops.
+fn refresh_keys(app: Arc<App>) {
+    let mut store = None;
+    while !*app.stopping.borrow() {
+        std::thread::sleep(KEYS_REFRESH);
+        if store.is_none() {
+            store = Store::open(&app.workspace).ok();
         }
-        if keys.loaded.is_some_and(|t| t.elapsed().as_secs_f64() < 1.0) {
-            return false;
+        match store.as_ref().map(load_keys) {
+            Some(Ok(fresh)) => *app.keys.lock().expect("keys lock") = fresh,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "keys not read; the last ones stay in force");
+                store = None;
+            }
+            None => {}
         }
-        if let Ok(fresh) = load_keys(&self.workspace) {
-            *keys = fresh;
-        }
-        known(&keys)
     }
 }
 
@@ -121,19 +135,14 @@ impl App {
     }
 }
 
-fn load_keys(workspace: &Workspace) -> Result<Keys, StoreError> {
-    let store = Store::open(workspace)?;
-    let mut keys = Keys {
-        loaded: Some(std::time::Instant::now()),
-        ..Keys::default()
-    };
-    for k in store.keys()? {
-        match k.kind {
-            KeyKind::Write => keys.write.insert(k.hash),
-            KeyKind::Admin => keys.admin.insert(k.hash),
-        };
-    }
-    Ok(keys)
+fn load_keys(store: &Store) -> Result<Keys, StoreError> {
+    Ok(Keys {
+        by_hash: store
+            .keys()?
+            .into_iter()
+            .map(|k| (k.hash.clone(), k))
+            .collect(),
+    })
 }
 
 /// Builds the in-memory state: traits, and the streaming evaluator backfilled from every
@@ -236,21 +245,31 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
             .name("checkpoint".into())
             .spawn(move || pipeline::checkpointer(store, checkpoints, tail_ready))?
     };
-    let keys = load_keys(&workspace)?;
+    let keys = load_keys(&Store::open(&workspace)?)?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    let settings = &workspace.config.server;
+    let header_timeout = std::time::Duration::from_secs(settings.header_timeout_seconds.max(1));
+    let rate = rate::RateLimiter::new(settings.key_requests_per_second, settings.key_burst);
     let hooks = Store::open(&workspace)?.webhooks()?;
     let app = Arc::new(App {
         hooks: Mutex::default(),
         redefining: tokio::sync::Mutex::new(()),
         stream: options.stream.clone(),
-        stopping,
+        stopping: stopping.clone(),
         workspace,
         jobs,
         live,
         changes,
         counters,
         keys: Mutex::new(keys),
+        rate,
     });
+    let keys_thread = {
+        let app = app.clone();
+        std::thread::Builder::new()
+            .name("keys".into())
+            .spawn(move || refresh_keys(app))?
+    };
     runtime.block_on(async {
         for hook in hooks {
             app.start_webhook(hook);
@@ -259,12 +278,11 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
         let addr = listener.local_addr()?;
         tracing::info!("listening on {addr}");
         println!("listening on {addr}");
-        axum::serve(listener, api::router(app))
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                let _ = stop.send(true);
-            })
-            .await
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        listen::serve(listener, api::router(app), header_timeout, stopping).await
     })?;
     // The router and its handlers are gone: the writer drains what was accepted, commits
     // it, and stops; then the evaluator stops.
@@ -274,6 +292,7 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     let _ = stop_snapshots.send(());
     let _ = snapshotter.join();
     let _ = evaluator.join();
+    let _ = keys_thread.join();
     tracing::info!("stopped");
     Ok(())
 }

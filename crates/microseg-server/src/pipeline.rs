@@ -28,11 +28,12 @@ use microseg_engine::streaming::{
     Backfill, Cause, Change, Redefinition, Replay, StreamError, Streaming,
 };
 use microseg_engine::ProfileTable;
-use microseg_store::ingest::{Applied, Ingestor, Written};
+use microseg_store::ingest::{Applied, Ingestor, LimitError, NameLimits, Written};
 use microseg_store::tracking::Message;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::counters::Counters;
+use crate::error::{ApiError, ErrorKind};
 
 /// The most messages one transaction takes.
 pub const MAX_GROUP: usize = 50_000;
@@ -65,8 +66,8 @@ pub struct WriteJob {
     pub messages: Vec<Message>,
     /// When it was received.
     pub received: Timestamp,
-    /// Answered once committed (or with the store's error).
-    pub reply: oneshot::Sender<Result<(), String>>,
+    /// Answered once committed, or with why not (a workspace limit, the store's error).
+    pub reply: oneshot::Sender<Result<(), ApiError>>,
 }
 
 /// A membership change as published (the SSE payload and the webhook batches' items).
@@ -369,6 +370,7 @@ pub fn writer(
     counters: Arc<Counters>,
     tail_ready: Arc<AtomicBool>,
 ) {
+    let limits = NameLimits::from(&workspace.config.limits);
     let mut next = None;
     loop {
         let first = match next.take() {
@@ -398,14 +400,31 @@ pub fn writer(
                 continue;
             }
         };
-        let mut group = vec![first];
-        let mut count = group[0].messages.len();
+        let mut group = Vec::new();
+        let mut count = 0;
+        let mut admit = |job: WriteJob, group: &mut Vec<WriteJob>, count: &mut usize| match ingestor
+            .admit(&job.messages, limits)
+        {
+            Ok(()) => {
+                *count += job.messages.len();
+                group.push(job);
+            }
+            Err(e) => {
+                let counter = match e {
+                    LimitError::Traits { .. } => &counters.limit_traits,
+                    LimitError::EventNames { .. } => &counters.limit_event_names,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                counters.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                let _ = job
+                    .reply
+                    .send(Err(ApiError::new(ErrorKind::LimitReached, e.to_string())));
+            }
+        };
+        admit(first, &mut group, &mut count);
         while count < MAX_GROUP {
             match jobs.try_recv() {
-                Ok(Job::Write(job)) => {
-                    count += job.messages.len();
-                    group.push(job);
-                }
+                Ok(Job::Write(job)) => admit(job, &mut group, &mut count),
                 Ok(reload) => {
                     // Commit what came before it first.
                     next = Some(reload);
@@ -417,6 +436,9 @@ pub fn writer(
         counters
             .queue_depth
             .fetch_sub(group.len() as i64, Ordering::Relaxed);
+        if group.is_empty() {
+            continue;
+        }
         let started = Instant::now();
         let received = group
             .iter()
@@ -459,7 +481,7 @@ pub fn writer(
                 tracing::error!(error = %e, "write failed; nothing of this group was stored");
                 let message = e.to_string();
                 for job in group {
-                    let _ = job.reply.send(Err(message.clone()));
+                    let _ = job.reply.send(Err(ApiError::internal(&message)));
                 }
             }
         }

@@ -74,6 +74,55 @@ pub struct Written {
     pub version: u64,
 }
 
+/// How many distinct names a workspace may hold (`[limits]` in `microseg.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameLimits {
+    /// Distinct trait names.
+    pub traits: usize,
+    /// Distinct event names.
+    pub event_names: usize,
+}
+
+impl From<&crate::workspace::LimitsSection> for NameLimits {
+    fn from(l: &crate::workspace::LimitsSection) -> NameLimits {
+        NameLimits {
+            traits: l.traits,
+            event_names: l.event_names,
+        }
+    }
+}
+
+/// A request refused because it would add names past a [`NameLimits`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// Too many trait names.
+    #[error(
+        "the workspace holds {held} trait names and this request adds {adding}: at most \
+         {limit} ([limits] traits in microseg.toml)"
+    )]
+    Traits {
+        /// Names held (with those admitted before in the same commit).
+        held: usize,
+        /// New names in the request.
+        adding: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Too many event names.
+    #[error(
+        "the workspace holds {held} event names and this request adds {adding}: at most \
+         {limit} ([limits] event_names in microseg.toml)"
+    )]
+    EventNames {
+        /// Names held (with those admitted before in the same commit).
+        held: usize,
+        /// New names in the request.
+        adding: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
 /// Recently seen message ids, as 128-bit keyed hashes (SipHash with two random keys).
 struct Dedup {
     hashers: (RandomState, RandomState),
@@ -118,6 +167,8 @@ pub struct Ingestor {
     ids: Ids,
     /// The events of the transaction being written (kept to reuse the allocations).
     rows: EventRows,
+    /// New trait and event names admitted for the next write, not yet stored.
+    admitted: (FxHashSet<String>, FxHashSet<String>),
 }
 
 /// The in-memory maps of an [`Ingestor`].
@@ -173,6 +224,7 @@ impl Ingestor {
                 version: None,
             },
             rows: EventRows::default(),
+            admitted: Default::default(),
         };
         ingestor.reload()?;
         Ok(ingestor)
@@ -243,6 +295,59 @@ impl Ingestor {
         Ok(())
     }
 
+    /// Admits one request for the next [`Ingestor::write`]: refused when the trait or
+    /// event names it would add, with those already held and admitted, pass `limits`.
+    /// Checked before the write, so a refused request is not stored at all and the others
+    /// of its commit are.
+    pub fn admit(&mut self, messages: &[Message], limits: NameLimits) -> Result<(), LimitError> {
+        let mut traits: FxHashSet<String> = FxHashSet::default();
+        let mut events: FxHashSet<&str> = FxHashSet::default();
+        for m in messages {
+            match &m.action {
+                Action::Event { name, .. } => {
+                    if !self.ids.names.contains_key(name) && !self.admitted.1.contains(name) {
+                        events.insert(name);
+                    }
+                }
+                Action::Traits(map) => {
+                    let mut flat = Vec::new();
+                    flatten("", map, &mut flat);
+                    for (name, json) in flat {
+                        // A null removes a trait: it never creates one.
+                        if !json.is_null()
+                            && !self.ids.types.contains_key(&name)
+                            && !self.admitted.0.contains(&name)
+                        {
+                            traits.insert(name);
+                        }
+                    }
+                }
+                Action::Alias { .. } => {}
+            }
+        }
+        let held = self.ids.types.len() + self.admitted.0.len();
+        if !traits.is_empty() && held + traits.len() > limits.traits {
+            return Err(LimitError::Traits {
+                held,
+                adding: traits.len(),
+                limit: limits.traits,
+            });
+        }
+        let held = self.ids.names.len() + self.admitted.1.len();
+        if !events.is_empty() && held + events.len() > limits.event_names {
+            return Err(LimitError::EventNames {
+                held,
+                adding: events.len(),
+                limit: limits.event_names,
+            });
+        }
+        self.admitted.0.extend(traits);
+        self.admitted
+            .1
+            .extend(events.into_iter().map(str::to_string));
+        Ok(())
+    }
+
     /// Writes every message of `requests` in one transaction (`received`: the time of
     /// messages without one). On error nothing is written and the maps are reloaded.
     pub fn write(
@@ -250,6 +355,8 @@ impl Ingestor {
         requests: Vec<Vec<Message>>,
         received: Timestamp,
     ) -> Result<Written, StoreError> {
+        self.admitted.0.clear();
+        self.admitted.1.clear();
         match self.write_all(requests, received) {
             Ok(w) => Ok(w),
             Err(e) => {

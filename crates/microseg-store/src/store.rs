@@ -24,8 +24,10 @@
 //!                                         -- arm: index into arms; outcomes: JSON array
 //! (version 4) events.message_id           -- the sender's id of an ingested call (dedup)
 //! profiles.merged_into                    -- set when an alias merged the profile into another
-//! api_keys(id, kind, name, hash, created_at)
-//!                                         -- write/admin keys, SHA-256 of the secret
+//! api_keys(id, kind, name, hash, created_at, valid_until, replaced_by)
+//!                                         -- write/admin keys, SHA-256 of the secret;
+//!                                            (version 7) valid_until: revoked, or the end
+//!                                            of a rotation's grace; replaced_by: the new key
 //! (version 5) webhooks(id, url, segments, secret, created_at)
 //!                                         -- change subscriptions; segments: JSON list or NULL
 //! ```
@@ -39,7 +41,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::StoreError;
 use crate::workspace::Workspace;
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE profiles(
@@ -163,6 +165,11 @@ CREATE INDEX profiles_version ON profiles(version);
 CREATE INDEX profiles_merged ON profiles(merged_into) WHERE merged_into IS NOT NULL;
 INSERT INTO meta(key, value) VALUES ('profiles_version', 0), ('merges_version', 0),
     ('rewrites', 0), ('store_id', abs(random()));
+"#;
+
+const MIGRATION_7: &str = r#"
+ALTER TABLE api_keys ADD COLUMN valid_until INTEGER;
+ALTER TABLE api_keys ADD COLUMN replaced_by INTEGER;
 "#;
 
 /// The clock in UTC milliseconds, for `created_at` / `updated_at` columns.
@@ -341,6 +348,7 @@ impl Store {
             MIGRATION_4,
             MIGRATION_5,
             MIGRATION_6,
+            MIGRATION_7,
         ];
         let mut version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (to, sql) in (1..).zip(migrations) {

@@ -30,6 +30,61 @@ pub struct Config {
     /// Declared trait types; they win over inference.
     #[serde(default)]
     pub traits: BTreeMap<String, TraitSpec>,
+    /// What `microseg serve` exposes, and how long it waits for clients.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// What anyone with a write key can make the workspace hold.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// The `[server]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Serve `/metrics` and `/openapi.json` without the admin token.
+    pub public_metrics: bool,
+    /// Seconds a client has to send a request's headers, counted from the connection's
+    /// start or the end of the last response (so it is also the idle timeout), before
+    /// the connection is closed.
+    pub header_timeout_seconds: u64,
+    /// Requests per second each write key may send, sustained (a token bucket).
+    pub key_requests_per_second: f64,
+    /// Requests a write key may send at once above that rate (the bucket's size).
+    pub key_burst: u32,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            public_metrics: false,
+            header_timeout_seconds: 10,
+            key_requests_per_second: 5000.0,
+            key_burst: 10_000,
+        }
+    }
+}
+
+/// The `[limits]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Most distinct trait names in the workspace; a call adding more is refused.
+    pub traits: usize,
+    /// Most distinct event names in the workspace; a call adding more is refused.
+    pub event_names: usize,
+    /// Events dated more than this many minutes after the server's clock are refused.
+    pub future_minutes: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            traits: 500,
+            event_names: 1000,
+            future_minutes: 24 * 60,
+        }
+    }
 }
 
 /// The `[metrics]` section.
@@ -97,6 +152,25 @@ order_events = ["order_completed", "Order Completed"]
 session_event = "session_started"
 # Minutes without events after which the next event opens a new session.
 session_gap_minutes = 30
+
+[server]
+# /metrics and /openapi.json need the admin token unless this is true.
+public_metrics = false
+# Seconds to send a request's headers, counted from the connection's start or the end
+# of the last response: a connection idle that long is closed.
+header_timeout_seconds = 10
+# Per write key: requests per second sustained, and the burst above it (429 past
+# them). Every visitor of a site sends with the site's one key: size it for the site.
+key_requests_per_second = 5000.0
+key_burst = 10000
+
+[limits]
+# A write key ships inside public web pages: these bound what anyone can make the
+# workspace hold. Calls past them are refused with 422 limit_reached.
+traits = 500
+event_names = 1000
+# Events dated more than this many minutes after the server's clock are refused.
+future_minutes = 1440
 
 # Declared trait types win over inference. Types: bool, integer, float, string,
 # string_set (items separated by any of `separators`, default ";|"), timestamp.

@@ -10,6 +10,7 @@ use microseg_store::keys::KeyKind;
 use microseg_store::Workspace;
 
 use super::Context;
+use crate::output::print_table;
 
 /// Run the HTTP server: tracking ingestion (the Segment tracking API), real-time segments, management API.
 #[derive(Debug, Args)]
@@ -37,12 +38,41 @@ pub enum KeyCommand {
         #[arg(long)]
         name: Option<String>,
     },
-    /// List keys (ids, kinds, labels; never secrets).
+    /// List keys (ids, kinds, labels, whether valid; never secrets).
     List {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Revoke a key now: a running server refuses it within a second.
+    Revoke {
+        /// The key's id (see `key list`).
+        id: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a key by a new one of the same kind and label; the old one stays valid for
+    /// the grace period, so the apps that send it can be updated first.
+    Rotate {
+        /// The key's id (see `key list`).
+        id: i64,
+        /// How long the old key stays valid, e.g. 0, 30m, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        grace: String,
+    },
+}
+
+/// A key as `key list --json` shows it, valid or not at `now`.
+fn key_json(k: &microseg_store::keys::ApiKey, now: i64) -> serde_json::Value {
+    serde_json::json!({
+        "id": k.id,
+        "kind": k.kind.name(),
+        "name": k.name,
+        "valid": k.valid_at(now),
+        "valid_until": k.valid_until.map(|t| microseg_core::Timestamp(t).to_string()),
+        "replaced_by": k.replaced_by,
+    })
 }
 
 pub fn run(ctx: &Context, args: ServeArgs) -> Result<()> {
@@ -70,6 +100,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<()> {
 
 pub fn run_key(ctx: &Context, cmd: KeyCommand) -> Result<()> {
     let (_, mut store) = ctx.open()?;
+    let now = microseg_server::now().0;
     match cmd {
         KeyCommand::Create { kind, name } => {
             let k = KeyKind::from_name(&kind)
@@ -84,21 +115,56 @@ pub fn run_key(ctx: &Context, cmd: KeyCommand) -> Result<()> {
         KeyCommand::List { json } => {
             let keys = store.keys()?;
             if json {
-                let list: Vec<_> = keys
-                    .iter()
-                    .map(|k| serde_json::json!({"id": k.id, "kind": k.kind.name(), "name": k.name}))
-                    .collect();
+                let list: Vec<_> = keys.iter().map(|k| key_json(k, now)).collect();
                 println!("{}", serde_json::Value::Array(list));
             } else {
-                for k in keys {
-                    println!(
-                        "{:>4}  {:<6} {}",
-                        k.id,
-                        k.kind.name(),
-                        k.name.unwrap_or_default()
-                    );
-                }
+                let rows: Vec<Vec<String>> = keys
+                    .iter()
+                    .map(|k| {
+                        let until = k
+                            .valid_until
+                            .map(|t| microseg_core::Timestamp(t).to_string());
+                        let status = match (k.valid_at(now), until) {
+                            (true, None) => "valid".to_string(),
+                            (true, Some(t)) => format!("valid until {t}"),
+                            (false, Some(t)) => format!("invalid since {t}"),
+                            (false, None) => "invalid".to_string(),
+                        };
+                        vec![
+                            k.id.to_string(),
+                            k.kind.name().to_string(),
+                            k.name.clone().unwrap_or_default(),
+                            status,
+                        ]
+                    })
+                    .collect();
+                print_table(&["id", "kind", "name", "status"], &rows);
             }
+        }
+        KeyCommand::Revoke { id, json } => {
+            let k = store.revoke_key(id)?;
+            if json {
+                println!("{}", key_json(&k, now));
+            } else {
+                println!("revoked key {id} ({})", k.kind.name());
+            }
+        }
+        KeyCommand::Rotate { id, grace } => {
+            let grace_ms = if grace == "0" {
+                0
+            } else {
+                parse_duration(&grace).context("--grace")?
+            };
+            let (old, new_id, secret) = store.rotate_key(id, grace_ms)?;
+            let until = old
+                .valid_until
+                .map(|t| microseg_core::Timestamp(t).to_string());
+            println!(
+                "{}",
+                serde_json::json!({"id": new_id, "kind": old.kind.name(), "key": secret,
+                    "replaces": id, "old_valid_until": until})
+            );
+            eprintln!("store this key now: it is not shown again");
         }
     }
     Ok(())

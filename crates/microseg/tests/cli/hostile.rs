@@ -234,3 +234,371 @@ fn logs_never_hold_trait_or_property_values() {
     assert!(log.contains("age: a string is not integer"), "{log}");
     assert!(!log.contains(secret), "{log}");
 }
+
+/// Polls a tracking call with `key` until it answers `status`; returns how long that took
+/// (at most `within`, or the test fails).
+fn answers_within(
+    addr: &str,
+    key: &str,
+    status: u16,
+    within: std::time::Duration,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    let auth = super::server::basic(key);
+    let body = br#"{"type": "track", "userId": "k", "event": "x"}"#;
+    loop {
+        let (got, answer) = http(addr, "POST", "/v1/track", &[("Authorization", &auth)], body);
+        if got == status {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "still {got} ({answer}) after {within:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Revocation and rotation take effect in a running server within a second, and a key
+/// deleted from the store stops working too (it used to work until a restart).
+#[test]
+fn keys_are_revoked_and_rotated_in_a_running_server() {
+    let env = Env::new();
+    let created = env.json(&["key", "create", "write", "--name", "website"]);
+    let (old_id, old) = (
+        created["id"].as_i64().unwrap(),
+        created["key"].as_str().unwrap().to_string(),
+    );
+    let admin = env.json(&["key", "create", "admin"]);
+    let bearer = format!("Bearer {}", admin["key"].as_str().unwrap());
+    let server = env.serve();
+    let second = std::time::Duration::from_secs(1);
+    answers_within(&server.addr, &old, 200, second);
+    // Rotation: the new key works at once, the old one until the grace ends.
+    let rotated = env.json(&["key", "rotate", &old_id.to_string(), "--grace", "3s"]);
+    assert_eq!(
+        (rotated["kind"].as_str(), rotated["replaces"].as_i64()),
+        (Some("write"), Some(old_id))
+    );
+    let new = rotated["key"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    answers_within(&server.addr, &new, 200, second);
+    answers_within(&server.addr, &old, 200, second);
+    let listed = env.json(&["key", "list", "--json"]);
+    let old_row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == old_id)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (old_row["valid"].as_bool(), old_row["replaced_by"].clone()),
+        (Some(true), rotated["id"].clone())
+    );
+    assert_eq!(old_row["name"], "website");
+    answers_within(&server.addr, &old, 401, std::time::Duration::from_secs(5));
+    // Revocation: refused within a second.
+    let new_id = rotated["id"].as_i64().unwrap().to_string();
+    env.ok(&["key", "revoke", &new_id]);
+    let took = answers_within(&server.addr, &new, 401, second);
+    eprintln!("revocation took effect in {took:?}");
+    let err = env.fails(&["key", "rotate", &new_id]);
+    assert!(err.contains("no longer valid"), "{err}");
+    let err = env.fails(&["key", "revoke", "999"]);
+    assert!(err.contains("no key 999"), "{err}");
+    // A key deleted from the store by hand.
+    let third = env.key("write");
+    answers_within(&server.addr, &third, 200, second);
+    env.store()
+        .execute("DELETE FROM api_keys WHERE kind = 'write'", [])
+        .unwrap();
+    answers_within(&server.addr, &third, 401, second);
+    // An admin token revoked.
+    let (status, _) = admin_call(&server.addr, &bearer, "GET", "/v1/segments", "");
+    assert_eq!(status, 200);
+    env.ok(&["key", "revoke", &admin["id"].to_string()]);
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let (status, body) = admin_call(&server.addr, &bearer, "GET", "/v1/segments", "");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{body}"
+    );
+}
+
+impl Env {
+    /// Appends `toml` to the workspace's `microseg.toml`.
+    fn configure(&self, toml: &str) {
+        let path = self.data().join("microseg.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        // Later tables of the same name would be a TOML error: replace the defaults.
+        for table in ["[server]", "[limits]"] {
+            if toml.contains(table) {
+                if let Some(start) = text.find(table) {
+                    let end = text[start + 1..]
+                        .find("\n[")
+                        .map_or(text.len(), |e| start + 1 + e + 1);
+                    text.replace_range(start..end, "");
+                }
+            }
+        }
+        text.push_str(toml);
+        std::fs::write(&path, text).unwrap();
+    }
+}
+
+fn post_batch(addr: &str, auth: &str, calls: &[String]) -> (u16, serde_json::Value) {
+    let body = format!(r#"{{"batch": [{}]}}"#, calls.join(","));
+    let (status, answer) = http(
+        addr,
+        "POST",
+        "/v1/batch",
+        &[("Authorization", auth)],
+        body.as_bytes(),
+    );
+    (
+        status,
+        serde_json::from_str(&answer).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn metric(addr: &str, bearer: &str, line: &str) -> u64 {
+    let (_, text) = http(addr, "GET", "/metrics", &[("Authorization", bearer)], b"");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line} in {text}"))
+}
+
+/// What a write key can make the workspace hold is bounded: new trait and event names
+/// past `[limits]` are refused with 422 and counted, events dated far in the future are
+/// refused, and a key sending faster than its rate gets 429 with `Retry-After`.
+#[test]
+fn a_write_key_cannot_grow_the_workspace_without_bound() {
+    let env = Env::new();
+    env.configure(
+        "[limits]\ntraits = 20\nevent_names = 10\nfuture_minutes = 60\n\
+         [server]\nkey_requests_per_second = 1000.0\nkey_burst = 1000\n",
+    );
+    let auth = super::server::basic(&env.key("write"));
+    let bearer = format!("Bearer {}", env.key("admin"));
+    let server = env.serve();
+    let identify = |user: &str, names: std::ops::Range<usize>| {
+        let traits: Vec<String> = names.map(|i| format!(r#""t{i}": {i}"#)).collect();
+        format!(
+            r#"{{"type": "identify", "userId": "{user}", "traits": {{{}}}}}"#,
+            traits.join(",")
+        )
+    };
+    // 15 new names fit; 10 more would make 25: refused whole, naming the limit.
+    assert_eq!(
+        post_batch(&server.addr, &auth, &[identify("a", 0..15)]).0,
+        200
+    );
+    let (status, answer) = post_batch(&server.addr, &auth, &[identify("b", 10..25)]);
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (422, Some("limit_reached")),
+        "{answer}"
+    );
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains("holds 15 trait names and this request adds 10: at most 20"),
+        "{message}"
+    );
+    // Known names and nulls still work; the probe of thousands of new names is refused.
+    assert_eq!(
+        post_batch(
+            &server.addr,
+            &auth,
+            &[
+                identify("b", 0..15),
+                r#"{"type": "identify", "userId": "b", "traits": {"new_but_null": null}}"#.into()
+            ]
+        )
+        .0,
+        200
+    );
+    for round in 0..20 {
+        let (status, _) = post_batch(
+            &server.addr,
+            &auth,
+            &[identify("c", 1000 + round * 100..1100 + round * 100)],
+        );
+        assert_eq!(status, 422);
+    }
+    assert_eq!(
+        metric(
+            &server.addr,
+            &bearer,
+            r#"microseg_limit_refusals_total{limit="traits"}"#
+        ),
+        21
+    );
+    // Within one request too: names repeated count once, and one request is refused while
+    // the rest of its commit is stored.
+    let track = |user: &str, event: &str| {
+        format!(r#"{{"type": "track", "userId": "{user}", "event": "{event}"}}"#)
+    };
+    let events: Vec<String> = (0..10)
+        .map(|i| track("a", &format!("e{}", i % 10)))
+        .collect();
+    assert_eq!(post_batch(&server.addr, &auth, &events).0, 200);
+    let (status, answer) = post_batch(
+        &server.addr,
+        &auth,
+        &[track("a", "e0"), track("a", "one_too_many")],
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("[limits] event_names"),
+        "{answer}"
+    );
+    assert_eq!(
+        metric(
+            &server.addr,
+            &bearer,
+            r#"microseg_limit_refusals_total{limit="event_names"}"#
+        ),
+        1
+    );
+    // Events from 2099 are refused; one within the horizon is taken.
+    let dated = |t: &str| {
+        format!(r#"{{"type": "track", "userId": "a", "event": "e1", "timestamp": "{t}"}}"#)
+    };
+    let (status, answer) = post_batch(
+        &server.addr,
+        &auth,
+        &[dated("2024-01-01T00:00:00Z"), dated("2099-01-01T00:00:00Z")],
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("batch[1].timestamp: 2099-01-01"),
+        "{answer}"
+    );
+    assert_eq!(
+        metric(
+            &server.addr,
+            &bearer,
+            r#"microseg_limit_refusals_total{limit="future_minutes"}"#
+        ),
+        1
+    );
+    let soon = microseg_core::Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+            + 30 * 60_000,
+    );
+    assert_eq!(
+        post_batch(&server.addr, &auth, &[dated(&soon.to_string())]).0,
+        200
+    );
+    // Nothing refused was stored.
+    let store = env.store();
+    let traits: i64 = store
+        .query_row("SELECT count(*) FROM trait_types", [], |r| r.get(0))
+        .unwrap();
+    let names: i64 = store
+        .query_row("SELECT count(*) FROM event_names", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!((traits, names), (15, 10));
+}
+
+#[test]
+fn a_key_sending_past_its_rate_is_told_when_to_retry() {
+    let env = Env::new();
+    env.configure("[server]\nkey_requests_per_second = 1.0\nkey_burst = 5\n");
+    let auth = super::server::basic(&env.key("write"));
+    let other = super::server::basic(&env.key("write"));
+    let server = env.serve();
+    let body = br#"{"type": "track", "userId": "a", "event": "x"}"#;
+    let mut statuses = Vec::new();
+    let mut retry = None;
+    for _ in 0..8 {
+        let (status, head, _) = super::server::try_http(
+            &server.addr,
+            "POST",
+            "/v1/track",
+            &[("Authorization", &auth)],
+            body,
+        )
+        .unwrap();
+        if status == 429 {
+            retry = head
+                .lines()
+                .find_map(|l| l.strip_prefix("retry-after: ").map(str::to_string));
+        }
+        statuses.push(status);
+    }
+    // The burst of 5 passes; at one per second the next ones (sent within a second) wait.
+    assert_eq!(&statuses[..5], [200; 5]);
+    assert!(
+        statuses[5..].iter().filter(|&&s| s == 429).count() >= 2,
+        "{statuses:?}"
+    );
+    assert_eq!(retry.as_deref(), Some("1"));
+    // Another key has its own bucket.
+    let (status, _) = http(
+        &server.addr,
+        "POST",
+        "/v1/track",
+        &[("Authorization", &other)],
+        body,
+    );
+    assert_eq!(status, 200);
+}
+
+/// A client that sends nothing, or its headers a byte at a time, is cut off after the
+/// header timeout; `/metrics` and `/openapi.json` need the admin token unless opened.
+#[test]
+fn slow_and_idle_connections_are_closed_and_operations_are_private() {
+    use std::io::{Read, Write};
+    let env = Env::new();
+    env.configure("[server]\nheader_timeout_seconds = 1\n");
+    let server = env.serve();
+    let started = std::time::Instant::now();
+    let mut idle: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| std::net::TcpStream::connect(&server.addr).unwrap())
+        .collect();
+    let mut slow = std::net::TcpStream::connect(&server.addr).unwrap();
+    for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\n" {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for s in idle.iter_mut().chain(std::iter::once(&mut slow)) {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = Vec::new();
+        // Closed by the server: the read ends (hyper answers a timed-out request with
+        // nothing, or a 408) well before the 5 s read timeout.
+        let _ = s.read_to_end(&mut buf);
+        assert!(
+            buf.is_empty() || String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408"),
+            "{buf:?}"
+        );
+    }
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    // Served as before for everyone else.
+    assert_eq!(http(&server.addr, "GET", "/healthz", &[], b"").0, 200);
+    for path in ["/metrics", "/openapi.json"] {
+        let (status, body) = http(&server.addr, "GET", path, &[], b"");
+        assert_eq!(status, 401, "{path}: {body}");
+    }
+    drop(server);
+    env.configure("[server]\npublic_metrics = true\n");
+    let server = env.serve();
+    for path in ["/metrics", "/openapi.json"] {
+        assert_eq!(http(&server.addr, "GET", path, &[], b"").0, 200, "{path}");
+    }
+}

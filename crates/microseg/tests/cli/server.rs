@@ -396,7 +396,13 @@ fn every_endpoint_accepts_the_spec_and_names_what_is_wrong() {
     }
     assert!(seen.contains("event: entered\ndata: {\"kind\":\"entered\",\"segment\":\"winter\",\"profile\":\"anonymous:a1\""), "{seen}");
     assert!(seen.contains("event: exited"), "{seen}");
-    let (_, metrics) = http(&server.addr, "GET", "/metrics", &[], b"");
+    let (_, metrics) = http(
+        &server.addr,
+        "GET",
+        "/metrics",
+        &[("Authorization", &bearer)],
+        b"",
+    );
     assert!(
         metrics.contains("microseg_duplicate_messages_total 1"),
         "{metrics}"
@@ -760,7 +766,14 @@ fn webhooks_are_retried_with_back_off_and_signed() {
     // The server counts the delivery once the receiver has closed the connection.
     let mut metrics = String::new();
     for _ in 0..100 {
-        metrics = http(&server.addr, "GET", "/metrics", &[], b"").1;
+        metrics = http(
+            &server.addr,
+            "GET",
+            "/metrics",
+            &[("Authorization", &bearer)],
+            b"",
+        )
+        .1;
         if metrics.contains("microseg_webhook_deliveries_total 1") {
             break;
         }
@@ -846,8 +859,15 @@ fn test_python() -> String {
 #[test]
 fn openapi_document_passes_an_independent_validator() {
     let env = Env::new();
+    let bearer = format!("Bearer {}", env.key("admin"));
     let server = env.serve();
-    let (s, doc) = http(&server.addr, "GET", "/openapi.json", &[], b"");
+    let (s, doc) = http(
+        &server.addr,
+        "GET",
+        "/openapi.json",
+        &[("Authorization", &bearer)],
+        b"",
+    );
     assert_eq!(s, 200);
     let path = env.write("openapi.json", doc.as_bytes());
     let python = test_python();
