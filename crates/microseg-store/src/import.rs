@@ -553,6 +553,16 @@ impl Store {
                 let batch = batch?;
                 rows += batch.rows;
                 for (id, name) in &batch.new_names {
+                    // Names are numbered densely from 0: id `limit` is one too many. The
+                    // transaction rolls back, so nothing of the file is stored.
+                    let limit = workspace.config.limits.event_names;
+                    if *id as usize >= limit {
+                        return Err(StoreError::Refused(format!(
+                            "{}: more than {limit} event names in the workspace with this \
+                             file ([limits] event_names in microseg.toml); nothing was imported",
+                            settings.file.path.display(),
+                        )));
+                    }
                     insert_name.execute(params![id, name])?;
                 }
                 for (id, external) in &batch.new_profiles {
@@ -630,6 +640,28 @@ impl Store {
                 .or_else(|| self.declared.get(name))
                 .cloned()
         };
+        // Every new column is a trait for every profile: a file cannot add more than
+        // `[limits] traits` allows (a one-row CSV with 100,000 columns took 12.9 GB).
+        let limit = workspace.config.limits.traits;
+        let check_limit = |names: &mut dyn Iterator<Item = &String>| {
+            let new = names
+                .filter(|c| {
+                    *c != &settings.id_column
+                        && !settings.skip_columns.contains(c)
+                        && !stored.contains_key(*c)
+                })
+                .count();
+            if new > 0 && stored.len() + new > limit {
+                return Err(StoreError::Refused(format!(
+                    "{}: {new} new columns would make {} trait names; at most {limit} \
+                     ([limits] traits in microseg.toml)",
+                    file.path.display(),
+                    stored.len() + new
+                )));
+            }
+            Ok(())
+        };
+        check_limit(&mut reader.columns().iter())?;
         let needs_scan = reader.columns().is_empty()
             || reader.columns().iter().any(|c| {
                 c != &settings.id_column && !settings.skip_columns.contains(c) && known(c).is_none()
@@ -654,6 +686,7 @@ impl Store {
         for skipped in &settings.skip_columns {
             schema.remove(skipped);
         }
+        check_limit(&mut schema.keys())?;
         progress.start(reader.position().1);
         let tx = self
             .conn

@@ -602,3 +602,60 @@ fn slow_and_idle_connections_are_closed_and_operations_are_private() {
         assert_eq!(http(&server.addr, "GET", path, &[], b"").0, 200, "{path}");
     }
 }
+
+/// Imports obey the same limits: a one-row CSV with 100,000 columns (which took 150 s and
+/// 12.9 GB to size a segment on) is refused at once, and so is a file with more event
+/// names than the workspace may hold; nothing of either is stored.
+#[test]
+fn imports_cannot_add_names_past_the_limits() {
+    let env = Env::new();
+    env.configure("[limits]\ntraits = 500\nevent_names = 10\n");
+    let header: Vec<String> = std::iter::once("id".to_string())
+        .chain((0..100_000).map(|i| format!("c{i}")))
+        .collect();
+    let row: Vec<String> = std::iter::once("u1".to_string())
+        .chain((0..100_000).map(|i| i.to_string()))
+        .collect();
+    let wide = env.write(
+        "wide.csv",
+        format!("{}\n{}\n", header.join(","), row.join(",")).as_bytes(),
+    );
+    let started = std::time::Instant::now();
+    let out = env.run(&["import", "profiles", &wide]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("100000 new columns would make 100000 trait names; at most 500"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(env.count("profiles"), 0);
+    // Within the limit, fine.
+    let narrow = env.write("narrow.csv", b"id,age\nu1,30\n");
+    env.ok(&["import", "profiles", &narrow]);
+    let mut csv = String::from("user_id,time,event\n");
+    for i in 0..20 {
+        csv.push_str(&format!("u1,2024-01-01T10:00:00Z,e{i}\n"));
+    }
+    let events = env.write("events.csv", csv.as_bytes());
+    let args = [
+        "import",
+        "events",
+        &events,
+        "--profile",
+        "user_id",
+        "--time",
+        "time",
+        "--name",
+        "event",
+    ];
+    let out = env.run(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("more than 10 event names"), "{stderr}");
+    assert_eq!((env.count("events"), env.count("event_names")), (0, 0));
+}
