@@ -507,10 +507,16 @@ pub(crate) async fn create_webhook(
     Body(raw): Body,
 ) -> Answer {
     admin(&app, &headers)?;
+    let b: WebhookBody =
+        serde_json::from_slice(&raw).map_err(|e| ApiError::bad(format!("body: {e}")))?;
+    let target =
+        crate::outbound::parse_url(&b.url).map_err(|e| ApiError::bad(format!("url: {e}")))?;
+    // Checked now (the answer says why) and again before every delivery.
+    app.outbound
+        .resolve(&target)
+        .await
+        .map_err(|e| ApiError::bad(format!("url: {e}")))?;
     let created = blocking(&app, move |_, store| {
-        let b: WebhookBody =
-            serde_json::from_slice(&raw).map_err(|e| ApiError::bad(format!("body: {e}")))?;
-        crate::webhooks::target(&b.url).map_err(|e| ApiError::bad(format!("url: {e}")))?;
         if let Some(names) = &b.segments {
             let saved = store.segment_conditions()?;
             if let Some(n) = names.iter().find(|n| !saved.contains_key(*n)) {

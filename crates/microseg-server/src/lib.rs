@@ -8,6 +8,7 @@ pub mod counters;
 pub mod error;
 mod http;
 mod listen;
+mod outbound;
 pub mod pipeline;
 mod rate;
 pub mod webhooks;
@@ -79,6 +80,8 @@ pub(crate) struct App {
     pub(crate) keys: Mutex<Keys>,
     /// The write keys' token buckets.
     pub(crate) rate: rate::RateLimiter,
+    /// Where webhooks may go (`[webhooks]`).
+    pub(crate) outbound: Arc<outbound::NetworkPolicy>,
     /// Flips to true on shutdown (ends the open change streams).
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
     /// The running webhook deliveries, by subscription id.
@@ -124,6 +127,7 @@ impl App {
         let id = hook.id;
         let task = tokio::spawn(webhooks::deliver(
             hook,
+            self.outbound.clone(),
             self.changes.subscribe(),
             self.counters.clone(),
             self.stopping.clone(),
@@ -250,6 +254,14 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     let settings = &workspace.config.server;
     let header_timeout = std::time::Duration::from_secs(settings.header_timeout_seconds.max(1));
     let rate = rate::RateLimiter::new(settings.key_requests_per_second, settings.key_burst);
+    let hooks_config = &workspace.config.webhooks;
+    let outbound =
+        outbound::NetworkPolicy::new(&hooks_config.allow_networks, &hooks_config.deny_networks)
+            .map(Arc::new)
+            .map_err(|e| StoreError::Config {
+                path: workspace.dir.join(microseg_store::workspace::CONFIG_FILE),
+                reason: format!("[webhooks]: {e}"),
+            })?;
     let hooks = Store::open(&workspace)?.webhooks()?;
     let app = Arc::new(App {
         hooks: Mutex::default(),
@@ -263,6 +275,7 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
         counters,
         keys: Mutex::new(keys),
         rate,
+        outbound,
     });
     let keys_thread = {
         let app = app.clone();

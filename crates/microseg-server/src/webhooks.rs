@@ -1,8 +1,10 @@
 //! Webhook deliveries: one task per subscription follows the membership changes, keeps
 //! the ones for its segments in a bounded buffer and POSTs them in batches
 //! (`{"webhook": ID, "changes": [...]}`, the change objects of `/v1/changes`), signed with
-//! `X-Microseg-Signature: sha256=HEX` (HMAC-SHA256 of the body with the subscription's
-//! secret). A failed delivery (no connection, timeout, non-2xx) is retried with
+//! `X-Microseg-Signature: t=UNIX_SECONDS,sha256=HEX`: HMAC-SHA256 with the subscription's
+//! secret of the timestamp, a `.` and the body, so a receiver can refuse an old delivery
+//! replayed. Calls go through [`crate::outbound`] (strict URLs, a network policy, bounded
+//! time and answers). A failed delivery (no connection, timeout, non-2xx) is retried with
 //! exponential back-off from [`FIRST_RETRY`] up to [`MAX_RETRY`] while new changes keep
 //! queueing; past [`MAX_PENDING`] the oldest are dropped and counted. Delivery is
 //! at-least-once while the server runs; undelivered changes do not survive a restart.
@@ -16,10 +18,10 @@ use std::time::Duration;
 
 use microseg_store::webhooks::Webhook;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::counters::Counters;
+use crate::outbound::{self, NetworkPolicy};
 use crate::pipeline::PublishedChange;
 
 /// Most changes in one delivery.
@@ -30,47 +32,6 @@ pub const MAX_PENDING: usize = 100_000;
 pub const FIRST_RETRY: Duration = Duration::from_millis(500);
 /// The longest delay between retries.
 pub const MAX_RETRY: Duration = Duration::from_secs(60);
-/// How long one delivery may take.
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Where an `http://host[:port]/path` URL points.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// `host:port`.
-    pub authority: String,
-    /// The path, from `/`.
-    pub path: String,
-}
-
-/// Reads a webhook URL; the error says what is wrong with it.
-pub fn target(url: &str) -> Result<Target, String> {
-    if url.starts_with("https://") {
-        return Err("https:// is not supported yet: point the webhook at an http:// relay that terminates TLS".into());
-    }
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("must start with http://")?;
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if host.is_empty() || host.contains(['@', ' ']) {
-        return Err(format!("'{host}' is not a host[:port]"));
-    }
-    let authority = if host
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        host.to_string()
-    } else {
-        format!("{host}:80")
-    };
-    Ok(Target {
-        authority,
-        path: path.to_string(),
-    })
-}
-
 /// HMAC-SHA256 (RFC 2104) of `message` with `key`.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     const BLOCK: usize = 64;
@@ -96,50 +57,33 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// One POST; the response's status.
-async fn post(target: &Target, body: &[u8], signature: &str) -> Result<u16, String> {
-    let send = async {
-        let mut stream = tokio::net::TcpStream::connect(&target.authority)
-            .await
-            .map_err(|e| format!("connect {}: {e}", target.authority))?;
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Microseg-Signature: sha256={signature}\r\nUser-Agent: microseg\r\nConnection: close\r\n\r\n",
-            target.path,
-            target.authority,
-            body.len()
-        );
-        stream
-            .write_all(head.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        stream.write_all(body).await.map_err(|e| e.to_string())?;
-        let mut reply = Vec::new();
-        stream
-            .read_to_end(&mut reply)
-            .await
-            .map_err(|e| e.to_string())?;
-        let line = reply.split(|&b| b == b'\n').next().unwrap_or_default();
-        String::from_utf8_lossy(line)
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| "no HTTP status in the reply".to_string())
-    };
-    tokio::time::timeout(TIMEOUT, send)
-        .await
-        .map_err(|_| format!("no answer within {} s", TIMEOUT.as_secs()))?
+/// The current Unix time in seconds.
+fn now_s() -> i64 {
+    crate::now().0.div_euclid(1000)
+}
+
+/// The `X-Microseg-Signature` value of `body` sent at `unix_seconds`:
+/// `t=SECONDS,sha256=HEX`, HEX the HMAC-SHA256 of `SECONDS.BODY` keyed by the secret.
+pub fn signature(secret: &str, unix_seconds: i64, body: &str) -> String {
+    let signed = format!("{unix_seconds}.{body}");
+    let mac = hmac_sha256(secret.as_bytes(), signed.as_bytes());
+    format!("t={unix_seconds},sha256={}", hex(&mac))
 }
 
 /// Delivers `hook`'s changes from `changes` until the stream closes or `stop` flips.
 pub async fn deliver(
     hook: Webhook,
+    policy: Arc<NetworkPolicy>,
     mut changes: broadcast::Receiver<PublishedChange>,
     counters: Arc<Counters>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let Ok(target) = target(&hook.url) else {
-        tracing::warn!(webhook = hook.id, url = %hook.url, "webhook URL unusable; not delivering");
-        return;
+    let target = match outbound::parse_url(&hook.url) {
+        Ok(t) => t,
+        Err(why) => {
+            tracing::warn!(webhook = hook.id, %why, "webhook URL unusable; not delivering");
+            return;
+        }
     };
     let wanted = |c: &PublishedChange| {
         hook.segments
@@ -189,8 +133,15 @@ pub async fn deliver(
         let n = pending.len().min(BATCH);
         let batch: Vec<&PublishedChange> = pending.iter().take(n).collect();
         let body = serde_json::json!({"webhook": hook.id, "changes": batch}).to_string();
-        let signature = hex(&hmac_sha256(hook.secret.as_bytes(), body.as_bytes()));
-        match post(&target, body.as_bytes(), &signature).await {
+        let headers = [(
+            "X-Microseg-Signature",
+            signature(&hook.secret, now_s(), &body),
+        )];
+        let sent = match policy.resolve(&target).await {
+            Ok(address) => outbound::post(&target, address, &headers, body.as_bytes()).await,
+            Err(e) => Err(e),
+        };
+        match sent {
             Ok(status) if (200..300).contains(&status) => {
                 pending.drain(..n);
                 failures = 0;
@@ -229,21 +180,17 @@ mod tests {
         );
     }
 
+    /// The signed text is `1733140800.{}`: the signature is the HMAC of exactly that
+    /// (checked against RFC 4231 above), and a different time signs differently.
     #[test]
-    fn urls_are_read_or_refused_with_the_reason() {
+    fn signatures_cover_the_timestamp_and_the_body() {
         assert_eq!(
-            target("http://127.0.0.1:9000/hooks/a").unwrap(),
-            Target {
-                authority: "127.0.0.1:9000".into(),
-                path: "/hooks/a".into()
-            }
+            signature("k", 1733140800, "{}"),
+            format!(
+                "t=1733140800,sha256={}",
+                hex(&hmac_sha256(b"k", b"1733140800.{}"))
+            )
         );
-        assert_eq!(
-            target("http://example.com").unwrap().authority,
-            "example.com:80"
-        );
-        assert!(target("https://x").unwrap_err().contains("relay"));
-        assert!(target("ftp://x").unwrap_err().contains("http://"));
-        assert!(target("http:///x").is_err());
+        assert_ne!(signature("k", 1, "{}"), signature("k", 2, "{}"));
     }
 }

@@ -36,6 +36,20 @@ pub struct Config {
     /// What anyone with a write key can make the workspace hold.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Where webhooks may be delivered.
+    #[serde(default)]
+    pub webhooks: WebhooksSection,
+}
+
+/// The `[webhooks]` section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksSection {
+    /// Networks webhooks may reach although loopback, private, link-local or otherwise
+    /// special (`["127.0.0.0/8"]` for a receiver on this machine).
+    pub allow_networks: Vec<String>,
+    /// Networks webhooks never reach, besides the special ones.
+    pub deny_networks: Vec<String>,
 }
 
 /// The `[server]` section.
@@ -171,6 +185,12 @@ traits = 500
 event_names = 1000
 # Events dated more than this many minutes after the server's clock are refused.
 future_minutes = 1440
+
+[webhooks]
+# Webhooks never reach loopback, private, link-local (cloud metadata) and other special
+# networks unless listed here, e.g. ["127.0.0.0/8"] for a receiver on this machine.
+allow_networks = []
+deny_networks = []
 
 # Declared trait types win over inference. Types: bool, integer, float, string,
 # string_set (items separated by any of `separators`, default ";|"), timestamp.

@@ -328,12 +328,13 @@ fn keys_are_revoked_and_rotated_in_a_running_server() {
 }
 
 impl Env {
-    /// Appends `toml` to the workspace's `microseg.toml`.
-    fn configure(&self, toml: &str) {
+    /// Appends `toml` to the workspace's `microseg.toml` (its tables replace the
+    /// default ones of the same name).
+    pub(crate) fn configure(&self, toml: &str) {
         let path = self.data().join("microseg.toml");
         let mut text = std::fs::read_to_string(&path).unwrap();
         // Later tables of the same name would be a TOML error: replace the defaults.
-        for table in ["[server]", "[limits]"] {
+        for table in ["[server]", "[limits]", "[webhooks]"] {
             if toml.contains(table) {
                 if let Some(start) = text.find(table) {
                     let end = text[start + 1..]
@@ -658,4 +659,108 @@ fn imports_cannot_add_names_past_the_limits() {
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("more than 10 event names"), "{stderr}");
     assert_eq!((env.count("events"), env.count("event_names")), (0, 0));
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Webhook URLs cannot smuggle requests or reach the machine's own network, and a
+/// receiver answering without end is read no further than its status line.
+#[test]
+fn webhooks_cannot_be_turned_against_the_network_or_the_server() {
+    let env = Env::new();
+    let bearer = format!("Bearer {}", env.key("admin"));
+    env.ok(&["segment", "create", "everyone", "did(x)"]);
+    {
+        let server = env.serve();
+        let refused = [
+            ("http://127.0.0.1:9000/hook", "loopback"),
+            ("http://localhost:9000/hook", "loopback"),
+            ("http://169.254.169.254/latest/meta-data/", "cloud metadata"),
+            ("http://[::1]:9000/", "loopback"),
+            ("http://10.0.0.7/", "private"),
+            ("http://192.168.1.1/", "private"),
+            ("http://0.0.0.0:9000/", "this network"),
+            ("http://2130706433:9000/", "127.0.0.1"),
+            (
+                "http://example.com/a\r\nX-Injected: 1\r\n\r\nGET /admin HTTP/1.1",
+                "is not allowed",
+            ),
+            ("http://example.com/a b", "is not allowed"),
+            ("http://user@example.com/", "user info"),
+            ("http://example.com:99999/", "not a port"),
+        ];
+        for (url, why) in refused {
+            let body = serde_json::json!({ "url": url }).to_string();
+            let (status, answer) = admin_call(&server.addr, &bearer, "POST", "/v1/webhooks", &body);
+            assert_eq!(status, 400, "{url:?}: {answer}");
+            let message = answer["message"].as_str().unwrap();
+            assert!(
+                message.starts_with("url: ") && message.contains(why),
+                "{url:?}: {message}"
+            );
+        }
+        let (_, listed) = admin_call(&server.addr, &bearer, "GET", "/v1/webhooks", "");
+        assert_eq!(listed["webhooks"].as_array().unwrap().len(), 0);
+    }
+    // Allowed on purpose: a receiver that answers 200 and then 300 MB.
+    env.configure("[webhooks]\nallow_networks = [\"127.0.0.0/8\"]\n");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            std::thread::spawn(move || {
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 314572800\r\n\r\n");
+                let chunk = vec![b'x'; 1 << 20];
+                for _ in 0..300 {
+                    if conn.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let write = super::server::basic(&env.key("write"));
+    let server = env.serve();
+    let body = serde_json::json!({ "url": format!("http://127.0.0.1:{port}/hook") }).to_string();
+    let (status, answer) = admin_call(&server.addr, &bearer, "POST", "/v1/webhooks", &body);
+    assert_eq!(status, 201, "{answer}");
+    let before = rss_kib(server.child.id());
+    for i in 0..5 {
+        let call = format!(r#"{{"userId": "u{i}", "event": "x"}}"#);
+        let (status, _) = http(
+            &server.addr,
+            "POST",
+            "/v1/track",
+            &[("Authorization", &write)],
+            call.as_bytes(),
+        );
+        assert_eq!(status, 200);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let delivered = (0..100)
+        .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            metric(&server.addr, &bearer, "microseg_webhook_deliveries_total")
+        })
+        .find(|&n| n >= 2)
+        .expect("deliveries counted");
+    let after = rss_kib(server.child.id());
+    eprintln!("deliveries {delivered}; RSS {before} KiB -> {after} KiB");
+    assert!(
+        after < before + 50 * 1024,
+        "RSS {before} KiB -> {after} KiB"
+    );
+    assert_eq!(
+        metric(&server.addr, &bearer, "microseg_webhook_failures_total"),
+        0
+    );
 }

@@ -11,7 +11,7 @@ use super::Env;
 
 /// A running `microseg serve` (killed when dropped).
 pub(crate) struct Server {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) addr: String,
 }
 
@@ -705,6 +705,8 @@ fn webhooks_are_retried_with_back_off_and_signed() {
             ));
         }
     });
+    // A receiver on this machine must be allowed: loopback is denied by default.
+    env.configure("[webhooks]\nallow_networks = [\"127.0.0.0/8\"]\n");
     let server = env.serve();
     let bearer = format!("Bearer {admin}");
     let call = |method: &str, path: &str, body: &str| {
@@ -755,12 +757,23 @@ fn webhooks_are_retried_with_back_off_and_signed() {
     assert_eq!(delivered["changes"][0]["kind"], "entered");
     assert_eq!(delivered["changes"][0]["segment"], "buyer");
     assert_eq!(delivered["changes"][0]["profile"], "u1");
-    assert!(
-        head.contains(&format!(
-            "X-Microseg-Signature: sha256={}",
-            hmac(secret.as_bytes(), body.as_bytes())
-        )),
-        "{head}"
+    // `t=SECONDS,sha256=HMAC(secret, "SECONDS." + body)`, SECONDS the time of sending.
+    let signature = head
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Microseg-Signature: "))
+        .unwrap_or_else(|| panic!("{head}"));
+    let (t, mac) = signature
+        .strip_prefix("t=")
+        .and_then(|s| s.split_once(",sha256="))
+        .unwrap_or_else(|| panic!("{signature}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now - t.parse::<i64>().unwrap()).abs() < 60, "{signature}");
+    assert_eq!(
+        mac,
+        hmac(secret.as_bytes(), format!("{t}.{body}").as_bytes())
     );
     assert_eq!(attempts[0].2, *body, "a retry sends the same batch");
     // The server counts the delivery once the receiver has closed the connection.
