@@ -185,6 +185,10 @@ pub(crate) fn load_live(
         streaming.merge(data.profiles, from, into);
         retired.insert(from);
     }
+    for p in store.erased()? {
+        streaming.retire(p);
+        retired.insert(p);
+    }
     Ok(Live {
         profiles: tables.into_profiles(),
         retired,
@@ -198,6 +202,9 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // Held while serving: imports and erasures from the command line wait for the server
+    // to stop (they would collide with the profile ids it keeps in memory).
+    let _lock = workspace.lock_writer("microseg serve")?;
     let store = Store::open(&workspace)?;
     let started = std::time::Instant::now();
     let live = load_live(&workspace, &store, options.stream.clone(), now())?;

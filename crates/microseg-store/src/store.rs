@@ -30,6 +30,10 @@
 //!                                            of a rotation's grace; replaced_by: the new key
 //! (version 5) webhooks(id, url, segments, secret, created_at)
 //!                                         -- change subscriptions; segments: JSON list or NULL
+//! (version 8) profiles.erased_at          -- set when the person was erased: the row stays
+//!                                            (ids are dense) with a random external id,
+//!                                            no traits, identities or events
+//! imports.sha256                          -- the file's content hash (re-imports refused)
 //! ```
 
 use std::collections::HashMap;
@@ -41,7 +45,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::StoreError;
 use crate::workspace::Workspace;
 
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE profiles(
@@ -172,6 +176,12 @@ ALTER TABLE api_keys ADD COLUMN valid_until INTEGER;
 ALTER TABLE api_keys ADD COLUMN replaced_by INTEGER;
 "#;
 
+const MIGRATION_8: &str = r#"
+ALTER TABLE profiles ADD COLUMN erased_at INTEGER;
+ALTER TABLE imports ADD COLUMN sha256 TEXT;
+CREATE INDEX imports_sha256 ON imports(sha256);
+"#;
+
 /// The clock in UTC milliseconds, for `created_at` / `updated_at` columns.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -195,6 +205,9 @@ pub(crate) enum Counter {
     Profiles,
     /// Moved by every transaction that merges profiles.
     Merges,
+    /// Moved by anything that changes or removes stored events (an erasure, retention):
+    /// snapshots built before are rebuilt, not caught up.
+    Rewrites,
 }
 
 impl Counter {
@@ -203,6 +216,7 @@ impl Counter {
             Counter::Events => "events_version",
             Counter::Profiles => "profiles_version",
             Counter::Merges => "merges_version",
+            Counter::Rewrites => "rewrites",
         }
     }
 }
@@ -341,6 +355,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "cache_size", -262_144)?;
+        // What is deleted or overwritten (an erased person, a trait's old value) is
+        // zeroed in the file, not left in free space.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         let migrations = [
             MIGRATION_1,
             MIGRATION_2,
@@ -349,6 +366,7 @@ impl Store {
             MIGRATION_5,
             MIGRATION_6,
             MIGRATION_7,
+            MIGRATION_8,
         ];
         let mut version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (to, sql) in (1..).zip(migrations) {
@@ -500,6 +518,9 @@ impl Store {
         }
         for (from, _) in self.merges()? {
             table.retired.insert(from);
+        }
+        for p in self.erased()? {
+            table.retired.insert(p);
         }
         Ok(table)
     }

@@ -108,6 +108,18 @@ fn cache_dir(ws: &Workspace) -> PathBuf {
     ws.dir.join("cache")
 }
 
+/// Removes every snapshot file (after an erasure: they hold copies of the person's data);
+/// the next command rebuilds what it needs.
+pub(crate) fn remove_snapshots(ws: &Workspace) {
+    if let Ok(entries) = std::fs::read_dir(cache_dir(ws)) {
+        for entry in entries.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "snap") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 fn property_path(cache: &Path, name: &str) -> PathBuf {
     let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
     cache.join(format!("property-{hex}.snap"))
@@ -1622,8 +1634,8 @@ impl Store {
     /// The profiles whose version is above `version`, in id order, with their traits.
     pub fn profiles_changed_since(&self, version: u64) -> Result<Vec<ChangedProfile>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, external_id, traits, merged_into IS NOT NULL FROM profiles
-             WHERE version > ?1 ORDER BY id",
+            "SELECT id, external_id, traits, merged_into IS NOT NULL OR erased_at IS NOT NULL
+             FROM profiles WHERE version > ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map([version as i64], |row| {
             Ok(ChangedProfile {

@@ -199,6 +199,12 @@ deny_networks = []
 # separators = ";"
 "#;
 
+/// The workspace's writer lock; released when dropped (or when the process ends).
+#[derive(Debug)]
+pub struct WriterLock {
+    _file: std::fs::File,
+}
+
 /// An opened workspace directory.
 #[derive(Debug, Clone)]
 pub struct Workspace {
@@ -263,6 +269,52 @@ impl Workspace {
     /// The store file.
     pub fn store_path(&self) -> PathBuf {
         self.dir.join(STORE_FILE)
+    }
+
+    /// Takes the workspace's writer lock (`DIR/writer.lock`, an advisory file lock the
+    /// system releases when the process ends, even by `kill -9`), held until the
+    /// returned value is dropped. `microseg serve` holds it while it runs, and the
+    /// commands that write profiles or events (imports, erasure, retention) while they
+    /// write: the server keeps profile ids in memory, so a profile added beside it would
+    /// collide with its next one. `who` says what is taking it, for the refusal.
+    pub fn lock_writer(&self, who: &str) -> Result<WriterLock, StoreError> {
+        let path = self.dir.join("writer.lock");
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                return Err(StoreError::Refused(format!(
+                    "{who}: the workspace is in use by {} (see {}): wait for it, or stop \
+                     the server and use the command then (or the server's API)",
+                    if holder.is_empty() {
+                        "another microseg"
+                    } else {
+                        holder
+                    },
+                    path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        // Who holds it, for the message above (the lock, not this text, is what counts).
+        let _ = file.set_len(0);
+        let _ = std::io::Write::write_all(
+            &mut &file,
+            format!("{who} (pid {})\n", std::process::id()).as_bytes(),
+        );
+        Ok(WriterLock { _file: file })
     }
 
     /// The logs directory (created on demand).

@@ -623,6 +623,21 @@ impl Streaming {
         changes
     }
 
+    /// Erases profile `p`: its state, its events still in the future and its memberships
+    /// go, silently (no change is published: the person is to be forgotten, not
+    /// announced), and it is retired, in no segment from now on.
+    pub fn retire(&mut self, p: ProfileId) {
+        self.ensure(p);
+        let i = p as usize;
+        self.states[i] = ProfileState::default();
+        self.future.retain(|_, (q, _)| *q != p);
+        for members in &mut self.members {
+            members.remove(p);
+        }
+        self.scheduled[i] = i64::MAX;
+        self.retired.insert(p);
+    }
+
     /// Updates profile `p`'s metrics and leaf states with event `e`, visible at `clock`.
     fn apply(&mut self, p: ProfileId, e: &StreamEvent, clock: i64) {
         let lateness = self.config.lateness_ms;
@@ -968,6 +983,39 @@ mod tests {
         let changes = s.advance(&traits, Timestamp(last + DAY_MS + 1));
         assert_eq!(changes.len(), 1);
         assert!(!changes[0].entered && changes[0].cause == Cause::Time);
+    }
+
+    /// An erased person leaves every segment without a published change, its pending
+    /// deadline and future events do nothing, and a later event does not bring it back.
+    #[test]
+    fn a_retired_profile_leaves_silently_and_for_good() {
+        let segments = vec![
+            ("viewers".to_string(), parse("did(page_viewed)").unwrap()),
+            (
+                "recent".to_string(),
+                parse("did(page_viewed) within 1d").unwrap(),
+            ),
+            ("quiet".to_string(), parse("not did(page_viewed)").unwrap()),
+        ];
+        let traits = ProfileTable::default();
+        let start = at("2024-01-01T00:00:00Z");
+        let mut s = Streaming::new(&segments, &traits, StreamConfig::default(), start).unwrap();
+        s.observe(&traits, 0, view("2024-01-01T00:00:00Z"));
+        s.observe(&traits, 1, view("2024-01-01T00:00:00Z"));
+        // A future event of profile 0, waiting for its time.
+        s.observe(&traits, 0, view("2024-01-05T00:00:00Z"));
+        let member = |s: &Streaming, name: &str, p: u32| s.members(name).unwrap().contains(p);
+        assert!(member(&s, "viewers", 0) && member(&s, "recent", 0));
+        s.retire(0);
+        assert!(!member(&s, "viewers", 0) && !member(&s, "recent", 0) && !member(&s, "quiet", 0));
+        // The deadline of "recent" and the future event pass: only profile 1 changes.
+        let changes = s.advance(&traits, at("2024-01-06T00:00:00Z"));
+        assert!(changes.iter().all(|c| c.profile == 1), "{changes:?}");
+        assert!(s
+            .observe(&traits, 0, view("2024-01-06T00:00:00Z"))
+            .is_empty());
+        assert!(!member(&s, "viewers", 0));
+        assert!(member(&s, "viewers", 1));
     }
 
     #[test]

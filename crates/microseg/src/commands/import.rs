@@ -127,7 +127,7 @@ pub struct EventsArgs {
 }
 
 pub fn run(ctx: &Context, cmd: ImportCommand) -> Result<()> {
-    let (ws, mut store) = ctx.open()?;
+    let (ws, mut store, _lock) = ctx.open_for_writing("microseg import")?;
     let (summary, json) = match cmd {
         ImportCommand::Profiles(args) => {
             let types = parse_types(&args.types)?;

@@ -107,6 +107,19 @@ impl Context {
             Store::open(&ws).with_context(|| format!("opening {}", ws.store_path().display()))?;
         Ok((ws, store))
     }
+
+    /// Opens the workspace and its store with the writer lock held (for commands that
+    /// write profiles or events; refused while `microseg serve` runs on it).
+    fn open_for_writing(
+        &self,
+        who: &str,
+    ) -> Result<(Workspace, Store, microseg_store::workspace::WriterLock)> {
+        let ws = Workspace::open(&self.data)?;
+        let lock = ws.lock_writer(who)?;
+        let store =
+            Store::open(&ws).with_context(|| format!("opening {}", ws.store_path().display()))?;
+        Ok((ws, store, lock))
+    }
 }
 
 /// Reads `--as-of`: `YYYY-MM-DD` (midnight UTC) or RFC 3339; the clock when absent.

@@ -1,4 +1,5 @@
-//! `microseg profile show`: one person, everything microseg knows.
+//! `microseg profile show` and `profile delete`: one person, everything microseg knows,
+//! and its erasure.
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -13,6 +14,19 @@ use super::{as_of, print_json, Context};
 #[derive(Debug, Subcommand)]
 pub enum ProfileCommand {
     Show(ShowArgs),
+    Delete(DeleteArgs),
+}
+
+/// Erase a person everywhere: the profile and those merged into it, their events,
+/// identities and experiment records; its row stays as a tombstone with a random id.
+/// Refused while `microseg serve` runs on the workspace (use `DELETE /v1/profiles/ID`).
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The profile's external id.
+    id: String,
+    /// Print as JSON: `{"erased", "profiles", "events", "identities"}`.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Show a profile: identities, traits, metrics and its latest events.
@@ -32,7 +46,33 @@ pub struct ShowArgs {
 }
 
 pub fn run(ctx: &Context, cmd: ProfileCommand) -> Result<()> {
-    let ProfileCommand::Show(args) = cmd;
+    match cmd {
+        ProfileCommand::Show(args) => show(ctx, args),
+        ProfileCommand::Delete(args) => delete(ctx, args),
+    }
+}
+
+fn delete(ctx: &Context, args: DeleteArgs) -> Result<()> {
+    let (ws, mut store, _lock) = ctx.open_for_writing("microseg profile delete")?;
+    let erased = store.erase_profile(&ws, &args.id)?;
+    if args.json {
+        return print_json(&serde_json::json!({
+            "erased": true,
+            "profiles": erased.profiles.len(),
+            "events": erased.events,
+            "identities": erased.identities,
+        }));
+    }
+    println!(
+        "erased 1 person: {} profile(s), {} events, {} other identities",
+        erased.profiles.len(),
+        erased.events,
+        erased.identities
+    );
+    Ok(())
+}
+
+fn show(ctx: &Context, args: ShowArgs) -> Result<()> {
     let (ws, store) = ctx.open()?;
     let as_of = as_of(args.as_of.as_deref())?;
     let profile = store.profile(&args.id)?;

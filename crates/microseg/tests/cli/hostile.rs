@@ -764,3 +764,132 @@ fn webhooks_cannot_be_turned_against_the_network_or_the_server() {
         0
     );
 }
+
+/// Every file of the workspace, with its bytes.
+fn workspace_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn holds(bytes: &[u8], needle: &str) -> bool {
+    bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// `profile delete` erases a person everywhere: after it, not one byte of their id,
+/// traits, other identities or event properties is in any file of the workspace (store,
+/// log, snapshots), and they are in no segment; the others are untouched.
+#[test]
+fn an_erased_person_is_nowhere_in_the_workspace_files() {
+    let env = Env::new();
+    let secrets = [
+        "jane.doe@example.com",
+        "+36301234567",
+        "JANE-SECRET-PROPERTY",
+        "jane-anon-77",
+    ];
+    let profiles = env.write(
+        "p.csv",
+        b"id,email,phone,age\njane.doe@example.com,jane.doe@example.com,+36301234567,41\nbob,bob@example.com,+3610000000,35\n",
+    );
+    env.ok(&["import", "profiles", &profiles]);
+    let events = env.write(
+        "e.csv",
+        b"user_id,time,event,note\njane.doe@example.com,2024-01-01T10:00:00Z,order_completed,JANE-SECRET-PROPERTY\nbob,2024-01-02T10:00:00Z,order_completed,bob's note\njane.doe@example.com,2024-01-03T10:00:00Z,page_viewed,\n",
+    );
+    let import = [
+        "import",
+        "events",
+        &events,
+        "--profile",
+        "user_id",
+        "--time",
+        "time",
+        "--name",
+        "event",
+    ];
+    env.ok(&import);
+    // An anonymous visit of hers, linked through the server, and snapshots built.
+    let write = super::server::basic(&env.key("write"));
+    {
+        let server = env.serve();
+        let call = br#"{"batch": [{"type": "track", "anonymousId": "jane-anon-77", "event": "page_viewed", "properties": {"note": "JANE-SECRET-PROPERTY"}}, {"type": "identify", "anonymousId": "jane-anon-77", "userId": "jane.doe@example.com", "traits": {"city": "Szeged"}}]}"#;
+        let (status, body) = http(
+            &server.addr,
+            "POST",
+            "/v1/batch",
+            &[("Authorization", &write)],
+            call,
+        );
+        assert_eq!(status, 200, "{body}");
+        // The workspace is the server's while it runs.
+        let out = env.run(&["profile", "delete", "jane.doe@example.com"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains("in use by microseg serve"), "{stderr}");
+        let out = env.run(&import);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("in use by microseg serve"));
+    }
+    env.ok(&["segment", "create", "buyers", "did(order_completed)"]);
+    env.ok(&["segment", "create", "quiet", "not did(page_viewed)"]);
+    assert!(env.ok(&["segment", "size", "buyers"]).starts_with("2 of 2"));
+    let before = workspace_files(&env.data());
+    assert!(
+        before.iter().any(|(_, b)| holds(b, secrets[2])),
+        "the test has data to erase"
+    );
+    assert!(before
+        .iter()
+        .any(|(p, _)| p.extension().is_some_and(|e| e == "snap")));
+    let erased = env.json(&["profile", "delete", "jane.doe@example.com", "--json"]);
+    assert_eq!(
+        (
+            erased["profiles"].as_u64(),
+            erased["events"].as_u64(),
+            erased["identities"].as_u64()
+        ),
+        (Some(2), Some(3), Some(2)),
+        "her profile and the anonymous one merged into it; 2 imported events and 1 tracked; \
+         her id as the import recorded it and the anonymous id: {erased}"
+    );
+    for (path, bytes) in workspace_files(&env.data()) {
+        for secret in secrets {
+            assert!(
+                !holds(&bytes, secret),
+                "{secret} still in {}",
+                path.display()
+            );
+        }
+    }
+    // In no segment, not even "everyone else"; Bob as before.
+    assert!(env.ok(&["segment", "size", "buyers"]).starts_with("1 of 1"));
+    // Bob never viewed a page; her tombstone, without events, is not counted either.
+    assert!(env.ok(&["segment", "size", "quiet"]).starts_with("1 of 1"));
+    assert!(env
+        .ok(&["segment", "size", "age > 0"])
+        .starts_with("1 of 1"));
+    let out = env.run(&["profile", "show", "jane.doe@example.com"]);
+    assert_eq!(out.status.code(), Some(4));
+    let out = env.run(&["profile", "delete", "jane.doe@example.com"]);
+    assert_eq!(out.status.code(), Some(4));
+    // The server starts on the erased workspace, and she can come back as somebody new.
+    let server = env.serve();
+    let (status, _) = http(
+        &server.addr,
+        "POST",
+        "/v1/identify",
+        &[("Authorization", &write)],
+        br#"{"userId": "jane.doe@example.com", "traits": {"age": 42}}"#,
+    );
+    assert_eq!(status, 200);
+}

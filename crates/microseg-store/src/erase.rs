@@ -1,0 +1,122 @@
+//! Erasure of a person (the right to be forgotten) and retention of events.
+//!
+//! Erasing a profile erases it and every profile merged into it (the same person): their
+//! events, identities and experiment records are deleted, and their rows stay only as
+//! tombstones (dense ids cannot have holes): a random external id, no traits, `erased_at`
+//! set, in no segment. The store zeroes what it deletes (`secure_delete`), the log is
+//! checkpointed and truncated, and the columnar snapshots, which hold copies, are removed
+//! (commands rebuild them). What is logged is the dense id and counts, never an id or a
+//! value of the person.
+
+use rusqlite::params;
+
+use crate::error::StoreError;
+use crate::keys::random_hex;
+use crate::store::{bump, now_ms, Counter, Store};
+use crate::Workspace;
+
+/// What an erasure removed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Erased {
+    /// The dense ids of the profiles erased: the one named first, then the profiles merged
+    /// into it.
+    pub profiles: Vec<u32>,
+    /// Events deleted.
+    pub events: u64,
+    /// Identities (anonymous ids, aliases) deleted.
+    pub identities: u64,
+}
+
+impl Store {
+    /// Erases the person with external id `external_id` (and the profiles merged into
+    /// it); see the module's documentation. Fails with [`StoreError::UnknownProfile`]
+    /// for an id no live profile has.
+    pub fn erase_profile(
+        &mut self,
+        workspace: &Workspace,
+        external_id: &str,
+    ) -> Result<Erased, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let root: u32 = tx
+            .query_row(
+                "SELECT id FROM profiles WHERE external_id = ?1 AND erased_at IS NULL
+                 AND merged_into IS NULL",
+                [external_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => {
+                    StoreError::UnknownProfile(external_id.to_string())
+                }
+                e => e.into(),
+            })?;
+        let profiles: Vec<u32> = tx
+            .prepare(
+                "WITH RECURSIVE family(id) AS (
+                     SELECT ?1 UNION SELECT p.id FROM profiles p JOIN family f ON p.merged_into = f.id)
+                 SELECT id FROM family ORDER BY id = ?1 DESC, id",
+            )?
+            .query_map([root], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        tx.execute_batch("CREATE TEMP TABLE IF NOT EXISTS erasing(id INTEGER PRIMARY KEY)")?;
+        tx.execute("DELETE FROM erasing", [])?;
+        for p in &profiles {
+            tx.execute("INSERT INTO erasing(id) VALUES (?1)", [p])?;
+        }
+        let events = tx.execute(
+            "DELETE FROM events WHERE profile_id IN (SELECT id FROM erasing)",
+            [],
+        )? as u64;
+        let identities = tx.execute(
+            "DELETE FROM identities WHERE profile_id IN (SELECT id FROM erasing)",
+            [],
+        )? as u64;
+        tx.execute(
+            "DELETE FROM experiment_members WHERE profile_id IN (SELECT id FROM erasing)",
+            [],
+        )?;
+        let now = now_ms();
+        let version = bump(&tx, Counter::Profiles)?;
+        for p in &profiles {
+            // Random, so no sender can name (and so revive) the tombstone.
+            let tombstone = format!("erased:{}", random_hex(16)?);
+            tx.execute(
+                "UPDATE profiles SET external_id = ?2, traits = '{}', erased_at = ?3,
+                     updated_at = ?3, version = ?4 WHERE id = ?1",
+                params![p, tombstone, now, version as i64],
+            )?;
+        }
+        tx.execute("DELETE FROM erasing", [])?;
+        bump(&tx, Counter::Events)?;
+        bump(&tx, Counter::Rewrites)?;
+        bump(&tx, Counter::Merges)?;
+        tx.commit()?;
+        self.forget_copies(workspace);
+        Ok(Erased {
+            profiles,
+            events,
+            identities,
+        })
+    }
+
+    /// After an erasure or a retention pass: moves what the write-ahead log holds into the
+    /// file and truncates it (best effort: readers may hold it; the next checkpoint
+    /// does it then), and removes the columnar snapshots, which hold copies.
+    pub(crate) fn forget_copies(&self, workspace: &Workspace) {
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        crate::tables::remove_snapshots(workspace);
+    }
+
+    /// The dense ids of erased profiles.
+    pub fn erased(&self) -> Result<Vec<u32>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM profiles WHERE erased_at IS NOT NULL ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
