@@ -199,6 +199,31 @@ deny_networks = []
 # separators = ";"
 "#;
 
+/// Takes an exclusive advisory lock on `file` without waiting: false when another
+/// process holds it. (`File::try_lock` needs Rust 1.89; the crate supports 1.85.)
+#[cfg(unix)]
+fn try_lock(file: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor this File owns and keeps open; it only takes an
+    // advisory lock, released when the descriptor is closed.
+    let done = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if done == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Without flock, no lock (documented: run imports with the server stopped).
+#[cfg(not(unix))]
+fn try_lock(_file: &std::fs::File) -> std::io::Result<bool> {
+    Ok(true)
+}
+
 /// The workspace's writer lock; released when dropped (or when the process ends).
 #[derive(Debug)]
 pub struct WriterLock {
@@ -290,9 +315,9 @@ impl Workspace {
             .write(true)
             .open(&path)
             .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
+        match try_lock(&file) {
+            Ok(true) => {}
+            Ok(false) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
                 let holder = holder.trim();
                 return Err(StoreError::Refused(format!(
@@ -306,7 +331,7 @@ impl Workspace {
                     path.display()
                 )));
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            Err(e) => return Err(io(e)),
         }
         // Who holds it, for the message above (the lock, not this text, is what counts).
         let _ = file.set_len(0);
