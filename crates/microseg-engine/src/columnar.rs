@@ -477,6 +477,26 @@ impl ProfileTable {
         column.set(id, value);
     }
 
+    /// Erases profile `id` in place: every trait missing, its external id replaced by
+    /// `tombstone`, retired. (Strings it held may stay in a column's dictionary, with no
+    /// profile pointing at them, until the table is loaded again.)
+    pub fn erase(&mut self, id: ProfileId, tombstone: &str) {
+        if id as usize >= self.len() {
+            return;
+        }
+        self.indexes.clear();
+        for column in self.columns.values_mut() {
+            column.set(id, None);
+        }
+        self.external_ids = self
+            .external_ids
+            .iter()
+            .enumerate()
+            .map(|(p, e)| if p == id as usize { tombstone } else { e })
+            .collect();
+        self.retired.insert(id);
+    }
+
     /// The dense id of an external id (a linear scan; for one-off lookups).
     pub fn find(&self, external_id: &str) -> Option<ProfileId> {
         self.external_ids.position(external_id)

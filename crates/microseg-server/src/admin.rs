@@ -445,6 +445,31 @@ pub(crate) struct ProfileQuery {
     events: Option<usize>,
 }
 
+/// `DELETE /v1/profiles/{id}`: erases the person (see `microseg_store::erase`) between
+/// two commits; answers once the store and the in-memory state have forgotten them.
+pub(crate) async fn erase_profile(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    admin(&app, &headers)?;
+    let (reply, done) = oneshot::channel();
+    app.counters
+        .queue_depth
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if app.jobs.send(Job::Erase(id, reply)).await.is_err() {
+        return Err(ApiError::shutting_down());
+    }
+    let erased = done.await.map_err(|_| ApiError::shutting_down())??;
+    Ok(axum::Json(json!({
+        "erased": true,
+        "profiles": erased.profiles.len(),
+        "events": erased.events,
+        "identities": erased.identities,
+    }))
+    .into_response())
+}
+
 pub(crate) async fn profile(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,

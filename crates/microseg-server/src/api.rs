@@ -158,6 +158,17 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
             get(admin::profile),
         ),
         Endpoint {
+            method: "delete",
+            path: "/v1/profiles/{id}",
+            summary: "Erase a person: the profile and those merged into it, their events, identities and memberships, and what webhooks still hold for them. The answer has counts only.",
+            auth: Auth::Admin,
+            body: None,
+            query: &[],
+            ok: (200, "`{\"erased\": true, \"profiles\", \"events\", \"identities\"}`.", None),
+            errors: &[401, 404],
+            route: delete(admin::erase_profile),
+        },
+        Endpoint {
             method: "get",
             path: "/v1/changes",
             summary: "Membership changes as server-sent events (`event: entered|exited`, `data:` one Change).",

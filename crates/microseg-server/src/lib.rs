@@ -82,6 +82,8 @@ pub(crate) struct App {
     pub(crate) rate: rate::RateLimiter,
     /// Where webhooks may go (`[webhooks]`).
     pub(crate) outbound: Arc<outbound::NetworkPolicy>,
+    /// The external ids of people erased, for the webhooks to drop what they hold.
+    pub(crate) purge: broadcast::Sender<Arc<Vec<String>>>,
     /// Flips to true on shutdown (ends the open change streams).
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
     /// The running webhook deliveries, by subscription id.
@@ -129,6 +131,7 @@ impl App {
             hook,
             self.outbound.clone(),
             self.changes.subscribe(),
+            self.purge.subscribe(),
             self.counters.clone(),
             self.stopping.clone(),
         ));
@@ -223,6 +226,7 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     // for it at the point it was asked; the writer goes on).
     let (commits, committed) = std::sync::mpsc::sync_channel(pipeline::ENGINE_QUEUE);
     let (changes, _) = broadcast::channel(65_536);
+    let (purge, _) = broadcast::channel(1024);
     let tail_ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let counters = counters.clone();
@@ -237,10 +241,12 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     };
     let evaluator = {
         let (live, changes, counters) = (live.clone(), changes.clone(), counters.clone());
-        let workspace = workspace.clone();
+        let (workspace, purge) = (workspace.clone(), purge.clone());
         std::thread::Builder::new()
             .name("evaluator".into())
-            .spawn(move || pipeline::evaluator(workspace, live, committed, changes, counters))?
+            .spawn(move || {
+                pipeline::evaluator(workspace, live, committed, changes, purge, counters)
+            })?
     };
     let (stop_snapshots, snapshot_stop) = std::sync::mpsc::channel();
     let snapshotter = {
@@ -283,6 +289,7 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
         keys: Mutex::new(keys),
         rate,
         outbound,
+        purge,
     });
     let keys_thread = {
         let app = app.clone();

@@ -28,6 +28,7 @@ use microseg_engine::streaming::{
     Backfill, Cause, Change, Redefinition, Replay, StreamError, Streaming,
 };
 use microseg_engine::ProfileTable;
+use microseg_store::erase::Erased;
 use microseg_store::ingest::{Applied, Ingestor, LimitError, NameLimits, Written};
 use microseg_store::tracking::Message;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -58,6 +59,9 @@ pub enum Job {
     /// the evaluator installs it with what it took in meanwhile ([`Pending`]), so no commit
     /// is missed or applied twice and nothing waits for the backfill.
     Redefine(oneshot::Sender<Result<(), String>>),
+    /// Erase a person (by external id) between two commits; the in-memory state follows
+    /// as for any commit (`Applied::Erase`).
+    Erase(String, oneshot::Sender<Result<Erased, ApiError>>),
 }
 
 /// One request waiting for the writer.
@@ -219,6 +223,10 @@ impl Pending {
                     into: *into,
                 };
                 self.replay.lock().expect("replay lock").push(step);
+            }
+            Applied::Erase { profiles } => {
+                let mut replay = self.replay.lock().expect("replay lock");
+                replay.extend(profiles.iter().map(|&p| Replay::Erase(p)));
             }
             _ => {}
         }
@@ -395,6 +403,29 @@ pub fn writer(
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+                continue;
+            }
+            Job::Erase(external_id, reply) => {
+                counters.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                match ingestor.erase(&workspace, &external_id) {
+                    Ok((written, erased)) => {
+                        // Counts and the dense id only: never who.
+                        tracing::info!(
+                            profile = erased.profiles[0],
+                            profiles = erased.profiles.len(),
+                            events = erased.events,
+                            identities = erased.identities,
+                            "person erased"
+                        );
+                        let _ = reply.send(Ok(erased));
+                        if done.send(Step::Commit(written, Instant::now())).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
                     }
                 }
                 continue;
@@ -610,6 +641,7 @@ pub fn evaluator(
     shared: Arc<Mutex<Live>>,
     commits: std::sync::mpsc::Receiver<Step>,
     changes: broadcast::Sender<PublishedChange>,
+    purge: broadcast::Sender<Arc<Vec<String>>>,
     counters: Arc<Counters>,
 ) {
     let mut pending: Option<Pending> = None;
@@ -649,6 +681,14 @@ pub fn evaluator(
             for applied in written.applied {
                 if let Some(p) = &mut pending {
                     p.record(&applied);
+                }
+                if let Applied::Erase { profiles: erased } = &applied {
+                    // What the webhooks still hold for these people goes too.
+                    let ids = erased
+                        .iter()
+                        .map(|&p| profiles.external_ids.get(p).to_string())
+                        .collect();
+                    let _ = purge.send(Arc::new(ids));
                 }
                 let found = apply(profiles, retired, streaming, applied);
                 out.extend(found.into_iter().map(|c| (c, Some(committed))));
@@ -739,6 +779,14 @@ fn apply(
             // The traits the survivor gained came just before, as `Applied::Traits`.
             retired.insert(from);
             streaming.merge(profiles, from, into)
+        }
+        Applied::Erase { profiles: erased } => {
+            for p in erased {
+                streaming.retire(p);
+                profiles.erase(p, "erased");
+                retired.insert(p);
+            }
+            Vec::new()
         }
     }
 }

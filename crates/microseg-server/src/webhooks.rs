@@ -75,6 +75,7 @@ pub async fn deliver(
     hook: Webhook,
     policy: Arc<NetworkPolicy>,
     mut changes: broadcast::Receiver<PublishedChange>,
+    mut purge: broadcast::Receiver<Arc<Vec<String>>>,
     counters: Arc<Counters>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -122,6 +123,20 @@ pub async fn deliver(
                     counters.webhook_dropped.fetch_add(n, Ordering::Relaxed);
                     continue;
                 }
+                Err(RecvError::Closed) => return,
+            },
+            erased = purge.recv() => match erased {
+                // People erased: what is still waiting for them is never sent. Their
+                // changes were all published before the erasure: take in what the
+                // stream still holds first.
+                Ok(ids) => {
+                    while let Ok(c) = changes.try_recv() {
+                        push(&mut pending, c);
+                    }
+                    pending.retain(|c| !ids.contains(&c.profile));
+                    continue;
+                }
+                Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,
             },
             _ = sleep, if delay.is_some() => {}

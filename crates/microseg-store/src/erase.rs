@@ -3,9 +3,10 @@
 //! Erasing a profile erases it and every profile merged into it (the same person): their
 //! events, identities and experiment records are deleted, and their rows stay only as
 //! tombstones (dense ids cannot have holes): a random external id, no traits, `erased_at`
-//! set, in no segment. The store zeroes what it deletes (`secure_delete`), the log is
-//! checkpointed and truncated, and the columnar snapshots, which hold copies, are removed
-//! (commands rebuild them). What is logged is the dense id and counts, never an id or a
+//! set, in no segment. The store zeroes what it deletes (`secure_delete`), the columnar
+//! snapshots, which hold copies, are removed (commands rebuild them), and the write-ahead
+//! log, which may hold old page versions, is truncated by [`Store::truncate_log`] (the
+//! command does it; a server's log is removed when it stops). What is logged is the dense id and counts, never an id or a
 //! value of the person.
 
 use rusqlite::params;
@@ -93,7 +94,7 @@ impl Store {
         bump(&tx, Counter::Rewrites)?;
         bump(&tx, Counter::Merges)?;
         tx.commit()?;
-        self.forget_copies(workspace);
+        crate::tables::remove_snapshots(workspace);
         Ok(Erased {
             profiles,
             events,
@@ -101,14 +102,22 @@ impl Store {
         })
     }
 
-    /// After an erasure or a retention pass: moves what the write-ahead log holds into the
-    /// file and truncates it (best effort: readers may hold it; the next checkpoint
-    /// does it then), and removes the columnar snapshots, which hold copies.
-    pub(crate) fn forget_copies(&self, workspace: &Workspace) {
-        let _ = self
+    /// Moves everything the write-ahead log holds into the database file and truncates
+    /// the log to nothing, so the old page versions it held (an erased person's data) are
+    /// gone from the disk. It waits for readers and blocks writers meanwhile: commands
+    /// call it after an erasure; the server does not (its log is removed when it stops).
+    pub fn truncate_log(&self) -> Result<(), StoreError> {
+        let busy: i64 = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-        crate::tables::remove_snapshots(workspace);
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy != 0 {
+            return Err(StoreError::Refused(
+                "the write-ahead log could not be truncated: another connection reads the \
+                 store; run the command again when it is done"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The dense ids of erased profiles.

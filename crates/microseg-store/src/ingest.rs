@@ -58,6 +58,11 @@ pub enum Applied {
         /// The survivor.
         into: ProfileId,
     },
+    /// These profiles (a person and those merged into it) were erased.
+    Erase {
+        /// Their dense ids.
+        profiles: Vec<ProfileId>,
+    },
 }
 
 /// The result of one group commit.
@@ -346,6 +351,33 @@ impl Ingestor {
             .1
             .extend(events.into_iter().map(str::to_string));
         Ok(())
+    }
+
+    /// Erases the person with external id `external_id` (see
+    /// [`Store::erase_profile`](crate::erase)) and forgets their ids, so a later call
+    /// with one of them starts a new profile. The [`Written`] carries
+    /// [`Applied::Erase`] for the in-memory state to follow.
+    pub fn erase(
+        &mut self,
+        workspace: &crate::Workspace,
+        external_id: &str,
+    ) -> Result<(Written, crate::erase::Erased), StoreError> {
+        let erased = self.store.erase_profile(workspace, external_id)?;
+        let family: FxHashSet<ProfileId> = erased.profiles.iter().copied().collect();
+        let ids = &mut self.ids;
+        ids.users.retain(|_, p| !family.contains(p));
+        ids.anonymous.retain(|_, p| !family.contains(p));
+        ids.anonymous_only.retain(|p| !family.contains(p));
+        ids.merged.retain(|from, _| !family.contains(from));
+        let version = self.store.events_version()?;
+        let written = Written {
+            applied: vec![Applied::Erase {
+                profiles: erased.profiles.clone(),
+            }],
+            version,
+            ..Written::default()
+        };
+        Ok((written, erased))
     }
 
     /// Writes every message of `requests` in one transaction (`received`: the time of

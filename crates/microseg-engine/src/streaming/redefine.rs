@@ -63,6 +63,9 @@ pub enum Replay {
         /// Its survivor.
         into: ProfileId,
     },
+    /// An erasure (as given to [`Streaming::retire`]): the backfill, read from the store
+    /// before it, must forget the profile too.
+    Erase(ProfileId),
 }
 
 /// History replayed into a redefinition's new leaves; see [`Redefinition::backfill`].
@@ -223,6 +226,7 @@ impl Streaming {
                 }
                 Replay::Event(..) => {}
                 Replay::Merge { from, into } => self.absorb_fresh(from, into, &fresh, sessions),
+                Replay::Erase(p) => self.retire(p),
             }
         }
         for p in 0..self.states.len() as ProfileId {
@@ -423,6 +427,12 @@ impl Redefinition {
                     }
                 }
                 Replay::Merge { .. } => {}
+                Replay::Erase(p) => {
+                    backfill.grow(*p);
+                    backfill.states[*p as usize].clear();
+                    backfill.sessions[*p as usize] = None;
+                    backfill.later.retain(|(q, _)| q != p);
+                }
             }
         }
         replay.len()

@@ -55,6 +55,7 @@ pub fn run(ctx: &Context, cmd: ProfileCommand) -> Result<()> {
 fn delete(ctx: &Context, args: DeleteArgs) -> Result<()> {
     let (ws, mut store, _lock) = ctx.open_for_writing("microseg profile delete")?;
     let erased = store.erase_profile(&ws, &args.id)?;
+    store.truncate_log()?;
     if args.json {
         return print_json(&serde_json::json!({
             "erased": true,

@@ -893,3 +893,164 @@ fn an_erased_person_is_nowhere_in_the_workspace_files() {
     );
     assert_eq!(status, 200);
 }
+
+/// `DELETE /v1/profiles/{id}` on a running server: the person leaves every segment at
+/// once without a change published, what a failing webhook still held for them is never
+/// delivered, nothing of them is logged, and once the server has stopped no workspace
+/// file holds their id or values.
+#[test]
+fn the_server_erases_a_person_everywhere() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let env = Env::new();
+    let secret_id = "jane.doe@example.com";
+    let secret_value = "JANE-SECRET-PROPERTY";
+    env.ok(&["segment", "create", "buyers", "did(order_completed)"]);
+    env.configure("[webhooks]\nallow_networks = [\"127.0.0.0/8\"]\n");
+    // A receiver that fails until told to accept, and keeps what it accepted.
+    let accept = Arc::new(AtomicBool::new(false));
+    let (got, delivered) = std::sync::mpsc::channel::<String>();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    {
+        let accept = accept.clone();
+        std::thread::spawn(move || {
+            use std::io::{BufRead, Read, Write};
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let (mut head, mut line) = (String::new(), String::new());
+                while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                    head.push_str(&line);
+                    line.clear();
+                }
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let ok = accept.load(Ordering::SeqCst);
+                let status = if ok {
+                    "200 OK"
+                } else {
+                    "500 Internal Server Error"
+                };
+                let _ = write!(conn, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+                if ok {
+                    let _ = got.send(String::from_utf8_lossy(&body).to_string());
+                }
+            }
+        });
+    }
+    let write = super::server::basic(&env.key("write"));
+    let bearer = format!("Bearer {}", env.key("admin"));
+    let log_path = env.dir.path().join("serve.log");
+    let server = env.serve_logging(&[], std::fs::File::create(&log_path).unwrap());
+    let hook = serde_json::json!({ "url": format!("http://127.0.0.1:{port}/hook") }).to_string();
+    assert_eq!(
+        admin_call(&server.addr, &bearer, "POST", "/v1/webhooks", &hook).0,
+        201
+    );
+    let calls = format!(
+        r#"{{"batch": [
+            {{"type": "identify", "userId": "{secret_id}", "traits": {{"email": "{secret_id}", "age": 41}}}},
+            {{"type": "track", "userId": "{secret_id}", "event": "order_completed", "properties": {{"note": "{secret_value}"}}}},
+            {{"type": "track", "anonymousId": "anon-9", "userId": "{secret_id}", "event": "page_viewed"}},
+            {{"type": "track", "userId": "bob", "event": "order_completed"}}
+        ]}}"#
+    );
+    let (status, answer) = http(
+        &server.addr,
+        "POST",
+        "/v1/batch",
+        &[("Authorization", &write)],
+        calls.as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let members = |addr: &str| {
+        let (_, m) = admin_call(addr, &bearer, "GET", "/v1/segments/buyers/members", "");
+        let mut list: Vec<String> = m["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        list.sort();
+        list
+    };
+    let started = std::time::Instant::now();
+    while members(&server.addr).len() < 2 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The webhook is failing, so both "entered" changes wait in its buffer.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let path = format!("/v1/profiles/{secret_id}");
+    let (status, erased) = admin_call(&server.addr, &bearer, "DELETE", &path, "");
+    assert_eq!(status, 200, "{erased}");
+    assert_eq!(
+        (
+            erased["profiles"].as_u64(),
+            erased["events"].as_u64(),
+            erased["identities"].as_u64()
+        ),
+        (Some(1), Some(2), Some(1)),
+        "one profile, her two events, her anonymous id: {erased}"
+    );
+    assert_eq!(members(&server.addr), ["bob"]);
+    assert_eq!(admin_call(&server.addr, &bearer, "GET", &path, "").0, 404);
+    assert_eq!(
+        admin_call(&server.addr, &bearer, "DELETE", &path, "").0,
+        404
+    );
+    // The webhook recovers: Bob's change arrives, hers never does.
+    accept.store(true, Ordering::SeqCst);
+    let body = delivered
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("a delivery");
+    assert!(body.contains("\"bob\""), "{body}");
+    assert!(!body.contains(secret_id), "{body}");
+    // She can come back as somebody new; the segment follows.
+    let again = format!(r#"{{"userId": "{secret_id}", "event": "page_viewed"}}"#);
+    assert_eq!(
+        http(
+            &server.addr,
+            "POST",
+            "/v1/track",
+            &[("Authorization", &write)],
+            again.as_bytes()
+        )
+        .0,
+        200
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(members(&server.addr), ["bob"]);
+    let (status, _) = admin_call(&server.addr, &bearer, "DELETE", &path, "");
+    assert_eq!(status, 200);
+    // Stopped as an operator stops it (SIGTERM): SQLite folds the log into the file.
+    let pid = server.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let mut server = server;
+    let stopped = server.child.wait().unwrap();
+    assert!(stopped.success(), "{stopped:?}");
+    for (file, bytes) in workspace_files(&env.data()) {
+        for secret in [secret_id, secret_value, "anon-9"] {
+            assert!(
+                !holds(&bytes, secret),
+                "{secret} still in {}",
+                file.display()
+            );
+        }
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("person erased"), "{log}");
+    assert!(
+        !log.contains(secret_id) && !log.contains(secret_value),
+        "{log}"
+    );
+}
