@@ -18,7 +18,7 @@ use std::time::Instant;
 use microseg_core::time::TimeFormat;
 use microseg_core::value::{parse_float, parse_text, TypeGuess};
 use microseg_core::{ProfileId, Schema, TraitSpec, TraitType, Value};
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::{params, OptionalExtension as _, TransactionBehavior};
 use rustc_hash::FxHashMap;
 
 use crate::error::StoreError;
@@ -57,6 +57,9 @@ pub struct FileOptions {
     pub delimiter: Delimiter,
     /// Column names of a delimited text file without a header row.
     pub columns: Option<Vec<String>>,
+    /// Import even when a file with the same content was imported before (its events
+    /// would then count twice).
+    pub force: bool,
 }
 
 impl FileOptions {
@@ -71,6 +74,7 @@ impl FileOptions {
             format: Format::from_path(path),
             delimiter: Delimiter::Byte(if tsv { b'\t' } else { b',' }),
             columns: None,
+            force: false,
         }
     }
 }
@@ -510,6 +514,8 @@ impl Store {
     ) -> Result<ImportSummary, StoreError> {
         let started = Instant::now();
         let file = &settings.file;
+        let sha256 = file_sha256(&file.path)?;
+        check_new(&self.conn, "events", file, &sha256)?;
         let reader = open_send(file)?;
         // Check the mapped columns before any work (NDJSON learns them while reading).
         for column in [&settings.profile_column, &settings.time_column]
@@ -585,7 +591,9 @@ impl Store {
             .join()
             .map_err(|_| StoreError::Invalid("the reading thread panicked".into()))?;
         let rejected = rejects.count;
-        store.record_import(import_id, "events", &file.path, created, rows, rejected)?;
+        store.record_import(
+            import_id, "events", &file.path, &sha256, created, rows, rejected,
+        )?;
         store.bump_events_version()?;
         tx.commit()?;
         progress.finish();
@@ -629,6 +637,8 @@ impl Store {
     ) -> Result<ImportSummary, StoreError> {
         let started = Instant::now();
         let file = &settings.file;
+        let sha256 = file_sha256(&file.path)?;
+        check_new(&self.conn, "profiles", file, &sha256)?;
         let reader = open_send(file)?;
         column_index(&*reader, &file.path, &settings.id_column)?;
         // Types: stored, then declared for this import, then config, then inferred.
@@ -766,7 +776,9 @@ impl Store {
             .join()
             .map_err(|_| StoreError::Invalid("the reading thread panicked".into()))?;
         let rejected = rejects.count;
-        store.record_import(import_id, "profiles", &file.path, created, rows, rejected)?;
+        store.record_import(
+            import_id, "profiles", &file.path, &sha256, created, rows, rejected,
+        )?;
         tx.commit()?;
         progress.finish();
         Ok(summary(
@@ -980,22 +992,25 @@ impl StoreTx<'_> {
         crate::store::bump(self.0, crate::store::Counter::Profiles)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn record_import(
         &self,
         id: i64,
         kind: &str,
         file: &Path,
+        sha256: &str,
         started: i64,
         rows: u64,
         rejected: u64,
     ) -> Result<(), StoreError> {
         self.0.execute(
-            "INSERT INTO imports(id, kind, file, started_at, finished_at, rows, rejected)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO imports(id, kind, file, sha256, started_at, finished_at, rows, rejected)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 id,
                 kind,
                 file.display().to_string(),
+                sha256,
                 started,
                 now_ms(),
                 rows as i64,
@@ -1004,6 +1019,61 @@ impl StoreTx<'_> {
         )?;
         Ok(())
     }
+}
+
+/// Refuses a file whose content was imported before as `kind` (unless `force`).
+fn check_new(
+    conn: &rusqlite::Connection,
+    kind: &str,
+    file: &FileOptions,
+    sha256: &str,
+) -> Result<(), StoreError> {
+    if file.force {
+        return Ok(());
+    }
+    let before: Option<(i64, String, i64)> = conn
+        .query_row(
+            "SELECT id, file, finished_at FROM imports WHERE kind = ?1 AND sha256 = ?2
+             ORDER BY id LIMIT 1",
+            params![kind, sha256],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    match before {
+        None => Ok(()),
+        Some((id, path, at)) => Err(StoreError::Refused(format!(
+            "{}: the same content was imported before (import {id} of {path}, at {}): \
+             importing it again would count its {kind} twice; use --force to import it \
+             anyway",
+            file.path.display(),
+            microseg_core::Timestamp(at)
+        ))),
+    }
+}
+
+/// The SHA-256 of a file's bytes, in hex (how a repeated import is recognised).
+fn file_sha256(path: &Path) -> Result<String, StoreError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Writes a trait value as JSON, as [`Value::to_json`] would.

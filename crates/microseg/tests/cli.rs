@@ -888,7 +888,39 @@ fn imports_work_beside_other_connections_and_leave_the_store_in_wal() {
             .unwrap();
         assert_eq!((before, after), (0, 2));
     }
-    env.ok(&import);
+    // The same content again is refused (its events would count twice), unless forced.
+    let out = env.run(&import);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("the same content was imported before (import 1 of"),
+        "{stderr}"
+    );
+    assert_eq!(env.count("events"), 2);
+    let copy = env.write(
+        "copy.csv",
+        b"user_id,time,event
+a,2024-01-01,page_viewed
+b,2024-01-02,page_viewed
+",
+    );
+    let renamed = env.run(&[
+        "import",
+        "events",
+        &copy,
+        "--profile",
+        "user_id",
+        "--time",
+        "time",
+    ]);
+    assert_eq!(
+        renamed.status.code(),
+        Some(3),
+        "a copy under another name too"
+    );
+    let mut forced = import.to_vec();
+    forced.push("--force");
+    env.ok(&forced);
     assert_eq!(env.count("events"), 4);
     assert_eq!(mode(&env.store()), "wal");
 }

@@ -47,6 +47,10 @@ pub(super) struct FileArgs {
     /// The file has no header row: name its columns, e.g. --columns customer_id,date,cds,amount.
     #[arg(long, value_delimiter = ',', value_name = "A,B,..")]
     columns: Option<Vec<String>>,
+    /// Import even if a file with the same content was imported before (its rows would
+    /// count twice).
+    #[arg(long)]
+    force: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     pub(super) json: bool,
@@ -71,6 +75,7 @@ impl FileArgs {
             })?;
         }
         options.columns = self.columns.clone();
+        options.force = self.force;
         Ok(options)
     }
 }
