@@ -208,7 +208,13 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     // Held while serving: imports and erasures from the command line wait for the server
     // to stop (they would collide with the profile ids it keeps in memory).
     let _lock = workspace.lock_writer("microseg serve")?;
-    let store = Store::open(&workspace)?;
+    let mut store = Store::open(&workspace)?;
+    let retention = workspace.config.limits.retention_days;
+    if retention > 0 {
+        let before = Timestamp(now().0 - i64::from(retention) * microseg_core::DAY_MS);
+        let deleted = store.delete_events_before(&workspace, before)?;
+        tracing::info!(deleted, %before, "events past the retention deleted");
+    }
     let started = std::time::Instant::now();
     let live = load_live(&workspace, &store, options.stream.clone(), now())?;
     tracing::info!(

@@ -1,4 +1,5 @@
-//! Erasure of a person (the right to be forgotten) and retention of events.
+//! Erasure of a person (the right to be forgotten) and retention of events
+//! ([`Store::delete_events_before`], `[limits] retention_days`).
 //!
 //! Erasing a profile erases it and every profile merged into it (the same person): their
 //! events, identities and experiment records are deleted, and their rows stay only as
@@ -118,6 +119,28 @@ impl Store {
             ));
         }
         Ok(())
+    }
+
+    /// Deletes the events dated before `before` (UTC ms); returns how many. Snapshots
+    /// built before are removed (they hold copies).
+    pub fn delete_events_before(
+        &mut self,
+        workspace: &Workspace,
+        before: microseg_core::Timestamp,
+    ) -> Result<u64, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let deleted = tx.execute("DELETE FROM events WHERE time < ?1", [before.0])? as u64;
+        if deleted > 0 {
+            bump(&tx, Counter::Events)?;
+            bump(&tx, Counter::Rewrites)?;
+        }
+        tx.commit()?;
+        if deleted > 0 {
+            crate::tables::remove_snapshots(workspace);
+        }
+        Ok(deleted)
     }
 
     /// The dense ids of erased profiles.

@@ -89,6 +89,9 @@ pub struct LimitsSection {
     pub event_names: usize,
     /// Events dated more than this many minutes after the server's clock are refused.
     pub future_minutes: u64,
+    /// Events older than this many days are deleted by `microseg prune` and when
+    /// `microseg serve` starts; 0 keeps every event.
+    pub retention_days: u32,
 }
 
 impl Default for LimitsSection {
@@ -97,6 +100,7 @@ impl Default for LimitsSection {
             traits: 500,
             event_names: 1000,
             future_minutes: 24 * 60,
+            retention_days: 0,
         }
     }
 }
@@ -185,6 +189,9 @@ traits = 500
 event_names = 1000
 # Events dated more than this many minutes after the server's clock are refused.
 future_minutes = 1440
+# Events older than this many days are deleted by `microseg prune` and when the server
+# starts; 0 keeps every event.
+retention_days = 0
 
 [webhooks]
 # Webhooks never reach loopback, private, link-local (cloud metadata) and other special

@@ -54,6 +54,7 @@ enum Command {
     Metrics(metrics::MetricsArgs),
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
+    Prune(profile::PruneArgs),
     #[command(subcommand)]
     Segment(segment::SegmentCommand),
     Correlate(correlate::CorrelateArgs),
@@ -80,6 +81,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Import(cmd) => import::run(&ctx, cmd),
         Command::Metrics(args) => metrics::run(&ctx, args),
         Command::Profile(cmd) => profile::run(&ctx, cmd),
+        Command::Prune(args) => profile::prune(&ctx, args),
         Command::Segment(cmd) => segment::run(&ctx, cmd),
         Command::Correlate(args) => correlate::run(&ctx, args),
         Command::Clv(cmd) => clv::run(&ctx, cmd),

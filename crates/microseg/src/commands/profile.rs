@@ -73,6 +73,37 @@ fn delete(ctx: &Context, args: DeleteArgs) -> Result<()> {
     Ok(())
 }
 
+/// Delete the events older than `[limits] retention_days` (or --days): what a retention
+/// policy promises. Run it from cron; `microseg serve` applies it when it starts.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Keep this many days instead of the workspace's setting.
+    #[arg(long, value_name = "N")]
+    days: Option<u32>,
+    /// Print as JSON: `{"before", "deleted"}`.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `microseg prune`.
+pub fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
+    let (ws, mut store, _lock) = ctx.open_for_writing("microseg prune")?;
+    let days = args.days.unwrap_or(ws.config.limits.retention_days);
+    if days == 0 {
+        return Err(crate::failure::usage(
+            "no retention: set [limits] retention_days in microseg.toml or pass --days N",
+        ));
+    }
+    let before = microseg_core::Timestamp(as_of(None)?.0 - i64::from(days) * microseg_core::DAY_MS);
+    let deleted = store.delete_events_before(&ws, before)?;
+    store.truncate_log()?;
+    if args.json {
+        return print_json(&serde_json::json!({"before": before.to_string(), "deleted": deleted}));
+    }
+    println!("deleted {deleted} events dated before {before} ({days} days of retention)");
+    Ok(())
+}
+
 fn show(ctx: &Context, args: ShowArgs) -> Result<()> {
     let (ws, store) = ctx.open()?;
     let as_of = as_of(args.as_of.as_deref())?;

@@ -1054,3 +1054,57 @@ fn the_server_erases_a_person_everywhere() {
         "{log}"
     );
 }
+
+/// Retention: `prune` deletes the events older than the setting (or `--days`), the
+/// server does it when it starts, and what is left is what segments see.
+#[test]
+fn retention_deletes_old_events() {
+    let env = Env::new();
+    let day = 86_400_000i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let at = |days_ago: i64| microseg_core::Timestamp(now - days_ago * day).to_string();
+    let csv = format!(
+        "user_id,time,event\na,{},order_completed\na,{},page_viewed\nb,{},order_completed\nc,{},order_completed\n",
+        at(400),
+        at(5),
+        at(100),
+        at(2)
+    );
+    let file = env.write("e.csv", csv.as_bytes());
+    env.ok(&[
+        "import",
+        "events",
+        &file,
+        "--profile",
+        "user_id",
+        "--time",
+        "time",
+        "--name",
+        "event",
+    ]);
+    assert!(env
+        .ok(&["segment", "size", "did(order_completed)"])
+        .starts_with("3 of 3"));
+    let out = env.run(&["prune"]);
+    assert_eq!(out.status.code(), Some(2), "no setting, no --days");
+    let pruned = env.json(&["prune", "--days", "365", "--json"]);
+    assert_eq!(pruned["deleted"], 1, "{pruned}");
+    assert!(env
+        .ok(&["segment", "size", "did(order_completed)"])
+        .starts_with("2 of 3"));
+    env.configure("[limits]\nretention_days = 30\n");
+    {
+        let _server = env.serve();
+    }
+    assert_eq!(
+        env.count("events"),
+        2,
+        "the server pruned b's order at start"
+    );
+    assert!(env
+        .ok(&["segment", "size", "did(order_completed)"])
+        .starts_with("1 of 3"));
+}
