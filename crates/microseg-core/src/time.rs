@@ -258,7 +258,11 @@ pub fn parse_timestamp(text: &str) -> Result<Timestamp, TimeError> {
                 [h1, h2] => ([*h1, *h2], [b'0', b'0']),
                 _ => return Err(err()),
             };
-            if !h.iter().chain(m.iter()).all(u8::is_ascii_digit) {
+            // RFC 3339: hours 00-23, minutes 00-59 (`+25:00` is no offset).
+            if !h.iter().chain(m.iter()).all(u8::is_ascii_digit)
+                || digits(&h) > 23
+                || digits(&m) > 59
+            {
                 return Err(err());
             }
             let total = (digits(&h) * 60 + digits(&m)) as i64;
@@ -373,6 +377,10 @@ mod tests {
             "1998-02-30",
             "1997-13-01",
             "1998-07-01T25:00:00Z",
+            "2024-01-31T10:00:00+25:00",
+            "2024-01-31T10:00:00-24:00",
+            "2024-01-31T10:00:00+02:60",
+            "2024-01-31T10:00:00+9930",
             "1998/07/01",
             "yesterday",
             "1998-07-01T10:00:00+2",

@@ -71,6 +71,8 @@ pub struct Counters {
     pub limit_event_names: AtomicU64,
     /// Requests refused for an event dated past `[limits] future_minutes`.
     pub limit_future: AtomicU64,
+    /// Requests refused for an alias merging two known customers.
+    pub limit_alias_merges: AtomicU64,
     /// Requests waiting for the writer.
     pub queue_depth: AtomicI64,
     /// Segment membership changes.
@@ -160,6 +162,7 @@ impl Counters {
             ("traits", &self.limit_traits),
             ("event_names", &self.limit_event_names),
             ("future_minutes", &self.limit_future),
+            ("alias_merges_customers", &self.limit_alias_merges),
         ] {
             let _ = writeln!(
                 out,

@@ -224,7 +224,8 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
         seconds = started.elapsed().as_secs_f64(),
         "streaming state rebuilt from the store"
     );
-    let ingestor = Ingestor::open(store)?;
+    let mut ingestor = Ingestor::open(store)?;
+    ingestor.allow_customer_merges(workspace.config.limits.alias_merges_customers);
     let counters = Arc::new(Counters::default());
     let live = Arc::new(Mutex::new(live));
     let (jobs, job_queue) = mpsc::channel(options.queue);

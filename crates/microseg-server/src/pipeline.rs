@@ -444,6 +444,7 @@ pub fn writer(
                 let counter = match e {
                     LimitError::Traits { .. } => &counters.limit_traits,
                     LimitError::EventNames { .. } => &counters.limit_event_names,
+                    LimitError::CustomerMerge { .. } => &counters.limit_alias_merges,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 counters.queue_depth.fetch_sub(1, Ordering::Relaxed);
@@ -490,6 +491,9 @@ pub fn writer(
                 counters
                     .duplicates
                     .fetch_add(written.duplicates, Ordering::Relaxed);
+                counters
+                    .limit_alias_merges
+                    .fetch_add(written.refused_merges, Ordering::Relaxed);
                 for d in &written.dropped {
                     tracing::warn!(trait_value = %d, "trait value dropped");
                 }

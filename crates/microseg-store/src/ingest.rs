@@ -75,6 +75,8 @@ pub struct Written {
     /// Trait values dropped because their type differs from the trait's: the name and
     /// why, never the value (these are logged).
     pub dropped: Vec<String>,
+    /// `alias` calls not carried out because they would merge two known customers.
+    pub refused_merges: u64,
     /// The store's `events_version` after this commit.
     pub version: u64,
 }
@@ -86,6 +88,8 @@ pub struct NameLimits {
     pub traits: usize,
     /// Distinct event names.
     pub event_names: usize,
+    /// Whether an `alias` may merge two known customers.
+    pub alias_merges_customers: bool,
 }
 
 impl From<&crate::workspace::LimitsSection> for NameLimits {
@@ -93,6 +97,7 @@ impl From<&crate::workspace::LimitsSection> for NameLimits {
         NameLimits {
             traits: l.traits,
             event_names: l.event_names,
+            alias_merges_customers: l.alias_merges_customers,
         }
     }
 }
@@ -112,6 +117,16 @@ pub enum LimitError {
         adding: usize,
         /// The limit.
         limit: usize,
+    },
+    /// An `alias` that would merge two known customers (both with a `userId`): a write key
+    /// could otherwise fuse any two people for good.
+    #[error(
+        "alias: '{previous_id}' and the userId are two known customers; merging them is \
+         refused ([limits] alias_merges_customers in microseg.toml)"
+    )]
+    CustomerMerge {
+        /// The alias's previous id.
+        previous_id: String,
     },
     /// Too many event names.
     #[error(
@@ -194,6 +209,8 @@ struct Ids {
     seen: Dedup,
     /// The profiles version of the commit being written, once it changed a profile.
     version: Option<u64>,
+    /// Whether an `alias` may merge two known customers.
+    merge_customers: bool,
 }
 
 impl Ingestor {
@@ -227,12 +244,20 @@ impl Ingestor {
                 types: FxHashMap::default(),
                 seen: Dedup::new(Self::DEDUP_WINDOW),
                 version: None,
+                merge_customers: false,
             },
             rows: EventRows::default(),
             admitted: Default::default(),
         };
         ingestor.reload()?;
         Ok(ingestor)
+    }
+
+    /// Lets `alias` merge two known customers (`[limits] alias_merges_customers`); by
+    /// default only an anonymous visitor is merged, and an alias between two customers
+    /// is skipped and counted in [`Written::refused_merges`].
+    pub fn allow_customer_merges(&mut self, yes: bool) {
+        self.ids.merge_customers = yes;
     }
 
     /// The store (for reads between writes).
@@ -324,6 +349,26 @@ impl Ingestor {
                             && !self.admitted.0.contains(&name)
                         {
                             traits.insert(name);
+                        }
+                    }
+                }
+                Action::Alias { previous_id } if !limits.alias_merges_customers => {
+                    let ids = &self.ids;
+                    let customer = |p: Option<&ProfileId>| {
+                        p.map(|&p| ids.live(p))
+                            .filter(|p| !ids.anonymous_only.contains(p))
+                    };
+                    let previous = customer(
+                        ids.users
+                            .get(previous_id)
+                            .or_else(|| ids.anonymous.get(previous_id)),
+                    );
+                    let user = customer(m.user_id.as_ref().and_then(|u| ids.users.get(u)));
+                    if let (Some(a), Some(b)) = (previous, user) {
+                        if a != b {
+                            return Err(LimitError::CustomerMerge {
+                                previous_id: previous_id.clone(),
+                            });
                         }
                     }
                 }
@@ -477,6 +522,16 @@ impl Ingestor {
                         .or_else(|| ids.anonymous.get(&previous_id))
                         .map(|&p| ids.live(p));
                     match previous {
+                        // Two known customers (the call's user and a userId or alias of
+                        // another): not by a write key, unless the workspace allows it.
+                        Some(p)
+                            if p != profile
+                                && !ids.merge_customers
+                                && !ids.anonymous_only.contains(&p)
+                                && !ids.anonymous_only.contains(&profile) =>
+                        {
+                            out.refused_merges += 1;
+                        }
                         Some(p) if p != profile => ids.merge(&tx, p, profile, now, &mut out)?,
                         Some(_) => {}
                         None => {
@@ -770,6 +825,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (ws, _) = crate::Workspace::init(dir.path()).unwrap();
         let mut ingestor = Ingestor::open(Store::open(&ws).unwrap()).unwrap();
+        ingestor.allow_customer_merges(true);
         send(
             &mut ingestor,
             r#"{"type": "track", "userId": "a", "event": "x"},
@@ -797,6 +853,7 @@ mod tests {
         drop(ingestor);
         // After a restart, a call with a merged id goes to the survivor.
         let mut ingestor = Ingestor::open(Store::open(&ws).unwrap()).unwrap();
+        ingestor.allow_customer_merges(true);
         let w = send(
             &mut ingestor,
             r#"{"type": "track", "userId": "b", "event": "y"}"#,

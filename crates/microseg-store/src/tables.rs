@@ -1882,7 +1882,13 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let (ws, _) = Workspace::init(&dir.path().join("ws")).unwrap();
             let mut rng = Rng::new(seed);
-            let mut ingestor = Ingestor::open(Store::open(&ws).unwrap()).unwrap();
+            // Merges between customers too, to exercise every kind of merge.
+            let open = || {
+                let mut i = Ingestor::open(Store::open(&ws).unwrap()).unwrap();
+                i.allow_customer_merges(true);
+                i
+            };
+            let mut ingestor = open();
             let mut merges = 0;
             for step in 0..40 {
                 match rng.below(10) {
@@ -1915,7 +1921,7 @@ mod tests {
                                 &NoProgress,
                             )
                             .unwrap();
-                        ingestor = Ingestor::open(Store::open(&ws).unwrap()).unwrap();
+                        ingestor = open();
                     }
                     1 => {
                         drop(ingestor);
@@ -1938,7 +1944,7 @@ mod tests {
                                 &NoProgress,
                             )
                             .unwrap();
-                        ingestor = Ingestor::open(Store::open(&ws).unwrap()).unwrap();
+                        ingestor = open();
                     }
                     _ => {
                         let request = parse_request(None, &batch(&mut rng, step)).unwrap();

@@ -92,6 +92,9 @@ pub struct LimitsSection {
     /// Events older than this many days are deleted by `microseg prune` and when
     /// `microseg serve` starts; 0 keeps every event.
     pub retention_days: u32,
+    /// Whether an `alias` call may merge two known customers (both with a `userId`);
+    /// merging an anonymous visitor into a customer is always allowed.
+    pub alias_merges_customers: bool,
 }
 
 impl Default for LimitsSection {
@@ -101,6 +104,7 @@ impl Default for LimitsSection {
             event_names: 1000,
             future_minutes: 24 * 60,
             retention_days: 0,
+            alias_merges_customers: false,
         }
     }
 }
@@ -192,6 +196,9 @@ future_minutes = 1440
 # Events older than this many days are deleted by `microseg prune` and when the server
 # starts; 0 keeps every event.
 retention_days = 0
+# Whether an `alias` may merge two known customers (anyone with the write key could
+# otherwise fuse two people for good); anonymous visitors are always merged.
+alias_merges_customers = false
 
 [webhooks]
 # Webhooks never reach loopback, private, link-local (cloud metadata) and other special

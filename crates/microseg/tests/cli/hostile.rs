@@ -1108,3 +1108,78 @@ fn retention_deletes_old_events() {
         .ok(&["segment", "size", "did(order_completed)"])
         .starts_with("1 of 3"));
 }
+
+/// A write key cannot fuse two known customers through `alias` (an anonymous visitor is
+/// still merged into the customer), and a time with an impossible offset is refused.
+#[test]
+fn alias_cannot_merge_two_customers_and_offsets_are_checked() {
+    let env = Env::new();
+    let auth = super::server::basic(&env.key("write"));
+    let bearer = format!("Bearer {}", env.key("admin"));
+    let server = env.serve();
+    let send = |calls: &[&str]| {
+        let calls: Vec<String> = calls.iter().map(|c| c.to_string()).collect();
+        post_batch(&server.addr, &auth, &calls)
+    };
+    let track = |who: &str| format!(r#"{{"type": "track", "userId": "{who}", "event": "x"}}"#);
+    assert_eq!(send(&[&track("u1"), &track("u2")]).0, 200);
+    let (status, answer) = send(&[r#"{"type": "alias", "previousId": "u1", "userId": "u2"}"#]);
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (422, Some("limit_reached")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("two known customers"),
+        "{answer}"
+    );
+    // Both made in the same request: skipped at the write, counted.
+    let (status, _) = send(&[
+        &track("u3"),
+        &track("u4"),
+        r#"{"type": "alias", "previousId": "u3", "userId": "u4"}"#,
+    ]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric(
+            &server.addr,
+            &bearer,
+            r#"microseg_limit_refusals_total{limit="alias_merges_customers"}"#
+        ),
+        2
+    );
+    // An anonymous visitor is merged as before.
+    let anon = r#"{"type": "track", "anonymousId": "a1", "event": "x"}"#;
+    assert_eq!(
+        send(&[
+            anon,
+            r#"{"type": "alias", "previousId": "a1", "userId": "u1"}"#
+        ])
+        .0,
+        200
+    );
+    drop(server);
+    let merged: Vec<String> = env
+        .store()
+        .prepare("SELECT external_id FROM profiles WHERE merged_into IS NOT NULL")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(merged, ["anonymous:a1"]);
+    let server = env.serve();
+    let late = r#"{"type": "track", "userId": "u1", "event": "x", "timestamp": "2024-01-01T00:00:00+25:00"}"#;
+    let (status, answer) = post_batch(&server.addr, &auth, &[late.to_string()]);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("batch[0].timestamp"),
+        "{answer}"
+    );
+}
