@@ -17,6 +17,9 @@ pub mod tracking;
 pub mod webhooks;
 pub mod workspace;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use error::StoreError;
 pub use import::{
     EventImport, EventName, FileOptions, ImportSummary, NoProgress, ProfileImport, Progress,

@@ -541,6 +541,26 @@ proptest! {
         let _ = parse(&text);
     }
 
+    /// Long token soups (up to 3,000 tokens, nesting of every kind): no panic, no stack
+    /// overflow, and whatever parses is within the limits and round-trips.
+    #[test]
+    fn fuzz_long_token_soups_parse_or_are_refused(
+        parts in prop::collection::vec(prop_oneof![
+            8 => Just("("), 6 => Just(")"), 3 => Just("and"), 3 => Just("or"), 3 => Just("not"),
+            6 => Just("a"), 3 => Just("="), 4 => Just("1"), 3 => Just("+"), 2 => Just("*"),
+            1 => Just("did(e where"), 1 => Just("`n\\m`"), 1 => Just("\"s\""),
+            1 => Just("then"), 1 => Just("within 2d"), 1 => Just(">"),
+        ], 0..3000)
+    ) {
+        let text = parts.join(" ");
+        if let Ok(c) = parse(&text) {
+            prop_assert!(c.check_size().is_ok());
+            let json = serde_json::to_string(&c).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Condition>(&json).unwrap(), c.clone());
+            prop_assert_eq!(parse(&c.to_string()).unwrap(), c);
+        }
+    }
+
     #[test]
     fn the_parser_never_panics_on_near_miss_conditions(
         parts in prop::collection::vec(prop_oneof![
