@@ -4,7 +4,8 @@
 //! Erasing a profile erases it and every profile merged into it (the same person): their
 //! events, identities and experiment records are deleted, and their rows stay only as
 //! tombstones (dense ids cannot have holes): a random external id, no traits, `erased_at`
-//! set, in no segment. The store zeroes what it deletes (`secure_delete`), the columnar
+//! set, in no segment. Lines of the import logs (`logs/`, rejected rows) that hold one of
+//! their ids are removed. The store zeroes what it deletes (`secure_delete`), the columnar
 //! snapshots, which hold copies, are removed (commands rebuild them), and the write-ahead
 //! log, which may hold old page versions, is truncated by [`Store::truncate_log`] (the
 //! command does it; a server's log is removed when it stops). What is logged is the dense id and counts, never an id or a
@@ -27,6 +28,40 @@ pub struct Erased {
     pub events: u64,
     /// Identities (anonymous ids, aliases) deleted.
     pub identities: u64,
+}
+
+/// Removes the lines that hold one of `names` (ids without the `anonymous:` prefix too)
+/// from the files in the workspace's `logs/` (rejected import rows keep the raw line).
+fn scrub_logs(workspace: &Workspace, names: &[String]) {
+    let needles: Vec<&[u8]> = names
+        .iter()
+        .map(|n| n.strip_prefix("anonymous:").unwrap_or(n).as_bytes())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let Ok(entries) = std::fs::read_dir(workspace.dir.join("logs")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let holds = |line: &[u8]| {
+            needles
+                .iter()
+                .any(|n| line.windows(n.len()).any(|w| w == *n))
+        };
+        if !holds(&bytes) {
+            continue;
+        }
+        let kept: Vec<u8> = bytes
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|line| !holds(line))
+            .flatten()
+            .copied()
+            .collect();
+        let _ = std::fs::write(&path, kept);
+    }
 }
 
 impl Store {
@@ -67,6 +102,14 @@ impl Store {
         for p in &profiles {
             tx.execute("INSERT INTO erasing(id) VALUES (?1)", [p])?;
         }
+        // Every id the person went by, to scrub from the import logs below.
+        let names: Vec<String> = tx
+            .prepare(
+                "SELECT external_id FROM profiles WHERE id IN (SELECT id FROM erasing)
+                 UNION SELECT value FROM identities WHERE profile_id IN (SELECT id FROM erasing)",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         let events = tx.execute(
             "DELETE FROM events WHERE profile_id IN (SELECT id FROM erasing)",
             [],
@@ -96,6 +139,7 @@ impl Store {
         bump(&tx, Counter::Merges)?;
         tx.commit()?;
         crate::tables::remove_snapshots(workspace);
+        scrub_logs(workspace, &names);
         Ok(Erased {
             profiles,
             events,

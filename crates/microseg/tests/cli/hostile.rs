@@ -805,7 +805,7 @@ fn an_erased_person_is_nowhere_in_the_workspace_files() {
     env.ok(&["import", "profiles", &profiles]);
     let events = env.write(
         "e.csv",
-        b"user_id,time,event,note\njane.doe@example.com,2024-01-01T10:00:00Z,order_completed,JANE-SECRET-PROPERTY\nbob,2024-01-02T10:00:00Z,order_completed,bob's note\njane.doe@example.com,2024-01-03T10:00:00Z,page_viewed,\n",
+        b"user_id,time,event,note\njane.doe@example.com,2024-01-01T10:00:00Z,order_completed,JANE-SECRET-PROPERTY\nbob,2024-01-02T10:00:00Z,order_completed,bob's note\njane.doe@example.com,2024-01-03T10:00:00Z,page_viewed,\njane.doe@example.com,yesterday,page_viewed,rejected with her id\nbob,yesterday,page_viewed,bob rejected\n",
     );
     let import = [
         "import",
@@ -848,6 +848,12 @@ fn an_erased_person_is_nowhere_in_the_workspace_files() {
         before.iter().any(|(_, b)| holds(b, secrets[2])),
         "the test has data to erase"
     );
+    assert!(
+        before
+            .iter()
+            .any(|(p, b)| p.starts_with(env.data().join("logs")) && holds(b, secrets[0])),
+        "a rejected row of hers is in the logs"
+    );
     assert!(before
         .iter()
         .any(|(p, _)| p.extension().is_some_and(|e| e == "snap")));
@@ -871,6 +877,9 @@ fn an_erased_person_is_nowhere_in_the_workspace_files() {
             );
         }
     }
+    // The import's rejects file lost her line and kept Bob's.
+    let rejects = workspace_files(&env.data().join("logs"));
+    assert!(rejects.iter().any(|(_, b)| holds(b, "bob rejected")));
     // In no segment, not even "everyone else"; Bob as before.
     assert!(env.ok(&["segment", "size", "buyers"]).starts_with("1 of 1"));
     // Bob never viewed a page; her tombstone, without events, is not counted either.
