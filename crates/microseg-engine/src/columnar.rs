@@ -56,6 +56,64 @@ impl Dictionary {
     }
 }
 
+/// A column for a trait few profiles have (a new trait, or one set on a few people):
+/// its values by profile, so memory grows with the values, not with the profiles. A
+/// write key can create hundreds of such traits; as dense columns each would take a slot
+/// per profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseColumn {
+    ty: TraitType,
+    len: usize,
+    values: BTreeMap<ProfileId, Value>,
+}
+
+/// A sparse column turns dense once more than one profile in this many has a value (and
+/// a dense one is kept sparse below it).
+pub const SPARSE_SHARE: usize = 16;
+
+impl SparseColumn {
+    /// The type of the values.
+    pub fn trait_type(&self) -> TraitType {
+        self.ty
+    }
+
+    /// The profiles with a value, and the values, by profile.
+    pub fn values(&self) -> impl Iterator<Item = (ProfileId, &Value)> + '_ {
+        self.values.iter().map(|(&p, v)| (p, v))
+    }
+
+    /// The same column, dense.
+    pub fn to_dense(&self) -> Column {
+        let mut dense = Column::new(self.ty);
+        dense.apply(self.len, self.values.iter().map(|(&p, v)| (p, Some(v))));
+        dense
+    }
+
+    /// Whether it has grown past [`SPARSE_SHARE`] and should be dense.
+    fn crowded(&self) -> bool {
+        self.values.len() > 64 && self.values.len() * SPARSE_SHARE > self.len
+    }
+}
+
+/// `value` as a column of type `ty` keeps it (an integer in a float column becomes a
+/// float; a set's items sorted); `None` for a value of another type.
+fn typed(ty: TraitType, value: Option<&Value>) -> Option<Value> {
+    Some(match (ty, value?) {
+        (TraitType::Bool, Value::Bool(b)) => Value::Bool(*b),
+        (TraitType::Integer, Value::Int(i)) => Value::Int(*i),
+        (TraitType::Float, Value::Float(x)) => Value::Float(*x),
+        (TraitType::Float, Value::Int(i)) => Value::Float(*i as f64),
+        (TraitType::Timestamp, Value::Time(t)) => Value::Time(*t),
+        (TraitType::String, Value::Str(s)) => Value::Str(s.clone()),
+        (TraitType::StringSet, Value::Set(items)) => {
+            let mut items = items.clone();
+            items.sort_unstable();
+            Value::Set(items)
+        }
+        _ => return None,
+    })
+}
+
 /// One trait column, one slot per profile.
 #[derive(Debug, Clone)]
 pub enum Column {
@@ -85,6 +143,8 @@ pub enum Column {
         /// Whether the profile has the trait at all (an empty set is not a missing one).
         present: Vec<bool>,
     },
+    /// Any type, few values: see [`SparseColumn`].
+    Sparse(SparseColumn),
 }
 
 impl Column {
@@ -116,6 +176,7 @@ impl Column {
             Column::Time(_) => TraitType::Timestamp,
             Column::Str { .. } => TraitType::String,
             Column::Set { .. } => TraitType::StringSet,
+            Column::Sparse(s) => s.ty,
         }
     }
 
@@ -127,6 +188,7 @@ impl Column {
             Column::Float(v) => v.len(),
             Column::Str { codes, .. } => codes.len(),
             Column::Set { present, .. } => present.len(),
+            Column::Sparse(s) => s.len,
         }
     }
 
@@ -144,6 +206,7 @@ impl Column {
             Column::Float(v) => v.get(i).is_some_and(Option::is_some),
             Column::Str { codes, .. } => codes.get(i).is_some_and(|&c| c != NO_CODE),
             Column::Set { present, .. } => present.get(i).copied().unwrap_or(false),
+            Column::Sparse(s) => s.values.contains_key(&id),
         }
     }
 
@@ -177,6 +240,53 @@ impl Column {
                         .collect(),
                 )
             }),
+            Column::Sparse(s) => s.values.get(&id).cloned(),
+        }
+    }
+
+    /// An empty sparse column of type `ty` with `len` slots.
+    pub fn sparse(ty: TraitType, len: usize) -> Column {
+        Column::Sparse(SparseColumn {
+            ty,
+            len,
+            values: BTreeMap::new(),
+        })
+    }
+
+    /// The same values in a sparse column, whatever their share (tests compare the two
+    /// forms with it; [`Column::compacted`] chooses by share).
+    pub fn into_sparse(self) -> Column {
+        match self {
+            sparse @ Column::Sparse(_) => sparse,
+            dense => {
+                let len = dense.len();
+                let values = (0..len as ProfileId)
+                    .filter_map(|p| Some((p, dense.get(p)?)))
+                    .collect();
+                Column::Sparse(SparseColumn {
+                    ty: dense.trait_type(),
+                    len,
+                    values,
+                })
+            }
+        }
+    }
+
+    /// The column, sparse when at most one profile in [`SPARSE_SHARE`] has a value (and
+    /// not a handful of profiles in all), dense otherwise.
+    pub fn compacted(self) -> Column {
+        let len = self.len();
+        match self {
+            Column::Sparse(s) if s.crowded() => s.to_dense(),
+            dense @ Column::Sparse(_) => dense,
+            dense => {
+                let count = (0..len as ProfileId).filter(|&p| dense.has_value(p)).count();
+                if len >= 1024 && count * SPARSE_SHARE <= len {
+                    dense.into_sparse()
+                } else {
+                    dense
+                }
+            }
         }
     }
 
@@ -193,6 +303,9 @@ impl Column {
         len: usize,
         changes: impl IntoIterator<Item = (ProfileId, Option<&'a Value>)>,
     ) {
+        if let Column::Sparse(s) = self {
+            s.len = s.len.max(len);
+        }
         while self.len() < len {
             self.push(None);
         }
@@ -235,6 +348,16 @@ impl Column {
     /// A string set is spliced in place: O(items after it).
     fn set(&mut self, id: ProfileId, value: Option<&Value>) {
         let i = id as usize;
+        if let Column::Sparse(s) = self {
+            match typed(s.ty, value) {
+                Some(v) => s.values.insert(id, v),
+                None => s.values.remove(&id),
+            };
+            if s.crowded() {
+                *self = s.to_dense();
+            }
+            return;
+        }
         if let Column::Set {
             dict,
             offsets,
@@ -275,6 +398,12 @@ impl Column {
     /// Appends one slot; a value of another type than the column's counts as missing.
     fn push(&mut self, value: Option<&Value>) {
         match (self, value) {
+            (Column::Sparse(s), x) => {
+                if let Some(v) = typed(s.ty, x) {
+                    s.values.insert(s.len as ProfileId, v);
+                }
+                s.len += 1;
+            }
             (Column::Bool(v), x) => v.push(match x {
                 Some(Value::Bool(b)) => Some(*b),
                 _ => None,
@@ -469,11 +598,12 @@ impl ProfileTable {
     pub fn set_trait(&mut self, id: ProfileId, name: &str, ty: TraitType, value: Option<&Value>) {
         self.indexes.clear();
         let n = self.len();
-        let column = self.columns.entry(name.to_string()).or_insert_with(|| {
-            let mut c = Column::new(ty);
-            (0..n).for_each(|_| c.push(None));
-            c
-        });
+        // A new trait starts sparse (it turns dense once common), so traits set on a
+        // few profiles cost memory by value, not by profile.
+        let column = self
+            .columns
+            .entry(name.to_string())
+            .or_insert_with(|| Column::sparse(ty, n));
         column.set(id, value);
     }
 
@@ -828,6 +958,57 @@ impl EventTableBuilder {
 mod tests {
     use super::*;
     use microseg_core::TraitSpec;
+
+    /// The write key's probe: hundreds of new trait names, each set on one profile. They
+    /// stay sparse (memory by value), read back like dense ones, and a trait that
+    /// becomes common turns dense.
+    #[test]
+    fn new_traits_start_sparse_and_turn_dense_when_common() {
+        let mut table = ProfileTable::default();
+        let n = 20_000u32;
+        for p in 0..n {
+            table.push(&format!("u{p}"), &Default::default());
+        }
+        for t in 0..500u32 {
+            let v = Value::Int(i64::from(t));
+            table.set_trait(t * 7, &format!("t{t}"), TraitType::Integer, Some(&v));
+        }
+        assert!(table.columns.values().all(|c| matches!(c, Column::Sparse(_))));
+        assert_eq!(table.columns["t3"].get(21), Some(Value::Int(3)));
+        assert_eq!(table.columns["t3"].get(22), None);
+        assert!(table.columns["t3"].has_value(21) && !table.columns["t3"].has_value(22));
+        // A profile added later has a slot in every column.
+        table.push("late", &Default::default());
+        assert_eq!(table.columns["t0"].len(), n as usize + 1);
+        // Set on one profile in ten: past one in SPARSE_SHARE, the column is dense.
+        for p in (0..n).step_by(10) {
+            let v = Value::Float(f64::from(p) / 2.0);
+            table.set_trait(p, "score", TraitType::Float, Some(&v));
+        }
+        assert!(matches!(table.columns["score"], Column::Float(_)));
+        assert_eq!(table.columns["score"].get(30), Some(Value::Float(15.0)));
+        assert_eq!(table.columns["score"].get(31), None);
+        // Removing a value, and an integer in a float column, as dense columns do.
+        table.set_trait(21, "t3", TraitType::Integer, None);
+        assert!(!table.columns["t3"].has_value(21));
+        let mut sparse = Column::sparse(TraitType::Float, 3);
+        sparse.set(1, Some(&Value::Int(2)));
+        assert_eq!(sparse.get(1), Some(Value::Float(2.0)));
+        sparse.set(2, Some(&Value::Str("x".into())));
+        assert_eq!(sparse.get(2), None, "a value of another type counts as missing");
+        // compacted: dense columns with few values become sparse, others stay.
+        let mut few = Column::new(TraitType::String);
+        few.apply(5000, [(3, Some(&Value::Str("a".into())))]);
+        let few = few.compacted();
+        assert!(matches!(few, Column::Sparse(_)));
+        assert_eq!(few.get(3), Some(Value::Str("a".into())));
+        let back = match &few {
+            Column::Sparse(s) => s.to_dense(),
+            _ => unreachable!(),
+        };
+        assert!(matches!(back, Column::Str { .. }));
+        assert_eq!(back.get(3), Some(Value::Str("a".into())));
+    }
 
     #[test]
     fn events_sort_by_profile_then_time_keeping_arrival_order() {

@@ -475,6 +475,31 @@ impl Dataset<'_> {
 
     fn text(&self, name: &str, op: TextOp, pattern: &str) -> Result<RoaringBitmap, EvalError> {
         let source = self.source(name)?;
+        let regex = || match op {
+            TextOp::Matches => regex::Regex::new(pattern).map(Some).map_err(|e| {
+                EvalError::BadRegex {
+                    pattern: pattern.into(),
+                    reason: e.to_string().lines().last().unwrap_or_default().to_string(),
+                }
+            }),
+            _ => Ok(None),
+        };
+        let test = |s: &str, regex: &Option<regex::Regex>| match op {
+            TextOp::Contains => s.contains(pattern),
+            TextOp::StartsWith => s.starts_with(pattern),
+            TextOp::EndsWith => s.ends_with(pattern),
+            TextOp::Matches => regex.as_ref().is_some_and(|r| r.is_match(s)),
+        };
+        if let Source::Trait(Column::Sparse(sparse)) = &source {
+            if sparse.trait_type() == TraitType::String {
+                let regex = regex()?;
+                return Ok(sparse
+                    .values()
+                    .filter(|(_, v)| matches!(v, Value::Str(s) if test(s, &regex)))
+                    .map(|(p, _)| p)
+                    .collect());
+            }
+        }
         let Source::Trait(column @ Column::Str { dict, .. }) = source else {
             let ty = match source {
                 Source::Trait(c) => c.trait_type(),
@@ -482,26 +507,10 @@ impl Dataset<'_> {
             };
             return Err(EvalError::not_text(name, ty));
         };
-        let regex = match op {
-            TextOp::Matches => {
-                Some(regex::Regex::new(pattern).map_err(|e| EvalError::BadRegex {
-                    pattern: pattern.into(),
-                    reason: e.to_string().lines().last().unwrap_or_default().to_string(),
-                })?)
-            }
-            _ => None,
-        };
+        let regex = regex()?;
         // Test each distinct string once, then scan the codes.
         let hits: Vec<bool> = (0..dict.len() as u32)
-            .map(|code| {
-                let s = dict.value(code);
-                match op {
-                    TextOp::Contains => s.contains(pattern),
-                    TextOp::StartsWith => s.starts_with(pattern),
-                    TextOp::EndsWith => s.ends_with(pattern),
-                    TextOp::Matches => regex.as_ref().is_some_and(|r| r.is_match(s)),
-                }
-            })
+            .map(|code| test(dict.value(code), &regex))
             .collect();
         Ok(self.strings_where(name, column, &hits))
     }
@@ -523,6 +532,11 @@ impl Dataset<'_> {
 
     fn has(&self, name: &str, member: &str) -> Result<RoaringBitmap, EvalError> {
         match self.source(name)? {
+            Source::Trait(Column::Sparse(s)) if s.trait_type() == TraitType::StringSet => Ok(s
+                .values()
+                .filter(|(_, v)| matches!(v, Value::Set(items) if items.iter().any(|i| i == member)))
+                .map(|(p, _)| p)
+                .collect()),
             Source::Trait(
                 column @ Column::Set {
                     dict,
@@ -621,6 +635,11 @@ fn indexed_compare(
 fn scan_compare(column: &Column, op: CompareOp, lit: &Literal) -> RoaringBitmap {
     let test = |o: Option<Ordering>| op.holds(o);
     match (column, lit) {
+        (Column::Sparse(s), lit) => s
+            .values()
+            .filter(|(_, v)| test(compare_value(v, lit)))
+            .map(|(p, _)| p)
+            .collect(),
         (Column::Int(v), Literal::Int(b)) => {
             scan(v.len(), |p| v[p].is_some_and(|a| test(Some(a.cmp(b)))))
         }

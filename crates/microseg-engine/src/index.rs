@@ -52,6 +52,8 @@ impl ValueIndex {
     pub fn build(column: &Column) -> Option<ValueIndex> {
         let len = column.len();
         let (keys, lists) = match column {
+            // Few values: a scan of them is as fast as an index.
+            Column::Sparse(_) => return None,
             Column::Str { dict, codes } => {
                 if dict.len() > MAX_KEYS {
                     return None;

@@ -314,7 +314,9 @@ impl<'s> Tables<'s> {
             return Ok(());
         };
         let column = self.profiles_source.column(name, spec.ty, self.len())?;
-        self.profiles.columns.insert(name.to_string(), column);
+        self.profiles
+            .columns
+            .insert(name.to_string(), column.compacted());
         self.profiles.indexes.clear();
         Ok(())
     }
@@ -898,6 +900,8 @@ fn decode_dictionary(snap: &Snapshot, prefix: &str) -> Result<Dictionary, StoreE
 fn encode_column(w: &mut Writer<'_>, i: usize, column: &Column) {
     let t = format!("t{i}");
     match column {
+        // Written dense (one column at a time); reading compacts it again.
+        Column::Sparse(s) => encode_column(w, i, &s.to_dense()),
         Column::Bool(v) => w.bytes(&t, v.iter().map(|b| b.map_or(2, u8::from)).collect()),
         Column::Int(v) | Column::Time(v) => {
             w.bytes(

@@ -756,6 +756,12 @@ fn batch_and_sql_agree_on_random_conditions() {
         let data = random_data(seed, 150);
         let mut unindexed = data.table.clone();
         unindexed.indexes = IndexCache::disabled();
+        // Every trait kept sparse (as rarely-set traits are).
+        let mut sparse = data.table.clone();
+        sparse.columns = std::mem::take(&mut sparse.columns)
+            .into_iter()
+            .map(|(name, c)| (name, c.into_sparse()))
+            .collect();
         for (round, as_of) in [
             Timestamp(START + 70 * DAY_MS),
             Timestamp(START + 125 * DAY_MS + 7 * HOUR_MS),
@@ -784,6 +790,8 @@ fn batch_and_sql_agree_on_random_conditions() {
                 // The same without bitmap indexes (every leaf scans its column).
                 let scanned = batch_members(&unindexed, &data, &metrics, &segments, as_of, &c);
                 assert_eq!(batch, scanned, "indexed vs scanned: {text}");
+                let from_sparse = batch_members(&sparse, &data, &metrics, &segments, as_of, &c);
+                assert_eq!(batch, from_sparse, "dense vs sparse: {text}");
                 let sql = compile(&c, &ctx);
                 let (batch, sql) = match (batch, sql) {
                     (Ok(b), Ok(s)) => (b, s),

@@ -484,7 +484,7 @@ fn export_profiles(dir: &Path, table: &ProfileTable) -> Result<()> {
                 })?;
                 json!({"type": "bool", "file": format!("{name}.u8")})
             }
-            Column::Set { .. } => continue,
+            Column::Set { .. } | Column::Sparse(_) => continue,
         };
         manifest.insert(name.clone(), entry);
     }
