@@ -280,7 +280,9 @@ impl Column {
             Column::Sparse(s) if s.crowded() => s.to_dense(),
             dense @ Column::Sparse(_) => dense,
             dense => {
-                let count = (0..len as ProfileId).filter(|&p| dense.has_value(p)).count();
+                let count = (0..len as ProfileId)
+                    .filter(|&p| dense.has_value(p))
+                    .count();
                 if len >= 1024 && count * SPARSE_SHARE <= len {
                     dense.into_sparse()
                 } else {
@@ -973,7 +975,10 @@ mod tests {
             let v = Value::Int(i64::from(t));
             table.set_trait(t * 7, &format!("t{t}"), TraitType::Integer, Some(&v));
         }
-        assert!(table.columns.values().all(|c| matches!(c, Column::Sparse(_))));
+        assert!(table
+            .columns
+            .values()
+            .all(|c| matches!(c, Column::Sparse(_))));
         assert_eq!(table.columns["t3"].get(21), Some(Value::Int(3)));
         assert_eq!(table.columns["t3"].get(22), None);
         assert!(table.columns["t3"].has_value(21) && !table.columns["t3"].has_value(22));
@@ -995,7 +1000,11 @@ mod tests {
         sparse.set(1, Some(&Value::Int(2)));
         assert_eq!(sparse.get(1), Some(Value::Float(2.0)));
         sparse.set(2, Some(&Value::Str("x".into())));
-        assert_eq!(sparse.get(2), None, "a value of another type counts as missing");
+        assert_eq!(
+            sparse.get(2),
+            None,
+            "a value of another type counts as missing"
+        );
         // compacted: dense columns with few values become sparse, others stay.
         let mut few = Column::new(TraitType::String);
         few.apply(5000, [(3, Some(&Value::Str("a".into())))]);

@@ -476,12 +476,14 @@ impl Dataset<'_> {
     fn text(&self, name: &str, op: TextOp, pattern: &str) -> Result<RoaringBitmap, EvalError> {
         let source = self.source(name)?;
         let regex = || match op {
-            TextOp::Matches => regex::Regex::new(pattern).map(Some).map_err(|e| {
-                EvalError::BadRegex {
-                    pattern: pattern.into(),
-                    reason: e.to_string().lines().last().unwrap_or_default().to_string(),
-                }
-            }),
+            TextOp::Matches => {
+                regex::Regex::new(pattern)
+                    .map(Some)
+                    .map_err(|e| EvalError::BadRegex {
+                        pattern: pattern.into(),
+                        reason: e.to_string().lines().last().unwrap_or_default().to_string(),
+                    })
+            }
             _ => Ok(None),
         };
         let test = |s: &str, regex: &Option<regex::Regex>| match op {
@@ -534,7 +536,9 @@ impl Dataset<'_> {
         match self.source(name)? {
             Source::Trait(Column::Sparse(s)) if s.trait_type() == TraitType::StringSet => Ok(s
                 .values()
-                .filter(|(_, v)| matches!(v, Value::Set(items) if items.iter().any(|i| i == member)))
+                .filter(
+                    |(_, v)| matches!(v, Value::Set(items) if items.iter().any(|i| i == member)),
+                )
                 .map(|(p, _)| p)
                 .collect()),
             Source::Trait(

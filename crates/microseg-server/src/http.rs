@@ -70,7 +70,16 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     };
     let raw = axum::body::to_bytes(body, MAX_BATCH_BYTES)
         .await
-        .map_err(|_| too_large())?;
+        .map_err(|e| {
+            // Over the limit, or a body that could not be read at all (a broken chunk).
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                too_large()
+            } else {
+                ApiError::bad(format!("body: could not be read: {e}"))
+            }
+        })?;
     let gzipped = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())

@@ -1192,3 +1192,35 @@ fn alias_cannot_merge_two_customers_and_offsets_are_checked() {
         "{answer}"
     );
 }
+
+/// Bodies that cannot be read get the documented JSON errors: a broken chunked body is a
+/// 400 (it used to be called too large), an oversized one a 413.
+#[test]
+fn broken_bodies_get_the_documented_json_errors() {
+    use std::io::{Read, Write};
+    let env = Env::new();
+    let auth = super::server::basic(&env.key("write"));
+    let server = env.serve();
+    let raw = |request: Vec<u8>| {
+        let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
+        s.write_all(&request).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let broken = raw(format!(
+        "POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n"
+    ).into_bytes());
+    assert!(broken.starts_with("HTTP/1.1 400"), "{broken}");
+    assert!(broken.contains(r#""code":"invalid_request""#), "{broken}");
+    let body = vec![b' '; 600_000];
+    let mut request = format!(
+        "POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend(body);
+    let large = raw(request);
+    assert!(large.starts_with("HTTP/1.1 413"), "{large}");
+    assert!(large.contains(r#""code":"payload_too_large""#), "{large}");
+}
