@@ -47,6 +47,8 @@ pub struct ServeOptions {
     pub queue: usize,
     /// The streaming evaluator's settings.
     pub stream: StreamConfig,
+    /// How often the events past `[limits] retention_days` are deleted while running.
+    pub retention_every: std::time::Duration,
 }
 
 /// The current time.
@@ -304,6 +306,31 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
             .name("keys".into())
             .spawn(move || refresh_keys(app))?
     };
+    if retention > 0 {
+        let app = app.clone();
+        let retention_every = options
+            .retention_every
+            .max(std::time::Duration::from_millis(100));
+        runtime.spawn(async move {
+            // Through the writer, between two commits.
+            let mut every = tokio::time::interval(retention_every);
+            every.tick().await;
+            let mut stop = app.stopping.clone();
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                let before = Timestamp(now().0 - i64::from(retention) * microseg_core::DAY_MS);
+                app.counters
+                    .queue_depth
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if app.jobs.send(pipeline::Job::Prune(before)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     runtime.block_on(async {
         for hook in hooks {
             app.start_webhook(hook);

@@ -62,6 +62,8 @@ pub enum Job {
     /// Erase a person (by external id) between two commits; the in-memory state follows
     /// as for any commit (`Applied::Erase`).
     Erase(String, oneshot::Sender<Result<Erased, ApiError>>),
+    /// Delete the events dated before this instant (`[limits] retention_days`).
+    Prune(Timestamp),
 }
 
 /// One request waiting for the writer.
@@ -403,6 +405,18 @@ pub fn writer(
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+                continue;
+            }
+            Job::Prune(before) => {
+                counters.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                match ingestor.delete_events_before(&workspace, before) {
+                    Ok(deleted) => {
+                        tracing::info!(deleted, %before, "events past the retention deleted")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention pass failed; the next one retries")
                     }
                 }
                 continue;

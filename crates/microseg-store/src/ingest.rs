@@ -425,6 +425,16 @@ impl Ingestor {
         Ok((written, erased))
     }
 
+    /// Deletes the events dated before `before` (retention); see
+    /// [`Store::delete_events_before`](crate::erase).
+    pub fn delete_events_before(
+        &mut self,
+        workspace: &crate::Workspace,
+        before: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.store.delete_events_before(workspace, before)
+    }
+
     /// Writes every message of `requests` in one transaction (`received`: the time of
     /// messages without one). On error nothing is written and the maps are reloaded.
     pub fn write(

@@ -24,6 +24,9 @@ pub struct ServeArgs {
     /// How late an event may arrive and still be placed exactly in sequences and sessions.
     #[arg(long, default_value = "1d", value_name = "DURATION")]
     lateness: String,
+    /// How often the events past `[limits] retention_days` are deleted while serving.
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    retention_every: String,
 }
 
 /// Manage API keys.
@@ -93,6 +96,9 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<()> {
             lateness_ms,
             metrics: workspace.config.metrics_config(),
         },
+        retention_every: std::time::Duration::from_millis(
+            parse_duration(&args.retention_every).context("--retention-every")? as u64,
+        ),
     };
     microseg_server::serve(workspace, options)?;
     Ok(())

@@ -1116,6 +1116,30 @@ fn retention_deletes_old_events() {
     assert!(env
         .ok(&["segment", "size", "did(order_completed)"])
         .starts_with("1 of 3"));
+    // While it runs, too: an event 40 days old sent now is gone within a pass.
+    let auth = super::server::basic(&env.key("write"));
+    let server = env.serve_with(&["--retention-every", "1s"]);
+    let old = format!(
+        r#"{{"userId": "d", "event": "x", "timestamp": "{}"}}"#,
+        at(40)
+    );
+    let (status, _) = http(
+        &server.addr,
+        "POST",
+        "/v1/track",
+        &[("Authorization", &auth)],
+        old.as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let started = std::time::Instant::now();
+    while env.count("events") > 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "not pruned"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(server);
 }
 
 /// A write key cannot fuse two known customers through `alias` (an anonymous visitor is
