@@ -152,6 +152,25 @@ def main():
         server.terminate()
         server.wait(timeout=120)
 
+        # A command after the probes: reading a trait writes the profiles snapshot back,
+        # every trait column of the workspace (the probes' included) one at a time.
+        started = time.monotonic()
+        p = subprocess.Popen([m, "--data", data, "segment", "size", "probe_0_0 exists"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        command_peak = 0.0
+        while p.poll() is None:
+            try:
+                command_peak = max(command_peak, rss_mib(p.pid))
+            except OSError:
+                pass
+            time.sleep(0.01)
+        out["command_after"] = {
+            "exit": p.returncode,
+            "seconds": round(time.monotonic() - started, 2),
+            "peak_rss_mib": round(command_peak, 1),
+            "answer": p.stdout.read().strip()[:120],
+        }
+
         # A one-row CSV with 100,000 columns.
         wide = os.path.join(work, "wide.csv")
         with open(wide, "w") as f:

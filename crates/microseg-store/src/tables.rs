@@ -789,7 +789,9 @@ impl ProfileSource {
         }
         let mut table = self.table();
         for (name, spec) in schema {
-            let column = self.column(name, spec.ty, table.len())?;
+            // Compacted one by one: a workspace with hundreds of rarely-set traits holds
+            // one dense column at a time here, not all of them.
+            let column = self.column(name, spec.ty, table.len())?.compacted();
             table.columns.insert(name.clone(), column);
         }
         let path = cache.join("profiles.snap");
