@@ -37,6 +37,27 @@ def rss_mib(pid):
     return 0.0
 
 
+def run_sampled(command):
+    """Runs a command, sampling its resident memory every 10 ms: exit code, seconds, peak
+    VmRSS and the start of what it printed."""
+    started = time.monotonic()
+    p = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0.0
+    while p.poll() is None:
+        try:
+            peak = max(peak, rss_mib(p.pid))
+        except OSError:
+            pass
+        time.sleep(0.01)
+    return {
+        "exit": p.returncode,
+        "seconds": round(time.monotonic() - started, 2),
+        "peak_rss_mib": round(peak, 1),
+        "stdout": p.stdout.read().strip()[:120],
+        "stderr": p.stderr.read().strip()[:200],
+    }
+
+
 def post(addr, path, body, auth):
     host, port = addr.rsplit(":", 1)
     data = json.dumps(body).encode()
@@ -154,44 +175,15 @@ def main():
 
         # A command after the probes: reading a trait writes the profiles snapshot back,
         # every trait column of the workspace (the probes' included) one at a time.
-        started = time.monotonic()
-        p = subprocess.Popen([m, "--data", data, "segment", "size", "probe_0_0 exists"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        command_peak = 0.0
-        while p.poll() is None:
-            try:
-                command_peak = max(command_peak, rss_mib(p.pid))
-            except OSError:
-                pass
-            time.sleep(0.01)
-        out["command_after"] = {
-            "exit": p.returncode,
-            "seconds": round(time.monotonic() - started, 2),
-            "peak_rss_mib": round(command_peak, 1),
-            "answer": p.stdout.read().strip()[:120],
-        }
+        out["command_after"] = run_sampled(
+            [m, "--data", data, "segment", "size", "probe_0_0 exists"])
 
         # A one-row CSV with 100,000 columns.
         wide = os.path.join(work, "wide.csv")
         with open(wide, "w") as f:
             f.write("id," + ",".join(f"c{i}" for i in range(100_000)) + "\n")
             f.write("u1," + ",".join(str(i) for i in range(100_000)) + "\n")
-        started = time.monotonic()
-        p = subprocess.Popen([m, "--data", data, "import", "profiles", wide],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        wide_peak = 0.0
-        while p.poll() is None:
-            try:
-                wide_peak = max(wide_peak, rss_mib(p.pid))
-            except OSError:
-                pass
-            time.sleep(0.01)
-        out["wide_csv"] = {
-            "exit": p.returncode,
-            "seconds": round(time.monotonic() - started, 2),
-            "peak_rss_mib": round(wide_peak, 1),
-            "message": p.stderr.read().strip()[:200],
-        }
+        out["wide_csv"] = run_sampled([m, "--data", data, "import", "profiles", wide])
         print(json.dumps(out, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -643,22 +643,27 @@ fn imports_cannot_add_names_past_the_limits() {
         csv.push_str(&format!("u1,2024-01-01T10:00:00Z,e{i}\n"));
     }
     let events = env.write("events.csv", csv.as_bytes());
-    let args = [
+    let args = import_events(&events);
+    let out = env.run(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("more than 10 event names"), "{stderr}");
+    assert_eq!((env.count("events"), env.count("event_names")), (0, 0));
+}
+
+/// `microseg import events FILE` for a `user_id,time,event,...` file.
+fn import_events(file: &str) -> Vec<&str> {
+    vec![
         "import",
         "events",
-        &events,
+        file,
         "--profile",
         "user_id",
         "--time",
         "time",
         "--name",
         "event",
-    ];
-    let out = env.run(&args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("more than 10 event names"), "{stderr}");
-    assert_eq!((env.count("events"), env.count("event_names")), (0, 0));
+    ]
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -807,17 +812,7 @@ fn an_erased_person_is_nowhere_in_the_workspace_files() {
         "e.csv",
         b"user_id,time,event,note\njane.doe@example.com,2024-01-01T10:00:00Z,order_completed,JANE-SECRET-PROPERTY\nbob,2024-01-02T10:00:00Z,order_completed,bob's note\njane.doe@example.com,2024-01-03T10:00:00Z,page_viewed,\njane.doe@example.com,yesterday,page_viewed,rejected with her id\nbob,yesterday,page_viewed,bob rejected\n",
     );
-    let import = [
-        "import",
-        "events",
-        &events,
-        "--profile",
-        "user_id",
-        "--time",
-        "time",
-        "--name",
-        "event",
-    ];
+    let import = import_events(&events);
     env.ok(&import);
     // An anonymous visit of hers, linked through the server, and snapshots built.
     let write = super::server::basic(&env.key("write"));
@@ -1083,17 +1078,7 @@ fn retention_deletes_old_events() {
         at(2)
     );
     let file = env.write("e.csv", csv.as_bytes());
-    env.ok(&[
-        "import",
-        "events",
-        &file,
-        "--profile",
-        "user_id",
-        "--time",
-        "time",
-        "--name",
-        "event",
-    ]);
+    env.ok(&import_events(&file));
     assert!(env
         .ok(&["segment", "size", "did(order_completed)"])
         .starts_with("3 of 3"));
