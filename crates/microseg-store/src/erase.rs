@@ -122,6 +122,10 @@ impl Store {
             "DELETE FROM experiment_members WHERE profile_id IN (SELECT id FROM erasing)",
             [],
         )?;
+        tx.execute(
+            "DELETE FROM outbox WHERE profile_id IN (SELECT id FROM erasing)",
+            [],
+        )?;
         let now = now_ms();
         let version = bump(&tx, Counter::Profiles)?;
         for p in &profiles {

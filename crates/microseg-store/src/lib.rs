@@ -1,6 +1,7 @@
 //! microseg's durable store and its edges to files: the workspace and its config, the
 //! SQLite store (source of truth), and importers for CSV, NDJSON and Parquet.
 
+pub mod campaigns;
 pub mod erase;
 pub mod error;
 mod event_rows;

@@ -34,6 +34,12 @@
 //!                                            (ids are dense) with a random external id,
 //!                                            no traits, identities or events
 //! imports.sha256                          -- the file's content hash (re-imports refused)
+//! (version 9) campaigns(name, version, body, status, created_at, updated_at)
+//!                                         -- campaign files (JSON), status active/paused/archived
+//! campaign_versions(name, version, body, created_at)
+//! outbox(id, idempotency_key UNIQUE, campaign, version, profile_id, channel, variant,
+//!        content, offer, created_at, due_at, status)
+//!                                         -- rendered messages waiting for delivery
 //! ```
 
 use std::collections::HashMap;
@@ -45,7 +51,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::StoreError;
 use crate::workspace::Workspace;
 
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE profiles(
@@ -180,6 +186,39 @@ const MIGRATION_8: &str = r#"
 ALTER TABLE profiles ADD COLUMN erased_at INTEGER;
 ALTER TABLE imports ADD COLUMN sha256 TEXT;
 CREATE INDEX imports_sha256 ON imports(sha256);
+"#;
+
+const MIGRATION_9: &str = r#"
+CREATE TABLE campaigns(
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'active',
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE campaign_versions(
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY(name, version)
+);
+CREATE TABLE outbox(
+    id INTEGER PRIMARY KEY,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    campaign TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    profile_id INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    content TEXT NOT NULL,
+    offer TEXT,
+    created_at INTEGER NOT NULL,
+    due_at INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'queued'
+);
+CREATE INDEX outbox_caps ON outbox(profile_id, channel, created_at);
 "#;
 
 /// The clock in UTC milliseconds, for `created_at` / `updated_at` columns.
@@ -367,6 +406,7 @@ impl Store {
             MIGRATION_6,
             MIGRATION_7,
             MIGRATION_8,
+            MIGRATION_9,
         ];
         let mut version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (to, sql) in (1..).zip(migrations) {

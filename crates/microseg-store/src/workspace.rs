@@ -39,6 +39,28 @@ pub struct Config {
     /// Where webhooks may be delivered.
     #[serde(default)]
     pub webhooks: WebhooksSection,
+    /// Rules every campaign obeys (docs/campaigns.md).
+    #[serde(default)]
+    pub activation: ActivationSection,
+    /// Channel adapters' settings (`[channels.email]`, ...), read by delivery.
+    #[serde(default)]
+    pub channels: BTreeMap<String, toml::Table>,
+}
+
+/// The `[activation]` section, as written; `microseg-activate` reads and checks it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActivationSection {
+    /// Share of all profiles that get no marketing campaign at all.
+    pub global_control: f64,
+    /// Share of sends that get the channel's general message instead.
+    pub exploration: f64,
+    /// Frequency caps: channel (or `all`) → `N/period`, e.g. `2/7d`.
+    pub caps: BTreeMap<String, String>,
+    /// `HH:MM-HH:MM` in the profile's `timezone` trait (UTC without one); empty: none.
+    pub quiet_hours: String,
+    /// The general message per channel: field → template.
+    pub exploration_message: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The `[webhooks]` section.

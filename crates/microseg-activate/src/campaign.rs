@@ -1,0 +1,328 @@
+//! A campaign as its file says it (`../shared/INTERFACES.md`, docs/campaigns.md), and the
+//! checks that refuse a bad one with the field and the reason before anything is saved.
+
+use std::collections::BTreeMap;
+
+use microseg_core::condition::{parse, Condition};
+use serde::{Deserialize, Serialize};
+
+/// Where a campaign's messages go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// E-mail: `subject`, `text`, `html`.
+    Email,
+    /// Text message: `text`.
+    Sms,
+    /// Mobile push: `title`, `body`.
+    Push,
+    /// A website placement: `placement`, `content`.
+    Web,
+    /// An HTTP POST: `body`.
+    Webhook,
+}
+
+impl Channel {
+    /// Every channel.
+    pub const ALL: [Channel; 5] = [
+        Channel::Email,
+        Channel::Sms,
+        Channel::Push,
+        Channel::Web,
+        Channel::Webhook,
+    ];
+
+    /// Its name in files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+            Channel::Push => "push",
+            Channel::Web => "web",
+            Channel::Webhook => "webhook",
+        }
+    }
+
+    /// The channel called `name`.
+    pub fn from_name(name: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The message fields it takes, and which of them are required.
+    pub fn fields(self) -> &'static [(&'static str, bool)] {
+        match self {
+            Channel::Email => &[("subject", true), ("text", false), ("html", false)],
+            Channel::Sms => &[("text", true)],
+            Channel::Push => &[("title", true), ("body", true)],
+            Channel::Web => &[("placement", true), ("content", true)],
+            Channel::Webhook => &[("body", true)],
+        }
+    }
+}
+
+/// Marketing campaigns obey every workspace rule; transactional ones (receipts, password
+/// resets) skip the global control, caps and exploration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Promotional.
+    #[default]
+    Marketing,
+    /// Expected by the person.
+    Transactional,
+}
+
+/// What the message offers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfferKind {
+    /// A price reduction.
+    Discount,
+    /// A cheaper product.
+    Downsell,
+    /// A better product.
+    Upsell,
+    /// Nothing.
+    #[default]
+    None,
+}
+
+/// A campaign's offer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offer {
+    /// Discount, downsell, upsell or none.
+    #[serde(default)]
+    pub kind: OfferKind,
+    /// Its value (a discount's fraction, 0.15 for 15 %).
+    #[serde(default)]
+    pub value: Option<f64>,
+    /// How long it is valid from the send, e.g. `48h`.
+    #[serde(default)]
+    pub valid_for: Option<String>,
+    /// `unique`: a code of its own for every person (derived from the campaign and the
+    /// person, so every run gives the same one); absent: no code.
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+/// One variant of the message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// Its name (unique in the campaign; `exploration` is reserved).
+    pub name: String,
+    /// Its share of the treated audience, relative to the other variants' weights.
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// The channel's message fields, as minijinja templates.
+    pub message: BTreeMap<String, String>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A campaign file. More fields may follow; these keep their meaning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Campaign {
+    /// Its name (letters, digits, `_`, `-`, `.`).
+    pub name: String,
+    /// The target: a saved segment's name, or a condition.
+    pub segment: String,
+    /// Segments (names or conditions) whose members never get it.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Where it goes.
+    pub channel: Channel,
+    /// Marketing or transactional.
+    #[serde(default)]
+    pub kind: Kind,
+    /// When several campaigns want one person on a channel, the highest wins.
+    #[serde(default)]
+    pub priority: i64,
+    /// The share of its audience kept out as its control.
+    #[serde(default)]
+    pub holdout: f64,
+    /// What it offers.
+    #[serde(default)]
+    pub offer: Option<Offer>,
+    /// The message variants.
+    pub variants: Vec<Variant>,
+    /// Fire when a profile enters a segment or an event arrives (issue 21).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<serde_json::Value>,
+    /// Run at a time or every period (issue 21).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<serde_json::Value>,
+    /// What one message costs (for ROI).
+    #[serde(default)]
+    pub cost_per_message: f64,
+}
+
+/// Why a campaign is refused: the field and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct CampaignError {
+    /// Where, e.g. `variants[0].message.subject`.
+    pub field: String,
+    /// What is wrong, e.g. `line 2: unexpected end of input`.
+    pub reason: String,
+}
+
+fn refuse(field: impl Into<String>, reason: impl Into<String>) -> CampaignError {
+    CampaignError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A campaign checked and compiled: its target and exclusions as conditions.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The campaign as written.
+    pub campaign: Campaign,
+    /// The target.
+    pub target: Condition,
+    /// The exclusions.
+    pub exclude: Vec<Condition>,
+}
+
+impl Campaign {
+    /// Reads a campaign file's text (JSON).
+    ///
+    /// # Errors
+    ///
+    /// A [`CampaignError`] naming the line and column of a JSON error.
+    pub fn from_json(text: &str) -> Result<Campaign, CampaignError> {
+        serde_json::from_str(text).map_err(|e| {
+            refuse(
+                format!("line {}, column {}", e.line(), e.column()),
+                e.to_string()
+                    .split(" at line")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+    }
+
+    /// Checks everything that can be checked without data: the name, the target and
+    /// exclusions (saved names in `saved`, or conditions that parse), shares, the
+    /// variants and their fields for the channel, and every template (a parse error
+    /// names the field and the line).
+    ///
+    /// # Errors
+    ///
+    /// The first [`CampaignError`] found.
+    pub fn check(self, saved: &BTreeMap<String, Condition>) -> Result<Checked, CampaignError> {
+        microseg_core::condition::check_segment_name(&self.name).map_err(|e| refuse("name", e))?;
+        let condition = |field: &str, text: &str| -> Result<Condition, CampaignError> {
+            match saved.get(text) {
+                Some(c) => Ok(c.clone()),
+                None => parse(text).map_err(|e| {
+                    refuse(
+                        field,
+                        format!("neither a saved segment nor a condition ({e})"),
+                    )
+                }),
+            }
+        };
+        let target = condition("segment", &self.segment)?;
+        let exclude = self
+            .exclude
+            .iter()
+            .enumerate()
+            .map(|(i, e)| condition(&format!("exclude[{i}]"), e))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !(0.0..1.0).contains(&self.holdout) {
+            return Err(refuse("holdout", "a share from 0 up to (not including) 1"));
+        }
+        if !(self.cost_per_message.is_finite() && self.cost_per_message >= 0.0) {
+            return Err(refuse("cost_per_message", "a number of 0 or more"));
+        }
+        if let Some(offer) = &self.offer {
+            if offer.value.is_some_and(|v| !v.is_finite()) {
+                return Err(refuse("offer.value", "a finite number"));
+            }
+            if let Some(d) = &offer.valid_for {
+                microseg_core::time::parse_duration(d)
+                    .map_err(|e| refuse("offer.valid_for", e.to_string()))?;
+            }
+            if let Some(code) = &offer.code {
+                if code != "unique" {
+                    return Err(refuse("offer.code", "`unique` (or leave it out)"));
+                }
+            }
+        }
+        if self.variants.is_empty() {
+            return Err(refuse("variants", "at least one variant"));
+        }
+        let env = crate::render::environment();
+        for (i, v) in self.variants.iter().enumerate() {
+            let at = format!("variants[{i}]");
+            if v.name.is_empty() || v.name == crate::EXPLORATION {
+                return Err(refuse(
+                    format!("{at}.name"),
+                    "a name, not `exploration` (reserved for the general message)",
+                ));
+            }
+            if self.variants[..i].iter().any(|w| w.name == v.name) {
+                return Err(refuse(format!("{at}.name"), "repeats an earlier variant's"));
+            }
+            if !(v.weight.is_finite() && v.weight > 0.0) {
+                return Err(refuse(format!("{at}.weight"), "a number above 0"));
+            }
+            check_message(&env, self.channel, &v.message, &format!("{at}.message"))?;
+        }
+        Ok(Checked {
+            campaign: self,
+            target,
+            exclude,
+        })
+    }
+}
+
+/// Checks a message's fields for `channel` and compiles each template.
+pub(crate) fn check_message(
+    env: &minijinja::Environment<'_>,
+    channel: Channel,
+    message: &BTreeMap<String, String>,
+    at: &str,
+) -> Result<(), CampaignError> {
+    let fields = channel.fields();
+    if let Some(unknown) = message.keys().find(|k| !fields.iter().any(|(f, _)| f == k)) {
+        let known: Vec<&str> = fields.iter().map(|(f, _)| *f).collect();
+        return Err(refuse(
+            format!("{at}.{unknown}"),
+            format!("not a {} field (use {})", channel.name(), known.join(", ")),
+        ));
+    }
+    for (field, required) in fields {
+        if *required && !message.contains_key(*field) {
+            return Err(refuse(
+                format!("{at}.{field}"),
+                format!("missing (a {} message needs it)", channel.name()),
+            ));
+        }
+    }
+    if channel == Channel::Email && !message.contains_key("text") && !message.contains_key("html") {
+        return Err(refuse(
+            format!("{at}.text"),
+            "an e-mail needs `text` or `html`",
+        ));
+    }
+    for (field, source) in message {
+        env.template_from_str(source).map_err(|e| {
+            refuse(
+                format!("{at}.{field}"),
+                match e.line() {
+                    Some(line) => format!("line {line}: {}", e.detail().unwrap_or("bad template")),
+                    None => e.to_string(),
+                },
+            )
+        })?;
+    }
+    Ok(())
+}

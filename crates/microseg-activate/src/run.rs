@@ -1,0 +1,369 @@
+//! A campaign run: the audience, the rules in their order, the messages rendered and
+//! queued. The order (docs/campaigns.md):
+//!
+//! 1. **targeted**: the live members of the target segment as of the run;
+//! 2. **excluded**: members of an exclusion segment;
+//! 3. **global_control**: the workspace's global control (marketing only);
+//! 4. **holdout**: the campaign's own control, never contacted by it;
+//! 5. **no_consent**: without the boolean trait `consent_<channel>` set to true;
+//! 6. **capped**: a frequency cap of the channel or across channels would be passed,
+//!    counting what the outbox holds (marketing only);
+//! 7. the rest get a message: **exploration** of them the channel's general message
+//!    (marketing only), the others their variant; a message that cannot be rendered for a
+//!    person (a variable they lack) is counted in **render_failed**, never sent;
+//! 8. **queued**: written to the outbox with an idempotency key of (campaign, person,
+//!    send slot); a key already there is not queued again (**already_queued**).
+
+use std::collections::BTreeMap;
+
+use microseg_core::{ProfileId, Timestamp, Value};
+use microseg_store::campaigns::{OutboxMessage, OutboxQuery, StoredCampaign};
+use microseg_store::{Store, StoreError, Tables, Workspace};
+use serde::Serialize;
+use serde_json::{json, Map, Value as Json};
+use sha2::{Digest, Sha256};
+
+use crate::{assign, render, Campaign, CampaignError, Checked, Kind, Settings, EXPLORATION};
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The campaign or the settings are refused.
+    #[error(transparent)]
+    Campaign(#[from] CampaignError),
+    /// The store failed, or a segment cannot be evaluated.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The campaign is paused or archived.
+    #[error("campaign '{0}' is {1}: resume it first")]
+    NotActive(String, String),
+}
+
+/// What a run did, in profiles (the pinned fields of `campaign run --json`, then more).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunCounts {
+    /// Live members of the target segment.
+    pub targeted: u64,
+    /// In the workspace's global control.
+    pub global_control: u64,
+    /// In the campaign's holdout.
+    pub holdout: u64,
+    /// Given the general message instead of a variant (counted in `queued` too).
+    pub exploration: u64,
+    /// In an exclusion segment.
+    pub excluded: u64,
+    /// Without consent for the channel.
+    pub no_consent: u64,
+    /// Over a frequency cap.
+    pub capped: u64,
+    /// Messages queued (a dry run: that would be queued).
+    pub queued: u64,
+    /// Messages a template could not be rendered for (a variable the person lacks).
+    pub render_failed: u64,
+    /// Messages whose idempotency key was already in the outbox (an earlier run).
+    pub already_queued: u64,
+}
+
+/// One message as `--out` writes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunMessage {
+    /// The person's external id.
+    pub profile: String,
+    /// The campaign.
+    pub campaign: String,
+    /// The variant, or `exploration`.
+    pub variant: String,
+    /// The channel.
+    pub channel: String,
+    /// The rendered fields.
+    pub content: BTreeMap<String, String>,
+    /// The offer as the person gets it (`kind`, `value`, `code`, `valid_until`).
+    pub offer: Option<Json>,
+    /// Campaign, person and send slot.
+    pub idempotency_key: String,
+    #[serde(skip)]
+    profile_id: ProfileId,
+}
+
+/// A run's counts and messages.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The counts.
+    pub counts: RunCounts,
+    /// The messages queued (or, dry, that would be).
+    pub messages: Vec<RunMessage>,
+    /// The reasons of render failures, by field and reason (no personal values).
+    pub render_errors: BTreeMap<String, u64>,
+}
+
+/// Runs the stored campaign `stored` as of `as_of`; `dry_run` queues nothing.
+///
+/// # Errors
+///
+/// [`RunError`]: a refused campaign or setting, a store failure, a paused campaign.
+pub fn run(
+    ws: &Workspace,
+    store: &mut Store,
+    stored: &StoredCampaign,
+    as_of: Timestamp,
+    dry_run: bool,
+) -> Result<RunOutcome, RunError> {
+    if stored.status != "active" {
+        return Err(RunError::NotActive(
+            stored.name.clone(),
+            stored.status.clone(),
+        ));
+    }
+    let settings = Settings::from_config(&ws.config.activation)?;
+    let saved = store.segment_conditions()?;
+    let checked = Campaign::from_json(&stored.body)?.check(&saved)?;
+    let marketing = checked.campaign.kind == Kind::Marketing;
+    let channel = checked.campaign.channel;
+    if marketing
+        && settings.exploration > 0.0
+        && !settings.exploration_message.contains_key(&channel)
+    {
+        return Err(CampaignError {
+            field: format!("activation.exploration_message.{}", channel.name()),
+            reason: "missing: the exploration share needs the channel's general message".into(),
+        }
+        .into());
+    }
+    let mut tables = Tables::open(ws, store, as_of)?;
+    tables.need_all_traits()?;
+    let target = tables.evaluate(&checked.target)?;
+    let mut excluded = roaring::RoaringBitmap::new();
+    for e in &checked.exclude {
+        excluded |= tables.evaluate(e)?;
+    }
+    tables.metrics()?;
+    let plan = plan(
+        &tables, &checked, &settings, &target, &excluded, stored, as_of,
+    );
+    let (mut counts, candidates, render_errors) = plan?;
+    let store_ref: &Store = store;
+    let mut within_run: BTreeMap<ProfileId, u64> = BTreeMap::new();
+    let mut admit = |q: &OutboxQuery<'_>, m: &RunMessage| -> Result<bool, StoreError> {
+        if q.has_key(&m.idempotency_key)? {
+            counts.already_queued += 1;
+            return Ok(false);
+        }
+        if marketing
+            && capped(
+                q,
+                &settings,
+                checked.campaign.channel.name(),
+                m.profile_id,
+                as_of,
+            )?
+        {
+            counts.capped += 1;
+            return Ok(false);
+        }
+        *within_run.entry(m.profile_id).or_default() += 1;
+        if m.variant == EXPLORATION {
+            counts.exploration += 1;
+        }
+        Ok(true)
+    };
+    let messages = if dry_run {
+        let q = store_ref.outbox();
+        let mut kept = Vec::new();
+        for m in candidates {
+            if admit(&q, &m)? {
+                kept.push(m);
+            }
+        }
+        kept
+    } else {
+        let mut kept = Vec::new();
+        let mut to_queue = Vec::new();
+        for m in &candidates {
+            to_queue.push(outbox_message(m, stored.version));
+        }
+        let by_key: BTreeMap<&str, &RunMessage> = candidates
+            .iter()
+            .map(|m| (m.idempotency_key.as_str(), m))
+            .collect();
+        let mut accepted = Vec::new();
+        store.queue_messages(to_queue, |q, om| {
+            let m = by_key[om.idempotency_key.as_str()];
+            let ok = admit(q, m)?;
+            if ok {
+                accepted.push(om.idempotency_key.clone());
+            }
+            Ok(ok)
+        })?;
+        for key in accepted {
+            kept.push(by_key[key.as_str()].clone());
+        }
+        kept
+    };
+    counts.queued = messages.len() as u64;
+    Ok(RunOutcome {
+        counts,
+        messages,
+        render_errors,
+    })
+}
+
+type Planned = (RunCounts, Vec<RunMessage>, BTreeMap<String, u64>);
+
+/// Steps 1 to 5 and 7 (all but the caps, which need the outbox at queueing time).
+fn plan(
+    tables: &Tables<'_>,
+    checked: &Checked,
+    settings: &Settings,
+    target: &roaring::RoaringBitmap,
+    excluded: &roaring::RoaringBitmap,
+    stored: &StoredCampaign,
+    as_of: Timestamp,
+) -> Result<Planned, RunError> {
+    let c = &checked.campaign;
+    let marketing = c.kind == Kind::Marketing;
+    let profiles = tables.profiles();
+    let consent = profiles
+        .columns
+        .get(&format!("consent_{}", c.channel.name()));
+    let env = render::environment();
+    let weights: Vec<f64> = c.variants.iter().map(|v| v.weight).collect();
+    let mut counts = RunCounts {
+        targeted: target.len(),
+        ..RunCounts::default()
+    };
+    let mut messages = Vec::new();
+    let mut render_errors: BTreeMap<String, u64> = BTreeMap::new();
+    let metrics = tables.dataset().metrics;
+    for p in target {
+        let id = tables.external_id(p);
+        if excluded.contains(p) {
+            counts.excluded += 1;
+            continue;
+        }
+        if marketing && assign::in_global_control(id, settings.global_control) {
+            counts.global_control += 1;
+            continue;
+        }
+        if assign::in_holdout(&c.name, id, c.holdout) {
+            counts.holdout += 1;
+            continue;
+        }
+        if !consent.is_some_and(|col| col.get(p) == Some(Value::Bool(true))) {
+            counts.no_consent += 1;
+            continue;
+        }
+        let (variant, message) =
+            if marketing && assign::in_exploration(&c.name, id, settings.exploration) {
+                (
+                    EXPLORATION.to_string(),
+                    &settings.exploration_message[&c.channel],
+                )
+            } else {
+                let v = &c.variants[assign::variant(&c.name, id, &weights)];
+                (v.name.clone(), &v.message)
+            };
+        let offer = offer_for(c, id, as_of);
+        let mut context = Map::new();
+        for (name, column) in &profiles.columns {
+            if let Some(v) = column.get(p) {
+                context.insert(name.clone(), v.to_json());
+            }
+        }
+        if let Some(m) = metrics {
+            for name in microseg_engine::METRIC_NAMES {
+                if let Some(v) = m.value(name, p) {
+                    context.entry(name.to_string()).or_insert(v.to_json());
+                }
+            }
+        }
+        context.insert("id".into(), json!(id));
+        context.insert("campaign".into(), json!({"name": c.name}));
+        context.insert("offer".into(), offer.clone().unwrap_or(Json::Null));
+        let content = match render::render(&env, message, &Json::Object(context)) {
+            Ok(content) => content,
+            Err(e) => {
+                counts.render_failed += 1;
+                *render_errors.entry(e.to_string()).or_default() += 1;
+                continue;
+            }
+        };
+        messages.push(RunMessage {
+            profile: id.to_string(),
+            campaign: c.name.clone(),
+            variant,
+            channel: c.channel.name().to_string(),
+            content,
+            offer,
+            idempotency_key: idempotency_key(&c.name, id, &format!("run-v{}", stored.version)),
+            profile_id: p,
+        });
+    }
+    Ok((counts, messages, render_errors))
+}
+
+/// Whether one more message to `profile` on `channel` would pass a cap, counting what the
+/// outbox holds from the cap's period before `as_of`.
+fn capped(
+    q: &OutboxQuery<'_>,
+    settings: &Settings,
+    channel: &str,
+    profile: ProfileId,
+    as_of: Timestamp,
+) -> Result<bool, StoreError> {
+    let over = |cap: crate::Cap, on: Option<&str>| -> Result<bool, StoreError> {
+        Ok(q.count_since(profile, on, as_of.0 - cap.period_ms)? >= cap.count)
+    };
+    if let Some(cap) = crate::Channel::from_name(channel).and_then(|c| settings.caps.get(&c)) {
+        if over(*cap, Some(channel))? {
+            return Ok(true);
+        }
+    }
+    match settings.cap_all {
+        Some(cap) => over(cap, None),
+        None => Ok(false),
+    }
+}
+
+/// The offer as one person gets it.
+fn offer_for(c: &Campaign, id: &str, as_of: Timestamp) -> Option<Json> {
+    let offer = c.offer.as_ref()?;
+    let valid_until = offer
+        .valid_for
+        .as_deref()
+        .and_then(|d| microseg_core::time::parse_duration(d).ok())
+        .map(|ms| Timestamp(as_of.0 + ms).to_string());
+    Some(json!({
+        "kind": offer.kind,
+        "value": offer.value,
+        "code": offer.code.as_ref().map(|_| assign::offer_code(&c.name, id)),
+        "valid_until": valid_until,
+    }))
+}
+
+/// The idempotency key of a message: campaign, person and send slot, hashed (no personal
+/// data in it).
+pub fn idempotency_key(campaign: &str, id: &str, slot: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(campaign.as_bytes())
+        .chain_update([0x1f])
+        .chain_update(id.as_bytes())
+        .chain_update([0x1f])
+        .chain_update(slot.as_bytes())
+        .finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{campaign}.{hex}")
+}
+
+fn outbox_message(m: &RunMessage, version: i64) -> OutboxMessage {
+    OutboxMessage {
+        idempotency_key: m.idempotency_key.clone(),
+        campaign: m.campaign.clone(),
+        version,
+        profile_id: m.profile_id,
+        channel: m.channel.clone(),
+        variant: m.variant.clone(),
+        content: serde_json::to_string(&m.content).unwrap_or_default(),
+        offer: m.offer.as_ref().map(Json::to_string),
+        due_at: 0,
+    }
+}

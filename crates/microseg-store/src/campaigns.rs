@@ -1,0 +1,223 @@
+//! Campaign files (stored as their JSON, versioned, with a status) and the outbox of
+//! rendered messages. What a campaign means is `microseg-activate`'s; the store keeps the
+//! text and the rows.
+
+use rusqlite::{params, OptionalExtension as _};
+
+use crate::error::StoreError;
+use crate::store::{now_ms, Store};
+
+/// A stored campaign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCampaign {
+    /// Its name.
+    pub name: String,
+    /// Its version, from 1.
+    pub version: i64,
+    /// The campaign file, as JSON.
+    pub body: String,
+    /// `active`, `paused` or `archived`.
+    pub status: String,
+    /// When the current version was saved (UTC ms).
+    pub updated_at: i64,
+}
+
+/// A message for the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    /// Unique per campaign, person and send slot: queueing it again does nothing.
+    pub idempotency_key: String,
+    /// The campaign.
+    pub campaign: String,
+    /// Its version.
+    pub version: i64,
+    /// The person (dense id).
+    pub profile_id: u32,
+    /// The channel's name.
+    pub channel: String,
+    /// The variant's name (`exploration` for the general message).
+    pub variant: String,
+    /// The rendered fields, as a JSON object.
+    pub content: String,
+    /// The offer, as JSON.
+    pub offer: Option<String>,
+    /// When it may be sent (UTC ms): now, or the end of the person's quiet hours.
+    pub due_at: i64,
+}
+
+impl Store {
+    /// Saves a campaign: version 1 when new; with `replace`, the next version of an
+    /// existing one (its status kept). Returns the version.
+    pub fn save_campaign(
+        &mut self,
+        name: &str,
+        body: &str,
+        replace: bool,
+    ) -> Result<i64, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM campaigns WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let version = match (current, replace) {
+            (Some(_), false) => {
+                return Err(StoreError::Refused(format!(
+                    "campaign '{name}' already exists (edit it to save a new version)"
+                )))
+            }
+            (None, true) => return Err(StoreError::NotFound(format!("no campaign '{name}'"))),
+            (Some(v), true) => v + 1,
+            (None, false) => 1,
+        };
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO campaigns(name, version, body, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT(name) DO UPDATE SET version = ?2, body = ?3, updated_at = ?4",
+            params![name, version, body, now],
+        )?;
+        tx.execute(
+            "INSERT INTO campaign_versions(name, version, body, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![name, version, body, now],
+        )?;
+        tx.commit()?;
+        Ok(version)
+    }
+
+    /// Every campaign, by name.
+    pub fn campaigns(&self) -> Result<Vec<StoredCampaign>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, version, body, status, updated_at FROM campaigns ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredCampaign {
+                name: r.get(0)?,
+                version: r.get(1)?,
+                body: r.get(2)?,
+                status: r.get(3)?,
+                updated_at: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One campaign.
+    pub fn campaign(&self, name: &str) -> Result<StoredCampaign, StoreError> {
+        self.campaigns()?
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "no campaign '{name}' (see `microseg campaign list`)"
+                ))
+            })
+    }
+
+    /// Sets a campaign's status (`active`, `paused`, `archived`).
+    pub fn set_campaign_status(&mut self, name: &str, status: &str) -> Result<(), StoreError> {
+        let changed = self.conn.execute(
+            "UPDATE campaigns SET status = ?2, updated_at = ?3 WHERE name = ?1",
+            params![name, status, now_ms()],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("no campaign '{name}'")));
+        }
+        Ok(())
+    }
+
+    /// Queues `messages` in one transaction, skipping any whose idempotency key is
+    /// already there; `admit` is called for each inside it, before its insert, and the
+    /// message is queued only when it says so (the caller counts caps against what the
+    /// outbox holds at that moment: two runs at once are serialised by the transaction).
+    /// Returns how many were queued.
+    pub fn queue_messages(
+        &mut self,
+        messages: impl IntoIterator<Item = OutboxMessage>,
+        mut admit: impl FnMut(&OutboxQuery<'_>, &OutboxMessage) -> Result<bool, StoreError>,
+    ) -> Result<u64, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        let mut queued = 0;
+        {
+            let query = OutboxQuery { conn: &tx };
+            let mut insert = tx.prepare(
+                "INSERT OR IGNORE INTO outbox(idempotency_key, campaign, version, profile_id,
+                     channel, variant, content, offer, created_at, due_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for m in messages {
+                if !admit(&query, &m)? {
+                    continue;
+                }
+                queued += insert.execute(params![
+                    m.idempotency_key,
+                    m.campaign,
+                    m.version,
+                    m.profile_id,
+                    m.channel,
+                    m.variant,
+                    m.content,
+                    m.offer,
+                    now,
+                    m.due_at
+                ])? as u64;
+            }
+        }
+        tx.commit()?;
+        Ok(queued)
+    }
+
+    /// Reads of the outbox outside a queueing transaction (dry runs, decisions).
+    pub fn outbox(&self) -> OutboxQuery<'_> {
+        OutboxQuery { conn: &self.conn }
+    }
+}
+
+/// Reads of the outbox (inside a queueing transaction, or not).
+pub struct OutboxQuery<'c> {
+    conn: &'c rusqlite::Connection,
+}
+
+impl OutboxQuery<'_> {
+    /// Messages for `profile_id` created at or after `since` (UTC ms), on `channel` or
+    /// (`None`) on every channel.
+    pub fn count_since(
+        &self,
+        profile_id: u32,
+        channel: Option<&str>,
+        since: i64,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = match channel {
+            Some(c) => self.conn.query_row(
+                "SELECT count(*) FROM outbox WHERE profile_id = ?1 AND channel = ?2 AND created_at >= ?3",
+                params![profile_id, c, since],
+                |r| r.get(0),
+            )?,
+            None => self.conn.query_row(
+                "SELECT count(*) FROM outbox WHERE profile_id = ?1 AND created_at >= ?2",
+                params![profile_id, since],
+                |r| r.get(0),
+            )?,
+        };
+        Ok(n as u64)
+    }
+
+    /// Whether a message with this key is in the outbox.
+    pub fn has_key(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM outbox WHERE idempotency_key = ?1",
+                [key],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+}
