@@ -1,6 +1,7 @@
 //! Every `microseg` command: one clap enum, one dispatch match, a module per command.
 
 mod bench;
+mod campaign;
 mod cluster;
 mod clv;
 mod correlate;
@@ -71,6 +72,8 @@ enum Command {
     Serve(serve::ServeArgs),
     #[command(subcommand)]
     Key(serve::KeyCommand),
+    #[command(subcommand)]
+    Campaign(campaign::CampaignCommand),
 }
 
 /// Runs the command.
@@ -93,6 +96,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Serve(args) => serve::run(&ctx, args),
         Command::Key(cmd) => serve::run_key(&ctx, cmd),
+        Command::Campaign(cmd) => campaign::run_command(&ctx, cmd),
     }
 }
 

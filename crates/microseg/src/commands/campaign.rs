@@ -1,0 +1,221 @@
+//! `microseg campaign ...`: campaigns from their files, and their runs.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Subcommand};
+use microseg_activate::run::RunError;
+use microseg_activate::{run, Campaign};
+
+use super::{as_of, print_json, Context};
+use crate::failure::bad_input;
+use crate::output::{print_table, thousands, writer};
+
+/// Campaigns: who gets which message on which channel (docs/campaigns.md).
+#[derive(Debug, Subcommand)]
+pub enum CampaignCommand {
+    /// Save a campaign from its file (JSON), checked first: a bad field or template is
+    /// refused with the field and the reason.
+    Create(FileArgs),
+    /// Save a new version of a campaign from its file.
+    Edit(FileArgs),
+    /// Every campaign with its channel, priority and status.
+    List(JsonArg),
+    /// One campaign: its file as saved, version and status.
+    Show(NameArgs),
+    /// Stop a campaign from running (its file is kept).
+    Pause(NameArgs),
+    /// Let a paused campaign run again.
+    Resume(NameArgs),
+    /// Retire a campaign for good (kept for its results).
+    Archive(NameArgs),
+    /// Compute the audience, apply the workspace's rules, render every message and queue
+    /// it in the outbox (or, with --dry-run, only count).
+    Run(RunArgs),
+}
+
+/// A campaign file.
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    /// The campaign file (JSON).
+    #[arg(long)]
+    file: PathBuf,
+    /// Print the result as JSON: `{"name", "version"}`.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `--json` alone.
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A campaign's name.
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The campaign.
+    name: String,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `campaign run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The campaign.
+    name: String,
+    /// Count and render, queue nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Write one NDJSON line per message (queued, or that would be).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// The audience as of this instant (default now).
+    #[arg(long, value_name = "T")]
+    as_of: Option<String>,
+    /// Print the counts as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_command(ctx: &Context, cmd: CampaignCommand) -> Result<()> {
+    let (ws, mut store) = ctx.open()?;
+    match cmd {
+        CampaignCommand::Create(args) => save(&mut store, args, false),
+        CampaignCommand::Edit(args) => save(&mut store, args, true),
+        CampaignCommand::List(args) => {
+            let campaigns = store.campaigns()?;
+            let rows: Vec<(serde_json::Value, Vec<String>)> = campaigns
+                .iter()
+                .map(|c| {
+                    let parsed = Campaign::from_json(&c.body).ok();
+                    let channel = parsed.as_ref().map_or("?", |p| p.channel.name());
+                    let priority = parsed.as_ref().map_or(0, |p| p.priority);
+                    let segment = parsed.as_ref().map_or(String::new(), |p| p.segment.clone());
+                    (
+                        serde_json::json!({"name": c.name, "version": c.version, "status": c.status,
+                            "channel": channel, "priority": priority, "segment": segment}),
+                        vec![
+                            c.name.clone(),
+                            channel.to_string(),
+                            priority.to_string(),
+                            c.status.clone(),
+                            c.version.to_string(),
+                            segment,
+                        ],
+                    )
+                })
+                .collect();
+            if args.json {
+                let list: Vec<_> = rows.into_iter().map(|(j, _)| j).collect();
+                return print_json(&serde_json::json!({ "campaigns": list }));
+            }
+            if rows.is_empty() {
+                println!("no campaigns yet (create one with `microseg campaign create --file F`)");
+                return Ok(());
+            }
+            let table: Vec<Vec<String>> = rows.into_iter().map(|(_, r)| r).collect();
+            print_table(
+                &[
+                    "name", "channel", "priority", "status", "version", "segment",
+                ],
+                &table,
+            );
+            Ok(())
+        }
+        CampaignCommand::Show(args) => {
+            let c = store.campaign(&args.name)?;
+            let body: serde_json::Value = serde_json::from_str(&c.body)?;
+            if args.json {
+                return print_json(&serde_json::json!({"name": c.name, "version": c.version,
+                    "status": c.status, "campaign": body}));
+            }
+            println!("campaign {} (version {}, {})", c.name, c.version, c.status);
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            Ok(())
+        }
+        CampaignCommand::Pause(args) => status(&mut store, args, "paused"),
+        CampaignCommand::Resume(args) => status(&mut store, args, "active"),
+        CampaignCommand::Archive(args) => status(&mut store, args, "archived"),
+        CampaignCommand::Run(args) => {
+            let stored = store.campaign(&args.name)?;
+            let at = as_of(args.as_of.as_deref())?;
+            let outcome = run(&ws, &mut store, &stored, at, args.dry_run).map_err(|e| match e {
+                RunError::Store(e) => anyhow::Error::from(e),
+                other => bad_input(other.to_string()),
+            })?;
+            if let Some(path) = &args.out {
+                let mut w = writer(Some(path))?;
+                for m in &outcome.messages {
+                    serde_json::to_writer(&mut w, m)?;
+                    w.write_all(b"\n")?;
+                }
+                w.flush()?;
+            }
+            for (why, n) in &outcome.render_errors {
+                eprintln!("not rendered for {n} people: {why}");
+            }
+            if args.json {
+                return print_json(&outcome.counts);
+            }
+            let c = &outcome.counts;
+            let verb = if args.dry_run {
+                "would queue"
+            } else {
+                "queued"
+            };
+            println!(
+                "campaign {} as of {at}: {} targeted; {} {verb}",
+                stored.name,
+                thousands(c.targeted),
+                thousands(c.queued)
+            );
+            let rows: Vec<Vec<String>> = [
+                ("excluded", c.excluded),
+                ("global control", c.global_control),
+                ("holdout", c.holdout),
+                ("no consent", c.no_consent),
+                ("capped", c.capped),
+                ("not rendered", c.render_failed),
+                ("queued before", c.already_queued),
+                ("exploration (in queued)", c.exploration),
+            ]
+            .into_iter()
+            .map(|(k, v)| vec![k.to_string(), thousands(v)])
+            .collect();
+            print_table(&["left out / note", "profiles"], &rows);
+            Ok(())
+        }
+    }
+}
+
+fn save(store: &mut microseg_store::Store, args: FileArgs, replace: bool) -> Result<()> {
+    let text =
+        std::fs::read_to_string(&args.file).with_context(|| args.file.display().to_string())?;
+    let saved = store.segment_conditions()?;
+    let checked = Campaign::from_json(&text)
+        .and_then(|c| c.check(&saved))
+        .map_err(|e| bad_input(format!("{}: {e}", args.file.display())))?;
+    let name = checked.campaign.name.clone();
+    let body = serde_json::to_string(&checked.campaign)?;
+    let version = store.save_campaign(&name, &body, replace)?;
+    if args.json {
+        return print_json(&serde_json::json!({"name": name, "version": version}));
+    }
+    println!("saved campaign {name} (version {version})");
+    Ok(())
+}
+
+fn status(store: &mut microseg_store::Store, args: NameArgs, to: &str) -> Result<()> {
+    store.set_campaign_status(&args.name, to)?;
+    if args.json {
+        return print_json(&serde_json::json!({"name": args.name, "status": to}));
+    }
+    println!("campaign {} is {to}", args.name);
+    Ok(())
+}
