@@ -1313,6 +1313,9 @@ mod server;
 #[path = "cli/hostile.rs"]
 mod hostile;
 
+#[path = "cli/campaigns.rs"]
+mod campaigns;
+
 /// One exit code per kind of failure (docs/cli.md): 2 usage, 3 bad input, 4 not found,
 /// 5 store or I/O, each with one line on stderr.
 #[test]
