@@ -26,37 +26,76 @@ pub struct RenderError {
     pub reason: String,
 }
 
-/// Renders every field of `message` with `context`.
+/// A message's fields compiled once, rendered for many people.
+pub struct Compiled<'env, 'source> {
+    fields: Vec<(String, minijinja::Template<'env, 'source>)>,
+}
+
+/// Compiles every field of `message` (checked at create; an error here names the field).
 ///
 /// # Errors
 ///
-/// The first field that fails, with the reason (for a missing variable:
-/// `undefined value`, with the line).
+/// The first field that does not parse.
+pub fn compile<'env, 'source>(
+    env: &'env Environment<'source>,
+    message: &'source BTreeMap<String, String>,
+) -> Result<Compiled<'env, 'source>, RenderError> {
+    let fields = message
+        .iter()
+        .map(|(field, source)| {
+            env.template_from_str(source)
+                .map(|t| (field.clone(), t))
+                .map_err(|e| error(field, &e))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Compiled { fields })
+}
+
+fn error(field: &str, e: &minijinja::Error) -> RenderError {
+    RenderError {
+        field: field.to_string(),
+        reason: match e.line() {
+            Some(line) => format!(
+                "line {line}: {}",
+                e.detail()
+                    .map_or_else(|| e.kind().to_string(), str::to_string)
+            ),
+            None => e.to_string(),
+        },
+    }
+}
+
+impl Compiled<'_, '_> {
+    /// Renders every field with `context`.
+    ///
+    /// # Errors
+    ///
+    /// The first field that fails, with the reason (for a missing variable:
+    /// `undefined value`, with the line).
+    pub fn render(&self, context: &Json) -> Result<BTreeMap<String, String>, RenderError> {
+        let ctx = minijinja::Value::from_serialize(context);
+        self.fields
+            .iter()
+            .map(|(field, t)| {
+                t.render(ctx.clone())
+                    .map(|out| (field.clone(), out))
+                    .map_err(|e| error(field, &e))
+            })
+            .collect()
+    }
+}
+
+/// Renders every field of `message` with `context` (compiling it first; for one message).
+///
+/// # Errors
+///
+/// As [`Compiled::render`], or a field that does not parse.
 pub fn render(
     env: &Environment<'_>,
     message: &BTreeMap<String, String>,
     context: &Json,
 ) -> Result<BTreeMap<String, String>, RenderError> {
-    let ctx = minijinja::Value::from_serialize(context);
-    message
-        .iter()
-        .map(|(field, source)| {
-            let out = env
-                .render_str(source, ctx.clone())
-                .map_err(|e| RenderError {
-                    field: field.clone(),
-                    reason: match e.line() {
-                        Some(line) => format!(
-                            "line {line}: {}",
-                            e.detail()
-                                .map_or_else(|| e.kind().to_string(), str::to_string)
-                        ),
-                        None => e.to_string(),
-                    },
-                })?;
-            Ok((field.clone(), out))
-        })
-        .collect()
+    compile(env, message)?.render(context)
 }
 
 #[cfg(test)]

@@ -226,6 +226,21 @@ fn plan(
         .columns
         .get(&format!("consent_{}", c.channel.name()));
     let env = render::environment();
+    let compile = |m| {
+        render::compile(&env, m).map_err(|e| CampaignError {
+            field: e.field,
+            reason: e.reason,
+        })
+    };
+    let variants = c
+        .variants
+        .iter()
+        .map(|v| compile(&v.message))
+        .collect::<Result<Vec<_>, _>>()?;
+    let general = match settings.exploration_message.get(&c.channel) {
+        Some(m) => Some(compile(m)?),
+        None => None,
+    };
     let weights: Vec<f64> = c.variants.iter().map(|v| v.weight).collect();
     let mut counts = RunCounts {
         targeted: target.len(),
@@ -252,16 +267,14 @@ fn plan(
             counts.no_consent += 1;
             continue;
         }
-        let (variant, message) =
-            if marketing && assign::in_exploration(&c.name, id, settings.exploration) {
-                (
-                    EXPLORATION.to_string(),
-                    &settings.exploration_message[&c.channel],
-                )
-            } else {
-                let v = &c.variants[assign::variant(&c.name, id, &weights)];
-                (v.name.clone(), &v.message)
-            };
+        let explore = marketing && assign::in_exploration(&c.name, id, settings.exploration);
+        let (variant, message) = match (&general, explore) {
+            (Some(general), true) => (EXPLORATION.to_string(), general),
+            _ => {
+                let i = assign::variant(&c.name, id, &weights);
+                (c.variants[i].name.clone(), &variants[i])
+            }
+        };
         let offer = offer_for(c, id, as_of);
         let mut context = Map::new();
         for (name, column) in &profiles.columns {
@@ -279,7 +292,7 @@ fn plan(
         context.insert("id".into(), json!(id));
         context.insert("campaign".into(), json!({"name": c.name}));
         context.insert("offer".into(), offer.clone().unwrap_or(Json::Null));
-        let content = match render::render(&env, message, &Json::Object(context)) {
+        let content = match message.render(&Json::Object(context)) {
             Ok(content) => content,
             Err(e) => {
                 counts.render_failed += 1;
