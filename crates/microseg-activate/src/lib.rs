@@ -5,12 +5,14 @@
 
 pub mod assign;
 pub mod campaign;
+pub mod decide;
 pub mod render;
 pub mod run;
 
 use std::collections::BTreeMap;
 
 pub use campaign::{Campaign, CampaignError, Channel, Checked, Kind};
+pub use decide::{decide, Decision, Slot};
 pub use run::{run, RunCounts, RunMessage, RunOutcome};
 
 use microseg_store::workspace::ActivationSection;

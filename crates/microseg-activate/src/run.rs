@@ -276,23 +276,8 @@ fn plan(
             }
         };
         let offer = offer_for(c, id, as_of);
-        let mut context = Map::new();
-        for (name, column) in &profiles.columns {
-            if let Some(v) = column.get(p) {
-                context.insert(name.clone(), v.to_json());
-            }
-        }
-        if let Some(m) = metrics {
-            for name in microseg_engine::METRIC_NAMES {
-                if let Some(v) = m.value(name, p) {
-                    context.entry(name.to_string()).or_insert(v.to_json());
-                }
-            }
-        }
-        context.insert("id".into(), json!(id));
-        context.insert("campaign".into(), json!({"name": c.name}));
-        context.insert("offer".into(), offer.clone().unwrap_or(Json::Null));
-        let content = match message.render(&Json::Object(context)) {
+        let context = context(profiles, metrics, p, id, &c.name, offer.as_ref());
+        let content = match message.render(&context) {
             Ok(content) => content,
             Err(e) => {
                 counts.render_failed += 1;
@@ -314,9 +299,38 @@ fn plan(
     Ok((counts, messages, render_errors))
 }
 
+/// What a template sees for person `p`: their traits, then the metrics not named like a
+/// trait, `id`, `campaign.name` and `offer`.
+pub(crate) fn context(
+    profiles: &microseg_engine::ProfileTable,
+    metrics: Option<&microseg_engine::Metrics>,
+    p: ProfileId,
+    id: &str,
+    campaign: &str,
+    offer: Option<&Json>,
+) -> Json {
+    let mut context = Map::new();
+    for (name, column) in &profiles.columns {
+        if let Some(v) = column.get(p) {
+            context.insert(name.clone(), v.to_json());
+        }
+    }
+    if let Some(m) = metrics {
+        for name in microseg_engine::METRIC_NAMES {
+            if let Some(v) = m.value(name, p) {
+                context.entry(name.to_string()).or_insert(v.to_json());
+            }
+        }
+    }
+    context.insert("id".into(), json!(id));
+    context.insert("campaign".into(), json!({ "name": campaign }));
+    context.insert("offer".into(), offer.cloned().unwrap_or(Json::Null));
+    Json::Object(context)
+}
+
 /// Whether one more message to `profile` on `channel` would pass a cap, counting what the
 /// outbox holds from the cap's period before `as_of`.
-fn capped(
+pub(crate) fn capped(
     q: &OutboxQuery<'_>,
     settings: &Settings,
     channel: &str,
@@ -338,7 +352,7 @@ fn capped(
 }
 
 /// The offer as one person gets it.
-fn offer_for(c: &Campaign, id: &str, as_of: Timestamp) -> Option<Json> {
+pub(crate) fn offer_for(c: &Campaign, id: &str, as_of: Timestamp) -> Option<Json> {
     let offer = c.offer.as_ref()?;
     let valid_until = offer
         .valid_for

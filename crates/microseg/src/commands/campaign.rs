@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 use microseg_activate::run::RunError;
-use microseg_activate::{run, Campaign};
+use microseg_activate::{run, Campaign, Channel, Slot};
 
 use super::{as_of, print_json, Context};
 use crate::failure::bad_input;
@@ -217,5 +217,78 @@ fn status(store: &mut microseg_store::Store, args: NameArgs, to: &str) -> Result
         return print_json(&serde_json::json!({"name": args.name, "status": to}));
     }
     println!("campaign {} is {to}", args.name);
+    Ok(())
+}
+
+/// What a person gets now on a channel or a website placement, and why every other
+/// campaign lost (docs/campaigns.md).
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The person's external id.
+    profile: String,
+    /// A channel: email, sms, push, web or webhook.
+    #[arg(
+        long,
+        conflicts_with = "placement",
+        required_unless_present = "placement"
+    )]
+    channel: Option<String>,
+    /// A website placement (web campaigns whose message names it).
+    #[arg(long)]
+    placement: Option<String>,
+    /// Decide as of this instant (default now).
+    #[arg(long, value_name = "T")]
+    as_of: Option<String>,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn decide(ctx: &Context, args: DecideArgs) -> Result<()> {
+    let (ws, store) = ctx.open()?;
+    let slot = match (&args.channel, &args.placement) {
+        (Some(c), _) => Slot::Channel(Channel::from_name(c).ok_or_else(|| {
+            crate::failure::usage(format!(
+                "--channel {c}: use email, sms, push, web or webhook"
+            ))
+        })?),
+        (None, Some(p)) => Slot::Placement(p.clone()),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let at = as_of(args.as_of.as_deref())?;
+    let decision =
+        microseg_activate::decide(&ws, &store, &args.profile, &slot, at).map_err(|e| match e {
+            RunError::Store(e) => anyhow::Error::from(e),
+            other => bad_input(other.to_string()),
+        })?;
+    if args.json {
+        return print_json(&decision);
+    }
+    match &decision.winner {
+        Some(w) => {
+            println!(
+                "{} gets {} (variant {}) on {}:",
+                decision.profile, w.campaign, w.variant, w.channel
+            );
+            for (field, text) in &w.content {
+                println!("  {field}: {text}");
+            }
+        }
+        None => println!("{} gets nothing now", decision.profile),
+    }
+    let rows: Vec<Vec<String>> = decision
+        .candidates
+        .iter()
+        .map(|c| {
+            vec![
+                c.campaign.clone(),
+                c.outcome.to_string(),
+                c.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        print_table(&["campaign", "outcome", "reason"], &rows);
+    }
     Ok(())
 }

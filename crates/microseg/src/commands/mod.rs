@@ -74,6 +74,7 @@ enum Command {
     Key(serve::KeyCommand),
     #[command(subcommand)]
     Campaign(campaign::CampaignCommand),
+    Decide(campaign::DecideArgs),
 }
 
 /// Runs the command.
@@ -97,6 +98,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::run(&ctx, args),
         Command::Key(cmd) => serve::run_key(&ctx, cmd),
         Command::Campaign(cmd) => campaign::run_command(&ctx, cmd),
+        Command::Decide(args) => campaign::decide(&ctx, args),
     }
 }
 

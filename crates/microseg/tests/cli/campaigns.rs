@@ -154,6 +154,39 @@ fn campaigns_follow_the_workspace_rules_on_the_demo_shop() {
         same,
         "a second dry run chose other people or wrote other messages"
     );
+    // `decide` names the winner for a treated member, with the message the run rendered,
+    // and gives a reason to a non-member.
+    let treated = &sent[0];
+    let id = treated["profile"].as_str().unwrap();
+    let decision = env.json(&[
+        "decide",
+        id,
+        "--channel",
+        "email",
+        "--as-of",
+        "2026-11-01",
+        "--json",
+    ]);
+    assert_eq!(decision["winner"]["campaign"], "women", "{decision}");
+    assert_eq!(decision["winner"]["variant"], treated["variant"]);
+    assert_eq!(decision["winner"]["content"], treated["content"]);
+    let man = csv.keys().find(|id| csv[*id]["gender"] == "m").unwrap();
+    let decision = env.json(&[
+        "decide",
+        man,
+        "--channel",
+        "email",
+        "--as-of",
+        "2026-11-01",
+        "--json",
+    ]);
+    assert_eq!(decision["winner"], serde_json::Value::Null);
+    assert_eq!(
+        decision["candidates"][0]["reason"], "not in segment",
+        "{decision}"
+    );
+    let err = env.fails(&["decide", "nobody", "--channel", "email"]);
+    assert!(err.contains("nobody"), "{err}");
     // A variable some people lack (`last_order_at`: who never ordered has none): they get
     // nothing (counted), the others their message. Buyers from the demo's events file.
     let mut events = csv::Reader::from_path(env.data().join("demo").join("events.csv")).unwrap();
