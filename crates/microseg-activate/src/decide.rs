@@ -59,6 +59,163 @@ pub enum Slot {
     Placement(String),
 }
 
+/// One campaign for person `p`: what they would get (`Ok`), or why not (`Err(reason)`).
+#[allow(clippy::too_many_arguments)]
+fn assess(
+    tables: &mut Tables<'_>,
+    store: &Store,
+    settings: &Settings,
+    env: &minijinja::Environment<'_>,
+    stored: &StoredCampaign,
+    checked: &crate::Checked,
+    p: u32,
+    id: &str,
+    as_of: Timestamp,
+) -> Result<Result<Winner, String>, RunError> {
+    let c = &checked.campaign;
+    let lost = |reason: &str| Ok(Err(reason.to_string()));
+    if stored.status != "active" {
+        return lost(&stored.status);
+    }
+    let marketing = c.kind == Kind::Marketing;
+    if !tables.evaluate(&checked.target)?.contains(p) {
+        return lost("not in segment");
+    }
+    for e in &checked.exclude {
+        if tables.evaluate(e)?.contains(p) {
+            return lost("excluded");
+        }
+    }
+    if marketing && assign::in_global_control(id, settings.global_control) {
+        return lost("global control");
+    }
+    if assign::in_holdout(&c.name, id, c.holdout) {
+        return lost("holdout");
+    }
+    let consent = tables
+        .profiles()
+        .columns
+        .get(&format!("consent_{}", c.channel.name()))
+        .and_then(|col| col.get(p));
+    if consent != Some(Value::Bool(true)) {
+        return lost("no consent");
+    }
+    if marketing && capped(&store.outbox(), settings, c.channel.name(), p, as_of)? {
+        return lost("capped");
+    }
+    match message_for(tables, settings, env, c, p, id, as_of) {
+        Ok(winner) => Ok(Ok(winner)),
+        Err(e) => lost(&format!("not rendered: {e}")),
+    }
+}
+
+/// The message person `p` is assigned by `c` (exploration or their variant), rendered.
+fn message_for(
+    tables: &Tables<'_>,
+    settings: &Settings,
+    env: &minijinja::Environment<'_>,
+    c: &Campaign,
+    p: u32,
+    id: &str,
+    as_of: Timestamp,
+) -> Result<Winner, render::RenderError> {
+    let explore = c.kind == Kind::Marketing
+        && settings.exploration_message.contains_key(&c.channel)
+        && assign::in_exploration(&c.name, id, settings.exploration);
+    let (variant, message) = if explore {
+        (
+            EXPLORATION.to_string(),
+            &settings.exploration_message[&c.channel],
+        )
+    } else {
+        let weights: Vec<f64> = c.variants.iter().map(|v| v.weight).collect();
+        let v = &c.variants[assign::variant(&c.name, id, &weights)];
+        (v.name.clone(), &v.message)
+    };
+    let offer = offer_for(c, id, as_of);
+    let ctx = context(
+        tables.profiles(),
+        tables.dataset().metrics,
+        p,
+        id,
+        &c.name,
+        offer.as_ref(),
+    );
+    Ok(Winner {
+        campaign: c.name.clone(),
+        variant,
+        channel: c.channel.name().to_string(),
+        content: render::render(env, message, &ctx)?,
+        offer,
+    })
+}
+
+/// A campaign's message as one person would get it, and whether they would now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Preview {
+    /// The person's external id.
+    pub profile: String,
+    /// The message (variant, content, offer).
+    pub message: Winner,
+    /// `null` when they would get it now, else why not.
+    pub blocked_by: Option<String>,
+}
+
+/// Renders campaign `name` for the person `id` as they would get it (their variant and
+/// offer), whatever the rules say now (`blocked_by` says it); counts nowhere.
+///
+/// # Errors
+///
+/// [`RunError`]: an unknown campaign or person, a template the person's data cannot
+/// fill (its reason), a store failure.
+pub fn preview(
+    ws: &Workspace,
+    store: &Store,
+    name: &str,
+    id: &str,
+    as_of: Timestamp,
+) -> Result<Preview, RunError> {
+    let settings = Settings::from_config(&ws.config.activation)?;
+    let stored = store.campaign(name)?;
+    let checked = Campaign::from_json(&stored.body)?.check(&store.segment_conditions()?)?;
+    let mut tables = Tables::open(ws, store, as_of)?;
+    let p = find(&tables, id)?;
+    tables.need_all_traits()?;
+    tables.metrics()?;
+    let env = render::environment();
+    let message =
+        message_for(&tables, &settings, &env, &checked.campaign, p, id, as_of).map_err(|e| {
+            crate::CampaignError {
+                field: e.field,
+                reason: format!("not rendered for {id}: {}", e.reason),
+            }
+        })?;
+    let blocked_by = assess(
+        &mut tables,
+        store,
+        &settings,
+        &env,
+        &stored,
+        &checked,
+        p,
+        id,
+        as_of,
+    )?
+    .err();
+    Ok(Preview {
+        profile: id.to_string(),
+        message,
+        blocked_by,
+    })
+}
+
+/// The dense id of the live profile with external id `id`.
+fn find(tables: &Tables<'_>, id: &str) -> Result<u32, RunError> {
+    (0..tables.len() as u32)
+        .find(|&p| tables.external_id(p) == id && !tables.profiles().retired.contains(p))
+        .ok_or_else(|| microseg_store::StoreError::UnknownProfile(id.to_string()).into())
+}
+
 /// Decides for the person with external id `id` as of `as_of`.
 ///
 /// # Errors
@@ -75,9 +232,7 @@ pub fn decide(
     let settings = Settings::from_config(&ws.config.activation)?;
     let saved = store.segment_conditions()?;
     let mut tables = Tables::open(ws, store, as_of)?;
-    let p = (0..tables.len() as u32)
-        .find(|&p| tables.external_id(p) == id && !tables.profiles().retired.contains(p))
-        .ok_or_else(|| microseg_store::StoreError::UnknownProfile(id.to_string()))?;
+    let p = find(&tables, id)?;
     tables.need_all_traits()?;
     tables.metrics()?;
     let campaigns: Vec<(StoredCampaign, crate::Checked)> = store
@@ -104,92 +259,30 @@ pub fn decide(
     // (priority, index into `candidates`, winner)
     let mut eligible: Vec<(i64, usize, Winner)> = Vec::new();
     for (stored, checked) in &campaigns {
-        let c = &checked.campaign;
-        let lost = |reason: &str| Candidate {
-            campaign: c.name.clone(),
-            outcome: "lost",
-            reason: Some(reason.to_string()),
-        };
-        if stored.status != "active" {
-            candidates.push(lost(&stored.status));
-            continue;
-        }
-        let marketing = c.kind == Kind::Marketing;
-        if !tables.evaluate(&checked.target)?.contains(p) {
-            candidates.push(lost("not in segment"));
-            continue;
-        }
-        let mut excluded = false;
-        for e in &checked.exclude {
-            excluded |= tables.evaluate(e)?.contains(p);
-        }
-        if excluded {
-            candidates.push(lost("excluded"));
-            continue;
-        }
-        if marketing && assign::in_global_control(id, settings.global_control) {
-            candidates.push(lost("global control"));
-            continue;
-        }
-        if assign::in_holdout(&c.name, id, c.holdout) {
-            candidates.push(lost("holdout"));
-            continue;
-        }
-        let consent = tables
-            .profiles()
-            .columns
-            .get(&format!("consent_{}", c.channel.name()))
-            .and_then(|col| col.get(p));
-        if consent != Some(Value::Bool(true)) {
-            candidates.push(lost("no consent"));
-            continue;
-        }
-        if marketing && capped(&store.outbox(), &settings, c.channel.name(), p, as_of)? {
-            candidates.push(lost("capped"));
-            continue;
-        }
-        let explore = marketing
-            && settings.exploration_message.contains_key(&c.channel)
-            && assign::in_exploration(&c.name, id, settings.exploration);
-        let (variant, message) = if explore {
-            (
-                EXPLORATION.to_string(),
-                &settings.exploration_message[&c.channel],
-            )
-        } else {
-            let weights: Vec<f64> = c.variants.iter().map(|v| v.weight).collect();
-            let v = &c.variants[assign::variant(&c.name, id, &weights)];
-            (v.name.clone(), &v.message)
-        };
-        let offer = offer_for(c, id, as_of);
-        let ctx = context(
-            tables.profiles(),
-            tables.dataset().metrics,
+        match assess(
+            &mut tables,
+            store,
+            &settings,
+            &env,
+            stored,
+            checked,
             p,
             id,
-            &c.name,
-            offer.as_ref(),
-        );
-        match render::render(&env, message, &ctx) {
-            Ok(content) => {
+            as_of,
+        )? {
+            Ok(winner) => {
                 candidates.push(Candidate {
-                    campaign: c.name.clone(),
+                    campaign: checked.campaign.name.clone(),
                     outcome: "won",
                     reason: None,
                 });
-                eligible.push((
-                    c.priority,
-                    candidates.len() - 1,
-                    Winner {
-                        campaign: c.name.clone(),
-                        variant,
-                        channel: c.channel.name().to_string(),
-                        content,
-                        offer,
-                    },
-                ));
+                eligible.push((checked.campaign.priority, candidates.len() - 1, winner));
             }
-            Err(e) => candidates.push(lost(&format!("not rendered: {e}"))),
+            Err(reason) => candidates.push(Candidate {
+                campaign: checked.campaign.name.clone(),
+                outcome: "lost",
+                reason: Some(reason),
+            }),
         }
     }
     // The highest priority wins; a tie goes to the campaign whose name sorts first.

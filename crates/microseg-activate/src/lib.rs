@@ -12,7 +12,7 @@ pub mod run;
 use std::collections::BTreeMap;
 
 pub use campaign::{Campaign, CampaignError, Channel, Checked, Kind};
-pub use decide::{decide, Decision, Slot};
+pub use decide::{decide, preview, Decision, Preview, Slot};
 pub use run::{run, RunCounts, RunMessage, RunOutcome};
 
 use microseg_store::workspace::ActivationSection;

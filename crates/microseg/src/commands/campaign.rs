@@ -30,6 +30,9 @@ pub enum CampaignCommand {
     Resume(NameArgs),
     /// Retire a campaign for good (kept for its results).
     Archive(NameArgs),
+    /// Render a campaign as one person would get it (their variant and offer), and say
+    /// whether the rules let it through now; counts nowhere.
+    Preview(PreviewArgs),
     /// Compute the audience, apply the workspace's rules, render every message and queue
     /// it in the outbox (or, with --dry-run, only count).
     Run(RunArgs),
@@ -60,6 +63,23 @@ pub struct NameArgs {
     /// The campaign.
     name: String,
     /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `campaign preview`.
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// The campaign.
+    name: String,
+    /// The person's external id.
+    #[arg(long)]
+    profile: String,
+    /// As of this instant (default now).
+    #[arg(long, value_name = "T")]
+    as_of: Option<String>,
+    /// Print as JSON: `{"profile", "message": {"campaign", "variant", "channel",
+    /// "content", "offer"}, "blocked_by"}`.
     #[arg(long)]
     json: bool,
 }
@@ -142,6 +162,33 @@ pub fn run_command(ctx: &Context, cmd: CampaignCommand) -> Result<()> {
         CampaignCommand::Pause(args) => status(&mut store, args, "paused"),
         CampaignCommand::Resume(args) => status(&mut store, args, "active"),
         CampaignCommand::Archive(args) => status(&mut store, args, "archived"),
+        CampaignCommand::Preview(args) => {
+            let at = as_of(args.as_of.as_deref())?;
+            let preview = microseg_activate::preview(&ws, &store, &args.name, &args.profile, at)
+                .map_err(|e| match e {
+                    RunError::Store(e) => anyhow::Error::from(e),
+                    other => bad_input(other.to_string()),
+                })?;
+            if args.json {
+                return print_json(&preview);
+            }
+            let m = &preview.message;
+            println!(
+                "{} as {} would get it (variant {}, {}):",
+                m.campaign, preview.profile, m.variant, m.channel
+            );
+            for (field, text) in &m.content {
+                println!("  {field}: {text}");
+            }
+            if let Some(offer) = &m.offer {
+                println!("  offer: {offer}");
+            }
+            match &preview.blocked_by {
+                None => println!("the rules let it through now"),
+                Some(why) => println!("not sent now: {why}"),
+            }
+            Ok(())
+        }
         CampaignCommand::Run(args) => {
             let stored = store.campaign(&args.name)?;
             let at = as_of(args.as_of.as_deref())?;

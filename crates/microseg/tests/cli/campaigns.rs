@@ -187,6 +187,38 @@ fn campaigns_follow_the_workspace_rules_on_the_demo_shop() {
     );
     let err = env.fails(&["decide", "nobody", "--channel", "email"]);
     assert!(err.contains("nobody"), "{err}");
+    // `campaign preview` renders the person's own message and counts nowhere.
+    let preview = env.json(&[
+        "campaign",
+        "preview",
+        "women",
+        "--profile",
+        id,
+        "--as-of",
+        "2026-11-01",
+        "--json",
+    ]);
+    assert_eq!(
+        preview["message"]["content"], treated["content"],
+        "{preview}"
+    );
+    assert_eq!(preview["blocked_by"], serde_json::Value::Null);
+    let preview = env.json(&[
+        "campaign",
+        "preview",
+        "women",
+        "--profile",
+        man,
+        "--as-of",
+        "2026-11-01",
+        "--json",
+    ]);
+    assert_eq!(preview["blocked_by"], "not in segment");
+    assert_eq!(
+        env.count("outbox"),
+        0,
+        "previews and decisions queue nothing"
+    );
     // A variable some people lack (`last_order_at`: who never ordered has none): they get
     // nothing (counted), the others their message. Buyers from the demo's events file.
     let mut events = csv::Reader::from_path(env.data().join("demo").join("events.csv")).unwrap();
