@@ -103,6 +103,20 @@ fn assess(
     if marketing && capped(&store.outbox(), settings, c.channel.name(), p, as_of)? {
         return lost("capped");
     }
+    if let (Some(q), true) = (&settings.quiet_hours, c.channel != Channel::Web) {
+        let zone = match tables
+            .profiles()
+            .columns
+            .get("timezone")
+            .and_then(|col| col.get(p))
+        {
+            Some(Value::Str(name)) => Some(name),
+            _ => None,
+        };
+        if q.release(as_of, zone.as_deref()) > as_of {
+            return lost("quiet hours");
+        }
+    }
     match message_for(tables, settings, env, c, p, id, as_of) {
         Ok(winner) => Ok(Ok(winner)),
         Err(e) => lost(&format!("not rendered: {e}")),

@@ -6,6 +6,7 @@
 pub mod assign;
 pub mod campaign;
 pub mod decide;
+pub mod quiet;
 pub mod render;
 pub mod run;
 
@@ -42,6 +43,8 @@ pub struct Settings {
     pub cap_all: Option<Cap>,
     /// The general message per channel.
     pub exploration_message: BTreeMap<Channel, BTreeMap<String, String>>,
+    /// When no message goes out, in each person's time zone.
+    pub quiet_hours: Option<quiet::QuietHours>,
 }
 
 impl Settings {
@@ -83,6 +86,11 @@ impl Settings {
                 }
             }
         }
+        settings.quiet_hours =
+            quiet::QuietHours::parse(&section.quiet_hours).map_err(|reason| CampaignError {
+                field: "activation.quiet_hours".into(),
+                reason,
+            })?;
         let env = render::environment();
         for (channel, message) in &section.exploration_message {
             let at = format!("activation.exploration_message.{channel}");

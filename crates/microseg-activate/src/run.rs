@@ -62,6 +62,8 @@ pub struct RunCounts {
     pub render_failed: u64,
     /// Messages whose idempotency key was already in the outbox (an earlier run).
     pub already_queued: u64,
+    /// Messages held until the person's quiet hours end (counted in `queued` too).
+    pub quiet_hours_held: u64,
 }
 
 /// One message as `--out` writes it.
@@ -81,8 +83,12 @@ pub struct RunMessage {
     pub offer: Option<Json>,
     /// Campaign, person and send slot.
     pub idempotency_key: String,
+    /// When it may go: the run's instant, or the end of the person's quiet hours.
+    pub due_at: String,
     #[serde(skip)]
     profile_id: ProfileId,
+    #[serde(skip)]
+    due_ms: i64,
 }
 
 /// A run's counts and messages.
@@ -225,6 +231,7 @@ fn plan(
     let consent = profiles
         .columns
         .get(&format!("consent_{}", c.channel.name()));
+    let timezone = profiles.columns.get("timezone");
     let env = render::environment();
     let compile = |m| {
         render::compile(&env, m).map_err(|e| CampaignError {
@@ -285,7 +292,22 @@ fn plan(
                 continue;
             }
         };
+        let due = match &settings.quiet_hours {
+            Some(q) if c.channel != crate::Channel::Web => {
+                let zone = timezone.and_then(|col| match col.get(p) {
+                    Some(Value::Str(name)) => Some(name),
+                    _ => None,
+                });
+                q.release(as_of, zone.as_deref())
+            }
+            _ => as_of,
+        };
+        if due > as_of {
+            counts.quiet_hours_held += 1;
+        }
         messages.push(RunMessage {
+            due_at: due.to_string(),
+            due_ms: due.0,
             profile: id.to_string(),
             campaign: c.name.clone(),
             variant,
@@ -391,6 +413,6 @@ fn outbox_message(m: &RunMessage, version: i64) -> OutboxMessage {
         variant: m.variant.clone(),
         content: serde_json::to_string(&m.content).unwrap_or_default(),
         offer: m.offer.as_ref().map(Json::to_string),
-        due_at: 0,
+        due_at: m.due_ms,
     }
 }

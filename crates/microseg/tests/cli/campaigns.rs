@@ -292,3 +292,78 @@ fn campaigns_follow_the_workspace_rules_on_the_demo_shop() {
 fn counts_of(path: &std::path::Path) -> serde_json::Value {
     serde_json::json!(messages(path).len())
 }
+
+/// Quiet hours hold a message until they end in the person's own time zone (hand
+/// computed: Budapest is UTC+1 in December, Los Angeles UTC-8), and `decide` says so.
+#[test]
+fn quiet_hours_hold_messages_in_each_persons_time_zone() {
+    let env = Env::new();
+    let file = env.write(
+        "p.csv",
+        b"id,first_name,timezone,consent_email\nbp,Anna,Europe/Budapest,true\nla,Bob,America/Los_Angeles,true\nutc,Cem,,true\n",
+    );
+    env.ok(&["import", "profiles", &file, "--type", "consent_email=bool"]);
+    let config = env.data().join("microseg.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[activation]\nquiet_hours = \"21:00-08:00\"\n");
+    std::fs::write(&config, text).unwrap();
+    let campaign = env.write(
+        "c.json",
+        br#"{"name": "hello", "segment": "first_name exists", "channel": "email",
+             "variants": [{"name": "a", "message": {"subject": "Hi {{ first_name }}", "text": "x"}}]}"#,
+    );
+    env.ok(&["campaign", "create", "--file", &campaign]);
+    let out = env.dir.path().join("m.ndjson");
+    let counts = env.json(&[
+        "campaign",
+        "run",
+        "hello",
+        "--as-of",
+        "2026-12-02T21:30:00Z",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(
+        (
+            counts["queued"].as_u64(),
+            counts["quiet_hours_held"].as_u64()
+        ),
+        (Some(3), Some(2))
+    );
+    let due: BTreeMap<String, String> = messages(&out)
+        .iter()
+        .map(|m| {
+            (
+                m["profile"].as_str().unwrap().to_string(),
+                m["due_at"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(due["bp"], "2026-12-03T07:00:00Z");
+    assert_eq!(due["la"], "2026-12-02T21:30:00Z");
+    assert_eq!(due["utc"], "2026-12-03T08:00:00Z");
+    let decision = env.json(&[
+        "decide",
+        "bp",
+        "--channel",
+        "email",
+        "--as-of",
+        "2026-12-02T21:30:00Z",
+        "--json",
+    ]);
+    assert_eq!(
+        decision["candidates"][0]["reason"], "quiet hours",
+        "{decision}"
+    );
+    let decision = env.json(&[
+        "decide",
+        "bp",
+        "--channel",
+        "email",
+        "--as-of",
+        "2026-12-03T09:00:00Z",
+        "--json",
+    ]);
+    assert_eq!(decision["winner"]["campaign"], "hello", "{decision}");
+}
