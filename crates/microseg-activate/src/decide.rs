@@ -100,6 +100,14 @@ fn assess(
     if consent != Some(Value::Bool(true)) {
         return lost("no consent");
     }
+    let value = crate::suppress::address_trait(c.channel)
+        .and_then(|t| tables.profiles().columns.get(t))
+        .and_then(|col| col.get(p));
+    if let Some(hash) = crate::suppress::person_hash(c.channel, value.as_ref(), id) {
+        if store.suppressed(c.channel.name())?.contains(&hash) {
+            return lost("suppressed");
+        }
+    }
     if marketing && capped(&store.outbox(), settings, c.channel.name(), p, as_of)? {
         return lost("capped");
     }

@@ -9,6 +9,7 @@ pub mod decide;
 pub mod quiet;
 pub mod render;
 pub mod run;
+pub mod suppress;
 
 use std::collections::BTreeMap;
 

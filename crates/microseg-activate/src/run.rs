@@ -6,6 +6,7 @@
 //! 3. **global_control**: the workspace's global control (marketing only);
 //! 4. **holdout**: the campaign's own control, never contacted by it;
 //! 5. **no_consent**: without the boolean trait `consent_<channel>` set to true;
+//!    **suppressed**: their address is on the channel's suppression list;
 //! 6. **capped**: a frequency cap of the channel or across channels would be passed,
 //!    counting what the outbox holds (marketing only);
 //! 7. the rest get a message: **exploration** of them the channel's general message
@@ -64,6 +65,8 @@ pub struct RunCounts {
     pub already_queued: u64,
     /// Messages held until the person's quiet hours end (counted in `queued` too).
     pub quiet_hours_held: u64,
+    /// On the channel's suppression list.
+    pub suppressed: u64,
 }
 
 /// One message as `--out` writes it.
@@ -143,8 +146,16 @@ pub fn run(
         excluded |= tables.evaluate(e)?;
     }
     tables.metrics()?;
+    let suppressed = store.suppressed(checked.campaign.channel.name())?;
     let plan = plan(
-        &tables, &checked, &settings, &target, &excluded, stored, as_of,
+        &tables,
+        &checked,
+        &settings,
+        &target,
+        &excluded,
+        &suppressed,
+        stored,
+        as_of,
     );
     let (mut counts, candidates, render_errors) = plan?;
     let store_ref: &Store = store;
@@ -216,12 +227,14 @@ pub fn run(
 type Planned = (RunCounts, Vec<RunMessage>, BTreeMap<String, u64>);
 
 /// Steps 1 to 5 and 7 (all but the caps, which need the outbox at queueing time).
+#[allow(clippy::too_many_arguments)]
 fn plan(
     tables: &Tables<'_>,
     checked: &Checked,
     settings: &Settings,
     target: &roaring::RoaringBitmap,
     excluded: &roaring::RoaringBitmap,
+    suppressed: &std::collections::HashSet<String>,
     stored: &StoredCampaign,
     as_of: Timestamp,
 ) -> Result<Planned, RunError> {
@@ -232,6 +245,7 @@ fn plan(
         .columns
         .get(&format!("consent_{}", c.channel.name()));
     let timezone = profiles.columns.get("timezone");
+    let address = crate::suppress::address_trait(c.channel).and_then(|t| profiles.columns.get(t));
     let env = render::environment();
     let compile = |m| {
         render::compile(&env, m).map_err(|e| CampaignError {
@@ -273,6 +287,14 @@ fn plan(
         if !consent.is_some_and(|col| col.get(p) == Some(Value::Bool(true))) {
             counts.no_consent += 1;
             continue;
+        }
+        if !suppressed.is_empty() {
+            let value = address.and_then(|col| col.get(p));
+            let hash = crate::suppress::person_hash(c.channel, value.as_ref(), id);
+            if hash.is_some_and(|h| suppressed.contains(&h)) {
+                counts.suppressed += 1;
+                continue;
+            }
         }
         let explore = marketing && assign::in_exploration(&c.name, id, settings.exploration);
         let (variant, message) = match (&general, explore) {

@@ -173,6 +173,50 @@ impl Store {
         Ok(queued)
     }
 
+    /// Adds an address (already normalised, see `microseg_activate::suppress`) to the
+    /// suppression list of `channel`, kept as its SHA-256; false when it was there.
+    pub fn suppress(
+        &mut self,
+        channel: &str,
+        address_sha256: &str,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "INSERT OR IGNORE INTO suppressions(channel, address_sha256, reason, created_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![channel, address_sha256, reason, now_ms()],
+        )? > 0)
+    }
+
+    /// Removes an address from the suppression list; false when it was not there.
+    pub fn unsuppress(&mut self, channel: &str, address_sha256: &str) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM suppressions WHERE channel = ?1 AND address_sha256 = ?2",
+            params![channel, address_sha256],
+        )? > 0)
+    }
+
+    /// The suppressed addresses' hashes of `channel`.
+    pub fn suppressed(
+        &self,
+        channel: &str,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT address_sha256 FROM suppressions WHERE channel = ?1")?;
+        let rows = stmt.query_map([channel], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many addresses each channel's suppression list holds.
+    pub fn suppression_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT channel, count(*) FROM suppressions GROUP BY channel ORDER BY channel",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Reads of the outbox outside a queueing transaction (dry runs, decisions).
     pub fn outbox(&self) -> OutboxQuery<'_> {
         OutboxQuery { conn: &self.conn }

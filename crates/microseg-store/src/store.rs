@@ -40,6 +40,8 @@
 //! outbox(id, idempotency_key UNIQUE, campaign, version, profile_id, channel, variant,
 //!        content, offer, created_at, due_at, status)
 //!                                         -- rendered messages waiting for delivery
+//! (version 10) suppressions(channel, address_sha256, reason, created_at)
+//!                                         -- never contact: addresses kept as SHA-256 only
 //! ```
 
 use std::collections::HashMap;
@@ -51,7 +53,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::StoreError;
 use crate::workspace::Workspace;
 
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE profiles(
@@ -219,6 +221,16 @@ CREATE TABLE outbox(
     status TEXT NOT NULL DEFAULT 'queued'
 );
 CREATE INDEX outbox_caps ON outbox(profile_id, channel, created_at);
+"#;
+
+const MIGRATION_10: &str = r#"
+CREATE TABLE suppressions(
+    channel TEXT NOT NULL,
+    address_sha256 TEXT NOT NULL,
+    reason TEXT,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY(channel, address_sha256)
+) WITHOUT ROWID;
 "#;
 
 /// The clock in UTC milliseconds, for `created_at` / `updated_at` columns.
@@ -407,6 +419,7 @@ impl Store {
             MIGRATION_7,
             MIGRATION_8,
             MIGRATION_9,
+            MIGRATION_10,
         ];
         let mut version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (to, sql) in (1..).zip(migrations) {

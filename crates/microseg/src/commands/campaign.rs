@@ -339,3 +339,95 @@ pub fn decide(ctx: &Context, args: DecideArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// The suppression list: addresses never contacted on a channel (kept as SHA-256 only).
+#[derive(Debug, Subcommand)]
+pub enum SuppressCommand {
+    /// Add an address (e-mail, phone, or for push/web/webhook the external id).
+    Add(SuppressArgs),
+    /// Remove an address.
+    Remove(SuppressArgs),
+    /// How many addresses each channel's list holds.
+    List(JsonArg),
+}
+
+/// A channel and an address.
+#[derive(Debug, Args)]
+pub struct SuppressArgs {
+    /// email, sms, push, web or webhook.
+    channel: String,
+    /// The address as the person's trait holds it (normalised before hashing).
+    address: String,
+    /// Why (kept with the entry).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn suppress(ctx: &Context, cmd: SuppressCommand) -> Result<()> {
+    let (_, mut store) = ctx.open()?;
+    let channel = |name: &str| {
+        Channel::from_name(name).ok_or_else(|| {
+            crate::failure::usage(format!(
+                "channel {name}: use email, sms, push, web or webhook"
+            ))
+        })
+    };
+    match cmd {
+        SuppressCommand::Add(args) | SuppressCommand::Remove(args)
+            if args.address.trim().is_empty() =>
+        {
+            Err(bad_input("an empty address"))
+        }
+        SuppressCommand::Add(args) => {
+            let c = channel(&args.channel)?;
+            let hash = microseg_activate::suppress::hash(c, &args.address);
+            let added = store.suppress(c.name(), &hash, args.reason.as_deref())?;
+            if args.json {
+                return print_json(&serde_json::json!({"channel": c.name(), "added": added}));
+            }
+            println!(
+                "{}",
+                if added {
+                    "suppressed"
+                } else {
+                    "already suppressed"
+                }
+            );
+            Ok(())
+        }
+        SuppressCommand::Remove(args) => {
+            let c = channel(&args.channel)?;
+            let hash = microseg_activate::suppress::hash(c, &args.address);
+            let removed = store.unsuppress(c.name(), &hash)?;
+            if args.json {
+                return print_json(&serde_json::json!({"channel": c.name(), "removed": removed}));
+            }
+            println!(
+                "{}",
+                if removed {
+                    "removed"
+                } else {
+                    "was not suppressed"
+                }
+            );
+            Ok(())
+        }
+        SuppressCommand::List(args) => {
+            let counts = store.suppression_counts()?;
+            if args.json {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    counts.into_iter().map(|(c, n)| (c, n.into())).collect();
+                return print_json(&serde_json::json!({ "suppressed": map }));
+            }
+            let rows: Vec<Vec<String>> = counts
+                .into_iter()
+                .map(|(c, n)| vec![c, thousands(n)])
+                .collect();
+            print_table(&["channel", "addresses"], &rows);
+            Ok(())
+        }
+    }
+}

@@ -75,6 +75,8 @@ enum Command {
     #[command(subcommand)]
     Campaign(campaign::CampaignCommand),
     Decide(campaign::DecideArgs),
+    #[command(subcommand)]
+    Suppress(campaign::SuppressCommand),
 }
 
 /// Runs the command.
@@ -99,6 +101,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Key(cmd) => serve::run_key(&ctx, cmd),
         Command::Campaign(cmd) => campaign::run_command(&ctx, cmd),
         Command::Decide(args) => campaign::decide(&ctx, args),
+        Command::Suppress(cmd) => campaign::suppress(&ctx, cmd),
     }
 }
 

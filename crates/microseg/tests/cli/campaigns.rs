@@ -367,3 +367,71 @@ fn quiet_hours_hold_messages_in_each_persons_time_zone() {
     ]);
     assert_eq!(decision["winner"]["campaign"], "hello", "{decision}");
 }
+
+/// The suppression list: an address added in any case or spacing keeps its person out,
+/// `decide` says why, and the list holds only hashes.
+#[test]
+fn suppressed_addresses_are_never_contacted() {
+    let env = Env::new();
+    let file = env.write(
+        "p.csv",
+        b"id,email,consent_email\na,anna@example.com,true\nb,bob@example.com,true\n",
+    );
+    env.ok(&["import", "profiles", &file, "--type", "consent_email=bool"]);
+    let campaign = env.write(
+        "c.json",
+        br#"{"name": "hello", "segment": "email exists", "channel": "email",
+             "variants": [{"name": "a", "message": {"subject": "Hi", "text": "x"}}]}"#,
+    );
+    env.ok(&["campaign", "create", "--file", &campaign]);
+    let added = env.json(&[
+        "suppress",
+        "add",
+        "email",
+        "  Anna@Example.COM ",
+        "--reason",
+        "complaint",
+        "--json",
+    ]);
+    assert_eq!(added["added"], true);
+    let out = env.dir.path().join("m.ndjson");
+    let counts = env.json(&[
+        "campaign",
+        "run",
+        "hello",
+        "--dry-run",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(
+        (counts["suppressed"].as_u64(), counts["queued"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let to: Vec<String> = messages(&out)
+        .iter()
+        .map(|m| m["profile"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(to, ["b"]);
+    let decision = env.json(&["decide", "a", "--channel", "email", "--json"]);
+    assert_eq!(
+        decision["candidates"][0]["reason"], "suppressed",
+        "{decision}"
+    );
+    let stored: Vec<String> = env
+        .store()
+        .prepare("SELECT address_sha256 FROM suppressions")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    // printf 'anna@example.com' | sha256sum
+    assert_eq!(
+        stored,
+        ["f7d54c22dda5b1780276601cd005909b70543fc4a6ba72d735b4cb9bbb611f01"]
+    );
+    env.ok(&["suppress", "remove", "email", "anna@example.com"]);
+    let counts = env.json(&["campaign", "run", "hello", "--dry-run", "--json"]);
+    assert_eq!(counts["queued"], 2);
+}
