@@ -36,7 +36,7 @@ use crate::http::bearer;
 use crate::pipeline::Job;
 use crate::App;
 
-type Answer = Result<Response, ApiError>;
+pub(crate) type Answer = Result<Response, ApiError>;
 
 /// Refuses a management call without a valid admin token.
 pub(crate) fn admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -49,7 +49,7 @@ pub(crate) fn admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Runs `f` on the blocking pool with a store connection.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     app: &Arc<App>,
     f: impl FnOnce(&App, &mut Store) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -63,7 +63,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// [`blocking`] after the admin check, answering with what `f` returns.
-async fn with_store(
+pub(crate) async fn with_store(
     app: Arc<App>,
     headers: &HeaderMap,
     f: impl FnOnce(&App, &mut Store) -> Answer + Send + 'static,

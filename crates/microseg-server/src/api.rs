@@ -168,6 +168,58 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
             errors: &[401, 404],
             route: delete(admin::erase_profile),
         },
+        admin_get("/v1/campaigns", "List campaigns with their version, status and file.", &[], get(crate::campaigns::list)),
+        Endpoint {
+            method: "post",
+            path: "/v1/campaigns",
+            summary: "Create a campaign from its file, checked first (a bad field or template is refused with the field and the reason).",
+            auth: Auth::Admin,
+            body: Some("CampaignFile"),
+            query: &[],
+            ok: (201, "The campaign as listed.", None),
+            errors: &[400, 401],
+            route: post(crate::campaigns::create),
+        },
+        admin_get("/v1/campaigns/{name}", "One campaign: version, status and file.", &[], get(crate::campaigns::show)),
+        Endpoint {
+            method: "put",
+            path: "/v1/campaigns/{name}",
+            summary: "Save the next version of a campaign.",
+            auth: Auth::Admin,
+            body: Some("CampaignFile"),
+            query: &[],
+            ok: (200, "The campaign as listed.", None),
+            errors: &[400, 401, 404],
+            route: put(crate::campaigns::edit),
+        },
+        admin_get(
+            "/v1/campaigns/{name}/preview",
+            "The message as one person would get it, and what would block it now; counts nowhere.",
+            &[("profile", "The person's external id.")],
+            get(crate::campaigns::preview),
+        ),
+        Endpoint {
+            method: "post",
+            path: "/v1/campaigns/{name}/run",
+            summary: "Run a campaign now: the audience, the rules, the messages queued in the outbox (or only counted with dry_run=true).",
+            auth: Auth::Admin,
+            body: None,
+            query: &[("dry_run", "true: count and render, queue nothing.")],
+            ok: (200, "The counts of `campaign run --json`.", None),
+            errors: &[400, 401, 404],
+            route: post(crate::campaigns::run),
+        },
+        Endpoint {
+            method: "post",
+            path: "/v1/campaigns/{name}/{action}",
+            summary: "pause, resume or archive a campaign.",
+            auth: Auth::Admin,
+            body: None,
+            query: &[],
+            ok: (200, "The campaign as listed.", None),
+            errors: &[401, 404],
+            route: post(crate::campaigns::status),
+        },
         Endpoint {
             method: "get",
             path: "/v1/changes",
@@ -304,6 +356,31 @@ fn schemas() -> Map<String, Json> {
         schema_of::<admin::SegmentDefinition>(),
     );
     out.insert("WebhookBody".into(), schema_of::<admin::WebhookBody>());
+    out.insert(
+        "CampaignFile".into(),
+        json!({"type": "object", "description": "A campaign file (docs/campaigns.md); checked before it is saved.",
+            "required": ["name", "segment", "channel", "variants"],
+            "properties": {
+                "name": {"type": "string"},
+                "segment": {"type": "string", "description": "A saved segment's name or a condition."},
+                "exclude": {"type": "array", "items": {"type": "string"}},
+                "channel": {"type": "string", "enum": ["email", "sms", "push", "web", "webhook"]},
+                "kind": {"type": "string", "enum": ["marketing", "transactional"]},
+                "priority": {"type": "integer"},
+                "holdout": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+                "offer": {"type": "object", "properties": {
+                    "kind": {"type": "string", "enum": ["discount", "downsell", "upsell", "none"]},
+                    "value": {"type": "number"}, "valid_for": {"type": "string"},
+                    "code": {"type": "string", "enum": ["unique"]}}},
+                "variants": {"type": "array", "minItems": 1, "items": {"type": "object",
+                    "required": ["name", "message"], "properties": {
+                        "name": {"type": "string"}, "weight": {"type": "number"},
+                        "message": {"type": "object", "additionalProperties": {"type": "string"},
+                                    "description": "The channel's fields as minijinja templates."}}}},
+                "trigger": {"type": "object"}, "schedule": {"type": "object"},
+                "cost_per_message": {"type": "number"}
+            }}),
+    );
     out
 }
 

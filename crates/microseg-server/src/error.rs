@@ -181,6 +181,7 @@ impl From<StoreError> for ApiError {
             StoreError::UnknownProfile(id) => ApiError::not_found(format!("no profile '{id}'")),
             StoreError::Eval(e) => ApiError::bad(e.to_string()),
             StoreError::Refused(message) => ApiError::bad(message),
+            StoreError::NotFound(message) => ApiError::not_found(message),
             e => ApiError::internal(e),
         }
     }

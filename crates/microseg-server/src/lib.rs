@@ -4,6 +4,7 @@
 
 mod admin;
 mod api;
+mod campaigns;
 pub mod counters;
 pub mod error;
 mod http;

@@ -435,3 +435,84 @@ fn suppressed_addresses_are_never_contacted() {
     let counts = env.json(&["campaign", "run", "hello", "--dry-run", "--json"]);
     assert_eq!(counts["queued"], 2);
 }
+
+/// The same operations over the management API.
+#[test]
+fn campaigns_over_the_management_api() {
+    use super::server::admin_call;
+    let env = Env::new();
+    let file = env.write(
+        "p.csv",
+        b"id,first_name,consent_email\na,Anna,true\nb,Bob,false\n",
+    );
+    env.ok(&["import", "profiles", &file, "--type", "consent_email=bool"]);
+    let bearer = format!("Bearer {}", env.key("admin"));
+    let server = env.serve();
+    let call = |method: &str, path: &str, body: &str| {
+        admin_call(&server.addr, &bearer, method, path, body)
+    };
+    let campaign = r#"{"name": "hello", "segment": "first_name exists", "channel": "email",
+        "variants": [{"name": "a", "message": {"subject": "Hi {{ first_name }}", "text": "x"}}]}"#;
+    let (status, body) = call("POST", "/v1/campaigns", campaign);
+    assert_eq!((status, body["version"].as_i64()), (201, Some(1)), "{body}");
+    let (status, body) = call(
+        "POST",
+        "/v1/campaigns",
+        &campaign.replace("{{ first_name }}", "{{ first_name "),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("variants[0].message.subject: line 1"),
+        "{body}"
+    );
+    let (status, body) = call(
+        "PUT",
+        "/v1/campaigns/hello",
+        &campaign.replace("Hi", "Hello"),
+    );
+    assert_eq!((status, body["version"].as_i64()), (200, Some(2)), "{body}");
+    let (_, list) = call("GET", "/v1/campaigns", "");
+    assert_eq!(
+        list["campaigns"][0]["campaign"]["variants"][0]["message"]["subject"],
+        "Hello {{ first_name }}"
+    );
+    let (status, preview) = call("GET", "/v1/campaigns/hello/preview?profile=a", "");
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["message"]["content"]["subject"], "Hello Anna");
+    let (_, preview) = call("GET", "/v1/campaigns/hello/preview?profile=b", "");
+    assert_eq!(preview["blocked_by"], "no consent");
+    let (status, counts) = call("POST", "/v1/campaigns/hello/run?dry_run=true", "");
+    assert_eq!(
+        (
+            status,
+            counts["queued"].as_u64(),
+            counts["no_consent"].as_u64()
+        ),
+        (200, Some(1), Some(1)),
+        "{counts}"
+    );
+    let (status, body) = call("POST", "/v1/campaigns/hello/pause", "");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("paused")),
+        "{body}"
+    );
+    let (status, body) = call("POST", "/v1/campaigns/hello/run", "");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("paused"),
+        "{body}"
+    );
+    assert_eq!(call("POST", "/v1/campaigns/hello/resume", "").0, 200);
+    let (status, counts) = call("POST", "/v1/campaigns/hello/run", "");
+    assert_eq!(
+        (status, counts["queued"].as_u64()),
+        (200, Some(1)),
+        "{counts}"
+    );
+    assert_eq!(call("POST", "/v1/campaigns/hello/explode", "").0, 404);
+    assert_eq!(call("GET", "/v1/campaigns/nope", "").0, 404);
+}
