@@ -57,7 +57,59 @@ separators = ";"
 
 [traits.phone]
 type = "string"
+
+[activation]
+global_control = 0.05
+exploration = 0.05
+caps = { email = "2/7d", all = "4/7d" }
+quiet_hours = "21:00-08:00"
+
+[activation.exploration_message.email]
+subject = "What's new this season, {{ first_name }}"
+text = "New bikes, new trails and the gear for them: see what is in the shop."
 "#;
+
+/// The winter-accessories scenario's campaigns (issue 20): a one-shot mailing to the
+/// female amateur mountain bikers, and the trigger campaign for who looked at winter
+/// accessories and did not order.
+const DEMO_CAMPAIGNS: [(&str, &str); 2] = [
+    (
+        "mtb_mailing.json",
+        r#"{
+  "name": "mtb_mailing",
+  "segment": "female_amateur_mtb",
+  "channel": "email",
+  "priority": 5,
+  "holdout": 0.10,
+  "variants": [
+    {"name": "trails", "weight": 1.0, "message": {
+      "subject": "{{ first_name }}, new trails near {{ city }}",
+      "text": "Hi {{ first_name }}, the autumn trail guide for {{ city }} is out, with the mountain bikes and kit for it."}},
+    {"name": "kit", "weight": 1.0, "message": {
+      "subject": "{{ first_name }}, your kit for the mountain",
+      "text": "Hi {{ first_name }}, {{ orders }} orders with us so far: here is what riders like you pick next."}}
+  ],
+  "cost_per_message": 0.002
+}"#,
+    ),
+    (
+        "winter_gloves.json",
+        r#"{
+  "name": "winter_gloves",
+  "segment": "winter_no_order",
+  "exclude": ["buys_anyway"],
+  "channel": "email",
+  "priority": 10,
+  "holdout": 0.10,
+  "offer": {"kind": "discount", "value": 0.15, "valid_for": "48h", "code": "unique"},
+  "variants": [{"name": "a", "weight": 1.0, "message": {
+    "subject": "{{ first_name }}, 15% off winter gloves",
+    "text": "Code {{ offer.code }}, valid until {{ offer.valid_until }}."}}],
+  "trigger": {"on_enter": "winter_no_order"},
+  "cost_per_message": 0.002
+}"#,
+    ),
+];
 
 pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
     if args.customers == 0 {
@@ -121,6 +173,7 @@ pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
         summary.print();
         segments.print();
         models(&dir, &files.join("email_test.csv"))?;
+        campaigns(&dir, &files)?;
         print_next(&dir);
         Ok(())
     }
@@ -349,6 +402,85 @@ fn models(dir: &Path, email_test: &Path) -> Result<()> {
         argv.extend(args);
         let cli = <super::Cli as clap::Parser>::try_parse_from(argv)?;
         // A tiny shop cannot support every model: say why and go on.
+        if let Err(e) = super::run(cli) {
+            println!("(skipped: {e:#})");
+        }
+    }
+    Ok(())
+}
+
+/// The winter-accessories scenario, first half: the two campaigns saved, their dry runs'
+/// counts, and two people's decisions with the reasons.
+fn campaigns(dir: &Path, files: &Path) -> Result<()> {
+    let data = dir.display().to_string();
+    let mut steps: Vec<(String, Vec<String>)> = Vec::new();
+    for (file, body) in DEMO_CAMPAIGNS {
+        let path = files.join(file);
+        std::fs::write(&path, body).with_context(|| path.display().to_string())?;
+        steps.push((
+            format!("Campaign from {file}"),
+            vec![
+                "campaign".into(),
+                "create".into(),
+                "--file".into(),
+                path.display().to_string(),
+            ],
+        ));
+    }
+    for name in ["mtb_mailing", "winter_gloves"] {
+        steps.push((
+            format!("Who {name} would reach (a dry run: nothing is queued)"),
+            [
+                "campaign",
+                "run",
+                name,
+                "--dry-run",
+                "--as-of",
+                "2026-11-01T10:00:00Z",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ));
+    }
+    run_steps(&data, steps)?;
+    // Two people: the first the mailing would reach, and the first customer.
+    let ws = Workspace::open(dir)?;
+    let mut store = Store::open(&ws)?;
+    let as_of = microseg_core::time::parse_timestamp("2026-11-01T10:00:00Z").expect("a time");
+    let first_member = match store.campaign("mtb_mailing") {
+        Ok(stored) => microseg_activate::run(&ws, &mut store, &stored, as_of, true)
+            .ok()
+            .and_then(|outcome| outcome.messages.first().map(|m| m.profile.clone())),
+        Err(_) => None,
+    };
+    let mut steps: Vec<(String, Vec<String>)> = Vec::new();
+    for id in first_member.into_iter().chain(["c0000001".to_string()]) {
+        steps.push((
+            format!("What {id} gets by e-mail now, and why not the others"),
+            [
+                "decide",
+                &id,
+                "--channel",
+                "email",
+                "--as-of",
+                "2026-11-01T10:00:00Z",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ));
+    }
+    run_steps(&data, steps)?;
+    Ok(())
+}
+
+/// Runs each command as a user would type it, under a heading with its command line; a
+/// step the shop cannot support says why and the others go on.
+fn run_steps(data: &str, steps: Vec<(String, Vec<String>)>) -> Result<()> {
+    for (title, args) in steps {
+        println!("\n== {title}\n$ microseg {}", args.join(" "));
+        let mut argv = vec!["microseg".to_string(), "--data".into(), data.to_string()];
+        argv.extend(args);
+        let cli = <super::Cli as clap::Parser>::try_parse_from(argv)?;
         if let Err(e) = super::run(cli) {
             println!("(skipped: {e:#})");
         }
