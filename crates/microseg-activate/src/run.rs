@@ -2,7 +2,9 @@
 //! queued. The order (docs/campaigns.md):
 //!
 //! 1. **targeted**: the live members of the target segment as of the run;
-//! 2. **excluded**: members of an exclusion segment;
+//! 2. **excluded**: members of an exclusion segment; **lower_priority**: people an
+//!    active campaign of the channel with a strictly higher priority reaches (after its
+//!    own exclusions, control groups and consent);
 //! 3. **global_control**: the workspace's global control (marketing only);
 //! 4. **holdout**: the campaign's own control, never contacted by it;
 //! 5. **no_consent**: without the boolean trait `consent_<channel>` set to true;
@@ -67,6 +69,8 @@ pub struct RunCounts {
     pub quiet_hours_held: u64,
     /// On the channel's suppression list.
     pub suppressed: u64,
+    /// Left to a higher-priority campaign of the channel that reaches them.
+    pub lower_priority: u64,
 }
 
 /// One message as `--out` writes it.
@@ -145,6 +149,39 @@ pub fn run(
     for e in &checked.exclude {
         excluded |= tables.evaluate(e)?;
     }
+    // Arbitration: people a higher-priority active campaign of the channel reaches are
+    // left to it (its audience after its exclusions, control groups and consent).
+    let mut outranked = roaring::RoaringBitmap::new();
+    for other in store.campaigns()? {
+        if other.name == stored.name || other.status != "active" {
+            continue;
+        }
+        let Ok(o) = Campaign::from_json(&other.body).and_then(|c| c.check(&saved)) else {
+            continue;
+        };
+        let (oc, c) = (&o.campaign, &checked.campaign);
+        if oc.channel != c.channel || oc.priority <= c.priority {
+            continue;
+        }
+        let mut theirs = tables.evaluate(&o.target)?;
+        for e in &o.exclude {
+            theirs -= tables.evaluate(e)?;
+        }
+        let consent = tables
+            .profiles()
+            .columns
+            .get(&format!("consent_{}", oc.channel.name()));
+        for p in theirs {
+            let id = tables.external_id(p);
+            let kept_out = (oc.kind == Kind::Marketing
+                && assign::in_global_control(id, settings.global_control))
+                || assign::in_holdout(&oc.name, id, oc.holdout)
+                || !consent.is_some_and(|col| col.get(p) == Some(Value::Bool(true)));
+            if !kept_out {
+                outranked.insert(p);
+            }
+        }
+    }
     tables.metrics()?;
     let suppressed = store.suppressed(checked.campaign.channel.name())?;
     let plan = plan(
@@ -153,6 +190,7 @@ pub fn run(
         &settings,
         &target,
         &excluded,
+        &outranked,
         &suppressed,
         stored,
         as_of,
@@ -234,6 +272,7 @@ fn plan(
     settings: &Settings,
     target: &roaring::RoaringBitmap,
     excluded: &roaring::RoaringBitmap,
+    outranked: &roaring::RoaringBitmap,
     suppressed: &std::collections::HashSet<String>,
     stored: &StoredCampaign,
     as_of: Timestamp,
@@ -274,6 +313,10 @@ fn plan(
         let id = tables.external_id(p);
         if excluded.contains(p) {
             counts.excluded += 1;
+            continue;
+        }
+        if outranked.contains(p) {
+            counts.lower_priority += 1;
             continue;
         }
         if marketing && assign::in_global_control(id, settings.global_control) {

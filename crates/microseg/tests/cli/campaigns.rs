@@ -527,3 +527,71 @@ fn campaigns_over_the_management_api() {
     assert_eq!(call("POST", "/v1/campaigns/hello/explode", "").0, 404);
     assert_eq!(call("GET", "/v1/campaigns/nope", "").0, 404);
 }
+
+/// Arbitration in a run: people a higher-priority campaign of the channel reaches are
+/// left to it (its own holdout and consent taken into account); equal priorities do not
+/// outrank each other.
+#[test]
+fn a_higher_priority_campaign_keeps_its_people() {
+    let env = Env::new();
+    let mut csv = String::from("id,first_name,vip,consent_email\n");
+    for i in 0..40 {
+        csv.push_str(&format!("p{i:02},N{i},{},{}\n", i < 20, i % 10 != 0));
+    }
+    let file = env.write("p.csv", csv.as_bytes());
+    env.ok(&[
+        "import",
+        "profiles",
+        &file,
+        "--type",
+        "vip=bool",
+        "--type",
+        "consent_email=bool",
+    ]);
+    let campaign = |name: &str, segment: &str, priority: i64| {
+        let body = format!(
+            r#"{{"name": "{name}", "segment": "{segment}", "channel": "email", "priority": {priority},
+                 "variants": [{{"name": "a", "message": {{"subject": "Hi", "text": "x"}}}}]}}"#
+        );
+        let path = env.write(&format!("{name}.json"), body.as_bytes());
+        env.ok(&["campaign", "create", "--file", &path]);
+    };
+    campaign("vip_offer", "vip = true", 10);
+    campaign("everyone", "first_name exists", 1);
+    let out = env.dir.path().join("m.ndjson");
+    let counts = env.json(&[
+        "campaign",
+        "run",
+        "everyone",
+        "--dry-run",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    // The 20 VIPs of which 2 (p00, p10) have no consent: vip_offer reaches 18, left to
+    // it. The other 22 are everyone's, and 4 of all 40 (p00, p10, p20, p30) have no
+    // consent: 40 - 18 - 4 = 18 queued.
+    assert_eq!(counts["lower_priority"], 18, "{counts}");
+    assert_eq!(counts["no_consent"], 4, "{counts}");
+    assert_eq!(counts["queued"], 18, "{counts}");
+    for m in messages(&out) {
+        let id = m["profile"].as_str().unwrap();
+        assert!(id >= "p20", "{id} is a VIP reached by the higher campaign");
+    }
+    let counts = env.json(&["campaign", "run", "vip_offer", "--dry-run", "--json"]);
+    assert_eq!(
+        (counts["lower_priority"].as_u64(), counts["queued"].as_u64()),
+        (Some(0), Some(18))
+    );
+    // Paused, it outranks nobody; at equal priority neither outranks the other.
+    env.ok(&["campaign", "pause", "vip_offer"]);
+    let counts = env.json(&["campaign", "run", "everyone", "--dry-run", "--json"]);
+    assert_eq!(
+        (counts["lower_priority"].as_u64(), counts["queued"].as_u64()),
+        (Some(0), Some(36))
+    );
+    env.ok(&["campaign", "resume", "vip_offer"]);
+    campaign("rival", "first_name exists", 1);
+    let counts = env.json(&["campaign", "run", "everyone", "--dry-run", "--json"]);
+    assert_eq!(counts["lower_priority"], 18, "{counts}");
+}
