@@ -224,6 +224,8 @@ pub fn run_command(ctx: &Context, cmd: CampaignCommand) -> Result<()> {
             );
             let rows: Vec<Vec<String>> = [
                 ("excluded", c.excluded),
+                ("left to a higher priority", c.lower_priority),
+                ("suppressed", c.suppressed),
                 ("global control", c.global_control),
                 ("holdout", c.holdout),
                 ("no consent", c.no_consent),
@@ -231,6 +233,7 @@ pub fn run_command(ctx: &Context, cmd: CampaignCommand) -> Result<()> {
                 ("not rendered", c.render_failed),
                 ("queued before", c.already_queued),
                 ("exploration (in queued)", c.exploration),
+                ("held for quiet hours (in queued)", c.quiet_hours_held),
             ]
             .into_iter()
             .map(|(k, v)| vec![k.to_string(), thousands(v)])
