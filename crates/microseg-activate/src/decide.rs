@@ -1,14 +1,17 @@
 //! What one person gets now on one channel or placement, and why every other campaign
 //! lost: the same rules as a run, then arbitration by priority.
 
-use microseg_core::{Timestamp, Value};
+use microseg_core::Timestamp;
 use microseg_store::campaigns::StoredCampaign;
 use microseg_store::{Store, Tables, Workspace};
 use serde::Serialize;
 use serde_json::Value as Json;
 
+use std::collections::HashSet;
+
+use crate::gate::{Gate, Pick};
 use crate::run::{capped, context, offer_for, RunError};
-use crate::{assign, render, Campaign, Channel, Kind, Settings, EXPLORATION};
+use crate::{render, Campaign, Channel, Kind, Settings, EXPLORATION};
 
 /// The winner of a decision.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -59,116 +62,119 @@ pub enum Slot {
     Placement(String),
 }
 
-/// One campaign for person `p`: what they would get (`Ok`), or why not (`Err(reason)`).
-#[allow(clippy::too_many_arguments)]
-fn assess(
-    tables: &mut Tables<'_>,
-    store: &Store,
-    settings: &Settings,
-    env: &minijinja::Environment<'_>,
-    stored: &StoredCampaign,
-    checked: &crate::Checked,
+/// One person, loaded for deciding: the workspace's tables, the rules and the channel's
+/// suppression list.
+struct Person<'a, 't> {
+    tables: Tables<'t>,
+    store: &'a Store,
+    settings: &'a Settings,
+    suppressed: HashSet<String>,
+    env: minijinja::Environment<'static>,
     p: u32,
-    id: &str,
+    id: &'a str,
     as_of: Timestamp,
-) -> Result<Result<Winner, String>, RunError> {
-    let c = &checked.campaign;
-    let lost = |reason: &str| Ok(Err(reason.to_string()));
-    if stored.status != "active" {
-        return lost(&stored.status);
-    }
-    let marketing = c.kind == Kind::Marketing;
-    if !tables.evaluate(&checked.target)?.contains(p) {
-        return lost("not in segment");
-    }
-    for e in &checked.exclude {
-        if tables.evaluate(e)?.contains(p) {
-            return lost("excluded");
+}
+
+impl Person<'_, '_> {
+    /// One campaign: what the person would get (`Ok`), or why not (`Err(reason)`).
+    fn assess(
+        &mut self,
+        stored: &StoredCampaign,
+        checked: &crate::Checked,
+    ) -> Result<Result<Winner, String>, RunError> {
+        let c = &checked.campaign;
+        let lost = |reason: &str| Ok(Err(reason.to_string()));
+        if stored.status != "active" {
+            return lost(&stored.status);
         }
-    }
-    if marketing && assign::in_global_control(id, settings.global_control) {
-        return lost("global control");
-    }
-    if assign::in_holdout(&c.name, id, c.holdout) {
-        return lost("holdout");
-    }
-    let consent = tables
-        .profiles()
-        .columns
-        .get(&format!("consent_{}", c.channel.name()))
-        .and_then(|col| col.get(p));
-    if consent != Some(Value::Bool(true)) {
-        return lost("no consent");
-    }
-    let value = crate::suppress::address_trait(c.channel)
-        .and_then(|t| tables.profiles().columns.get(t))
-        .and_then(|col| col.get(p));
-    if let Some(hash) = crate::suppress::person_hash(c.channel, value.as_ref(), id) {
-        if store.suppressed(c.channel.name())?.contains(&hash) {
-            return lost("suppressed");
+        let p = self.p;
+        if !self.tables.evaluate(&checked.target)?.contains(p) {
+            return lost("not in segment");
         }
-    }
-    if marketing && capped(&store.outbox(), settings, c.channel.name(), p, as_of)? {
-        return lost("capped");
-    }
-    if let (Some(q), true) = (&settings.quiet_hours, c.channel != Channel::Web) {
-        let zone = match tables
-            .profiles()
-            .columns
-            .get("timezone")
-            .and_then(|col| col.get(p))
+        for e in &checked.exclude {
+            if self.tables.evaluate(e)?.contains(p) {
+                return lost("excluded");
+            }
+        }
+        let gate = Gate::new(c, self.settings, self.tables.profiles(), &self.suppressed);
+        if let Some(why) = gate.keep_out(p, self.id) {
+            return lost(why.reason());
+        }
+        let marketing = c.kind == Kind::Marketing;
+        if marketing
+            && capped(
+                &self.store.outbox(),
+                self.settings,
+                c.channel.name(),
+                p,
+                self.as_of,
+            )?
         {
-            Some(Value::Str(name)) => Some(name),
-            _ => None,
-        };
-        if q.release(as_of, zone.as_deref()) > as_of {
+            return lost("capped");
+        }
+        if gate.due(p, self.as_of) > self.as_of {
             return lost("quiet hours");
         }
+        match self.message(&gate, c) {
+            Ok(winner) => Ok(Ok(winner)),
+            Err(e) => lost(&format!("not rendered: {e}")),
+        }
     }
-    match message_for(tables, settings, env, c, p, id, as_of) {
-        Ok(winner) => Ok(Ok(winner)),
-        Err(e) => lost(&format!("not rendered: {e}")),
+
+    /// The message the person is assigned by `c` (exploration or their variant), rendered.
+    fn message(&self, gate: &Gate<'_>, c: &Campaign) -> Result<Winner, render::RenderError> {
+        let (variant, message) = match gate.pick(self.id) {
+            Pick::Exploration => (EXPLORATION, &self.settings.exploration_message[&c.channel]),
+            Pick::Variant(i) => (c.variants[i].name.as_str(), &c.variants[i].message),
+        };
+        let offer = offer_for(c, self.id, self.as_of);
+        let ctx = context(
+            self.tables.profiles(),
+            self.tables.dataset().metrics,
+            self.p,
+            self.id,
+            &c.name,
+            offer.as_ref(),
+        );
+        Ok(Winner {
+            campaign: c.name.clone(),
+            variant: variant.to_string(),
+            channel: c.channel.name().to_string(),
+            content: render::render(&self.env, message, &ctx)?,
+            offer,
+        })
     }
 }
 
-/// The message person `p` is assigned by `c` (exploration or their variant), rendered.
-fn message_for(
-    tables: &Tables<'_>,
-    settings: &Settings,
-    env: &minijinja::Environment<'_>,
-    c: &Campaign,
-    p: u32,
-    id: &str,
+/// Loads person `id` (a live profile) with every trait and the metrics as of `as_of`.
+fn person<'a, 't>(
+    ws: &Workspace,
+    store: &'t Store,
+    settings: &'a Settings,
+    channel: Channel,
+    id: &'a str,
     as_of: Timestamp,
-) -> Result<Winner, render::RenderError> {
-    let explore = c.kind == Kind::Marketing
-        && settings.exploration_message.contains_key(&c.channel)
-        && assign::in_exploration(&c.name, id, settings.exploration);
-    let (variant, message) = if explore {
-        (
-            EXPLORATION.to_string(),
-            &settings.exploration_message[&c.channel],
-        )
-    } else {
-        let weights: Vec<f64> = c.variants.iter().map(|v| v.weight).collect();
-        let v = &c.variants[assign::variant(&c.name, id, &weights)];
-        (v.name.clone(), &v.message)
-    };
-    let offer = offer_for(c, id, as_of);
-    let ctx = context(
-        tables.profiles(),
-        tables.dataset().metrics,
+) -> Result<Person<'a, 't>, RunError>
+where
+    't: 'a,
+{
+    let mut tables = Tables::open(ws, store, as_of)?;
+    let p = tables
+        .profiles()
+        .find(id)
+        .filter(|&p| !tables.profiles().retired.contains(p))
+        .ok_or_else(|| microseg_store::StoreError::UnknownProfile(id.to_string()))?;
+    tables.need_all_traits()?;
+    tables.metrics()?;
+    Ok(Person {
+        tables,
+        store,
+        settings,
+        suppressed: store.suppressed(channel.name())?,
+        env: render::environment(),
         p,
         id,
-        &c.name,
-        offer.as_ref(),
-    );
-    Ok(Winner {
-        campaign: c.name.clone(),
-        variant,
-        channel: c.channel.name().to_string(),
-        content: render::render(env, message, &ctx)?,
-        offer,
+        as_of,
     })
 }
 
@@ -200,42 +206,21 @@ pub fn preview(
     let settings = Settings::from_config(&ws.config.activation)?;
     let stored = store.campaign(name)?;
     let checked = Campaign::from_json(&stored.body)?.check(&store.segment_conditions()?)?;
-    let mut tables = Tables::open(ws, store, as_of)?;
-    let p = find(&tables, id)?;
-    tables.need_all_traits()?;
-    tables.metrics()?;
-    let env = render::environment();
-    let message =
-        message_for(&tables, &settings, &env, &checked.campaign, p, id, as_of).map_err(|e| {
-            crate::CampaignError {
-                field: e.field,
-                reason: format!("not rendered for {id}: {}", e.reason),
-            }
-        })?;
-    let blocked_by = assess(
-        &mut tables,
-        store,
-        &settings,
-        &env,
-        &stored,
-        &checked,
-        p,
-        id,
-        as_of,
-    )?
-    .err();
+    let c = &checked.campaign;
+    let mut person = person(ws, store, &settings, c.channel, id, as_of)?;
+    let message = {
+        let gate = Gate::new(c, &settings, person.tables.profiles(), &person.suppressed);
+        person.message(&gate, c).map_err(|e| crate::CampaignError {
+            field: e.field,
+            reason: format!("not rendered for {id}: {}", e.reason),
+        })?
+    };
+    let blocked_by = person.assess(&stored, &checked)?.err();
     Ok(Preview {
         profile: id.to_string(),
         message,
         blocked_by,
     })
-}
-
-/// The dense id of the live profile with external id `id`.
-fn find(tables: &Tables<'_>, id: &str) -> Result<u32, RunError> {
-    (0..tables.len() as u32)
-        .find(|&p| tables.external_id(p) == id && !tables.profiles().retired.contains(p))
-        .ok_or_else(|| microseg_store::StoreError::UnknownProfile(id.to_string()).into())
 }
 
 /// Decides for the person with external id `id` as of `as_of`.
@@ -253,10 +238,11 @@ pub fn decide(
 ) -> Result<Decision, RunError> {
     let settings = Settings::from_config(&ws.config.activation)?;
     let saved = store.segment_conditions()?;
-    let mut tables = Tables::open(ws, store, as_of)?;
-    let p = find(&tables, id)?;
-    tables.need_all_traits()?;
-    tables.metrics()?;
+    let channel = match slot {
+        Slot::Channel(c) => *c,
+        Slot::Placement(_) => Channel::Web,
+    };
+    let mut person = person(ws, store, &settings, channel, id, as_of)?;
     let campaigns: Vec<(StoredCampaign, crate::Checked)> = store
         .campaigns()?
         .into_iter()
@@ -276,22 +262,11 @@ pub fn decide(
             fits.then_some((s, checked))
         })
         .collect();
-    let env = render::environment();
     let mut candidates = Vec::new();
     // (priority, index into `candidates`, winner)
     let mut eligible: Vec<(i64, usize, Winner)> = Vec::new();
     for (stored, checked) in &campaigns {
-        match assess(
-            &mut tables,
-            store,
-            &settings,
-            &env,
-            stored,
-            checked,
-            p,
-            id,
-            as_of,
-        )? {
+        match person.assess(stored, checked)? {
             Ok(winner) => {
                 candidates.push(Candidate {
                     campaign: checked.campaign.name.clone(),

@@ -6,6 +6,7 @@
 pub mod assign;
 pub mod campaign;
 pub mod decide;
+mod gate;
 pub mod quiet;
 pub mod render;
 pub mod run;

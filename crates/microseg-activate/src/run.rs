@@ -17,15 +17,16 @@
 //! 8. **queued**: written to the outbox with an idempotency key of (campaign, person,
 //!    send slot); a key already there is not queued again (**already_queued**).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use microseg_core::{ProfileId, Timestamp, Value};
+use microseg_core::{ProfileId, Timestamp};
 use microseg_store::campaigns::{OutboxMessage, OutboxQuery, StoredCampaign};
 use microseg_store::{Store, StoreError, Tables, Workspace};
 use serde::Serialize;
 use serde_json::{json, Map, Value as Json};
 use sha2::{Digest, Sha256};
 
+use crate::gate::{Gate, KeptOut, Pick};
 use crate::{assign, render, Campaign, CampaignError, Checked, Kind, Settings, EXPLORATION};
 
 /// Why a run failed.
@@ -149,8 +150,9 @@ pub fn run(
     for e in &checked.exclude {
         excluded |= tables.evaluate(e)?;
     }
+    let suppressed = store.suppressed(channel.name())?;
     // Arbitration: people a higher-priority active campaign of the channel reaches are
-    // left to it (its audience after its exclusions, control groups and consent).
+    // left to it (its audience after its exclusions and its own rules).
     let mut outranked = roaring::RoaringBitmap::new();
     for other in store.campaigns()? {
         if other.name == stored.name || other.status != "active" {
@@ -159,101 +161,65 @@ pub fn run(
         let Ok(o) = Campaign::from_json(&other.body).and_then(|c| c.check(&saved)) else {
             continue;
         };
-        let (oc, c) = (&o.campaign, &checked.campaign);
-        if oc.channel != c.channel || oc.priority <= c.priority {
+        if o.campaign.channel != channel || o.campaign.priority <= checked.campaign.priority {
             continue;
         }
         let mut theirs = tables.evaluate(&o.target)?;
         for e in &o.exclude {
             theirs -= tables.evaluate(e)?;
         }
-        let consent = tables
-            .profiles()
-            .columns
-            .get(&format!("consent_{}", oc.channel.name()));
-        for p in theirs {
-            let id = tables.external_id(p);
-            let kept_out = (oc.kind == Kind::Marketing
-                && assign::in_global_control(id, settings.global_control))
-                || assign::in_holdout(&oc.name, id, oc.holdout)
-                || !consent.is_some_and(|col| col.get(p) == Some(Value::Bool(true)));
-            if !kept_out {
-                outranked.insert(p);
-            }
-        }
+        let gate = Gate::new(&o.campaign, &settings, tables.profiles(), &suppressed);
+        outranked.extend(
+            theirs
+                .iter()
+                .filter(|&p| gate.keep_out(p, tables.external_id(p)).is_none()),
+        );
     }
     tables.metrics()?;
-    let suppressed = store.suppressed(checked.campaign.channel.name())?;
-    let plan = plan(
-        &tables,
-        &checked,
-        &settings,
-        &target,
-        &excluded,
-        &outranked,
-        &suppressed,
-        stored,
+    let planned = Plan {
+        tables: &tables,
+        checked: &checked,
+        settings: &settings,
+        suppressed: &suppressed,
+        slot: format!("run-v{}", stored.version),
         as_of,
-    );
-    let (mut counts, candidates, render_errors) = plan?;
-    let store_ref: &Store = store;
-    let mut within_run: BTreeMap<ProfileId, u64> = BTreeMap::new();
+    }
+    .messages(&target, &excluded, &outranked)?;
+    let (mut counts, candidates, render_errors) = planned;
     let mut admit = |q: &OutboxQuery<'_>, m: &RunMessage| -> Result<bool, StoreError> {
         if q.has_key(&m.idempotency_key)? {
             counts.already_queued += 1;
             return Ok(false);
         }
-        if marketing
-            && capped(
-                q,
-                &settings,
-                checked.campaign.channel.name(),
-                m.profile_id,
-                as_of,
-            )?
-        {
+        if marketing && capped(q, &settings, channel.name(), m.profile_id, as_of)? {
             counts.capped += 1;
             return Ok(false);
         }
-        *within_run.entry(m.profile_id).or_default() += 1;
-        if m.variant == EXPLORATION {
-            counts.exploration += 1;
-        }
+        counts.exploration += u64::from(m.variant == EXPLORATION);
+        counts.quiet_hours_held += u64::from(m.due_ms > as_of.0);
         Ok(true)
     };
-    let messages = if dry_run {
-        let q = store_ref.outbox();
-        let mut kept = Vec::new();
-        for m in candidates {
-            if admit(&q, &m)? {
-                kept.push(m);
-            }
+    let mut admitted = vec![false; candidates.len()];
+    if dry_run {
+        let q = store.outbox();
+        for (m, ok) in candidates.iter().zip(&mut admitted) {
+            *ok = admit(&q, m)?;
         }
-        kept
     } else {
-        let mut kept = Vec::new();
-        let mut to_queue = Vec::new();
-        for m in &candidates {
-            to_queue.push(outbox_message(m, stored.version));
-        }
-        let by_key: BTreeMap<&str, &RunMessage> = candidates
+        let rows: Vec<OutboxMessage> = candidates
             .iter()
-            .map(|m| (m.idempotency_key.as_str(), m))
+            .map(|m| outbox_message(m, stored.version))
             .collect();
-        let mut accepted = Vec::new();
-        store.queue_messages(to_queue, |q, om| {
-            let m = by_key[om.idempotency_key.as_str()];
-            let ok = admit(q, m)?;
-            if ok {
-                accepted.push(om.idempotency_key.clone());
-            }
-            Ok(ok)
+        store.queue_messages(&rows, |q, i| {
+            admitted[i] = admit(q, &candidates[i])?;
+            Ok(admitted[i])
         })?;
-        for key in accepted {
-            kept.push(by_key[key.as_str()].clone());
-        }
-        kept
-    };
+    }
+    let messages: Vec<RunMessage> = candidates
+        .into_iter()
+        .zip(admitted)
+        .filter_map(|(m, ok)| ok.then_some(m))
+        .collect();
     counts.queued = messages.len() as u64;
     Ok(RunOutcome {
         counts,
@@ -264,126 +230,100 @@ pub fn run(
 
 type Planned = (RunCounts, Vec<RunMessage>, BTreeMap<String, u64>);
 
-/// Steps 1 to 5 and 7 (all but the caps, which need the outbox at queueing time).
-#[allow(clippy::too_many_arguments)]
-fn plan(
-    tables: &Tables<'_>,
-    checked: &Checked,
-    settings: &Settings,
-    target: &roaring::RoaringBitmap,
-    excluded: &roaring::RoaringBitmap,
-    outranked: &roaring::RoaringBitmap,
-    suppressed: &std::collections::HashSet<String>,
-    stored: &StoredCampaign,
+/// Steps 1 to 5 and 7 of a run (all but the caps, which need the outbox at queueing time).
+struct Plan<'a, 't> {
+    tables: &'a Tables<'t>,
+    checked: &'a Checked,
+    settings: &'a Settings,
+    suppressed: &'a HashSet<String>,
+    /// The send slot of the idempotency keys.
+    slot: String,
     as_of: Timestamp,
-) -> Result<Planned, RunError> {
-    let c = &checked.campaign;
-    let marketing = c.kind == Kind::Marketing;
-    let profiles = tables.profiles();
-    let consent = profiles
-        .columns
-        .get(&format!("consent_{}", c.channel.name()));
-    let timezone = profiles.columns.get("timezone");
-    let address = crate::suppress::address_trait(c.channel).and_then(|t| profiles.columns.get(t));
-    let env = render::environment();
-    let compile = |m| {
-        render::compile(&env, m).map_err(|e| CampaignError {
-            field: e.field,
-            reason: e.reason,
-        })
-    };
-    let variants = c
-        .variants
-        .iter()
-        .map(|v| compile(&v.message))
-        .collect::<Result<Vec<_>, _>>()?;
-    let general = match settings.exploration_message.get(&c.channel) {
-        Some(m) => Some(compile(m)?),
-        None => None,
-    };
-    let weights: Vec<f64> = c.variants.iter().map(|v| v.weight).collect();
-    let mut counts = RunCounts {
-        targeted: target.len(),
-        ..RunCounts::default()
-    };
-    let mut messages = Vec::new();
-    let mut render_errors: BTreeMap<String, u64> = BTreeMap::new();
-    let metrics = tables.dataset().metrics;
-    for p in target {
-        let id = tables.external_id(p);
-        if excluded.contains(p) {
-            counts.excluded += 1;
-            continue;
-        }
-        if outranked.contains(p) {
-            counts.lower_priority += 1;
-            continue;
-        }
-        if marketing && assign::in_global_control(id, settings.global_control) {
-            counts.global_control += 1;
-            continue;
-        }
-        if assign::in_holdout(&c.name, id, c.holdout) {
-            counts.holdout += 1;
-            continue;
-        }
-        if !consent.is_some_and(|col| col.get(p) == Some(Value::Bool(true))) {
-            counts.no_consent += 1;
-            continue;
-        }
-        if !suppressed.is_empty() {
-            let value = address.and_then(|col| col.get(p));
-            let hash = crate::suppress::person_hash(c.channel, value.as_ref(), id);
-            if hash.is_some_and(|h| suppressed.contains(&h)) {
-                counts.suppressed += 1;
+}
+
+impl Plan<'_, '_> {
+    /// The counts and the rendered messages of the target's members.
+    fn messages(
+        &self,
+        target: &roaring::RoaringBitmap,
+        excluded: &roaring::RoaringBitmap,
+        outranked: &roaring::RoaringBitmap,
+    ) -> Result<Planned, RunError> {
+        let c = &self.checked.campaign;
+        let profiles = self.tables.profiles();
+        let gate = Gate::new(c, self.settings, profiles, self.suppressed);
+        let env = render::environment();
+        let compile = |m| {
+            render::compile(&env, m).map_err(|e| CampaignError {
+                field: e.field,
+                reason: e.reason,
+            })
+        };
+        let variants = c
+            .variants
+            .iter()
+            .map(|v| compile(&v.message))
+            .collect::<Result<Vec<_>, _>>()?;
+        let general = match self.settings.exploration_message.get(&c.channel) {
+            Some(m) => Some(compile(m)?),
+            None => None,
+        };
+        let mut counts = RunCounts {
+            targeted: target.len(),
+            ..RunCounts::default()
+        };
+        let mut messages = Vec::new();
+        let mut render_errors: BTreeMap<String, u64> = BTreeMap::new();
+        let metrics = self.tables.dataset().metrics;
+        for p in target {
+            let id = self.tables.external_id(p);
+            let count = if excluded.contains(p) {
+                Some(&mut counts.excluded)
+            } else if outranked.contains(p) {
+                Some(&mut counts.lower_priority)
+            } else {
+                gate.keep_out(p, id).map(|why| match why {
+                    KeptOut::GlobalControl => &mut counts.global_control,
+                    KeptOut::Holdout => &mut counts.holdout,
+                    KeptOut::NoConsent => &mut counts.no_consent,
+                    KeptOut::Suppressed => &mut counts.suppressed,
+                })
+            };
+            if let Some(n) = count {
+                *n += 1;
                 continue;
             }
+            let (variant, message) = match gate.pick(id) {
+                // `pick` gives the general message only when the channel has one.
+                Pick::Exploration => (EXPLORATION, general.as_ref().expect("a general message")),
+                Pick::Variant(i) => (c.variants[i].name.as_str(), &variants[i]),
+            };
+            let offer = offer_for(c, id, self.as_of);
+            let context = context(profiles, metrics, p, id, &c.name, offer.as_ref());
+            let content = match message.render(&context) {
+                Ok(content) => content,
+                Err(e) => {
+                    counts.render_failed += 1;
+                    *render_errors.entry(e.to_string()).or_default() += 1;
+                    continue;
+                }
+            };
+            let due = gate.due(p, self.as_of);
+            messages.push(RunMessage {
+                due_at: due.to_string(),
+                due_ms: due.0,
+                profile: id.to_string(),
+                campaign: c.name.clone(),
+                variant: variant.to_string(),
+                channel: c.channel.name().to_string(),
+                content,
+                offer,
+                idempotency_key: idempotency_key(&c.name, id, &self.slot),
+                profile_id: p,
+            });
         }
-        let explore = marketing && assign::in_exploration(&c.name, id, settings.exploration);
-        let (variant, message) = match (&general, explore) {
-            (Some(general), true) => (EXPLORATION.to_string(), general),
-            _ => {
-                let i = assign::variant(&c.name, id, &weights);
-                (c.variants[i].name.clone(), &variants[i])
-            }
-        };
-        let offer = offer_for(c, id, as_of);
-        let context = context(profiles, metrics, p, id, &c.name, offer.as_ref());
-        let content = match message.render(&context) {
-            Ok(content) => content,
-            Err(e) => {
-                counts.render_failed += 1;
-                *render_errors.entry(e.to_string()).or_default() += 1;
-                continue;
-            }
-        };
-        let due = match &settings.quiet_hours {
-            Some(q) if c.channel != crate::Channel::Web => {
-                let zone = timezone.and_then(|col| match col.get(p) {
-                    Some(Value::Str(name)) => Some(name),
-                    _ => None,
-                });
-                q.release(as_of, zone.as_deref())
-            }
-            _ => as_of,
-        };
-        if due > as_of {
-            counts.quiet_hours_held += 1;
-        }
-        messages.push(RunMessage {
-            due_at: due.to_string(),
-            due_ms: due.0,
-            profile: id.to_string(),
-            campaign: c.name.clone(),
-            variant,
-            channel: c.channel.name().to_string(),
-            content,
-            offer,
-            idempotency_key: idempotency_key(&c.name, id, &format!("run-v{}", stored.version)),
-            profile_id: p,
-        });
+        Ok((counts, messages, render_errors))
     }
-    Ok((counts, messages, render_errors))
 }
 
 /// What a template sees for person `p`: their traits, then the metrics not named like a

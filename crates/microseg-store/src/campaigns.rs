@@ -130,14 +130,14 @@ impl Store {
     }
 
     /// Queues `messages` in one transaction, skipping any whose idempotency key is
-    /// already there; `admit` is called for each inside it, before its insert, and the
-    /// message is queued only when it says so (the caller counts caps against what the
-    /// outbox holds at that moment: two runs at once are serialised by the transaction).
-    /// Returns how many were queued.
+    /// already there; `admit` is called with each message's index inside it, before its
+    /// insert, and the message is queued only when it says so (the caller counts caps
+    /// against what the outbox holds at that moment: two runs at once are serialised by
+    /// the transaction). Returns how many were queued.
     pub fn queue_messages(
         &mut self,
-        messages: impl IntoIterator<Item = OutboxMessage>,
-        mut admit: impl FnMut(&OutboxQuery<'_>, &OutboxMessage) -> Result<bool, StoreError>,
+        messages: &[OutboxMessage],
+        mut admit: impl FnMut(&OutboxQuery<'_>, usize) -> Result<bool, StoreError>,
     ) -> Result<u64, StoreError> {
         let tx = self
             .conn
@@ -151,8 +151,8 @@ impl Store {
                      channel, variant, content, offer, created_at, due_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
-            for m in messages {
-                if !admit(&query, &m)? {
+            for (i, m) in messages.iter().enumerate() {
+                if !admit(&query, i)? {
                     continue;
                 }
                 queued += insert.execute(params![

@@ -94,6 +94,12 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
             | StoreError::Eval(_) => Kind::BadInput,
         });
     }
+    if let Some(e) = cause.downcast_ref::<microseg_activate::run::RunError>() {
+        return match e {
+            microseg_activate::run::RunError::Store(e) => kind_of(e),
+            _ => Some(Kind::BadInput),
+        };
+    }
     if let Some(e) = cause.downcast_ref::<microseg_engine::EvalError>() {
         return Some(match e {
             microseg_engine::EvalError::UnknownSegment(_) => Kind::NotFound,
@@ -101,6 +107,7 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
         });
     }
     if cause.is::<microseg_core::condition::ParseError>()
+        || cause.is::<microseg_activate::CampaignError>()
         || cause.is::<microseg_core::time::TimeError>()
         || cause.is::<microseg_engine::models::personas::PersonaError>()
         || cause.is::<microseg_engine::models::clv::ClvError>()

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
-use microseg_activate::run::RunError;
 use microseg_activate::{run, Campaign, Channel, Slot};
 
 use super::{as_of, print_json, Context};
@@ -164,11 +163,7 @@ pub fn run_command(ctx: &Context, cmd: CampaignCommand) -> Result<()> {
         CampaignCommand::Archive(args) => status(&mut store, args, "archived"),
         CampaignCommand::Preview(args) => {
             let at = as_of(args.as_of.as_deref())?;
-            let preview = microseg_activate::preview(&ws, &store, &args.name, &args.profile, at)
-                .map_err(|e| match e {
-                    RunError::Store(e) => anyhow::Error::from(e),
-                    other => bad_input(other.to_string()),
-                })?;
+            let preview = microseg_activate::preview(&ws, &store, &args.name, &args.profile, at)?;
             if args.json {
                 return print_json(&preview);
             }
@@ -192,10 +187,7 @@ pub fn run_command(ctx: &Context, cmd: CampaignCommand) -> Result<()> {
         CampaignCommand::Run(args) => {
             let stored = store.campaign(&args.name)?;
             let at = as_of(args.as_of.as_deref())?;
-            let outcome = run(&ws, &mut store, &stored, at, args.dry_run).map_err(|e| match e {
-                RunError::Store(e) => anyhow::Error::from(e),
-                other => bad_input(other.to_string()),
-            })?;
+            let outcome = run(&ws, &mut store, &stored, at, args.dry_run)?;
             if let Some(path) = &args.out {
                 let mut w = writer(Some(path))?;
                 for m in &outcome.messages {
@@ -306,11 +298,7 @@ pub fn decide(ctx: &Context, args: DecideArgs) -> Result<()> {
         (None, None) => unreachable!("clap requires one"),
     };
     let at = as_of(args.as_of.as_deref())?;
-    let decision =
-        microseg_activate::decide(&ws, &store, &args.profile, &slot, at).map_err(|e| match e {
-            RunError::Store(e) => anyhow::Error::from(e),
-            other => bad_input(other.to_string()),
-        })?;
+    let decision = microseg_activate::decide(&ws, &store, &args.profile, &slot, at)?;
     if args.json {
         return print_json(&decision);
     }
