@@ -404,8 +404,7 @@ pub fn idempotency_key(campaign: &str, id: &str, slot: &str) -> String {
         .chain_update([0x1f])
         .chain_update(slot.as_bytes())
         .finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{campaign}.{hex}")
+    format!("{campaign}.{}", microseg_core::hex(&digest[..16]))
 }
 
 fn outbox_message(m: &RunMessage, version: i64) -> OutboxMessage {

@@ -38,10 +38,7 @@ pub fn normalise(channel: Channel, address: &str) -> String {
 
 /// The SHA-256 hex of a normalised address, as the list keeps it.
 pub fn hash(channel: Channel, address: &str) -> String {
-    Sha256::digest(normalise(channel, address).as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    microseg_core::hex(&Sha256::digest(normalise(channel, address).as_bytes()))
 }
 
 /// The hash of a person's address on `channel`: their trait's value (`trait_value`), or

@@ -36,10 +36,15 @@ impl RateLimiter {
     /// whole seconds to wait for the next token.
     pub(crate) fn take(&self, key: &str, now: Instant) -> Result<(), u64> {
         let mut buckets = self.buckets.lock().expect("rate lock");
-        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
+        // The key is copied once, for its first request (not on every request).
+        if !buckets.contains_key(key) {
+            let full = Bucket {
+                tokens: self.burst,
+                at: now,
+            };
+            buckets.insert(key.to_string(), full);
+        }
+        let bucket = buckets.get_mut(key).expect("inserted above");
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
         bucket.at = now;

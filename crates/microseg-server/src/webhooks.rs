@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use microseg_core::hex;
 use microseg_store::webhooks::Webhook;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -51,10 +52,6 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
         .chain_update(inner)
         .finalize()
         .into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The current Unix time in seconds.

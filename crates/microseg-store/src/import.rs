@@ -1069,11 +1069,7 @@ fn file_sha256(path: &Path) -> Result<String, StoreError> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(microseg_core::hex(&hasher.finalize()))
 }
 
 /// Writes a trait value as JSON, as [`Value::to_json`] would.

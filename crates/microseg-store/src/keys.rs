@@ -4,6 +4,7 @@
 //! kind and label; the old one stays valid for a grace period, so the apps that send it
 //! can be updated first).
 
+use microseg_core::hex;
 use rusqlite::params;
 use sha2::{Digest, Sha256};
 
@@ -61,10 +62,6 @@ impl ApiKey {
     pub fn valid_at(&self, now: i64) -> bool {
         self.valid_until.is_none_or(|until| now < until)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 of a secret, in hex.

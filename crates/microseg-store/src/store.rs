@@ -631,7 +631,7 @@ impl Store {
             .optional()?;
         let version = match (current, replace) {
             (Some(_), false) => {
-                return Err(StoreError::Invalid(format!(
+                return Err(StoreError::Refused(format!(
                     "segment '{name}' already exists (use --replace to save a new version)"
                 )))
             }

@@ -121,8 +121,10 @@ pub(crate) fn remove_snapshots(ws: &Workspace) {
 }
 
 fn property_path(cache: &Path, name: &str) -> PathBuf {
-    let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
-    cache.join(format!("property-{hex}.snap"))
+    cache.join(format!(
+        "property-{}.snap",
+        microseg_core::hex(name.as_bytes())
+    ))
 }
 
 /// Brings the workspace's snapshots up to date with the store (profiles, events and the
@@ -1544,33 +1546,7 @@ impl Store {
         up_to: u64,
         names: &[&str],
     ) -> Result<NewEvents, StoreError> {
-        let properties = if names.is_empty() {
-            "NULL"
-        } else {
-            "properties"
-        };
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT profile_id, time, name_id, revenue, {properties} FROM events
-             WHERE id > ?1 AND id <= ?2 ORDER BY id"
-        ))?;
-        let mut out = NewEvents {
-            properties: names.iter().map(|_| Default::default()).collect(),
-            ..NewEvents::default()
-        };
-        let mut found = vec![PropertyJson::Absent; names.len()];
-        let mut rows = stmt.query([after as i64, up_to as i64])?;
-        while let Some(row) = rows.next()? {
-            out.profile.push(row.get(0)?);
-            out.time.push(row.get(1)?);
-            out.name.push(row.get(2)?);
-            out.revenue
-                .push(row.get::<_, Option<f64>>(3)?.unwrap_or(f64::NAN));
-            read_properties(row.get_ref(4)?, names, &mut found);
-            for (column, value) in out.properties.iter_mut().zip(&found) {
-                push_property(column, value);
-            }
-        }
-        Ok(out)
+        self.new_events("", rusqlite::params![after as i64, up_to as i64], names)
     }
 
     /// The events with an id in `(after, up_to]` named by one of `codes` or dated after
@@ -1588,6 +1564,21 @@ impl Store {
         if list.is_empty() {
             list.push("-1".into());
         }
+        self.new_events(
+            &format!("AND (name_id IN ({}) OR time > ?3)", list.join(", ")),
+            rusqlite::params![after as i64, up_to as i64, later.0],
+            names,
+        )
+    }
+
+    /// The events with an id in `(?1, ?2]` and `filter` (more SQL, its parameters from
+    /// ?3 on), in id order, with properties `names`.
+    fn new_events(
+        &self,
+        filter: &str,
+        params: impl rusqlite::Params,
+        names: &[&str],
+    ) -> Result<NewEvents, StoreError> {
         let properties = if names.is_empty() {
             "NULL"
         } else {
@@ -1595,15 +1586,14 @@ impl Store {
         };
         let mut stmt = self.conn.prepare(&format!(
             "SELECT profile_id, time, name_id, revenue, {properties} FROM events
-             WHERE id > ?1 AND id <= ?2 AND (name_id IN ({}) OR time > ?3) ORDER BY id",
-            list.join(", ")
+             WHERE id > ?1 AND id <= ?2 {filter} ORDER BY id"
         ))?;
         let mut out = NewEvents {
             properties: names.iter().map(|_| Default::default()).collect(),
             ..NewEvents::default()
         };
         let mut found = vec![PropertyJson::Absent; names.len()];
-        let mut rows = stmt.query(rusqlite::params![after as i64, up_to as i64, later.0])?;
+        let mut rows = stmt.query(params)?;
         while let Some(row) = rows.next()? {
             out.profile.push(row.get(0)?);
             out.time.push(row.get(1)?);

@@ -396,17 +396,8 @@ fn models(dir: &Path, email_test: &Path) -> Result<()> {
             ],
         ),
     ];
-    for (title, args) in steps {
-        println!("\n== {title}\n$ microseg {}", args.join(" "));
-        let mut argv = vec!["microseg", "--data", data.as_str()];
-        argv.extend(args);
-        let cli = <super::Cli as clap::Parser>::try_parse_from(argv)?;
-        // A tiny shop cannot support every model: say why and go on.
-        if let Err(e) = super::run(cli) {
-            println!("(skipped: {e:#})");
-        }
-    }
-    Ok(())
+    // A tiny shop cannot support every model: a step says why and the others go on.
+    run_steps(&data, steps)
 }
 
 /// The winter-accessories scenario, first half: the two campaigns saved, their dry runs'
@@ -475,10 +466,14 @@ fn campaigns(dir: &Path, files: &Path) -> Result<()> {
 
 /// Runs each command as a user would type it, under a heading with its command line; a
 /// step the shop cannot support says why and the others go on.
-fn run_steps(data: &str, steps: Vec<(String, Vec<String>)>) -> Result<()> {
+fn run_steps<T: std::fmt::Display, A: AsRef<str>>(
+    data: &str,
+    steps: impl IntoIterator<Item = (T, Vec<A>)>,
+) -> Result<()> {
     for (title, args) in steps {
+        let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
         println!("\n== {title}\n$ microseg {}", args.join(" "));
-        let mut argv = vec!["microseg".to_string(), "--data".into(), data.to_string()];
+        let mut argv = vec!["microseg", "--data", data];
         argv.extend(args);
         let cli = <super::Cli as clap::Parser>::try_parse_from(argv)?;
         if let Err(e) = super::run(cli) {
