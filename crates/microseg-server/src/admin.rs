@@ -461,6 +461,14 @@ pub(crate) async fn erase_profile(
         return Err(ApiError::shutting_down());
     }
     let erased = done.await.map_err(|_| ApiError::shutting_down())??;
+    // The copies outside the store (snapshots, import logs): file work, off the writer.
+    let workspace = app.workspace.clone();
+    let erased = tokio::task::spawn_blocking(move || {
+        erased.forget_copies(&workspace);
+        erased
+    })
+    .await
+    .map_err(ApiError::internal)?;
     Ok(axum::Json(json!({
         "erased": true,
         "profiles": erased.profiles.len(),

@@ -423,7 +423,7 @@ pub fn writer(
             }
             Job::Erase(external_id, reply) => {
                 counters.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                match ingestor.erase(&workspace, &external_id) {
+                match ingestor.erase(&external_id) {
                     Ok((written, erased)) => {
                         // Counts and the dense id only: never who.
                         tracing::info!(

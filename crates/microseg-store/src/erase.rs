@@ -28,6 +28,19 @@ pub struct Erased {
     pub events: u64,
     /// Identities (anonymous ids, aliases) deleted.
     pub identities: u64,
+    /// Every id the person went by (never shown; for [`Erased::forget_copies`]).
+    #[serde(skip)]
+    ids: Vec<String>,
+}
+
+impl Erased {
+    /// Removes the copies outside the store: the columnar snapshots, and the lines of
+    /// the import logs that hold one of the person's ids. File work, kept out of the
+    /// store's transaction (and off a server's writer thread).
+    pub fn forget_copies(&self, workspace: &Workspace) {
+        crate::tables::remove_snapshots(workspace);
+        scrub_logs(workspace, &self.ids);
+    }
 }
 
 /// Removes the lines that hold one of `names` (ids without the `anonymous:` prefix too)
@@ -66,13 +79,10 @@ fn scrub_logs(workspace: &Workspace, names: &[String]) {
 
 impl Store {
     /// Erases the person with external id `external_id` (and the profiles merged into
-    /// it); see the module's documentation. Fails with [`StoreError::UnknownProfile`]
+    /// it) in the store; see the module's documentation, and [`Erased::forget_copies`]
+    /// for the copies outside it. Fails with [`StoreError::UnknownProfile`]
     /// for an id no live profile has.
-    pub fn erase_profile(
-        &mut self,
-        workspace: &Workspace,
-        external_id: &str,
-    ) -> Result<Erased, StoreError> {
+    pub fn erase_profile(&mut self, external_id: &str) -> Result<Erased, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -142,12 +152,11 @@ impl Store {
         bump(&tx, Counter::Rewrites)?;
         bump(&tx, Counter::Merges)?;
         tx.commit()?;
-        crate::tables::remove_snapshots(workspace);
-        scrub_logs(workspace, &names);
         Ok(Erased {
             profiles,
             events,
             identities,
+            ids: names,
         })
     }
 

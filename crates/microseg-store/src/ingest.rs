@@ -404,10 +404,9 @@ impl Ingestor {
     /// [`Applied::Erase`] for the in-memory state to follow.
     pub fn erase(
         &mut self,
-        workspace: &crate::Workspace,
         external_id: &str,
     ) -> Result<(Written, crate::erase::Erased), StoreError> {
-        let erased = self.store.erase_profile(workspace, external_id)?;
+        let erased = self.store.erase_profile(external_id)?;
         let family: FxHashSet<ProfileId> = erased.profiles.iter().copied().collect();
         let ids = &mut self.ids;
         ids.users.retain(|_, p| !family.contains(p));

@@ -54,7 +54,8 @@ pub fn run(ctx: &Context, cmd: ProfileCommand) -> Result<()> {
 
 fn delete(ctx: &Context, args: DeleteArgs) -> Result<()> {
     let (ws, mut store, _lock) = ctx.open_for_writing("microseg profile delete")?;
-    let erased = store.erase_profile(&ws, &args.id)?;
+    let erased = store.erase_profile(&args.id)?;
+    erased.forget_copies(&ws);
     store.truncate_log()?;
     if args.json {
         return print_json(&serde_json::json!({
