@@ -217,7 +217,16 @@ impl Campaign {
     ///
     /// The first [`CampaignError`] found.
     pub fn check(self, saved: &BTreeMap<String, Condition>) -> Result<Checked, CampaignError> {
-        microseg_core::condition::check_segment_name(&self.name).map_err(|e| refuse("name", e))?;
+        // The same rule as segment names (names go into URLs and idempotency keys).
+        microseg_core::condition::check_segment_name(&self.name).map_err(|_| {
+            refuse(
+                "name",
+                format!(
+                    "'{}': use 1 to 100 letters, digits, '_', '-' or '.'",
+                    self.name
+                ),
+            )
+        })?;
         let condition = |field: &str, text: &str| -> Result<Condition, CampaignError> {
             match saved.get(text) {
                 Some(c) => Ok(c.clone()),
