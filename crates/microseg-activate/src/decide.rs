@@ -1,17 +1,24 @@
 //! What one person gets now on one channel or placement, and why every other campaign
 //! lost: the same rules as a run, then arbitration by priority.
+//!
+//! A [`Decider`] holds the campaigns, the rules and the suppression lists, read once; it
+//! decides for a [`Person`] given how to tell their membership of an audience and whether
+//! a cap holds them. `microseg decide` answers both from the workspace's tables and the
+//! outbox; the server from its streaming evaluator (audiences it keeps live under
+//! [`Decider::live_audiences`]' names) and the outbox.
 
-use microseg_core::Timestamp;
-use microseg_store::campaigns::StoredCampaign;
-use microseg_store::{Store, Tables, Workspace};
+use std::collections::{BTreeMap, HashSet};
+
+use microseg_core::condition::Condition;
+use microseg_core::{ProfileId, Timestamp};
+use microseg_engine::{Metrics, ProfileTable};
+use microseg_store::{Store, StoreError, Tables, Workspace};
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use std::collections::HashSet;
-
 use crate::gate::{Gate, Pick};
 use crate::run::{capped, context, offer_for, RunError};
-use crate::{render, Campaign, Channel, Kind, Settings, EXPLORATION};
+use crate::{render, Campaign, Channel, Checked, Kind, Settings, EXPLORATION};
 
 /// The winner of a decision.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -23,7 +30,7 @@ pub struct Winner {
     /// The channel.
     pub channel: String,
     /// The rendered fields.
-    pub content: std::collections::BTreeMap<String, String>,
+    pub content: BTreeMap<String, String>,
     /// The offer as the person gets it.
     pub offer: Option<Json>,
 }
@@ -36,8 +43,8 @@ pub struct Candidate {
     /// `won` or `lost`.
     pub outcome: &'static str,
     /// Why it lost (`null` for the winner): `not in segment`, `excluded`, `global
-    /// control`, `holdout`, `no consent`, `capped`, `not rendered: ...`, `lower
-    /// priority`, `paused`, `archived`.
+    /// control`, `holdout`, `no consent`, `suppressed`, `capped`, `quiet hours`, `not
+    /// rendered: ...`, `not live: ...` (server), `lower priority`, `paused`, `archived`.
     pub reason: Option<String>,
 }
 
@@ -50,6 +57,9 @@ pub struct Decision {
     pub winner: Option<Winner>,
     /// Every campaign of the channel (or placement), with its outcome.
     pub candidates: Vec<Candidate>,
+    /// For a placement nobody wins: its `[activation.fallback]` content rendered for the
+    /// person (`null` otherwise, or when the placement has none).
+    pub fallback: Option<String>,
 }
 
 /// What to decide for: a channel, or a website placement (channel `web`, the campaigns
@@ -62,77 +72,319 @@ pub enum Slot {
     Placement(String),
 }
 
-/// One person, loaded for deciding: the workspace's tables, the rules and the channel's
-/// suppression list.
-struct Person<'a, 't> {
-    tables: Tables<'t>,
-    store: &'a Store,
-    settings: &'a Settings,
-    suppressed: HashSet<String>,
-    env: minijinja::Environment<'static>,
-    p: u32,
-    id: &'a str,
-    as_of: Timestamp,
+impl Slot {
+    /// The channel decided for.
+    pub fn channel(&self) -> Channel {
+        match self {
+            Slot::Channel(c) => *c,
+            Slot::Placement(_) => Channel::Web,
+        }
+    }
 }
 
-impl Person<'_, '_> {
-    /// One campaign: what the person would get (`Ok`), or why not (`Err(reason)`).
-    fn assess(
-        &mut self,
-        stored: &StoredCampaign,
-        checked: &crate::Checked,
-    ) -> Result<Result<Winner, String>, RunError> {
-        let c = &checked.campaign;
-        let lost = |reason: &str| Ok(Err(reason.to_string()));
-        if stored.status != "active" {
-            return lost(&stored.status);
-        }
-        let p = self.p;
-        if !self.tables.evaluate(&checked.target)?.contains(p) {
-            return lost("not in segment");
-        }
-        for e in &checked.exclude {
-            if self.tables.evaluate(e)?.contains(p) {
-                return lost("excluded");
+/// The person decided for: a row of a profile table (every trait), the metrics of that
+/// table when the caller has them (templates see metrics not named like a trait; a table
+/// may carry metrics as columns instead), their external id, and the instant.
+#[derive(Clone, Copy)]
+pub struct Person<'a> {
+    /// A table holding the person (all of it, or only them).
+    pub profiles: &'a ProfileTable,
+    /// Metrics of that table, if loaded.
+    pub metrics: Option<&'a Metrics>,
+    /// Their row.
+    pub p: ProfileId,
+    /// Their external id.
+    pub id: &'a str,
+    /// When.
+    pub as_of: Timestamp,
+}
+
+/// One stored campaign, checked, with the names its audiences are kept live under.
+struct Entry {
+    status: String,
+    checked: Checked,
+    /// The target's (first) and each exclusion's live name, with the condition.
+    audiences: Vec<(String, Condition)>,
+}
+
+impl Entry {
+    fn fits(&self, slot: &Slot) -> bool {
+        let c = &self.checked.campaign;
+        match slot {
+            Slot::Channel(channel) => c.channel == *channel,
+            Slot::Placement(name) => {
+                c.channel == Channel::Web
+                    && c.variants
+                        .iter()
+                        .any(|v| v.message.get("placement") == Some(name))
             }
         }
-        let gate = Gate::new(c, self.settings, self.tables.profiles(), &self.suppressed);
-        if let Some(why) = gate.keep_out(p, self.id) {
+    }
+}
+
+/// The live name of a campaign's audience: a saved segment's own name, else
+/// `campaign:NAME:segment` or `campaign:NAME:exclude.I` (`:` is in no segment's name).
+fn live_name(
+    campaign: &str,
+    field: &str,
+    text: &str,
+    saved: &BTreeMap<String, Condition>,
+) -> String {
+    if saved.contains_key(text) {
+        text.to_string()
+    } else {
+        format!("{LIVE_PREFIX}{campaign}:{field}")
+    }
+}
+
+/// The prefix of the live names of campaigns' own audiences (conditions written in a
+/// campaign file rather than saved segments).
+pub const LIVE_PREFIX: &str = "campaign:";
+
+/// Whether the person is in an audience (live name, condition): `None` when the caller
+/// cannot tell.
+pub type Membership<'a> = dyn FnMut(&str, &Condition) -> Result<Option<bool>, RunError> + 'a;
+
+/// The campaigns, rules and suppression lists, read once, for many decisions.
+pub struct Decider {
+    settings: Settings,
+    env: minijinja::Environment<'static>,
+    campaigns: Vec<Entry>,
+    suppressed: BTreeMap<Channel, HashSet<String>>,
+}
+
+impl Decider {
+    /// Reads the rules of `ws` and the campaigns and suppression lists of `store`.
+    /// Campaigns that no longer check (a saved segment they name was deleted) are left out.
+    ///
+    /// # Errors
+    ///
+    /// Refused `[activation]` settings, a store failure.
+    pub fn load(ws: &Workspace, store: &Store) -> Result<Decider, RunError> {
+        let settings = Settings::from_config(&ws.config.activation)?;
+        let saved = store.segment_conditions()?;
+        let env = render::environment();
+        let mut campaigns = Vec::new();
+        for stored in store.campaigns()? {
+            let Ok(checked) = Campaign::from_json(&stored.body).and_then(|c| c.check(&saved))
+            else {
+                continue;
+            };
+            let c = &checked.campaign;
+            let mut audiences = vec![(
+                live_name(&c.name, "segment", &c.segment, &saved),
+                checked.target.clone(),
+            )];
+            for (i, (text, condition)) in c.exclude.iter().zip(&checked.exclude).enumerate() {
+                audiences.push((
+                    live_name(&c.name, &format!("exclude.{i}"), text, &saved),
+                    condition.clone(),
+                ));
+            }
+            campaigns.push(Entry {
+                status: stored.status,
+                checked,
+                audiences,
+            });
+        }
+        let mut suppressed = BTreeMap::new();
+        for channel in Channel::ALL {
+            suppressed.insert(channel, store.suppressed(channel.name())?);
+        }
+        Ok(Decider {
+            settings,
+            env,
+            campaigns,
+            suppressed,
+        })
+    }
+
+    /// No campaigns, no rules: every decision has no winner.
+    pub fn empty() -> Decider {
+        Decider {
+            settings: Settings::default(),
+            env: render::environment(),
+            campaigns: Vec::new(),
+            suppressed: Channel::ALL.map(|c| (c, HashSet::new())).into(),
+        }
+    }
+
+    /// Whether a frequency cap holds person `p` on `channel` at `as_of`, counting what
+    /// the outbox holds.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    pub fn capped(
+        &self,
+        outbox: &microseg_store::campaigns::OutboxQuery<'_>,
+        channel: Channel,
+        p: ProfileId,
+        as_of: Timestamp,
+    ) -> Result<bool, RunError> {
+        Ok(capped(outbox, &self.settings, channel.name(), p, as_of)?)
+    }
+
+    /// The audiences written as conditions in the files of campaigns not archived, under
+    /// their live names (saved segments are kept live under their own names already).
+    pub fn live_audiences(&self) -> Vec<(String, Condition)> {
+        self.campaigns
+            .iter()
+            .filter(|e| e.status != "archived")
+            .flat_map(|e| &e.audiences)
+            .filter(|(name, _)| name.starts_with(LIVE_PREFIX))
+            .cloned()
+            .collect()
+    }
+
+    /// The audiences a decision for `slot` asks about (live name, condition).
+    pub fn audiences(&self, slot: &Slot) -> Vec<(&str, &Condition)> {
+        self.campaigns
+            .iter()
+            .filter(|e| e.status == "active" && e.fits(slot))
+            .flat_map(|e| e.audiences.iter().map(|(n, c)| (n.as_str(), c)))
+            .collect()
+    }
+
+    /// Decides for `person` on `slot`. `member(live name, condition)` says whether they
+    /// are in an audience (`None`: it cannot tell, the campaign loses as `not live`);
+    /// `capped(channel)` whether a frequency cap holds them there.
+    ///
+    /// # Errors
+    ///
+    /// What `member` or `capped` return.
+    pub fn decide(
+        &self,
+        person: Person<'_>,
+        slot: &Slot,
+        member: &mut Membership<'_>,
+        capped: &mut dyn FnMut(Channel) -> Result<bool, RunError>,
+    ) -> Result<Decision, RunError> {
+        let mut candidates = Vec::new();
+        // (priority, index into `candidates`, winner)
+        let mut eligible: Vec<(i64, usize, Winner)> = Vec::new();
+        for e in self.campaigns.iter().filter(|e| e.fits(slot)) {
+            let name = e.checked.campaign.name.clone();
+            match self.assess(e, person, member, capped)? {
+                Ok(winner) => {
+                    candidates.push(Candidate {
+                        campaign: name,
+                        outcome: "won",
+                        reason: None,
+                    });
+                    eligible.push((e.checked.campaign.priority, candidates.len() - 1, winner));
+                }
+                Err(reason) => candidates.push(Candidate {
+                    campaign: name,
+                    outcome: "lost",
+                    reason: Some(reason),
+                }),
+            }
+        }
+        // The highest priority wins; a tie goes to the campaign whose name sorts first.
+        eligible.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut winner = None;
+        for (rank, (_, at, w)) in eligible.into_iter().enumerate() {
+            if rank == 0 {
+                winner = Some(w);
+            } else {
+                candidates[at].outcome = "lost";
+                candidates[at].reason = Some("lower priority".into());
+            }
+        }
+        let fallback = match (slot, &winner) {
+            (Slot::Placement(name), None) => self.fallback(name, person),
+            _ => None,
+        };
+        Ok(Decision {
+            profile: person.id.to_string(),
+            winner,
+            candidates,
+            fallback,
+        })
+    }
+
+    /// A placement's fallback content for `person`, if it has one that renders.
+    fn fallback(&self, placement: &str, person: Person<'_>) -> Option<String> {
+        let source = self.settings.fallback.get(placement)?;
+        let ctx = context(
+            person.profiles,
+            person.metrics,
+            person.p,
+            person.id,
+            "",
+            None,
+        );
+        let message = BTreeMap::from([("content".to_string(), source.clone())]);
+        render::render(&self.env, &message, &ctx)
+            .ok()
+            .and_then(|mut m| m.remove("content"))
+    }
+
+    /// One campaign: what the person would get (`Ok`), or why not (`Err(reason)`).
+    fn assess(
+        &self,
+        e: &Entry,
+        person: Person<'_>,
+        member: &mut Membership<'_>,
+        capped: &mut dyn FnMut(Channel) -> Result<bool, RunError>,
+    ) -> Result<Result<Winner, String>, RunError> {
+        let c = &e.checked.campaign;
+        let lost = |reason: &str| Ok(Err(reason.to_string()));
+        if e.status != "active" {
+            return lost(&e.status);
+        }
+        let (target, exclusions) = e.audiences.split_first().expect("a target");
+        let not_live = "not live: an audience is evaluated in batch only";
+        match member(&target.0, &target.1)? {
+            None => return lost(not_live),
+            Some(false) => return lost("not in segment"),
+            Some(true) => {}
+        }
+        for (name, condition) in exclusions {
+            match member(name, condition)? {
+                None => return lost(not_live),
+                Some(true) => return lost("excluded"),
+                Some(false) => {}
+            }
+        }
+        let gate = self.gate(c, person.profiles);
+        if let Some(why) = gate.keep_out(person.p, person.id) {
             return lost(why.reason());
         }
-        let marketing = c.kind == Kind::Marketing;
-        if marketing
-            && capped(
-                &self.store.outbox(),
-                self.settings,
-                c.channel.name(),
-                p,
-                self.as_of,
-            )?
-        {
+        if c.kind == Kind::Marketing && capped(c.channel)? {
             return lost("capped");
         }
-        if gate.due(p, self.as_of) > self.as_of {
+        if gate.due(person.p, person.as_of) > person.as_of {
             return lost("quiet hours");
         }
-        match self.message(&gate, c) {
+        match self.message(&gate, c, person) {
             Ok(winner) => Ok(Ok(winner)),
             Err(e) => lost(&format!("not rendered: {e}")),
         }
     }
 
+    fn gate<'a>(&'a self, c: &'a Campaign, profiles: &'a ProfileTable) -> Gate<'a> {
+        Gate::new(c, &self.settings, profiles, &self.suppressed[&c.channel])
+    }
+
     /// The message the person is assigned by `c` (exploration or their variant), rendered.
-    fn message(&self, gate: &Gate<'_>, c: &Campaign) -> Result<Winner, render::RenderError> {
-        let (variant, message) = match gate.pick(self.id) {
+    fn message(
+        &self,
+        gate: &Gate<'_>,
+        c: &Campaign,
+        person: Person<'_>,
+    ) -> Result<Winner, render::RenderError> {
+        let (variant, message) = match gate.pick(person.id) {
             Pick::Exploration => (EXPLORATION, &self.settings.exploration_message[&c.channel]),
             Pick::Variant(i) => (c.variants[i].name.as_str(), &c.variants[i].message),
         };
-        let offer = offer_for(c, self.id, self.as_of);
+        let offer = offer_for(c, person.id, person.as_of);
         let ctx = context(
-            self.tables.profiles(),
-            self.tables.dataset().metrics,
-            self.p,
-            self.id,
+            person.profiles,
+            person.metrics,
+            person.p,
+            person.id,
             &c.name,
             offer.as_ref(),
         );
@@ -147,35 +399,54 @@ impl Person<'_, '_> {
 }
 
 /// Loads person `id` (a live profile) with every trait and the metrics as of `as_of`.
-fn person<'a, 't>(
+fn open_person<'t>(
     ws: &Workspace,
     store: &'t Store,
-    settings: &'a Settings,
-    channel: Channel,
-    id: &'a str,
+    id: &str,
     as_of: Timestamp,
-) -> Result<Person<'a, 't>, RunError>
-where
-    't: 'a,
-{
+) -> Result<(Tables<'t>, ProfileId), RunError> {
     let mut tables = Tables::open(ws, store, as_of)?;
     let p = tables
         .profiles()
         .find(id)
         .filter(|&p| !tables.profiles().retired.contains(p))
-        .ok_or_else(|| microseg_store::StoreError::UnknownProfile(id.to_string()))?;
+        .ok_or_else(|| StoreError::UnknownProfile(id.to_string()))?;
     tables.need_all_traits()?;
     tables.metrics()?;
-    Ok(Person {
-        tables,
-        store,
-        settings,
-        suppressed: store.suppressed(channel.name())?,
-        env: render::environment(),
+    Ok((tables, p))
+}
+
+/// The workspace's answers for one person: membership by evaluating the condition over
+/// the tables, caps from the outbox.
+fn workspace_decision(
+    decider: &Decider,
+    store: &Store,
+    tables: &mut Tables<'_>,
+    p: ProfileId,
+    id: &str,
+    slot: &Slot,
+    as_of: Timestamp,
+) -> Result<Decision, RunError> {
+    let mut members: BTreeMap<String, bool> = BTreeMap::new();
+    for (name, condition) in decider.audiences(slot) {
+        if !members.contains_key(name) {
+            members.insert(name.to_string(), tables.evaluate(condition)?.contains(p));
+        }
+    }
+    let person = Person {
+        profiles: tables.profiles(),
+        metrics: tables.dataset().metrics,
         p,
         id,
         as_of,
-    })
+    };
+    let outbox = store.outbox();
+    decider.decide(
+        person,
+        slot,
+        &mut |name, _| Ok(members.get(name).copied()),
+        &mut |channel| decider.capped(&outbox, channel, p, as_of),
+    )
 }
 
 /// A campaign's message as one person would get it, and whether they would now.
@@ -203,19 +474,39 @@ pub fn preview(
     id: &str,
     as_of: Timestamp,
 ) -> Result<Preview, RunError> {
-    let settings = Settings::from_config(&ws.config.activation)?;
-    let stored = store.campaign(name)?;
-    let checked = Campaign::from_json(&stored.body)?.check(&store.segment_conditions()?)?;
-    let c = &checked.campaign;
-    let mut person = person(ws, store, &settings, c.channel, id, as_of)?;
+    // A campaign that no longer checks (a saved segment it names is gone) says why.
+    Campaign::from_json(&store.campaign(name)?.body)?.check(&store.segment_conditions()?)?;
+    let decider = Decider::load(ws, store)?;
+    let entry = decider
+        .campaigns
+        .iter()
+        .find(|e| e.checked.campaign.name == name)
+        .ok_or_else(|| StoreError::NotFound(format!("campaign {name}")))?;
+    let (mut tables, p) = open_person(ws, store, id, as_of)?;
+    let c = &entry.checked.campaign;
     let message = {
-        let gate = Gate::new(c, &settings, person.tables.profiles(), &person.suppressed);
-        person.message(&gate, c).map_err(|e| crate::CampaignError {
-            field: e.field,
-            reason: format!("not rendered for {id}: {}", e.reason),
-        })?
+        let person = Person {
+            profiles: tables.profiles(),
+            metrics: tables.dataset().metrics,
+            p,
+            id,
+            as_of,
+        };
+        let gate = decider.gate(c, tables.profiles());
+        decider
+            .message(&gate, c, person)
+            .map_err(|e| crate::CampaignError {
+                field: e.field,
+                reason: format!("not rendered for {id}: {}", e.reason),
+            })?
     };
-    let blocked_by = person.assess(&stored, &checked)?.err();
+    let slot = Slot::Channel(c.channel);
+    let decision = workspace_decision(&decider, store, &mut tables, p, id, &slot, as_of)?;
+    let blocked_by = decision
+        .candidates
+        .into_iter()
+        .find(|k| k.campaign == name)
+        .and_then(|k| k.reason);
     Ok(Preview {
         profile: id.to_string(),
         message,
@@ -223,7 +514,7 @@ pub fn preview(
     })
 }
 
-/// Decides for the person with external id `id` as of `as_of`.
+/// Decides for the person with external id `id` as of `as_of`, from the workspace.
 ///
 /// # Errors
 ///
@@ -236,66 +527,7 @@ pub fn decide(
     slot: &Slot,
     as_of: Timestamp,
 ) -> Result<Decision, RunError> {
-    let settings = Settings::from_config(&ws.config.activation)?;
-    let saved = store.segment_conditions()?;
-    let channel = match slot {
-        Slot::Channel(c) => *c,
-        Slot::Placement(_) => Channel::Web,
-    };
-    let mut person = person(ws, store, &settings, channel, id, as_of)?;
-    let campaigns: Vec<(StoredCampaign, crate::Checked)> = store
-        .campaigns()?
-        .into_iter()
-        .filter_map(|s| {
-            let checked = Campaign::from_json(&s.body).ok()?.check(&saved).ok()?;
-            let fits = match slot {
-                Slot::Channel(c) => checked.campaign.channel == *c,
-                Slot::Placement(name) => {
-                    checked.campaign.channel == Channel::Web
-                        && checked
-                            .campaign
-                            .variants
-                            .iter()
-                            .any(|v| v.message.get("placement") == Some(name))
-                }
-            };
-            fits.then_some((s, checked))
-        })
-        .collect();
-    let mut candidates = Vec::new();
-    // (priority, index into `candidates`, winner)
-    let mut eligible: Vec<(i64, usize, Winner)> = Vec::new();
-    for (stored, checked) in &campaigns {
-        match person.assess(stored, checked)? {
-            Ok(winner) => {
-                candidates.push(Candidate {
-                    campaign: checked.campaign.name.clone(),
-                    outcome: "won",
-                    reason: None,
-                });
-                eligible.push((checked.campaign.priority, candidates.len() - 1, winner));
-            }
-            Err(reason) => candidates.push(Candidate {
-                campaign: checked.campaign.name.clone(),
-                outcome: "lost",
-                reason: Some(reason),
-            }),
-        }
-    }
-    // The highest priority wins; a tie goes to the campaign whose name sorts first.
-    eligible.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut winner = None;
-    for (rank, (_, at, w)) in eligible.into_iter().enumerate() {
-        if rank == 0 {
-            winner = Some(w);
-        } else {
-            candidates[at].outcome = "lost";
-            candidates[at].reason = Some("lower priority".into());
-        }
-    }
-    Ok(Decision {
-        profile: id.to_string(),
-        winner,
-        candidates,
-    })
+    let decider = Decider::load(ws, store)?;
+    let (mut tables, p) = open_person(ws, store, id, as_of)?;
+    workspace_decision(&decider, store, &mut tables, p, id, slot, as_of)
 }

@@ -15,7 +15,7 @@ pub mod suppress;
 use std::collections::BTreeMap;
 
 pub use campaign::{Campaign, CampaignError, Channel, Checked, Kind};
-pub use decide::{decide, preview, Decision, Preview, Slot};
+pub use decide::{decide, preview, Decider, Decision, Person, Preview, Slot};
 pub use run::{run, RunCounts, RunMessage, RunOutcome};
 
 use microseg_store::workspace::ActivationSection;
@@ -47,6 +47,8 @@ pub struct Settings {
     pub exploration_message: BTreeMap<Channel, BTreeMap<String, String>>,
     /// When no message goes out, in each person's time zone.
     pub quiet_hours: Option<quiet::QuietHours>,
+    /// Placement → content template when no campaign wins it.
+    pub fallback: BTreeMap<String, String>,
 }
 
 impl Settings {
@@ -103,6 +105,14 @@ impl Settings {
             campaign::check_message(&env, c, message, &at)?;
             settings.exploration_message.insert(c, message.clone());
         }
+        for (placement, content) in &section.fallback {
+            let message = BTreeMap::from([
+                ("placement".to_string(), placement.clone()),
+                ("content".to_string(), content.clone()),
+            ]);
+            campaign::check_message(&env, Channel::Web, &message, "activation.fallback")?;
+        }
+        settings.fallback = section.fallback.clone();
         Ok(settings)
     }
 }

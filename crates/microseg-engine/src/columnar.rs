@@ -629,6 +629,23 @@ impl ProfileTable {
         self.retired.insert(id);
     }
 
+    /// A table of profile `p` alone (its row 0), with every column of this one.
+    pub fn person(&self, p: ProfileId) -> ProfileTable {
+        let mut one = ProfileTable {
+            external_ids: ExternalIds::default(),
+            indexes: Default::default(),
+            retired: Default::default(),
+            columns: BTreeMap::new(),
+        };
+        one.external_ids.push(self.external_ids.get(p));
+        for (name, column) in &self.columns {
+            let mut c = Column::new(column.trait_type());
+            c.push(column.get(p).as_ref());
+            one.columns.insert(name.clone(), c);
+        }
+        one
+    }
+
     /// The dense id of an external id (a linear scan; for one-off lookups).
     pub fn find(&self, external_id: &str) -> Option<ProfileId> {
         self.external_ids.position(external_id)

@@ -506,7 +506,12 @@ pub(crate) async fn profile(
                 "as_of": e.streaming.clock().to_string(),
                 "traits": traits,
                 "metrics": metrics,
-                "segments": e.streaming.segments_of(p),
+                "segments": e
+                    .streaming
+                    .segments_of(p)
+                    .into_iter()
+                    .filter(|s| !crate::decide::is_campaign_audience(s))
+                    .collect::<Vec<_>>(),
             });
             (p, out, e.streaming.clock())
         };

@@ -83,6 +83,10 @@ pub struct Counters {
     pub webhook_failed: AtomicU64,
     /// Changes a webhook never got: its buffer was full or it fell behind the stream.
     pub webhook_dropped: AtomicU64,
+    /// Decisions answered by `GET /v1/decide`.
+    pub decisions: AtomicU64,
+    /// `decision_served` events not recorded because the write queue was full.
+    pub exposures_dropped: AtomicU64,
     /// Time of each group commit.
     pub commit: Histogram,
     /// Time from a commit to the change it caused.
@@ -196,6 +200,16 @@ impl Counters {
                 "microseg_webhook_dropped_changes_total",
                 "Changes a webhook never received (buffer full or stream overrun).",
                 &self.webhook_dropped,
+            ),
+            (
+                "microseg_decisions_total",
+                "Decisions answered by GET /v1/decide.",
+                &self.decisions,
+            ),
+            (
+                "microseg_exposures_dropped_total",
+                "decision_served events not recorded because the write queue was full.",
+                &self.exposures_dropped,
             ),
         ] {
             counter(&mut out, name, help, get(v));

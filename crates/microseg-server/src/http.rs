@@ -98,21 +98,14 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     Ok(out.into())
 }
 
-async fn ingest(
+/// Checks the write key (HTTP Basic username, else `from_body`) and takes one request
+/// from its rate.
+pub(crate) fn write_key(
     app: &App,
-    call: Option<Call>,
     headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let received = now();
-    let body = read_body(headers, body).await?;
-    let request = parse_request(call, &body).map_err(|e| match e {
-        RequestError::MessageTooLarge { .. } => {
-            ApiError::new(ErrorKind::PayloadTooLarge, e.to_string())
-        }
-        e => ApiError::bad(e.to_string()),
-    })?;
-    let key = basic_key(headers).or(request.write_key);
+    from_body: Option<String>,
+) -> Result<(), ApiError> {
+    let key = basic_key(headers).or(from_body);
     match key {
         Some(k) if app.accepts(KeyKind::Write, &k) => {
             if let Err(wait) = app.rate.take(&k, std::time::Instant::now()) {
@@ -137,6 +130,24 @@ async fn ingest(
             ))
         }
     }
+    Ok(())
+}
+
+async fn ingest(
+    app: &App,
+    call: Option<Call>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let received = now();
+    let body = read_body(headers, body).await?;
+    let request = parse_request(call, &body).map_err(|e| match e {
+        RequestError::MessageTooLarge { .. } => {
+            ApiError::new(ErrorKind::PayloadTooLarge, e.to_string())
+        }
+        e => ApiError::bad(e.to_string()),
+    })?;
+    write_key(app, headers, request.write_key)?;
     // Events from the future would sit in the streaming state until their time comes.
     let horizon = app.workspace.config.limits.future_minutes;
     let latest = received

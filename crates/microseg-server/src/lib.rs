@@ -6,6 +6,7 @@ mod admin;
 mod api;
 mod campaigns;
 pub mod counters;
+mod decide;
 pub mod error;
 mod http;
 mod listen;
@@ -93,6 +94,8 @@ pub(crate) struct App {
     pub(crate) hooks: Mutex<std::collections::HashMap<i64, tokio::task::AbortHandle>>,
     /// Held while a segment change is taken in (they go one at a time).
     pub(crate) redefining: tokio::sync::Mutex<()>,
+    /// The campaigns as last read, for `GET /v1/decide`.
+    pub(crate) decisions: decide::Decisions,
 }
 
 impl App {
@@ -123,6 +126,50 @@ fn refresh_keys(app: Arc<App>) {
             }
             None => {}
         }
+    }
+}
+
+/// Reads the campaigns again every [`KEYS_REFRESH`] when they changed (through the admin
+/// API or the command line), and when their own audiences changed, has the streaming
+/// evaluator take them in (as a segment change is).
+fn refresh_campaigns(app: Arc<App>) {
+    let mut store = None;
+    let mut installed = app.decisions.decider().live_audiences();
+    while !*app.stopping.borrow() {
+        std::thread::sleep(KEYS_REFRESH);
+        if store.is_none() {
+            store = Store::open(&app.workspace).ok();
+        }
+        let Some(s) = store.as_ref() else { continue };
+        if let Err(e) = app.decisions.refresh(&app.workspace, s) {
+            tracing::warn!(error = %e, "campaigns not read; the last ones stay in force");
+            store = None;
+            continue;
+        }
+        let wanted = app.decisions.decider().live_audiences();
+        if wanted == installed {
+            continue;
+        }
+        let one_at_a_time = app.redefining.blocking_lock();
+        let (reply, done) = tokio::sync::oneshot::channel();
+        app.counters
+            .queue_depth
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if app
+            .jobs
+            .blocking_send(pipeline::Job::Redefine(reply))
+            .is_err()
+        {
+            return;
+        }
+        match done.blocking_recv() {
+            Ok(Ok(())) => installed = wanted,
+            Ok(Err(message)) => {
+                tracing::warn!(error = %message, "campaign audiences not taken in; retrying")
+            }
+            Err(_) => return,
+        }
+        drop(one_at_a_time);
     }
 }
 
@@ -165,11 +212,7 @@ pub(crate) fn load_live(
 ) -> Result<Live, StoreError> {
     let mut tables = microseg_store::Tables::open(workspace, store, now)?;
     tables.need_all_traits()?;
-    let stored: Vec<(String, microseg_core::condition::Condition)> = store
-        .segments()?
-        .into_iter()
-        .map(|s| (s.name, s.condition))
-        .collect();
+    let stored = decide::live_definitions(workspace, store)?;
     let streamable = pipeline::Streamable::new(&stored, |segments| {
         Streaming::new(segments, tables.profiles(), config.clone(), now)
     })
@@ -195,8 +238,20 @@ pub(crate) fn load_live(
         streaming.retire(p);
         retired.insert(p);
     }
+    let profiles = tables.into_profiles();
+    let mut ids: std::collections::HashMap<String, microseg_core::ProfileId> = profiles
+        .external_ids
+        .iter()
+        .enumerate()
+        .filter(|&(p, _)| !retired.contains(p as u32))
+        .map(|(p, id)| (id.to_string(), p as u32))
+        .collect();
+    for (from, into) in store.merges()? {
+        ids.insert(profiles.external_ids.get(from).to_string(), into);
+    }
     Ok(Live {
-        profiles: tables.into_profiles(),
+        profiles,
+        ids,
         retired,
         streaming,
         batch_only,
@@ -286,7 +341,9 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
                 reason: format!("[webhooks]: {e}"),
             })?;
     let hooks = Store::open(&workspace)?.webhooks()?;
+    let decisions = decide::Decisions::load(&workspace, &Store::open(&workspace)?)?;
     let app = Arc::new(App {
+        decisions,
         hooks: Mutex::default(),
         redefining: tokio::sync::Mutex::new(()),
         stream: options.stream.clone(),
@@ -306,6 +363,12 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
         std::thread::Builder::new()
             .name("keys".into())
             .spawn(move || refresh_keys(app))?
+    };
+    let campaigns_thread = {
+        let app = app.clone();
+        std::thread::Builder::new()
+            .name("campaigns".into())
+            .spawn(move || refresh_campaigns(app))?
     };
     if retention > 0 {
         let app = app.clone();
@@ -355,6 +418,7 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     let _ = snapshotter.join();
     let _ = evaluator.join();
     let _ = keys_thread.join();
+    let _ = campaigns_thread.join();
     tracing::info!("stopped");
     Ok(())
 }

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use microseg_core::condition::Condition;
-use microseg_core::Timestamp;
+use microseg_core::{ProfileId, Timestamp};
 use microseg_engine::streaming::{
     Backfill, Cause, Change, Redefinition, Replay, StreamError, Streaming,
 };
@@ -116,6 +116,8 @@ pub struct Live {
     pub profiles: ProfileTable,
     /// Retired (merged) profiles.
     pub retired: roaring::RoaringBitmap,
+    /// Dense id by external id (a merged profile's id leads to the survivor).
+    pub ids: std::collections::HashMap<String, ProfileId>,
     /// The streaming evaluator.
     pub streaming: Streaming,
     /// Segments left to batch evaluation, with the reason.
@@ -245,12 +247,8 @@ fn redefine(
     reply: oneshot::Sender<Result<(), String>>,
 ) -> Option<Pending> {
     let planned = (|| {
-        let stored: Vec<(String, Condition)> = store
-            .segments()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|s| (s.name, s.condition))
-            .collect();
+        let stored =
+            crate::decide::live_definitions(workspace, &store).map_err(|e| e.to_string())?;
         Streamable::new(&stored, |segments| {
             live.streaming.redefine(segments, &live.profiles)
         })
@@ -686,6 +684,7 @@ pub fn evaluator(
         let Live {
             profiles,
             retired,
+            ids,
             streaming,
             batch_only,
         } = &mut *e;
@@ -708,7 +707,7 @@ pub fn evaluator(
                         .collect();
                     let _ = purge.send(Arc::new(ids));
                 }
-                let found = apply(profiles, retired, streaming, applied);
+                let found = apply(profiles, retired, ids, streaming, applied);
                 out.extend(found.into_iter().map(|c| (c, Some(committed))));
             }
         }
@@ -750,6 +749,9 @@ fn publish(
     counters: &Counters,
 ) {
     for (c, arrived) in out {
+        if crate::decide::is_campaign_audience(&c.segment) {
+            continue;
+        }
         counters.changes.fetch_add(1, Ordering::Relaxed);
         let latency_ms = arrived.map(|t| t.elapsed().as_secs_f64() * 1000.0);
         if let Some(ms) = latency_ms {
@@ -777,6 +779,7 @@ fn publish(
 fn apply(
     profiles: &mut ProfileTable,
     retired: &mut roaring::RoaringBitmap,
+    ids: &mut std::collections::HashMap<String, ProfileId>,
     streaming: &mut Streaming,
     applied: Applied,
 ) -> Vec<Change> {
@@ -784,6 +787,7 @@ fn apply(
         Applied::Profile { id, external_id } => {
             debug_assert_eq!(id as usize, profiles.len());
             profiles.push(&external_id, &Default::default());
+            ids.insert(external_id, id);
             streaming.traits_changed(profiles, id)
         }
         Applied::Traits { profile, traits } => {
@@ -796,10 +800,12 @@ fn apply(
         Applied::Merge { from, into } => {
             // The traits the survivor gained came just before, as `Applied::Traits`.
             retired.insert(from);
+            ids.insert(profiles.external_ids.get(from).to_string(), into);
             streaming.merge(profiles, from, into)
         }
         Applied::Erase { profiles: erased } => {
             for p in erased {
+                ids.remove(profiles.external_ids.get(p));
                 streaming.retire(p);
                 profiles.erase(p, "erased");
                 retired.insert(p);

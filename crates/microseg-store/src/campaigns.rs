@@ -217,6 +217,18 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// A text that changes whenever a campaign is saved or changes status, or a
+    /// suppression list changes (cheap; a running server polls it to reload).
+    pub fn activation_fingerprint(&self) -> Result<String, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT coalesce((SELECT group_concat(name || ':' || version || ':' || status || ':' || updated_at, ',')
+                              FROM campaigns), '')
+                    || '|' || (SELECT count(*) || ':' || coalesce(max(created_at), 0) FROM suppressions)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Reads of the outbox outside a queueing transaction (dry runs, decisions).
     pub fn outbox(&self) -> OutboxQuery<'_> {
         OutboxQuery { conn: &self.conn }
@@ -237,17 +249,20 @@ impl OutboxQuery<'_> {
         channel: Option<&str>,
         since: i64,
     ) -> Result<u64, StoreError> {
+        // Prepared once per connection: a running server asks this on every decision.
         let n: i64 = match channel {
-            Some(c) => self.conn.query_row(
-                "SELECT count(*) FROM outbox WHERE profile_id = ?1 AND channel = ?2 AND created_at >= ?3",
-                params![profile_id, c, since],
-                |r| r.get(0),
-            )?,
-            None => self.conn.query_row(
-                "SELECT count(*) FROM outbox WHERE profile_id = ?1 AND created_at >= ?2",
-                params![profile_id, since],
-                |r| r.get(0),
-            )?,
+            Some(c) => self
+                .conn
+                .prepare_cached(
+                    "SELECT count(*) FROM outbox WHERE profile_id = ?1 AND channel = ?2 AND created_at >= ?3",
+                )?
+                .query_row(params![profile_id, c, since], |r| r.get(0))?,
+            None => self
+                .conn
+                .prepare_cached(
+                    "SELECT count(*) FROM outbox WHERE profile_id = ?1 AND created_at >= ?2",
+                )?
+                .query_row(params![profile_id, since], |r| r.get(0))?,
         };
         Ok(n as u64)
     }

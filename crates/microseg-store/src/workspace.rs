@@ -61,6 +61,8 @@ pub struct ActivationSection {
     pub quiet_hours: String,
     /// The general message per channel: field → template.
     pub exploration_message: BTreeMap<String, BTreeMap<String, String>>,
+    /// Website placement → content template shown when no campaign wins it.
+    pub fallback: BTreeMap<String, String>,
 }
 
 /// The `[webhooks]` section.
@@ -88,6 +90,9 @@ pub struct ServerSection {
     pub key_requests_per_second: f64,
     /// Requests a write key may send at once above that rate (the bucket's size).
     pub key_burst: u32,
+    /// Web origins (`https://shop.example`, or `*`) whose pages may call `GET /v1/decide`
+    /// (CORS); empty: none.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerSection {
@@ -97,6 +102,7 @@ impl Default for ServerSection {
             header_timeout_seconds: 10,
             key_requests_per_second: 5000.0,
             key_burst: 10_000,
+            cors_origins: Vec::new(),
         }
     }
 }

@@ -25,6 +25,8 @@ use super::print_json;
 pub enum BenchCommand {
     Segments(SegmentsArgs),
     Ingest(super::load::IngestArgs),
+    /// Ask a running server for decisions (`GET /v1/decide`) for a bounded time.
+    Decide(super::load::DecideArgs),
 }
 
 /// Time a 5-leaf trait segment and 190 overlaps on N profiles, and a behavioural segment
@@ -133,6 +135,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Segments(args) => segments(args),
         BenchCommand::Ingest(args) => super::load::ingest(args),
+        BenchCommand::Decide(args) => super::load::decide(args),
     }
 }
 

@@ -312,7 +312,13 @@ pub fn decide(ctx: &Context, args: DecideArgs) -> Result<()> {
                 println!("  {field}: {text}");
             }
         }
-        None => println!("{} gets nothing now", decision.profile),
+        None => match &decision.fallback {
+            Some(content) => println!(
+                "{} gets the placement's fallback content: {content}",
+                decision.profile
+            ),
+            None => println!("{} gets nothing now", decision.profile),
+        },
     }
     let rows: Vec<Vec<String>> = decision
         .candidates

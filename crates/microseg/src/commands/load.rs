@@ -88,6 +88,20 @@ impl Conn {
         let stream = self.reader.get_mut();
         stream.write_all(head.as_bytes())?;
         stream.write_all(body)?;
+        self.answer()
+    }
+
+    /// Sends one GET; returns the status and the body.
+    fn get(&mut self, path: &str, auth: &str) -> Result<(u16, Vec<u8>)> {
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\n\r\n",
+            self.host
+        );
+        self.reader.get_mut().write_all(head.as_bytes())?;
+        self.answer()
+    }
+
+    fn answer(&mut self) -> Result<(u16, Vec<u8>)> {
         let (status, headers) = read_head(&mut self.reader)?;
         let length: usize = header(&headers, "content-length")
             .and_then(|v| v.parse().ok())
@@ -487,6 +501,128 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
                 .unwrap_or(f64::NAN),
             probes.len(),
             missing
+        );
+        Ok(())
+    }
+}
+
+/// Ask a running server for decisions (`GET /v1/decide`) about random demo customers for a
+/// bounded time, on keep-alive connections; report requests per second and latency.
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The server (host:port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    server: String,
+    /// A write key (`microseg key create write`).
+    #[arg(long)]
+    write_key: String,
+    /// How long to ask, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    seconds: f64,
+    /// Connections asking at once.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Requests per second across connections, paced; latency counts from each request's
+    /// planned start (so a stall is not hidden). 0: as fast as answers come.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Customers asked about: the demo shop's `c0000001` up to this.
+    #[arg(long, default_value_t = 1_000_000)]
+    customers: u64,
+    /// What to ask for, cycled per request: `channel=email`, `placement=home_hero`, ...
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "channel=email,placement=home_hero"
+    )]
+    ask: Vec<String>,
+    /// Seed of the customer choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn decide(args: DecideArgs) -> Result<()> {
+    let auth = basic(&args.write_key);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(args.seconds);
+    let connections = args.connections.max(1);
+    let mut workers = Vec::new();
+    for w in 0..connections {
+        let (host, auth, asks) = (args.server.clone(), auth.clone(), args.ask.clone());
+        let (customers, seed) = (args.customers.max(1), args.seed);
+        let every =
+            (args.rate > 0.0).then(|| Duration::from_secs_f64(connections as f64 / args.rate));
+        workers.push(std::thread::spawn(
+            move || -> Result<(Vec<f64>, HashMap<u16, u64>, u64)> {
+                let mut conn = Conn::open(&host)?;
+                let mut rng = Rng::new(seed.wrapping_mul(7919).wrapping_add(w as u64));
+                let mut latencies = Vec::new();
+                let mut statuses: HashMap<u16, u64> = HashMap::new();
+                let mut winners = 0;
+                let mut planned = Instant::now();
+                let mut n = 0usize;
+                while planned < deadline {
+                    if every.is_some() {
+                        std::thread::sleep(planned.saturating_duration_since(Instant::now()));
+                    } else {
+                        planned = Instant::now();
+                    }
+                    let who = format!("c{:07}", rng.below(customers) + 1);
+                    let ask = &asks[n % asks.len()];
+                    n += 1;
+                    let (status, body) =
+                        conn.get(&format!("/v1/decide?profile={who}&{ask}"), &auth)?;
+                    latencies.push(planned.elapsed().as_secs_f64() * 1000.0);
+                    *statuses.entry(status).or_default() += 1;
+                    if status == 200 && !body.starts_with(b"{\"profile\"") {
+                        bail!("unexpected answer: {}", String::from_utf8_lossy(&body));
+                    }
+                    winners += u64::from(
+                        status == 200 && !body.windows(13).any(|b| b == b"\"winner\":null"),
+                    );
+                    if let Some(every) = every {
+                        planned += every;
+                    }
+                }
+                Ok((latencies, statuses, winners))
+            },
+        ));
+    }
+    let mut latencies = Vec::new();
+    let mut statuses: HashMap<u16, u64> = HashMap::new();
+    let mut winners = 0;
+    for w in workers {
+        let (l, s, won) = w.join().expect("worker thread")?;
+        latencies.extend(l);
+        for (k, v) in s {
+            *statuses.entry(k).or_default() += v;
+        }
+        winners += won;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let requests = latencies.len();
+    let report = json!({
+        "seconds": elapsed,
+        "connections": connections,
+        "rate_asked": args.rate,
+        "requests": requests,
+        "requests_per_second": requests as f64 / elapsed,
+        "with_a_winner": winners,
+        "statuses": statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+        "latency_ms": summary(latencies),
+    });
+    if args.json {
+        print_json(&report)
+    } else {
+        println!(
+            "{requests} decisions in {elapsed:.1} s: {:.0} requests/s; p50 {:.2} ms, p99 {:.2} ms; {winners} with a winner; statuses {:?}",
+            requests as f64 / elapsed,
+            report["latency_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
+            report["latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
+            report["statuses"],
         );
         Ok(())
     }
