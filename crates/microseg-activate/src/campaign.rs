@@ -101,9 +101,60 @@ pub struct Offer {
     #[serde(default)]
     pub valid_for: Option<String>,
     /// `unique`: a code of its own for every person (derived from the campaign and the
-    /// person, so every run gives the same one); absent: no code.
+    /// person, so every run gives the same one); `pool`: the next unused code of the
+    /// `pool` file, given once per person when a run queues their message; absent: no
+    /// code.
     #[serde(default)]
     pub code: Option<String>,
+    /// With `code: "pool"`: the file of codes, one per line (relative to the campaign
+    /// file), read by `campaign create` / `edit` into the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
+impl Offer {
+    /// Whether codes come from a pool.
+    pub fn pooled(&self) -> bool {
+        self.code.as_deref() == Some("pool")
+    }
+}
+
+/// Most codes a pool file may hold.
+pub const MAX_POOL_CODES: usize = 10_000_000;
+
+/// Reads a pool file's text: one code per line (surrounding blanks trimmed, empty lines
+/// skipped), each 1 to 64 printable ASCII characters without spaces, none twice.
+///
+/// # Errors
+///
+/// The first bad line, named by its number.
+pub fn read_pool(text: &str) -> Result<Vec<String>, CampaignError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut codes = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let code = line.trim();
+        if code.is_empty() {
+            continue;
+        }
+        let at = format!("offer.pool: line {}", i + 1);
+        if code.len() > 64 || !code.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(refuse(
+                at,
+                "a code is 1 to 64 printable ASCII characters without spaces",
+            ));
+        }
+        if !seen.insert(code) {
+            return Err(refuse(at, format!("'{code}' appears twice")));
+        }
+        if codes.len() == MAX_POOL_CODES {
+            return Err(refuse(at, format!("more than {MAX_POOL_CODES} codes")));
+        }
+        codes.push(code.to_string());
+    }
+    if codes.is_empty() {
+        return Err(refuse("offer.pool", "the file holds no code"));
+    }
+    Ok(codes)
 }
 
 /// One variant of the message.
@@ -259,9 +310,22 @@ impl Campaign {
                 microseg_core::time::parse_duration(d)
                     .map_err(|e| refuse("offer.valid_for", e.to_string()))?;
             }
-            if let Some(code) = &offer.code {
-                if code != "unique" {
-                    return Err(refuse("offer.code", "`unique` (or leave it out)"));
+            match (offer.code.as_deref(), &offer.pool) {
+                (None | Some("unique"), None) | (Some("pool"), Some(_)) => {}
+                (Some("pool"), None) => {
+                    return Err(refuse(
+                        "offer.pool",
+                        "missing: the file of codes to draw from",
+                    ))
+                }
+                (_, Some(_)) if offer.code.as_deref() != Some("pool") => {
+                    return Err(refuse("offer.pool", "only with `code: \"pool\"`"))
+                }
+                _ => {
+                    return Err(refuse(
+                        "offer.code",
+                        "`unique` (generated), `pool` (from the `pool` file), or leave it out",
+                    ))
                 }
             }
         }

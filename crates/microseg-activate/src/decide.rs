@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use microseg_core::condition::Condition;
 use microseg_core::{ProfileId, Timestamp};
 use microseg_engine::{Metrics, ProfileTable};
+use microseg_store::campaigns::OutboxQuery;
 use microseg_store::{Store, StoreError, Tables, Workspace};
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -141,6 +142,43 @@ fn live_name(
 /// campaign file rather than saved segments).
 pub const LIVE_PREFIX: &str = "campaign:";
 
+/// What the outbox says about one person (dense id `p`): whether a frequency cap holds
+/// them on a channel (asked once per channel), and the pool codes they were given.
+pub struct Sent<'a> {
+    outbox: OutboxQuery<'a>,
+    p: ProfileId,
+    caps: BTreeMap<Channel, bool>,
+}
+
+impl<'a> Sent<'a> {
+    /// The records of person `p` in `outbox`.
+    pub fn new(outbox: OutboxQuery<'a>, p: ProfileId) -> Sent<'a> {
+        Sent {
+            outbox,
+            p,
+            caps: BTreeMap::new(),
+        }
+    }
+
+    fn capped(
+        &mut self,
+        settings: &Settings,
+        channel: Channel,
+        at: Timestamp,
+    ) -> Result<bool, RunError> {
+        if let Some(&c) = self.caps.get(&channel) {
+            return Ok(c);
+        }
+        let c = capped(&self.outbox, settings, channel.name(), self.p, at)?;
+        self.caps.insert(channel, c);
+        Ok(c)
+    }
+
+    fn code(&self, campaign: &str) -> Result<Option<String>, RunError> {
+        Ok(self.outbox.code_of(campaign, self.p)?)
+    }
+}
+
 /// Whether the person is in an audience (live name, condition): `None` when the caller
 /// cannot tell.
 pub type Membership<'a> = dyn FnMut(&str, &Condition) -> Result<Option<bool>, RunError> + 'a;
@@ -209,22 +247,6 @@ impl Decider {
         }
     }
 
-    /// Whether a frequency cap holds person `p` on `channel` at `as_of`, counting what
-    /// the outbox holds.
-    ///
-    /// # Errors
-    ///
-    /// A store failure.
-    pub fn capped(
-        &self,
-        outbox: &microseg_store::campaigns::OutboxQuery<'_>,
-        channel: Channel,
-        p: ProfileId,
-        as_of: Timestamp,
-    ) -> Result<bool, RunError> {
-        Ok(capped(outbox, &self.settings, channel.name(), p, as_of)?)
-    }
-
     /// The audiences written as conditions in the files of campaigns not archived, under
     /// their live names (saved segments are kept live under their own names already).
     pub fn live_audiences(&self) -> Vec<(String, Condition)> {
@@ -248,24 +270,24 @@ impl Decider {
 
     /// Decides for `person` on `slot`. `member(live name, condition)` says whether they
     /// are in an audience (`None`: it cannot tell, the campaign loses as `not live`);
-    /// `capped(channel)` whether a frequency cap holds them there.
+    /// `sent` what the outbox holds for them (caps, pool codes).
     ///
     /// # Errors
     ///
-    /// What `member` or `capped` return.
+    /// What `member` returns, a store failure.
     pub fn decide(
         &self,
         person: Person<'_>,
         slot: &Slot,
         member: &mut Membership<'_>,
-        capped: &mut dyn FnMut(Channel) -> Result<bool, RunError>,
+        sent: &mut Sent<'_>,
     ) -> Result<Decision, RunError> {
         let mut candidates = Vec::new();
         // (priority, index into `candidates`, winner)
         let mut eligible: Vec<(i64, usize, Winner)> = Vec::new();
         for e in self.campaigns.iter().filter(|e| e.fits(slot)) {
             let name = e.checked.campaign.name.clone();
-            match self.assess(e, person, member, capped)? {
+            match self.assess(e, person, member, sent)? {
                 Ok(winner) => {
                     candidates.push(Candidate {
                         campaign: name,
@@ -327,7 +349,7 @@ impl Decider {
         e: &Entry,
         person: Person<'_>,
         member: &mut Membership<'_>,
-        capped: &mut dyn FnMut(Channel) -> Result<bool, RunError>,
+        sent: &mut Sent<'_>,
     ) -> Result<Result<Winner, String>, RunError> {
         let c = &e.checked.campaign;
         let lost = |reason: &str| Ok(Err(reason.to_string()));
@@ -352,13 +374,22 @@ impl Decider {
         if let Some(why) = gate.keep_out(person.p, person.id) {
             return lost(why.reason());
         }
-        if c.kind == Kind::Marketing && capped(c.channel)? {
+        if c.kind == Kind::Marketing && sent.capped(&self.settings, c.channel, person.as_of)? {
             return lost("capped");
         }
         if gate.due(person.p, person.as_of) > person.as_of {
             return lost("quiet hours");
         }
-        match self.message(&gate, c, person) {
+        let code = match &c.offer {
+            Some(o) if o.pooled() => match sent.code(&c.name)? {
+                Some(code) => Some(code),
+                None => {
+                    return lost("no code yet: pool codes are given when a run queues the message")
+                }
+            },
+            _ => None,
+        };
+        match self.message(&gate, c, person, code.as_deref()) {
             Ok(winner) => Ok(Ok(winner)),
             Err(e) => lost(&format!("not rendered: {e}")),
         }
@@ -374,12 +405,13 @@ impl Decider {
         gate: &Gate<'_>,
         c: &Campaign,
         person: Person<'_>,
+        code: Option<&str>,
     ) -> Result<Winner, render::RenderError> {
         let (variant, message) = match gate.pick(person.id) {
             Pick::Exploration => (EXPLORATION, &self.settings.exploration_message[&c.channel]),
             Pick::Variant(i) => (c.variants[i].name.as_str(), &c.variants[i].message),
         };
-        let offer = offer_for(c, person.id, person.as_of);
+        let offer = offer_for(c, person.id, person.as_of, code);
         let ctx = context(
             person.profiles,
             person.metrics,
@@ -440,12 +472,11 @@ fn workspace_decision(
         id,
         as_of,
     };
-    let outbox = store.outbox();
     decider.decide(
         person,
         slot,
         &mut |name, _| Ok(members.get(name).copied()),
-        &mut |channel| decider.capped(&outbox, channel, p, as_of),
+        &mut Sent::new(store.outbox(), p),
     )
 }
 
@@ -493,8 +524,18 @@ pub fn preview(
             as_of,
         };
         let gate = decider.gate(c, tables.profiles());
+        // A pool code: the one given to the person, else a stand-in (a preview gives none).
+        let code = match &c.offer {
+            Some(o) if o.pooled() => Some(
+                store
+                    .outbox()
+                    .code_of(name, p)?
+                    .unwrap_or_else(|| "(next code of the pool)".into()),
+            ),
+            _ => None,
+        };
         decider
-            .message(&gate, c, person)
+            .message(&gate, c, person, code.as_deref())
             .map_err(|e| crate::CampaignError {
                 field: e.field,
                 reason: format!("not rendered for {id}: {}", e.reason),

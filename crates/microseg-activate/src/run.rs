@@ -15,7 +15,9 @@
 //!    (marketing only), the others their variant; a message that cannot be rendered for a
 //!    person (a variable they lack) is counted in **render_failed**, never sent;
 //! 8. **queued**: written to the outbox with an idempotency key of (campaign, person,
-//!    send slot); a key already there is not queued again (**already_queued**).
+//!    send slot); a key already there is not queued again (**already_queued**). A
+//!    campaign drawing codes from a pool gives each person queued their code (the one
+//!    given before, else the next unused); when none is left, **no_code**.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -72,6 +74,8 @@ pub struct RunCounts {
     pub suppressed: u64,
     /// Left to a higher-priority campaign of the channel that reaches them.
     pub lower_priority: u64,
+    /// Not queued: the campaign's pool of codes has none left for them.
+    pub no_code: u64,
 }
 
 /// One message as `--out` writes it.
@@ -97,6 +101,9 @@ pub struct RunMessage {
     profile_id: ProfileId,
     #[serde(skip)]
     due_ms: i64,
+    /// A pool code to give the person when the message is queued.
+    #[serde(skip)]
+    new_code: Option<String>,
 }
 
 /// A run's counts and messages.
@@ -176,11 +183,16 @@ pub fn run(
         );
     }
     tables.metrics()?;
+    let pool = match &checked.campaign.offer {
+        Some(o) if o.pooled() => Some(store.offer_codes(&stored.name)?),
+        None | Some(_) => None,
+    };
     let planned = Plan {
         tables: &tables,
         checked: &checked,
         settings: &settings,
         suppressed: &suppressed,
+        pool: pool.as_ref(),
         slot: format!("run-v{}", stored.version),
         as_of,
     }
@@ -194,6 +206,13 @@ pub fn run(
         if marketing && capped(q, &settings, channel.name(), m.profile_id, as_of)? {
             counts.capped += 1;
             return Ok(false);
+        }
+        if let (Some(code), false) = (&m.new_code, dry_run) {
+            // Taken meanwhile by another run of the campaign: not queued this time.
+            if !q.give_code(&m.campaign, code, m.profile_id)? {
+                counts.no_code += 1;
+                return Ok(false);
+            }
         }
         counts.exploration += u64::from(m.variant == EXPLORATION);
         counts.quiet_hours_held += u64::from(m.due_ms > as_of.0);
@@ -236,6 +255,8 @@ struct Plan<'a, 't> {
     checked: &'a Checked,
     settings: &'a Settings,
     suppressed: &'a HashSet<String>,
+    /// The campaign's pool of codes, when it draws from one.
+    pool: Option<&'a microseg_store::campaigns::OfferCodes>,
     /// The send slot of the idempotency keys.
     slot: String,
     as_of: Timestamp,
@@ -275,6 +296,7 @@ impl Plan<'_, '_> {
         let mut messages = Vec::new();
         let mut render_errors: BTreeMap<String, u64> = BTreeMap::new();
         let metrics = self.tables.dataset().metrics;
+        let mut free = self.pool.map(|pool| pool.free.iter());
         for p in target {
             let id = self.tables.external_id(p);
             let count = if excluded.contains(p) {
@@ -298,7 +320,21 @@ impl Plan<'_, '_> {
                 Pick::Exploration => (EXPLORATION, general.as_ref().expect("a general message")),
                 Pick::Variant(i) => (c.variants[i].name.as_str(), &variants[i]),
             };
-            let offer = offer_for(c, id, self.as_of);
+            // A pool code: the one the person was given, else the next free one.
+            let (code, new_code) = match (self.pool, free.as_mut()) {
+                (Some(pool), Some(free)) => match pool.given.get(&p) {
+                    Some(code) => (Some(code.as_str()), None),
+                    None => match free.next() {
+                        Some(code) => (Some(code.as_str()), Some(code.clone())),
+                        None => {
+                            counts.no_code += 1;
+                            continue;
+                        }
+                    },
+                },
+                _ => (None, None),
+            };
+            let offer = offer_for(c, id, self.as_of, code);
             let context = context(profiles, metrics, p, id, &c.name, offer.as_ref());
             let content = match message.render(&context) {
                 Ok(content) => content,
@@ -320,6 +356,7 @@ impl Plan<'_, '_> {
                 offer,
                 idempotency_key: idempotency_key(&c.name, id, &self.slot),
                 profile_id: p,
+                new_code,
             });
         }
         Ok((counts, messages, render_errors))
@@ -378,8 +415,13 @@ pub(crate) fn capped(
     }
 }
 
-/// The offer as one person gets it.
-pub(crate) fn offer_for(c: &Campaign, id: &str, as_of: Timestamp) -> Option<Json> {
+/// The offer as one person gets it; `pooled` is their code of the campaign's pool.
+pub(crate) fn offer_for(
+    c: &Campaign,
+    id: &str,
+    as_of: Timestamp,
+    pooled: Option<&str>,
+) -> Option<Json> {
     let offer = c.offer.as_ref()?;
     let valid_until = offer
         .valid_for
@@ -389,7 +431,11 @@ pub(crate) fn offer_for(c: &Campaign, id: &str, as_of: Timestamp) -> Option<Json
     Some(json!({
         "kind": offer.kind,
         "value": offer.value,
-        "code": offer.code.as_ref().map(|_| assign::offer_code(&c.name, id)),
+        "code": match offer.code.as_deref() {
+            Some("pool") => pooled.map(str::to_string),
+            Some(_) => Some(assign::offer_code(&c.name, id)),
+            None => None,
+        },
         "valid_until": valid_until,
     }))
 }

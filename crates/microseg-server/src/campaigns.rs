@@ -67,6 +67,16 @@ fn save(store: &mut microseg_store::Store, raw: &[u8], edit: Option<&str>) -> An
             )));
         }
     }
+    // The server reads no file: a pool's codes are loaded by `microseg campaign create`.
+    if checked.campaign.offer.as_ref().is_some_and(|o| o.pooled()) {
+        let pool = store.offer_codes(&name)?;
+        if pool.given.is_empty() && pool.free.is_empty() {
+            return Err(ApiError::bad(
+                "offer.pool: the server reads no files; load the pool with \
+                 `microseg campaign create --file` (or edit) on the workspace's machine",
+            ));
+        }
+    }
     let body = serde_json::to_string(&checked.campaign).map_err(ApiError::internal)?;
     store.save_campaign(&name, &body, edit.is_some())?;
     let status = if edit.is_some() {

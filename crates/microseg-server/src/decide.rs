@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use microseg_activate::decide::Sent;
 use microseg_activate::decide::LIVE_PREFIX;
 use microseg_activate::{Channel, Decider, Decision, Person, Slot};
 use microseg_core::condition::Condition;
@@ -253,19 +254,11 @@ fn decide_now(app: &App, id: &str, slot: &Slot) -> Result<Decision, ApiError> {
         as_of: at,
     };
     let store = app.decisions.take_store(&app.workspace)?;
-    let mut caps: HashMap<Channel, bool> = HashMap::new();
     let decision = decider.decide(
         person,
         slot,
         &mut |name, _| Ok(live.get(name).copied()),
-        &mut |channel| {
-            if let Some(&c) = caps.get(&channel) {
-                return Ok(c);
-            }
-            let c = decider.capped(&store.outbox(), channel, p, at)?;
-            caps.insert(channel, c);
-            Ok(c)
-        },
+        &mut Sent::new(store.outbox(), p),
     );
     app.decisions.give_back(store);
     let decision = decision?;

@@ -2,6 +2,8 @@
 //! rendered messages. What a campaign means is `microseg-activate`'s; the store keeps the
 //! text and the rows.
 
+use std::collections::HashMap;
+
 use rusqlite::{params, OptionalExtension as _};
 
 use crate::error::StoreError;
@@ -217,6 +219,42 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Adds `codes` to the pool of `campaign` (codes already there are kept as they are);
+    /// returns how many were new.
+    pub fn add_offer_codes(&mut self, campaign: &str, codes: &[String]) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut added = 0;
+        {
+            let mut insert =
+                tx.prepare("INSERT OR IGNORE INTO offer_codes(campaign, code) VALUES (?1, ?2)")?;
+            for code in codes {
+                added += insert.execute(params![campaign, code])? as u64;
+            }
+        }
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// The pool of `campaign`: the codes given, by profile, and the free ones in the order
+    /// they were added.
+    pub fn offer_codes(&self, campaign: &str) -> Result<OfferCodes, StoreError> {
+        let mut given = HashMap::new();
+        let mut stmt = self.conn.prepare(
+            "SELECT profile_id, code FROM offer_codes WHERE campaign = ?1 AND profile_id IS NOT NULL",
+        )?;
+        for row in stmt.query_map([campaign], |r| Ok((r.get::<_, u32>(0)?, r.get(1)?)))? {
+            let (p, code) = row?;
+            given.insert(p, code);
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT code FROM offer_codes WHERE campaign = ?1 AND assigned_at IS NULL ORDER BY rowid",
+        )?;
+        let free = stmt
+            .query_map([campaign], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(OfferCodes { given, free })
+    }
+
     /// A text that changes whenever a campaign is saved or changes status, or a
     /// suppression list changes (cheap; a running server polls it to reload).
     pub fn activation_fingerprint(&self) -> Result<String, StoreError> {
@@ -240,7 +278,46 @@ pub struct OutboxQuery<'c> {
     conn: &'c rusqlite::Connection,
 }
 
+/// A campaign's pool of offer codes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OfferCodes {
+    /// The code each person was given.
+    pub given: HashMap<u32, String>,
+    /// The codes not given yet, in the order they were added.
+    pub free: Vec<String>,
+}
+
 impl OutboxQuery<'_> {
+    /// The code of `campaign`'s pool given to `profile_id`, if any.
+    pub fn code_of(&self, campaign: &str, profile_id: u32) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT code FROM offer_codes WHERE campaign = ?1 AND profile_id = ?2")?
+            .query_row(params![campaign, profile_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Gives `code` of `campaign`'s pool to `profile_id`, unless it was given meanwhile
+    /// (false) or the person already has one (false).
+    pub fn give_code(
+        &self,
+        campaign: &str,
+        code: &str,
+        profile_id: u32,
+    ) -> Result<bool, StoreError> {
+        if self.code_of(campaign, profile_id)?.is_some() {
+            return Ok(false);
+        }
+        Ok(self
+            .conn
+            .prepare_cached(
+                "UPDATE offer_codes SET profile_id = ?3, assigned_at = ?4
+                 WHERE campaign = ?1 AND code = ?2 AND assigned_at IS NULL",
+            )?
+            .execute(params![campaign, code, profile_id, now_ms()])?
+            == 1)
+    }
+
     /// Messages for `profile_id` created at or after `since` (UTC ms), on `channel` or
     /// (`None`) on every channel.
     pub fn count_since(

@@ -136,6 +136,11 @@ impl Store {
             "DELETE FROM outbox WHERE profile_id IN (SELECT id FROM erasing)",
             [],
         )?;
+        // A code given stays given (it may be in use), no longer tied to the person.
+        tx.execute(
+            "UPDATE offer_codes SET profile_id = NULL WHERE profile_id IN (SELECT id FROM erasing)",
+            [],
+        )?;
         let now = now_ms();
         let version = bump(&tx, Counter::Profiles)?;
         for p in &profiles {

@@ -42,6 +42,9 @@
 //!                                         -- rendered messages waiting for delivery
 //! (version 10) suppressions(channel, address_sha256, reason, created_at)
 //!                                         -- never contact: addresses kept as SHA-256 only
+//! (version 11) offer_codes(campaign, code, profile_id, assigned_at)
+//!                                         -- a campaign's pool of codes; assigned_at set
+//!                                            once given (profile_id cleared on erasure)
 //! ```
 
 use std::collections::HashMap;
@@ -53,7 +56,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::StoreError;
 use crate::workspace::Workspace;
 
-const SCHEMA_VERSION: i64 = 10;
+const SCHEMA_VERSION: i64 = 11;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE profiles(
@@ -231,6 +234,19 @@ CREATE TABLE suppressions(
     created_at INTEGER NOT NULL,
     PRIMARY KEY(channel, address_sha256)
 ) WITHOUT ROWID;
+"#;
+
+const MIGRATION_11: &str = r#"
+CREATE TABLE offer_codes(
+    campaign TEXT NOT NULL,
+    code TEXT NOT NULL,
+    profile_id INTEGER,
+    assigned_at INTEGER,
+    PRIMARY KEY(campaign, code)
+);
+CREATE UNIQUE INDEX offer_codes_person ON offer_codes(campaign, profile_id)
+    WHERE profile_id IS NOT NULL;
+CREATE INDEX offer_codes_free ON offer_codes(campaign) WHERE assigned_at IS NULL;
 "#;
 
 /// The clock in UTC milliseconds, for `created_at` / `updated_at` columns.
@@ -420,6 +436,7 @@ impl Store {
             MIGRATION_8,
             MIGRATION_9,
             MIGRATION_10,
+            MIGRATION_11,
         ];
         let mut version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (to, sql) in (1..).zip(migrations) {

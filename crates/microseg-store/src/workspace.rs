@@ -213,6 +213,9 @@ header_timeout_seconds = 10
 # them). Every visitor of a site sends with the site's one key: size it for the site.
 key_requests_per_second = 5000.0
 key_burst = 10000
+# Web origins whose pages may call GET /v1/decide from the browser (CORS), e.g.
+# ["https://shop.example"], or ["*"]; empty: none.
+cors_origins = []
 
 [limits]
 # A write key ships inside public web pages: these bound what anyone can make the

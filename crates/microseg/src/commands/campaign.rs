@@ -224,6 +224,7 @@ pub fn run_command(ctx: &Context, cmd: CampaignCommand) -> Result<()> {
                 ("capped", c.capped),
                 ("not rendered", c.render_failed),
                 ("queued before", c.already_queued),
+                ("no code left in the pool", c.no_code),
                 ("exploration (in queued)", c.exploration),
                 ("held for quiet hours (in queued)", c.quiet_hours_held),
             ]
@@ -244,8 +245,38 @@ fn save(store: &mut microseg_store::Store, args: FileArgs, replace: bool) -> Res
         .and_then(|c| c.check(&saved))
         .map_err(|e| bad_input(format!("{}: {e}", args.file.display())))?;
     let name = checked.campaign.name.clone();
+    // A pool of codes: read (relative to the campaign file) and checked before saving.
+    let codes = match checked
+        .campaign
+        .offer
+        .as_ref()
+        .and_then(|o| o.pool.as_ref())
+    {
+        Some(pool) => {
+            let path = args
+                .file
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(pool);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| bad_input(format!("{}: offer.pool: {e}", path.display())))?;
+            let codes = microseg_activate::campaign::read_pool(&text)
+                .map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
+            Some(codes)
+        }
+        None => None,
+    };
     let body = serde_json::to_string(&checked.campaign)?;
     let version = store.save_campaign(&name, &body, replace)?;
+    if let Some(codes) = codes {
+        let added = store.add_offer_codes(&name, &codes)?;
+        if !args.json {
+            println!(
+                "{added} new codes in the pool of {name} ({} in the file)",
+                codes.len()
+            );
+        }
+    }
     if args.json {
         return print_json(&serde_json::json!({"name": name, "version": version}));
     }

@@ -595,3 +595,365 @@ fn a_higher_priority_campaign_keeps_its_people() {
     let counts = env.json(&["campaign", "run", "everyone", "--dry-run", "--json"]);
     assert_eq!(counts["lower_priority"], 18, "{counts}");
 }
+
+/// `GET /v1/decide` on a running server: the winner follows the event that just arrived
+/// (live membership), a higher priority wins, consent and the fallback content hold, the
+/// write key and CORS are enforced, each decision with a winner is recorded as a
+/// `decision_served` event, and a campaign created while serving takes part within
+/// seconds. The expected winners follow from the two campaigns' definitions by hand.
+#[test]
+fn decisions_over_http_follow_live_membership() {
+    use super::server::{admin_call, basic, http, try_http};
+    let env = Env::new();
+    let file = env.write(
+        "p.csv",
+        b"id,first_name,consent_web\na,Anna,true\nb,Bob,true\nc,Cleo,false\n",
+    );
+    env.ok(&["import", "profiles", &file, "--type", "consent_web=bool"]);
+    let config = env.data().join("microseg.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mut text = text.replace(
+        "cors_origins = []",
+        "cors_origins = [\"https://shop.example\"]",
+    );
+    text.push_str("\n[activation.fallback]\nhome_hero = \"Welcome, {{ first_name }}\"\n");
+    std::fs::write(&config, text).unwrap();
+    let web = |name: &str, segment: &str, priority: i64, content: &str| {
+        let body = serde_json::json!({
+            "name": name, "segment": segment, "channel": "web", "priority": priority,
+            "variants": [{"name": "a", "message": {"placement": "home_hero", "content": content}}],
+        });
+        env.write(&format!("{name}.json"), body.to_string().as_bytes())
+    };
+    let everyone = web("everyone", "first_name exists", 1, "Hello {{ first_name }}");
+    let winter = web(
+        "winter",
+        r#"count(page_viewed where category = "winter", within 30d) >= 1"#,
+        10,
+        "{{ first_name }}, winter gloves are back",
+    );
+    env.ok(&["campaign", "create", "--file", &everyone]);
+    env.ok(&["campaign", "create", "--file", &winter]);
+    let key = env.key("write");
+    let auth = basic(&key);
+    let bearer = format!("Bearer {}", env.key("admin"));
+    let server = env.serve();
+    let decide = |query: &str| -> (u16, serde_json::Value) {
+        let (s, b) = http(
+            &server.addr,
+            "GET",
+            &format!("/v1/decide?{query}"),
+            &[("Authorization", &auth)],
+            b"",
+        );
+        (
+            s,
+            serde_json::from_str(&b).unwrap_or(serde_json::Value::Null),
+        )
+    };
+    let reason = |d: &serde_json::Value, campaign: &str| -> String {
+        d["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["campaign"] == campaign)
+            .map(|c| c["reason"].as_str().unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("no candidate {campaign}: {d}"))
+    };
+
+    // Anna has not viewed a winter page: the only campaign she is in wins.
+    let (status, d) = decide("profile=a&placement=home_hero");
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["winner"]["campaign"], "everyone", "{d}");
+    assert_eq!(d["winner"]["content"]["content"], "Hello Anna", "{d}");
+    assert_eq!(reason(&d, "winter"), "not in segment");
+
+    // She views one; once it is committed, the next decision reflects it.
+    let page = r#"{"userId": "a", "name": "gloves", "properties": {"category": "winter"}}"#;
+    let (status, body) = http(
+        &server.addr,
+        "POST",
+        "/v1/page",
+        &[("Authorization", &auth)],
+        page.as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let d = loop {
+        let (_, d) = decide("profile=a&placement=home_hero");
+        if d["winner"]["campaign"] == "winter" || std::time::Instant::now() > deadline {
+            break d;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(d["winner"]["campaign"], "winter", "{d}");
+    assert_eq!(
+        d["winner"]["content"]["content"],
+        "Anna, winter gloves are back"
+    );
+    assert_eq!(reason(&d, "everyone"), "lower priority");
+
+    // Cleo has not consented to web personalisation: nobody wins, she gets the fallback.
+    let (_, d) = decide("profile=c&placement=home_hero");
+    assert_eq!(d["winner"], serde_json::Value::Null, "{d}");
+    assert_eq!(reason(&d, "everyone"), "no consent");
+    assert_eq!(d["fallback"], "Welcome, Cleo");
+
+    // Refusals.
+    assert_eq!(decide("profile=nobody&placement=home_hero").0, 404);
+    assert_eq!(decide("profile=a&channel=fax").0, 400);
+    assert_eq!(decide("profile=a").0, 400);
+    let (status, _) = http(
+        &server.addr,
+        "GET",
+        "/v1/decide?profile=a&channel=web",
+        &[],
+        b"",
+    );
+    assert_eq!(status, 401);
+
+    // CORS: the configured origin is allowed, another is not.
+    let (status, head, _) = try_http(
+        &server.addr,
+        "OPTIONS",
+        "/v1/decide",
+        &[("Origin", "https://shop.example")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 204);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("access-control-allow-origin: https://shop.example"),
+        "{head}"
+    );
+    let (_, head, _) = try_http(
+        &server.addr,
+        "GET",
+        "/v1/decide?profile=b&placement=home_hero",
+        &[("Origin", "https://evil.example"), ("Authorization", &auth)],
+        b"",
+    )
+    .unwrap();
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("access-control-allow-origin"),
+        "{head}"
+    );
+
+    // A campaign created while serving, with its own condition, takes part within seconds.
+    let late = serde_json::json!({
+        "name": "late", "segment": "first_name = \"Bob\"", "channel": "web", "priority": 50,
+        "variants": [{"name": "a", "message": {"placement": "home_hero", "content": "Bob!"}}],
+    });
+    let (status, body) = admin_call(
+        &server.addr,
+        &bearer,
+        "POST",
+        "/v1/campaigns",
+        &late.to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let d = loop {
+        let (_, d) = decide("profile=b&placement=home_hero");
+        if d["winner"]["campaign"] == "late" || std::time::Instant::now() > deadline {
+            break d;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(d["winner"]["campaign"], "late", "{d}");
+    // Its own audience is not a segment anyone sees.
+    let (_, segments) = admin_call(&server.addr, &bearer, "GET", "/v1/segments", "");
+    assert_eq!(
+        segments["segments"].as_array().unwrap().len(),
+        0,
+        "{segments}"
+    );
+
+    // Every decision with a winner was recorded for Anna: one `everyone`, then the
+    // `winter` ones (the polling asked until it saw it at least once).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let served = loop {
+        let (_, profile) = admin_call(
+            &server.addr,
+            &bearer,
+            "GET",
+            "/v1/profiles/a?events=1000",
+            "",
+        );
+        let served: Vec<serde_json::Value> = profile["recent_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == "decision_served")
+            .cloned()
+            .collect();
+        if served
+            .iter()
+            .any(|e| e["properties"]["campaign"] == "winter")
+            || std::time::Instant::now() > deadline
+        {
+            break served;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let everyone_served = served
+        .iter()
+        .filter(|e| e["properties"]["campaign"] == "everyone")
+        .count();
+    assert_eq!(everyone_served, 1, "{served:?}");
+    let first_winter = served
+        .iter()
+        .find(|e| e["properties"]["campaign"] == "winter")
+        .expect("a winter exposure");
+    assert_eq!(first_winter["properties"]["variant"], "a");
+    assert_eq!(first_winter["properties"]["placement"], "home_hero");
+}
+
+/// Offer codes from a pool file: each person queued gets the next unused code once and
+/// keeps it on later runs; when the pool runs dry the rest are counted `no_code`, not
+/// sent without a code; `decide` shows a person's code; an erased person's code is not
+/// given again. The pool and the expected assignments are written here by hand.
+#[test]
+fn pool_codes_are_given_once_per_person() {
+    let env = Env::new();
+    let file = env.write(
+        "p.csv",
+        b"id,first_name,consent_email\na,Anna,true\nb,Bob,true\nc,Cem,true\nd,Dora,true\n",
+    );
+    env.ok(&["import", "profiles", &file, "--type", "consent_email=bool"]);
+    let campaign = |pool: &str| {
+        serde_json::json!({
+            "name": "codes", "segment": "first_name exists", "channel": "email",
+            "offer": {"kind": "discount", "value": 0.1, "code": "pool", "pool": pool},
+            "variants": [{"name": "a", "message": {"subject": "Hi {{ first_name }}",
+                                                    "text": "Code {{ offer.code }}"}}],
+        })
+        .to_string()
+    };
+    // A pool file with a code twice is refused, naming the line.
+    env.write("bad.txt", b"X1\nX2\nX1\n");
+    let bad = env.write("bad.json", campaign("bad.txt").as_bytes());
+    let err = env.fails(&["campaign", "create", "--file", &bad]);
+    assert!(
+        err.contains("offer.pool: line 3: 'X1' appears twice"),
+        "{err}"
+    );
+    // `code: pool` without a file is refused.
+    let no_file = env.write(
+        "nofile.json",
+        campaign("x").replace(r#","pool":"x""#, "").as_bytes(),
+    );
+    let err = env.fails(&["campaign", "create", "--file", &no_file]);
+    assert!(err.contains("offer.pool: missing"), "{err}");
+
+    env.write("codes.txt", b"X1\n\n  X2  \nX3\n");
+    let good = env.write("codes.json", campaign("codes.txt").as_bytes());
+    env.ok(&["campaign", "create", "--file", &good]);
+    let out = env.dir.path().join("m.ndjson");
+    let out_s = out.to_str().unwrap();
+    let by_person = |path: &std::path::Path| -> BTreeMap<String, String> {
+        messages(path)
+            .iter()
+            .map(|m| {
+                assert_eq!(
+                    m["content"]["text"],
+                    format!("Code {}", m["offer"]["code"].as_str().unwrap())
+                );
+                (
+                    m["profile"].as_str().unwrap().to_string(),
+                    m["offer"]["code"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    // A dry run shows the codes a run would give (in the pool's order) and gives none.
+    let dry = env.json(&[
+        "campaign",
+        "run",
+        "codes",
+        "--dry-run",
+        "--out",
+        out_s,
+        "--json",
+    ]);
+    assert_eq!(
+        (dry["queued"].as_u64(), dry["no_code"].as_u64()),
+        (Some(3), Some(1)),
+        "{dry}"
+    );
+    let planned = by_person(&out);
+    let real = env.json(&["campaign", "run", "codes", "--out", out_s, "--json"]);
+    assert_eq!(
+        (real["queued"].as_u64(), real["no_code"].as_u64()),
+        (Some(3), Some(1)),
+        "{real}"
+    );
+    let given = by_person(&out);
+    assert_eq!(given, planned);
+    let codes: BTreeSet<&str> = given.values().map(String::as_str).collect();
+    assert_eq!(codes, BTreeSet::from(["X1", "X2", "X3"]));
+
+    // decide shows a person's own code; the one without a code cannot win yet.
+    let (who, code) = given.iter().next().unwrap();
+    let d = env.json(&[
+        "decide",
+        who,
+        "--channel",
+        "email",
+        "--json",
+        "--as-of",
+        "2026-11-01T12:00:00Z",
+    ]);
+    assert_eq!(d["winner"]["offer"]["code"], code.as_str(), "{d}");
+    let left_out = ["a", "b", "c", "d"]
+        .into_iter()
+        .find(|p| !given.contains_key(*p))
+        .unwrap();
+    let d = env.json(&[
+        "decide",
+        left_out,
+        "--channel",
+        "email",
+        "--json",
+        "--as-of",
+        "2026-11-01T12:00:00Z",
+    ]);
+    assert!(
+        d["candidates"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("no code yet"),
+        "{d}"
+    );
+
+    // More codes: a new version runs again; the three keep theirs, the fourth gets X4.
+    env.write("codes.txt", b"X1\nX2\nX3\nX4\nX5\n");
+    env.ok(&["campaign", "edit", "--file", &good]);
+    let again = env.json(&["campaign", "run", "codes", "--out", out_s, "--json"]);
+    assert_eq!(
+        (again["queued"].as_u64(), again["no_code"].as_u64()),
+        (Some(4), Some(0)),
+        "{again}"
+    );
+    let now = by_person(&out);
+    for (p, code) in &given {
+        assert_eq!(&now[p], code);
+    }
+    assert_eq!(now[left_out], "X4");
+
+    // Erasing a person keeps their code given (it may be in use), tied to nobody.
+    env.ok(&["profile", "delete", who]);
+    let store = rusqlite::Connection::open(env.data().join("store.sqlite")).unwrap();
+    let (profile, assigned): (Option<i64>, Option<i64>) = store
+        .query_row(
+            "SELECT profile_id, assigned_at FROM offer_codes WHERE campaign = 'codes' AND code = ?1",
+            [code],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(profile, None);
+    assert!(assigned.is_some());
+}
