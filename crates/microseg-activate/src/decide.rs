@@ -572,3 +572,85 @@ pub fn decide(
     let (mut tables, p) = open_person(ws, store, id, as_of)?;
     workspace_decision(&decider, store, &mut tables, p, id, slot, as_of)
 }
+
+/// A test send, as `campaign preview --send-to` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TestSent {
+    /// Whose message it was.
+    pub profile: String,
+    /// Where it went (an address, or the webhook's URL).
+    pub to: String,
+    /// The channel.
+    pub channel: String,
+    /// The message sent (subject marked `[test]`).
+    pub message: Winner,
+    /// Its idempotency key (`CAMPAIGN.test-…`: never one of a real send).
+    pub idempotency_key: String,
+}
+
+/// Sends campaign `name` as person `id` would get it to `to` (an e-mail address; for a
+/// webhook campaign a URL, or `None` for the configured one), marked as a test: the
+/// subject starts with `[test] `, the webhook body has `"test": true`. It is not queued,
+/// and counts in no cap or result.
+///
+/// # Errors
+///
+/// As [`preview`]; a channel without an adapter or settings; the relay's refusal.
+pub fn test_send(
+    ws: &Workspace,
+    store: &Store,
+    name: &str,
+    id: &str,
+    to: Option<&str>,
+    as_of: Timestamp,
+) -> Result<TestSent, RunError> {
+    use crate::channels::{Email, Outgoing, SendError, Webhook};
+    let mut message = preview(ws, store, name, id, as_of)?.message;
+    if let Some(subject) = message.content.get_mut("subject") {
+        subject.insert_str(0, "[test] ");
+    }
+    let sent_at = microseg_core::Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    );
+    let key = crate::run::idempotency_key(name, id, &format!("test-{}", sent_at.0));
+    let key = key.replacen(&format!("{name}."), &format!("{name}.test-"), 1);
+    let outgoing = Outgoing {
+        to,
+        content: &message.content,
+        idempotency_key: &key,
+        meta: serde_json::json!({
+            "campaign": name, "variant": message.variant, "channel": message.channel,
+            "profile": id, "offer": message.offer, "test": true,
+        }),
+        at: sent_at,
+    };
+    let channels = &ws.config.channels;
+    let to = match Channel::from_name(&message.channel) {
+        Some(Channel::Email) => {
+            Email::from_config(channels)?.send(&outgoing)?;
+            to.unwrap_or_default().to_string()
+        }
+        Some(Channel::Webhook) => {
+            let hook = Webhook::from_config(channels)?;
+            hook.send(&outgoing)?;
+            to.unwrap_or(&hook.url).to_string()
+        }
+        Some(Channel::Sms) => return Err(SendError::NoAdapter("sms").into()),
+        Some(Channel::Push) => return Err(SendError::NoAdapter("push").into()),
+        Some(Channel::Web) | None => {
+            return Err(SendError::Address(
+                "a web placement is shown, not sent: use decide or preview".into(),
+            )
+            .into())
+        }
+    };
+    Ok(TestSent {
+        profile: id.to_string(),
+        to,
+        channel: message.channel.clone(),
+        message,
+        idempotency_key: key,
+    })
+}

@@ -5,6 +5,7 @@
 
 pub mod assign;
 pub mod campaign;
+pub mod channels;
 pub mod decide;
 mod gate;
 pub mod quiet;
@@ -15,7 +16,7 @@ pub mod suppress;
 use std::collections::BTreeMap;
 
 pub use campaign::{Campaign, CampaignError, Channel, Checked, Kind};
-pub use decide::{decide, preview, Decider, Decision, Person, Preview, Slot};
+pub use decide::{decide, preview, test_send, Decider, Decision, Person, Preview, Slot, TestSent};
 pub use run::{run, RunCounts, RunMessage, RunOutcome};
 
 use microseg_store::workspace::ActivationSection;

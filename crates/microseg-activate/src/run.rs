@@ -43,6 +43,9 @@ pub enum RunError {
     /// The campaign is paused or archived.
     #[error("campaign '{0}' is {1}: resume it first")]
     NotActive(String, String),
+    /// A channel did not take a message.
+    #[error(transparent)]
+    Send(#[from] crate::channels::SendError),
 }
 
 /// What a run did, in profiles (the pinned fields of `campaign run --json`, then more).

@@ -226,6 +226,20 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         ),
         Endpoint {
             method: "post",
+            path: "/v1/campaigns/{name}/test",
+            summary: "Send the message as one person would get it to an address (a webhook campaign: a URL, or none for the configured one), marked as a test; counts nowhere.",
+            auth: Auth::Admin,
+            body: None,
+            query: &[
+                ("profile", "The person's external id."),
+                ("to", "An e-mail address, or a webhook URL."),
+            ],
+            ok: (200, "`{\"profile\", \"to\", \"channel\", \"message\", \"idempotency_key\"}`.", None),
+            errors: &[400, 401, 404],
+            route: post(crate::campaigns::test_send),
+        },
+        Endpoint {
+            method: "post",
             path: "/v1/campaigns/{name}/run",
             summary: "Run a campaign now: the audience, the rules, the messages queued in the outbox (or only counted with dry_run=true).",
             auth: Auth::Admin,

@@ -19,6 +19,9 @@ impl From<RunError> for ApiError {
     fn from(e: RunError) -> ApiError {
         match e {
             RunError::Store(e) => e.into(),
+            RunError::Send(e @ microseg_activate::channels::SendError::Failed { .. }) => {
+                ApiError::new(crate::error::ErrorKind::BadGateway, e.to_string())
+            }
             other => ApiError::bad(other.to_string()),
         }
     }
@@ -160,6 +163,36 @@ pub(crate) async fn run(
 pub(crate) struct PreviewQuery {
     /// The person's external id.
     profile: String,
+}
+
+/// The query of `POST /v1/campaigns/{name}/test`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TestQuery {
+    /// The person's external id.
+    profile: String,
+    /// Where to: an e-mail address, or a webhook URL.
+    to: Option<String>,
+}
+
+pub(crate) async fn test_send(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(q): Query<TestQuery>,
+    headers: HeaderMap,
+) -> Answer {
+    with_store(app, &headers, move |app, store| {
+        let sent = microseg_activate::test_send(
+            &app.workspace,
+            store,
+            &name,
+            &q.profile,
+            q.to.as_deref(),
+            crate::now(),
+        )?;
+        Ok(axum::Json(json!(sent)).into_response())
+    })
+    .await
 }
 
 pub(crate) async fn preview(

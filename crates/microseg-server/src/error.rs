@@ -34,13 +34,15 @@ pub enum ErrorKind {
     Overloaded,
     /// The server is stopping.
     ShuttingDown,
+    /// A channel's relay (SMTP server, webhook receiver) refused or did not answer.
+    BadGateway,
     /// Anything else; the cause is in the server's log.
     Internal,
 }
 
 impl ErrorKind {
     /// Every kind, in the order of the table.
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::InvalidRequest,
         ErrorKind::Unauthorized,
         ErrorKind::NotFound,
@@ -51,6 +53,7 @@ impl ErrorKind {
         ErrorKind::RateLimited,
         ErrorKind::Overloaded,
         ErrorKind::ShuttingDown,
+        ErrorKind::BadGateway,
         ErrorKind::Internal,
     ];
 
@@ -103,6 +106,11 @@ impl ErrorKind {
                 "shutting_down",
                 "The server is stopping.",
             ),
+            ErrorKind::BadGateway => (
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "A channel's relay (SMTP server, webhook receiver) refused the message or did not answer; the message says which and why.",
+            ),
             ErrorKind::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -138,7 +146,7 @@ pub struct ApiError {
 pub(crate) struct ErrorBody {
     /// `invalid_request`, `unauthorized`, `not_found`, `method_not_allowed`, `conflict`,
     /// `payload_too_large`, `limit_reached`, `rate_limited`, `overloaded`,
-    /// `shutting_down` or `internal`.
+    /// `shutting_down`, `bad_gateway` or `internal`.
     code: String,
     /// What is wrong, naming the field when there is one.
     message: String,

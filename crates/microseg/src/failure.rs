@@ -97,6 +97,9 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
     if let Some(e) = cause.downcast_ref::<microseg_activate::run::RunError>() {
         return match e {
             microseg_activate::run::RunError::Store(e) => kind_of(e),
+            microseg_activate::run::RunError::Send(
+                microseg_activate::channels::SendError::Failed { .. },
+            ) => Some(Kind::Store),
             _ => Some(Kind::BadInput),
         };
     }

@@ -77,8 +77,13 @@ pub struct PreviewArgs {
     /// As of this instant (default now).
     #[arg(long, value_name = "T")]
     as_of: Option<String>,
+    /// Also send it, marked as a test, to this address (e-mail), or for a webhook
+    /// campaign to this URL (`-` for the configured one); counts nowhere.
+    #[arg(long, value_name = "ADDRESS")]
+    send_to: Option<String>,
     /// Print as JSON: `{"profile", "message": {"campaign", "variant", "channel",
-    /// "content", "offer"}, "blocked_by"}`.
+    /// "content", "offer"}, "blocked_by"}`; with --send-to `{"profile", "to", "channel",
+    /// "message", "idempotency_key"}`.
     #[arg(long)]
     json: bool,
 }
@@ -163,6 +168,24 @@ pub fn run_command(ctx: &Context, cmd: CampaignCommand) -> Result<()> {
         CampaignCommand::Archive(args) => status(&mut store, args, "archived"),
         CampaignCommand::Preview(args) => {
             let at = as_of(args.as_of.as_deref())?;
+            if let Some(to) = &args.send_to {
+                let to = (to != "-").then_some(to.as_str());
+                let sent =
+                    microseg_activate::test_send(&ws, &store, &args.name, &args.profile, to, at)?;
+                if args.json {
+                    return print_json(&sent);
+                }
+                println!(
+                    "sent {}'s {} message of {} (variant {}) to {}, marked as a test; Message-ID / Idempotency-Key {}",
+                    sent.profile,
+                    sent.channel,
+                    sent.message.campaign,
+                    sent.message.variant,
+                    sent.to,
+                    sent.idempotency_key
+                );
+                return Ok(());
+            }
             let preview = microseg_activate::preview(&ws, &store, &args.name, &args.profile, at)?;
             if args.json {
                 return print_json(&preview);

@@ -524,6 +524,20 @@ fn campaigns_over_the_management_api() {
         (200, Some(1)),
         "{counts}"
     );
+    // A test send needs the channel's settings; without them it says which.
+    let (status, body) = call(
+        "POST",
+        "/v1/campaigns/hello/test?profile=a&to=t@example.com",
+        "",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("[channels.email] in microseg.toml: missing"),
+        "{body}"
+    );
     assert_eq!(call("POST", "/v1/campaigns/hello/explode", "").0, 404);
     assert_eq!(call("GET", "/v1/campaigns/nope", "").0, 404);
 }
@@ -956,4 +970,195 @@ fn pool_codes_are_given_once_per_person() {
         .unwrap();
     assert_eq!(profile, None);
     assert!(assigned.is_some());
+}
+
+/// Test sends: `campaign preview --send-to` hands the person's message to a real SMTP
+/// server (aiosmtpd, parsed by Python's e-mail package) and a webhook message to an HTTP
+/// receiver, marked as tests, with the idempotency key as Message-ID / header; nothing is
+/// queued or counted. A bad address is refused (exit 3), a relay that is down is an I/O
+/// failure (exit 5).
+#[test]
+fn test_sends_reach_a_real_smtp_server_and_count_nowhere() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let env = Env::new();
+    let file = env.write(
+        "p.csv",
+        "id,first_name,consent_email\na,Zoë,true\n".as_bytes(),
+    );
+    env.ok(&["import", "profiles", &file, "--type", "consent_email=bool"]);
+    let received = env.dir.path().join("smtp.ndjson");
+    let mut sink = std::process::Command::new(super::server::test_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/smtp_sink.py"
+        ))
+        .arg(&received)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the SMTP sink");
+    let mut port = String::new();
+    BufReader::new(sink.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let port: u16 = port.trim().parse().expect("the sink's port");
+    // A receiver for the webhook campaign: answers one request 200, hands it back.
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_addr = hook.local_addr().unwrap();
+    let got_hook = std::thread::spawn(move || {
+        let (mut s, _) = hook.accept().unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            req.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&req);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap();
+                if body.len() >= len {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        String::from_utf8(req).unwrap()
+    });
+    let config = env.data().join("microseg.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[channels.email]\nsmtp = \"smtp://127.0.0.1:{port}\"\nfrom = \"shop@example.com\"\n\
+         \n[channels.webhook]\nurl = \"http://{hook_addr}/hook\"\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let campaign = env.write(
+        "c.json",
+        br#"{"name": "hello", "segment": "first_name exists", "channel": "email",
+             "variants": [{"name": "a", "message": {"subject": "Hi {{ first_name }}",
+                                                    "text": "Hello {{ first_name }},\n.\nsee you"}}]}"#,
+    );
+    env.ok(&["campaign", "create", "--file", &campaign]);
+    let sent = env.json(&[
+        "campaign",
+        "preview",
+        "hello",
+        "--profile",
+        "a",
+        "--send-to",
+        "tester@example.com",
+        "--json",
+    ]);
+    assert_eq!(sent["to"], "tester@example.com", "{sent}");
+    let key = sent["idempotency_key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("hello.test-"), "{key}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mail: serde_json::Value = loop {
+        if let Ok(text) = std::fs::read_to_string(&received) {
+            if let Some(line) = text.lines().next() {
+                break serde_json::from_str(line).unwrap();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no message reached the SMTP server"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(mail["mail_from"], "shop@example.com");
+    assert_eq!(mail["rcpt_tos"], serde_json::json!(["tester@example.com"]));
+    assert_eq!(mail["subject"], "[test] Hi Zoë");
+    assert_eq!(mail["message_id"], format!("<{key}@example.com>"));
+    // base64 keeps the text exactly, the lone "." line included.
+    assert_eq!(mail["text"], "Hello Zoë,\n.\nsee you");
+
+    // Nothing queued: a real run still reaches her, and the outbox held nothing before.
+    let store = rusqlite::Connection::open(env.data().join("store.sqlite")).unwrap();
+    let queued: i64 = store
+        .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(queued, 0);
+
+    // Refusals: a bad address (3), a relay that is not there (5).
+    let out = env
+        .cmd(&[
+            "campaign",
+            "preview",
+            "hello",
+            "--profile",
+            "a",
+            "--send-to",
+            "a b@example.com",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(sink.stdin.take());
+    let _ = sink.wait();
+    let out = env
+        .cmd(&[
+            "campaign",
+            "preview",
+            "hello",
+            "--profile",
+            "a",
+            "--send-to",
+            "t@example.com",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A webhook campaign's test goes to the configured URL with its key and `test: true`.
+    let hook_campaign = env.write(
+        "h.json",
+        br#"{"name": "ping", "segment": "first_name exists", "channel": "webhook",
+             "variants": [{"name": "a", "message": {"body": "{{ first_name }} is back"}}]}"#,
+    );
+    env.ok(&["campaign", "create", "--file", &hook_campaign]);
+    let sent = env.json(&[
+        "campaign",
+        "preview",
+        "ping",
+        "--profile",
+        "a",
+        "--send-to",
+        "-",
+        "--json",
+    ]);
+    let request = got_hook.join().unwrap();
+    let (head, body) = request.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("POST /hook HTTP/1.1"), "{head}");
+    assert!(
+        head.contains(&format!(
+            "Idempotency-Key: {}",
+            sent["idempotency_key"].as_str().unwrap()
+        )),
+        "{head}"
+    );
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["test"], true);
+    assert_eq!(body["content"]["body"], "Zoë is back");
+    assert_eq!(body["campaign"], "ping");
 }

@@ -857,7 +857,7 @@ fn kill_9_after_acknowledged_batches_loses_none() {
 /// The Python interpreter with the packages of tests/requirements.txt: `./test` makes that
 /// environment and sets MICROSEG_PYTHON. Without it these tests fail saying so; they never
 /// skip.
-fn test_python() -> String {
+pub(crate) fn test_python() -> String {
     std::env::var("MICROSEG_PYTHON").unwrap_or_else(|_| {
         panic!(
             "MICROSEG_PYTHON is not set: run the tests with ./test, which creates the Python \

@@ -1,0 +1,457 @@
+//! Channel adapters: hand one rendered message to the outside world. E-mail goes over SMTP
+//! to the relay of `[channels.email]` (a local MTA, or the e-mail provider's SMTP
+//! endpoint), a webhook message as an HTTP POST to `[channels.webhook] url`. Both speak
+//! plain TCP to the configured host (TLS to the provider is the relay's job); every step
+//! has a timeout. SMS and push providers come with delivery (issue 21).
+//!
+//! The message is built here, not by the relay: headers from rendered values have their
+//! line breaks removed (no header injection from a trait), non-ASCII subjects are
+//! encoded-words (RFC 2047), bodies are base64 (RFC 2045) so no line of a template can
+//! end the SMTP data early.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use base64::Engine as _;
+use microseg_core::Timestamp;
+
+/// Why a message was not handed over.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// `[channels.NAME]` is missing or wrong.
+    #[error("[channels.{channel}] in microseg.toml: {reason}")]
+    Config {
+        /// The channel.
+        channel: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The address is not one this channel can send to.
+    #[error("{0}")]
+    Address(String),
+    /// The channel has no adapter yet.
+    #[error("no {0} adapter yet: SMS and push providers come with delivery")]
+    NoAdapter(&'static str),
+    /// The server refused or could not be reached.
+    #[error("{server}: {reason}")]
+    Failed {
+        /// host:port.
+        server: String,
+        /// What happened (an SMTP reply, an HTTP status, an I/O error).
+        reason: String,
+    },
+}
+
+/// Each read or write waits at most this long.
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One message as handed to a channel.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    /// Where it goes: an e-mail address, or for webhooks the URL (`None`: the configured
+    /// one).
+    pub to: Option<&'a str>,
+    /// The rendered fields.
+    pub content: &'a BTreeMap<String, String>,
+    /// The message's idempotency key (the e-mail's Message-ID, the webhook's header).
+    pub idempotency_key: &'a str,
+    /// The webhook body's other fields (campaign, variant, profile, offer, test).
+    pub meta: serde_json::Value,
+    /// When it is sent.
+    pub at: Timestamp,
+}
+
+/// `[channels.email]`: `smtp = "smtp://host:port"`, `from = "shop@example.com"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    /// host:port.
+    pub server: String,
+    /// The sender address.
+    pub from: String,
+}
+
+/// `[channels.webhook]`: `url = "http://host:port/path"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// The URL as written.
+    pub url: String,
+}
+
+fn config_error(channel: &'static str, reason: impl Into<String>) -> SendError {
+    SendError::Config {
+        channel,
+        reason: reason.into(),
+    }
+}
+
+fn text_setting<'t>(
+    table: &'t toml::Table,
+    channel: &'static str,
+    key: &str,
+) -> Result<&'t str, SendError> {
+    match table.get(key) {
+        Some(toml::Value::String(s)) => Ok(s),
+        Some(_) => Err(config_error(channel, format!("`{key}` must be a string"))),
+        None => Err(config_error(channel, format!("`{key}` is missing"))),
+    }
+}
+
+/// host:port of an `http://` or `smtp://` URL, and the path after it.
+fn split_url(
+    url: &str,
+    scheme: &str,
+    default_port: u16,
+    channel: &'static str,
+) -> Result<(String, String), SendError> {
+    let rest = url.strip_prefix(&format!("{scheme}://")).ok_or_else(|| {
+        config_error(
+            channel,
+            format!("'{url}': write {scheme}://host:port (TLS is the relay's job)"),
+        )
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(config_error(
+            channel,
+            format!("'{url}': no host (or credentials in it)"),
+        ));
+    }
+    let server = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:{default_port}")
+    };
+    Ok((server, path.to_string()))
+}
+
+impl Email {
+    /// Reads `[channels.email]`.
+    ///
+    /// # Errors
+    ///
+    /// A missing section or key, a URL that is not `smtp://`, a bad sender.
+    pub fn from_config(channels: &BTreeMap<String, toml::Table>) -> Result<Email, SendError> {
+        let table = channels.get("email").ok_or_else(|| {
+            config_error("email", "missing (smtp = \"smtp://host:port\", from = ...)")
+        })?;
+        let (server, _) = split_url(text_setting(table, "email", "smtp")?, "smtp", 25, "email")?;
+        let from = text_setting(table, "email", "from")?;
+        check_address(from).map_err(|reason| config_error("email", format!("from: {reason}")))?;
+        Ok(Email {
+            server,
+            from: from.to_string(),
+        })
+    }
+
+    /// Sends `m` to `m.to` over SMTP.
+    ///
+    /// # Errors
+    ///
+    /// A bad address, or the relay's refusal or silence.
+    pub fn send(&self, m: &Outgoing<'_>) -> Result<(), SendError> {
+        let to =
+            m.to.ok_or_else(|| SendError::Address("an e-mail needs an address to go to".into()))?;
+        check_address(to).map_err(|r| SendError::Address(format!("'{to}': {r}")))?;
+        let data = email_message(&self.from, to, m.content, m.idempotency_key, m.at);
+        smtp(&self.server, &self.from, to, &data).map_err(|reason| SendError::Failed {
+            server: self.server.clone(),
+            reason,
+        })
+    }
+}
+
+impl Webhook {
+    /// Reads `[channels.webhook]`.
+    ///
+    /// # Errors
+    ///
+    /// A missing section or URL, a URL that is not `http://`.
+    pub fn from_config(channels: &BTreeMap<String, toml::Table>) -> Result<Webhook, SendError> {
+        let table = channels
+            .get("webhook")
+            .ok_or_else(|| config_error("webhook", "missing (url = \"http://host:port/path\")"))?;
+        let url = text_setting(table, "webhook", "url")?;
+        split_url(url, "http", 80, "webhook")?;
+        Ok(Webhook {
+            url: url.to_string(),
+        })
+    }
+
+    /// POSTs `m` as JSON (`{..meta, "content"}`) with its `Idempotency-Key` to `m.to` or
+    /// the configured URL; a 2xx answer is success.
+    ///
+    /// # Errors
+    ///
+    /// A bad URL, no answer, or an answer other than 2xx.
+    pub fn send(&self, m: &Outgoing<'_>) -> Result<(), SendError> {
+        let url = m.to.unwrap_or(&self.url);
+        let (server, path) = split_url(url, "http", 80, "webhook")
+            .map_err(|_| SendError::Address(format!("'{url}': write http://host:port/path")))?;
+        let mut body = m.meta.clone();
+        body["content"] = serde_json::json!(m.content);
+        let body = body.to_string();
+        let host = server.clone();
+        let fail = |reason: String| SendError::Failed {
+            server: server.clone(),
+            reason,
+        };
+        let stream = connect(&server).map_err(fail)?;
+        let mut reader = BufReader::new(stream);
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+             Idempotency-Key: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            m.idempotency_key,
+            body.len()
+        );
+        let io = |e: std::io::Error| fail(e.to_string());
+        reader.get_mut().write_all(head.as_bytes()).map_err(io)?;
+        reader.get_mut().write_all(body.as_bytes()).map_err(io)?;
+        let mut status = String::new();
+        reader.read_line(&mut status).map_err(io)?;
+        let code: u16 = status
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| fail(format!("not an HTTP answer: {:?}", status.trim())))?;
+        // Drain (bounded) so the receiver sees a clean close.
+        let _ = reader.take(64 * 1024).read_to_end(&mut Vec::new());
+        if (200..300).contains(&code) {
+            Ok(())
+        } else {
+            Err(fail(format!("answered {code}")))
+        }
+    }
+}
+
+fn connect(server: &str) -> Result<TcpStream, String> {
+    let addr = server
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or_else(|| "no address".to_string())?;
+    let stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)))
+        .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// A plain e-mail address: one `@`, no spaces, brackets or line breaks, at most 254 bytes.
+fn check_address(a: &str) -> Result<(), &'static str> {
+    let ok = a.len() <= 254
+        && a.split('@').count() == 2
+        && !a.starts_with('@')
+        && !a.ends_with('@')
+        && a.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"<>()[],;:\\\"".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err("not a plain e-mail address (name@domain)")
+    }
+}
+
+/// A header value: line breaks become spaces; non-ASCII as a UTF-8 encoded-word.
+fn header_value(v: &str) -> String {
+    let flat: String = v
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
+    if flat.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        flat
+    } else {
+        format!(
+            "=?UTF-8?B?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(flat.as_bytes())
+        )
+    }
+}
+
+/// Base64 in lines of 76 (RFC 2045).
+fn base64_lines(text: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+    let mut out = String::with_capacity(encoded.len() + encoded.len() / 38);
+    for chunk in encoded.as_bytes().chunks(76) {
+        out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// The e-mail as sent (CRLF line ends): `subject`, and `text` and/or `html` (both:
+/// multipart/alternative). Message-ID is `<KEY@sender-domain>`.
+pub fn email_message(
+    from: &str,
+    to: &str,
+    content: &BTreeMap<String, String>,
+    key: &str,
+    at: Timestamp,
+) -> String {
+    let domain = from.rsplit_once('@').map_or("localhost", |(_, d)| d);
+    let date = jiff::Timestamp::from_millisecond(at.0)
+        .map(|t| t.strftime("%a, %d %b %Y %H:%M:%S +0000").to_string())
+        .unwrap_or_default();
+    let mut m = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {}\r\nDate: {date}\r\nMessage-ID: <{key}@{domain}>\r\nMIME-Version: 1.0\r\n",
+        header_value(content.get("subject").map_or("", String::as_str)),
+    );
+    let part = |ty: &str, body: &str| {
+        format!(
+            "Content-Type: text/{ty}; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+            base64_lines(body)
+        )
+    };
+    match (content.get("text"), content.get("html")) {
+        (Some(text), Some(html)) => {
+            let boundary = format!("microseg-{key}");
+            m.push_str(&format!(
+                "Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n--{boundary}\r\n{}--{boundary}\r\n{}--{boundary}--\r\n",
+                part("plain", text),
+                part("html", html)
+            ));
+        }
+        (Some(text), None) => m.push_str(&part("plain", text)),
+        (None, Some(html)) => m.push_str(&part("html", html)),
+        (None, None) => m.push_str(&part("plain", "")),
+    }
+    m
+}
+
+/// One SMTP conversation: EHLO (or HELO), MAIL, RCPT, DATA, QUIT.
+fn smtp(server: &str, from: &str, to: &str, data: &str) -> Result<(), String> {
+    let stream = connect(server)?;
+    let mut r = BufReader::new(stream);
+    let domain = from.rsplit_once('@').map_or("localhost", |(_, d)| d);
+    expect(&mut r, 220, "greeting")?;
+    if say(&mut r, &format!("EHLO {domain}"), 250, "EHLO").is_err() {
+        say(&mut r, &format!("HELO {domain}"), 250, "HELO")?;
+    }
+    say(&mut r, &format!("MAIL FROM:<{from}>"), 250, "MAIL FROM")?;
+    say(&mut r, &format!("RCPT TO:<{to}>"), 250, "RCPT TO")?;
+    say(&mut r, "DATA", 354, "DATA")?;
+    // Dot-stuffing (RFC 5321 4.5.2); base64 bodies never start a line with '.', headers
+    // might.
+    let mut stuffed = String::with_capacity(data.len() + 8);
+    for line in data.split_inclusive("\r\n") {
+        if line.starts_with('.') {
+            stuffed.push('.');
+        }
+        stuffed.push_str(line);
+    }
+    if !stuffed.ends_with("\r\n") {
+        stuffed.push_str("\r\n");
+    }
+    stuffed.push_str(".\r\n");
+    r.get_mut()
+        .write_all(stuffed.as_bytes())
+        .map_err(|e| e.to_string())?;
+    expect(&mut r, 250, "end of data")?;
+    let _ = say(&mut r, "QUIT", 221, "QUIT");
+    Ok(())
+}
+
+fn say(r: &mut BufReader<TcpStream>, line: &str, code: u16, step: &str) -> Result<(), String> {
+    r.get_mut()
+        .write_all(format!("{line}\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    expect(r, code, step)
+}
+
+/// Reads a (possibly multi-line) reply; an error unless its code is `code`.
+fn expect(r: &mut BufReader<TcpStream>, code: u16, step: &str) -> Result<(), String> {
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        // Bounded: a reply line longer than 4 KiB is not SMTP.
+        let n = r
+            .by_ref()
+            .take(4096)
+            .read_line(&mut line)
+            .map_err(|e| format!("{step}: {e}"))?;
+        if n == 0 {
+            return Err(format!("{step}: the server closed the connection"));
+        }
+        text.push_str(line.trim_end());
+        if line.as_bytes().get(3) != Some(&b'-') {
+            break;
+        }
+        text.push(' ');
+    }
+    let got: u16 = text.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+    if got == code {
+        Ok(())
+    } else {
+        Err(format!("{step}: {text}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_from_templates_cannot_inject_and_bodies_are_base64() {
+        let content: BTreeMap<String, String> = [
+            (
+                "subject".to_string(),
+                "Hi\r\nBcc: x@evil.example".to_string(),
+            ),
+            ("text".to_string(), ".\r\nQUIT\r\n".to_string()),
+        ]
+        .into();
+        let m = email_message(
+            "shop@example.com",
+            "a@example.com",
+            &content,
+            "k.1",
+            Timestamp(0),
+        );
+        assert!(m.contains("Subject: Hi  Bcc: x@evil.example\r\n"), "{m}");
+        assert!(!m.contains("\r\nBcc:"));
+        assert!(m.contains("Message-ID: <k.1@example.com>\r\n"));
+        assert!(m.contains("Date: Thu, 01 Jan 1970 00:00:00 +0000\r\n"));
+        // base64 of ".\r\nQUIT\r\n" (printf '.\r\nQUIT\r\n' | base64)
+        assert!(m.contains("\r\n\r\nLg0KUVVJVA0K\r\n"), "{m}");
+        // printf 'Grüße' | base64
+        let c: BTreeMap<String, String> = [("subject".to_string(), "Grüße".to_string())].into();
+        let m = email_message("shop@example.com", "a@example.com", &c, "k", Timestamp(0));
+        assert!(m.contains("Subject: =?UTF-8?B?R3LDvMOfZQ==?=\r\n"), "{m}");
+    }
+
+    #[test]
+    fn addresses_and_urls_are_checked() {
+        assert!(check_address("anna@example.com").is_ok());
+        for bad in [
+            "anna",
+            "a@b@c",
+            "a b@c",
+            "<a@b>",
+            "a@b\r\nRCPT TO:<x@y>",
+            "@b",
+            "a@",
+        ] {
+            assert!(check_address(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            split_url("smtp://127.0.0.1:2525", "smtp", 25, "email")
+                .unwrap()
+                .0,
+            "127.0.0.1:2525"
+        );
+        assert_eq!(
+            split_url("http://hooks.local/a/b", "http", 80, "webhook").unwrap(),
+            ("hooks.local:80".to_string(), "/a/b".to_string())
+        );
+        assert!(split_url("https://x", "http", 80, "webhook").is_err());
+        assert!(split_url("http://user:pw@x/", "http", 80, "webhook").is_err());
+    }
+}
