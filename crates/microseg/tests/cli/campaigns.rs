@@ -610,6 +610,18 @@ fn a_higher_priority_campaign_keeps_its_people() {
     assert_eq!(counts["lower_priority"], 18, "{counts}");
 }
 
+/// Calls `f` until it says done (or `seconds` pass); returns its last value.
+fn poll<T>(seconds: u64, mut f: impl FnMut() -> (bool, T)) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let (done, value) = f();
+        if done || std::time::Instant::now() > deadline {
+            return value;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// `GET /v1/decide` on a running server: the winner follows the event that just arrived
 /// (live membership), a higher priority wins, consent and the fallback content hold, the
 /// write key and CORS are enforced, each decision with a winner is recorded as a
@@ -692,14 +704,10 @@ fn decisions_over_http_follow_live_membership() {
         page.as_bytes(),
     );
     assert_eq!(status, 200, "{body}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let d = loop {
+    let d = poll(10, || {
         let (_, d) = decide("profile=a&placement=home_hero");
-        if d["winner"]["campaign"] == "winter" || std::time::Instant::now() > deadline {
-            break d;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+        (d["winner"]["campaign"] == "winter", d)
+    });
     assert_eq!(d["winner"]["campaign"], "winter", "{d}");
     assert_eq!(
         d["winner"]["content"]["content"],
@@ -769,14 +777,10 @@ fn decisions_over_http_follow_live_membership() {
         &late.to_string(),
     );
     assert_eq!(status, 201, "{body}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let d = loop {
+    let d = poll(20, || {
         let (_, d) = decide("profile=b&placement=home_hero");
-        if d["winner"]["campaign"] == "late" || std::time::Instant::now() > deadline {
-            break d;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+        (d["winner"]["campaign"] == "late", d)
+    });
     assert_eq!(d["winner"]["campaign"], "late", "{d}");
     // Its own audience is not a segment anyone sees.
     let (_, segments) = admin_call(&server.addr, &bearer, "GET", "/v1/segments", "");
@@ -788,8 +792,7 @@ fn decisions_over_http_follow_live_membership() {
 
     // Every decision with a winner was recorded for Anna: one `everyone`, then the
     // `winter` ones (the polling asked until it saw it at least once).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let served = loop {
+    let served = poll(10, || {
         let (_, profile) = admin_call(
             &server.addr,
             &bearer,
@@ -804,15 +807,11 @@ fn decisions_over_http_follow_live_membership() {
             .filter(|e| e["event"] == "decision_served")
             .cloned()
             .collect();
-        if served
+        let done = served
             .iter()
-            .any(|e| e["properties"]["campaign"] == "winter")
-            || std::time::Instant::now() > deadline
-        {
-            break served;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+            .any(|e| e["properties"]["campaign"] == "winter");
+        (done, served)
+    });
     let everyone_served = served
         .iter()
         .filter(|e| e["properties"]["campaign"] == "everyone")
@@ -1063,19 +1062,13 @@ fn test_sends_reach_a_real_smtp_server_and_count_nowhere() {
     assert_eq!(sent["to"], "tester@example.com", "{sent}");
     let key = sent["idempotency_key"].as_str().unwrap().to_string();
     assert!(key.starts_with("hello.test-"), "{key}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mail: serde_json::Value = loop {
-        if let Ok(text) = std::fs::read_to_string(&received) {
-            if let Some(line) = text.lines().next() {
-                break serde_json::from_str(line).unwrap();
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no message reached the SMTP server"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let first = poll(10, || {
+        let text = std::fs::read_to_string(&received).unwrap_or_default();
+        let line = text.lines().next().map(str::to_string);
+        (line.is_some(), line)
+    });
+    let mail: serde_json::Value =
+        serde_json::from_str(&first.expect("a message reached the SMTP server")).unwrap();
     assert_eq!(mail["mail_from"], "shop@example.com");
     assert_eq!(mail["rcpt_tos"], serde_json::json!(["tester@example.com"]));
     assert_eq!(mail["subject"], "[test] Hi Zoë");
