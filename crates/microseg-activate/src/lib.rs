@@ -4,6 +4,7 @@
 //! store's outbox ([`run`]). Delivery, triggers and results build on it (issue 21).
 
 pub mod assign;
+pub mod audience;
 pub mod campaign;
 pub mod channels;
 pub mod decide;

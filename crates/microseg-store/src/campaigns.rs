@@ -255,6 +255,39 @@ impl Store {
         Ok(OfferCodes { given, free })
     }
 
+    /// Remembers an audience export (its members' dense ids); returns its number.
+    pub fn save_audience_export(
+        &mut self,
+        segment: &str,
+        format: &str,
+        members: &roaring::RoaringBitmap,
+    ) -> Result<i64, StoreError> {
+        let mut blob = Vec::with_capacity(members.serialized_size());
+        members
+            .serialize_into(&mut blob)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.conn.execute(
+            "INSERT INTO audience_exports(segment, format, created_at, size, members) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![segment, format, now_ms(), members.len() as i64, blob],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The members of audience export `number`.
+    pub fn audience_export(&self, number: i64) -> Result<roaring::RoaringBitmap, StoreError> {
+        let blob: Vec<u8> = self
+            .conn
+            .query_row(
+                "SELECT members FROM audience_exports WHERE id = ?1",
+                [number],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("no audience export number {number}")))?;
+        roaring::RoaringBitmap::deserialize_from(&blob[..])
+            .map_err(|e| StoreError::Invalid(format!("audience export {number}: {e}")))
+    }
+
     /// A text that changes whenever a campaign is saved or changes status, or a
     /// suppression list changes (cheap; a running server polls it to reload).
     pub fn activation_fingerprint(&self) -> Result<String, StoreError> {

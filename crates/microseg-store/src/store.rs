@@ -45,6 +45,9 @@
 //! (version 11) offer_codes(campaign, code, profile_id, assigned_at)
 //!                                         -- a campaign's pool of codes; assigned_at set
 //!                                            once given (profile_id cleared on erasure)
+//! (version 12) audience_exports(id, segment, format, created_at, size, members)
+//!                                         -- numbered exports; members: a roaring bitmap
+//!                                            of dense ids (for `--diff-since`)
 //! ```
 
 use std::collections::HashMap;
@@ -56,7 +59,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::StoreError;
 use crate::workspace::Workspace;
 
-const SCHEMA_VERSION: i64 = 11;
+const SCHEMA_VERSION: i64 = 12;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE profiles(
@@ -249,6 +252,17 @@ CREATE UNIQUE INDEX offer_codes_person ON offer_codes(campaign, profile_id)
 CREATE INDEX offer_codes_free ON offer_codes(campaign) WHERE assigned_at IS NULL;
 "#;
 
+const MIGRATION_12: &str = r#"
+CREATE TABLE audience_exports(
+    id INTEGER PRIMARY KEY,
+    segment TEXT NOT NULL,
+    format TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    members BLOB NOT NULL
+);
+"#;
+
 /// The clock in UTC milliseconds, for `created_at` / `updated_at` columns.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -437,6 +451,7 @@ impl Store {
             MIGRATION_9,
             MIGRATION_10,
             MIGRATION_11,
+            MIGRATION_12,
         ];
         let mut version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (to, sql) in (1..).zip(migrations) {

@@ -8,6 +8,7 @@ mod correlate;
 mod demo;
 mod discover;
 mod experiment;
+mod export;
 mod import;
 mod init;
 mod load;
@@ -77,6 +78,8 @@ enum Command {
     Decide(campaign::DecideArgs),
     #[command(subcommand)]
     Suppress(campaign::SuppressCommand),
+    #[command(subcommand)]
+    Export(export::ExportCommand),
 }
 
 /// Runs the command.
@@ -102,6 +105,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Campaign(cmd) => campaign::run_command(&ctx, cmd),
         Command::Decide(args) => campaign::decide(&ctx, args),
         Command::Suppress(cmd) => campaign::suppress(&ctx, cmd),
+        Command::Export(cmd) => export::run(&ctx, cmd),
     }
 }
 
