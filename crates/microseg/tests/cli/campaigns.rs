@@ -1345,4 +1345,37 @@ fn ad_audiences_are_normalised_hashed_and_diffed() {
     let added: Vec<String> = if p11_out { vec![] } else { vec!["p11".into()] };
     assert_eq!(ids("list.added.csv"), added, "{diff}");
     assert_eq!(diff["removed"].as_u64(), Some(removed.len() as u64));
+
+    // Parquet: the same rows as the CSV, read back by DuckDB.
+    let csv_out = env.dir.path().join("now.csv");
+    let pq_out = env.dir.path().join("now.parquet");
+    for (format, path) in [("csv", &csv_out), ("parquet", &pq_out)] {
+        env.ok(&[
+            "export",
+            "audience",
+            "vips",
+            "--format",
+            format,
+            "--traits",
+            "email,vip",
+            "--out",
+            path.to_str().unwrap(),
+        ]);
+    }
+    let read = std::process::Command::new(super::server::test_python())
+        .args([
+            "-c",
+            "import duckdb, json, sys; print(json.dumps(duckdb.sql(\"select id, email, vip from read_parquet('\" + sys.argv[1] + \"') order by id\").fetchall()))",
+            pq_out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let from_parquet: Vec<Vec<String>> = serde_json::from_slice(&read.stdout).unwrap();
+    assert_eq!(from_parquet, csv_rows(&csv_out).1);
+    assert!(!from_parquet.is_empty());
 }
