@@ -2,7 +2,8 @@
 //! to the relay of `[channels.email]` (a local MTA, or the e-mail provider's SMTP
 //! endpoint), a webhook message as an HTTP POST to `[channels.webhook] url`. Both speak
 //! plain TCP to the configured host (TLS to the provider is the relay's job); every step
-//! has a timeout. SMS and push providers come with delivery (issue 21).
+//! has a timeout. SMS and push go through configurable HTTP gateways; any channel may
+//! instead append to an NDJSON file (`file = "PATH"`).
 //!
 //! The message is built here, not by the relay: headers from rendered values have their
 //! line breaks removed (no header injection from a trait), non-ASCII subjects are
@@ -31,9 +32,6 @@ pub enum SendError {
     /// The address is not one this channel can send to.
     #[error("{0}")]
     Address(String),
-    /// The channel has no adapter yet.
-    #[error("no {0} adapter yet: SMS and push providers come with delivery")]
-    NoAdapter(&'static str),
     /// The server refused or could not be reached.
     #[error("{server}: {reason}")]
     Failed {
@@ -72,11 +70,13 @@ pub struct Email {
     pub from: String,
 }
 
-/// `[channels.webhook]`: `url = "http://host:port/path"`.
+/// `[channels.webhook]`: `url = "http://host:port/path"`, optional `secret`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhook {
     /// The URL as written.
     pub url: String,
+    /// Signs each request (`X-Microseg-Signature`) when set.
+    pub secret: Option<String>,
 }
 
 fn config_error(channel: &'static str, reason: impl Into<String>) -> SendError {
@@ -169,7 +169,7 @@ impl Email {
 }
 
 impl Webhook {
-    /// Reads `[channels.webhook]`.
+    /// Reads `[channels.webhook]` (`url`, optional `secret` for the signature).
     ///
     /// # Errors
     ///
@@ -178,56 +178,292 @@ impl Webhook {
         let table = channels
             .get("webhook")
             .ok_or_else(|| config_error("webhook", "missing (url = \"http://host:port/path\")"))?;
+        Webhook::from_table(table)
+    }
+
+    fn from_table(table: &toml::Table) -> Result<Webhook, SendError> {
         let url = text_setting(table, "webhook", "url")?;
         split_url(url, "http", 80, "webhook")?;
+        let secret = match table.get("secret") {
+            None => None,
+            Some(_) => Some(text_setting(table, "webhook", "secret")?.to_string()),
+        };
         Ok(Webhook {
             url: url.to_string(),
+            secret,
         })
     }
 
-    /// POSTs `m` as JSON (`{..meta, "content"}`) with its `Idempotency-Key` to `m.to` or
-    /// the configured URL; a 2xx answer is success.
+    /// POSTs `m` as JSON (`{..meta, "content"}`) with its `Idempotency-Key` (and, with a
+    /// secret, `X-Microseg-Signature` as the segment webhooks sign) to `m.to` or the
+    /// configured URL; a 2xx answer is success.
     ///
     /// # Errors
     ///
     /// A bad URL, no answer, or an answer other than 2xx.
     pub fn send(&self, m: &Outgoing<'_>) -> Result<(), SendError> {
         let url = m.to.unwrap_or(&self.url);
-        let (server, path) = split_url(url, "http", 80, "webhook")
-            .map_err(|_| SendError::Address(format!("'{url}': write http://host:port/path")))?;
         let mut body = m.meta.clone();
         body["content"] = serde_json::json!(m.content);
         let body = body.to_string();
-        let host = server.clone();
-        let fail = |reason: String| SendError::Failed {
-            server: server.clone(),
-            reason,
-        };
-        let stream = connect(&server).map_err(fail)?;
-        let mut reader = BufReader::new(stream);
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-             Idempotency-Key: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            m.idempotency_key,
-            body.len()
-        );
-        let io = |e: std::io::Error| fail(e.to_string());
-        reader.get_mut().write_all(head.as_bytes()).map_err(io)?;
-        reader.get_mut().write_all(body.as_bytes()).map_err(io)?;
-        let mut status = String::new();
-        reader.read_line(&mut status).map_err(io)?;
-        let code: u16 = status
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| fail(format!("not an HTTP answer: {:?}", status.trim())))?;
-        // Drain (bounded) so the receiver sees a clean close.
-        let _ = reader.take(64 * 1024).read_to_end(&mut Vec::new());
-        if (200..300).contains(&code) {
-            Ok(())
-        } else {
-            Err(fail(format!("answered {code}")))
+        let mut headers = vec![("Idempotency-Key".to_string(), m.idempotency_key.to_string())];
+        if let Some(secret) = &self.secret {
+            let t = m.at.0.div_euclid(1000);
+            headers.push((
+                "X-Microseg-Signature".into(),
+                microseg_core::sign::signature(secret, t, &body),
+            ));
         }
+        post(url, &headers, &body)
+    }
+}
+
+/// `[channels.sms]` / `[channels.push]`: an HTTP gateway: `url`, an optional
+/// `auth_header` (the `Authorization` value), and `body`, a minijinja template of the JSON
+/// body over `to`, the message's fields and `idempotency_key` (values JSON-escaped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    channel: &'static str,
+    url: String,
+    auth: Option<String>,
+    body: String,
+}
+
+impl Gateway {
+    fn from_table(channel: &'static str, table: &toml::Table) -> Result<Gateway, SendError> {
+        let url = text_setting(table, channel, "url")?;
+        split_url(url, "http", 80, channel)?;
+        let body = text_setting(table, channel, "body")?.to_string();
+        crate::render::environment()
+            .template_from_str(&body)
+            .map_err(|e| config_error(channel, format!("body: {e}")))?;
+        let auth = match table.get("auth_header") {
+            None => None,
+            Some(_) => Some(text_setting(table, channel, "auth_header")?.to_string()),
+        };
+        Ok(Gateway {
+            channel,
+            url: url.to_string(),
+            auth,
+            body,
+        })
+    }
+
+    /// POSTs the rendered body to the gateway.
+    ///
+    /// # Errors
+    ///
+    /// No address, a body that does not render to JSON, the gateway's refusal.
+    pub fn send(&self, m: &Outgoing<'_>) -> Result<(), SendError> {
+        let to =
+            m.to.ok_or_else(|| SendError::Address(format!("no {} address", self.channel)))?;
+        let mut ctx = serde_json::Map::new();
+        // Every value is a JSON string literal (quotes included), so a template writes
+        // `{"to": {{ to }}}` and no value can break out of its string.
+        let quoted = |v: &str| serde_json::Value::String(v.to_string()).to_string();
+        ctx.insert("to".into(), quoted(to).into());
+        ctx.insert("idempotency_key".into(), quoted(m.idempotency_key).into());
+        for (k, v) in m.content {
+            ctx.insert(k.clone(), quoted(v).into());
+        }
+        let body = crate::render::environment()
+            .render_str(&self.body, serde_json::Value::Object(ctx))
+            .map_err(|e| config_error(self.channel, format!("body: {e}")))?;
+        serde_json::from_str::<serde_json::Value>(&body).map_err(|e| {
+            config_error(self.channel, format!("body does not render to JSON: {e}"))
+        })?;
+        let mut headers = vec![("Idempotency-Key".to_string(), m.idempotency_key.to_string())];
+        if let Some(a) = &self.auth {
+            headers.push(("Authorization".into(), a.clone()));
+        }
+        post(&self.url, &headers, &body)
+    }
+}
+
+/// `file = "PATH"` in a channel's section: messages appended to an NDJSON file (relative
+/// paths from the workspace) instead of sent; for demos and tests.
+#[derive(Debug)]
+pub struct FileSink {
+    path: std::path::PathBuf,
+    file: std::sync::Mutex<std::fs::File>,
+}
+
+impl FileSink {
+    fn open(path: std::path::PathBuf) -> Result<FileSink, SendError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| SendError::Failed {
+                server: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(FileSink {
+            path,
+            file: std::sync::Mutex::new(file),
+        })
+    }
+
+    /// Appends `{..meta, "to", "idempotency_key", "content", "at"}` as one line.
+    ///
+    /// # Errors
+    ///
+    /// The write failed.
+    pub fn send(&self, m: &Outgoing<'_>) -> Result<(), SendError> {
+        let mut line = m.meta.clone();
+        line["to"] = serde_json::json!(m.to);
+        line["idempotency_key"] = serde_json::json!(m.idempotency_key);
+        line["content"] = serde_json::json!(m.content);
+        line["at"] = serde_json::json!(m.at.to_string());
+        let mut text = line.to_string();
+        text.push('\n');
+        self.file
+            .lock()
+            .expect("file sink lock")
+            .write_all(text.as_bytes())
+            .map_err(|e| SendError::Failed {
+                server: self.path.display().to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Makes what was appended durable (before its delivery is recorded).
+    ///
+    /// # Errors
+    ///
+    /// The sync failed.
+    pub fn sync(&self) -> Result<(), SendError> {
+        self.file
+            .lock()
+            .expect("file sink lock")
+            .sync_data()
+            .map_err(|e| SendError::Failed {
+                server: self.path.display().to_string(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// How one channel hands messages over.
+#[derive(Debug)]
+pub enum Adapter {
+    /// SMTP.
+    Email(Email),
+    /// HTTP POST of the message.
+    Webhook(Webhook),
+    /// An SMS or push HTTP gateway.
+    Gateway(Gateway),
+    /// An NDJSON file.
+    File(FileSink),
+}
+
+impl Adapter {
+    /// Hands `m` over.
+    ///
+    /// # Errors
+    ///
+    /// What the adapter says.
+    pub fn send(&self, m: &Outgoing<'_>) -> Result<(), SendError> {
+        match self {
+            Adapter::Email(a) => a.send(m),
+            Adapter::Webhook(a) => a.send(m),
+            Adapter::Gateway(a) => a.send(m),
+            Adapter::File(a) => a.send(m),
+        }
+    }
+
+    /// Reads the adapter of `channel` from `[channels.CHANNEL]` (`file` wins over the
+    /// network settings); `dir` resolves a relative file path.
+    ///
+    /// # Errors
+    ///
+    /// A missing or wrong section; web placements have no adapter (they are answered by
+    /// `decide`).
+    pub fn from_config(
+        channel: crate::Channel,
+        channels: &BTreeMap<String, toml::Table>,
+        dir: &std::path::Path,
+    ) -> Result<Adapter, SendError> {
+        use crate::Channel;
+        let name = channel.name();
+        let static_name: &'static str = match channel {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+            Channel::Push => "push",
+            Channel::Webhook => "webhook",
+            Channel::Web => {
+                return Err(SendError::Address(
+                    "a web placement is shown, not sent: it is answered by decide".into(),
+                ))
+            }
+        };
+        let table = channels
+            .get(name)
+            .ok_or_else(|| config_error(static_name, "missing: how to send this channel"))?;
+        if table.contains_key("file") {
+            let path = dir.join(text_setting(table, static_name, "file")?);
+            return Ok(Adapter::File(FileSink::open(path)?));
+        }
+        Ok(match channel {
+            Channel::Email => Adapter::Email(Email::from_config(channels)?),
+            Channel::Webhook => Adapter::Webhook(Webhook::from_table(table)?),
+            _ => Adapter::Gateway(Gateway::from_table(static_name, table)?),
+        })
+    }
+
+    /// Makes what was handed over durable where that is the adapter's job (a file).
+    ///
+    /// # Errors
+    ///
+    /// The sync failed.
+    pub fn sync(&self) -> Result<(), SendError> {
+        match self {
+            Adapter::File(f) => f.sync(),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// POSTs `body` (JSON) to `url` with `headers`; a 2xx answer is success.
+fn post(url: &str, headers: &[(String, String)], body: &str) -> Result<(), SendError> {
+    let (server, path) = split_url(url, "http", 80, "webhook")
+        .map_err(|_| SendError::Address(format!("'{url}': write http://host:port/path")))?;
+    let fail = |reason: String| SendError::Failed {
+        server: server.clone(),
+        reason,
+    };
+    let stream = connect(&server).map_err(fail)?;
+    let mut reader = BufReader::new(stream);
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {server}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        // Header values from settings and keys: no line breaks can get in.
+        let v: String = v.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let io = |e: std::io::Error| fail(e.to_string());
+    reader.get_mut().write_all(head.as_bytes()).map_err(io)?;
+    reader.get_mut().write_all(body.as_bytes()).map_err(io)?;
+    let mut status = String::new();
+    (&mut reader)
+        .take(4096)
+        .read_line(&mut status)
+        .map_err(io)?;
+    let code: u16 = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| fail(format!("not an HTTP answer: {:?}", status.trim())))?;
+    // Drain (bounded) so the receiver sees a clean close.
+    let _ = reader.take(64 * 1024).read_to_end(&mut Vec::new());
+    if (200..300).contains(&code) {
+        Ok(())
+    } else {
+        Err(fail(format!("answered {code}")))
     }
 }
 

@@ -604,7 +604,7 @@ pub fn test_send(
     to: Option<&str>,
     as_of: Timestamp,
 ) -> Result<TestSent, RunError> {
-    use crate::channels::{Email, Outgoing, SendError, Webhook};
+    use crate::channels::{Adapter, Outgoing, SendError};
     let mut message = preview(ws, store, name, id, as_of)?.message;
     if let Some(subject) = message.content.get_mut("subject") {
         subject.insert_str(0, "[test] ");
@@ -626,25 +626,15 @@ pub fn test_send(
         }),
         at: sent_at,
     };
-    let channels = &ws.config.channels;
-    let to = match Channel::from_name(&message.channel) {
-        Some(Channel::Email) => {
-            Email::from_config(channels)?.send(&outgoing)?;
-            to.unwrap_or_default().to_string()
-        }
-        Some(Channel::Webhook) => {
-            let hook = Webhook::from_config(channels)?;
-            hook.send(&outgoing)?;
-            to.unwrap_or(&hook.url).to_string()
-        }
-        Some(Channel::Sms) => return Err(SendError::NoAdapter("sms").into()),
-        Some(Channel::Push) => return Err(SendError::NoAdapter("push").into()),
-        Some(Channel::Web) | None => {
-            return Err(SendError::Address(
-                "a web placement is shown, not sent: use decide or preview".into(),
-            )
-            .into())
-        }
+    let channel = Channel::from_name(&message.channel)
+        .ok_or_else(|| SendError::Address(format!("unknown channel '{}'", message.channel)))?;
+    let adapter = Adapter::from_config(channel, &ws.config.channels, &ws.dir)?;
+    adapter.send(&outgoing)?;
+    adapter.sync()?;
+    let to = match (&adapter, to) {
+        (_, Some(to)) => to.to_string(),
+        (Adapter::Webhook(hook), None) => hook.url.clone(),
+        (_, None) => String::new(),
     };
     Ok(TestSent {
         profile: id.to_string(),

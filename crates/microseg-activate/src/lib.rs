@@ -8,6 +8,7 @@ pub mod audience;
 pub mod campaign;
 pub mod channels;
 pub mod decide;
+pub mod deliver;
 mod gate;
 pub mod quiet;
 pub mod render;

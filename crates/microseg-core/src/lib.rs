@@ -6,6 +6,7 @@
 
 pub mod condition;
 pub mod schema;
+pub mod sign;
 pub mod time;
 pub mod value;
 

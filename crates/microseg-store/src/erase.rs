@@ -133,6 +133,11 @@ impl Store {
             [],
         )?;
         tx.execute(
+            "DELETE FROM deliveries WHERE outbox_id IN
+                 (SELECT id FROM outbox WHERE profile_id IN (SELECT id FROM erasing))",
+            [],
+        )?;
+        tx.execute(
             "DELETE FROM outbox WHERE profile_id IN (SELECT id FROM erasing)",
             [],
         )?;

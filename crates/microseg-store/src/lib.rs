@@ -2,6 +2,7 @@
 //! SQLite store (source of truth), and importers for CSV, NDJSON and Parquet.
 
 pub mod campaigns;
+pub mod delivery;
 pub mod erase;
 pub mod error;
 mod event_rows;

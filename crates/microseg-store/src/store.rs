@@ -48,6 +48,11 @@
 //! (version 12) audience_exports(id, segment, format, created_at, size, members)
 //!                                         -- numbered exports; members: a roaring bitmap
 //!                                            of dense ids (for `--diff-since`)
+//! (version 13) outbox.attempts, last_error, next_at, sent_at
+//!                                         -- delivery state (status queued, retry, sent,
+//!                                            dead, cancelled)
+//! deliveries(id, outbox_id, at, outcome, error)
+//!                                         -- one row per delivery attempt
 //! ```
 
 use std::collections::HashMap;
@@ -59,7 +64,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::StoreError;
 use crate::workspace::Workspace;
 
-const SCHEMA_VERSION: i64 = 12;
+const SCHEMA_VERSION: i64 = 13;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE profiles(
@@ -263,6 +268,22 @@ CREATE TABLE audience_exports(
 );
 "#;
 
+const MIGRATION_13: &str = r#"
+ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN last_error TEXT;
+ALTER TABLE outbox ADD COLUMN next_at INTEGER;
+ALTER TABLE outbox ADD COLUMN sent_at INTEGER;
+CREATE INDEX outbox_due ON outbox(status, id);
+CREATE TABLE deliveries(
+    id INTEGER PRIMARY KEY,
+    outbox_id INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT
+);
+CREATE INDEX deliveries_message ON deliveries(outbox_id);
+"#;
+
 /// The clock in UTC milliseconds, for `created_at` / `updated_at` columns.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -452,6 +473,7 @@ impl Store {
             MIGRATION_10,
             MIGRATION_11,
             MIGRATION_12,
+            MIGRATION_13,
         ];
         let mut version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (to, sql) in (1..).zip(migrations) {

@@ -348,7 +348,18 @@ impl Workspace {
     /// write: the server keeps profile ids in memory, so a profile added beside it would
     /// collide with its next one. `who` says what is taking it, for the refusal.
     pub fn lock_writer(&self, who: &str) -> Result<WriterLock, StoreError> {
-        let path = self.dir.join("writer.lock");
+        self.lock_file("writer.lock", who)
+    }
+
+    /// The delivery lock: one process hands the outbox over at a time (`microseg
+    /// deliver`, or `serve`'s delivery loop), so no message goes out twice from two
+    /// deliverers. Taken like [`Workspace::lock_writer`].
+    pub fn lock_delivery(&self, who: &str) -> Result<WriterLock, StoreError> {
+        self.lock_file("delivery.lock", who)
+    }
+
+    fn lock_file(&self, name: &str, who: &str) -> Result<WriterLock, StoreError> {
+        let path = self.dir.join(name);
         let io = |source| StoreError::Io {
             path: path.clone(),
             source,

@@ -482,3 +482,41 @@ pub fn suppress(ctx: &Context, cmd: SuppressCommand) -> Result<()> {
         }
     }
 }
+
+/// Hand every due message in the outbox to its channel once, then exit (for cron;
+/// `serve` delivers continuously). docs/campaigns.md.
+#[derive(Debug, Args)]
+pub struct DeliverArgs {
+    /// Messages handed over at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Attempts before a message goes to the dead letters.
+    #[arg(long, default_value_t = 8)]
+    max_attempts: i64,
+    /// The first retry's delay in seconds (doubling after each failure, at most 6 h).
+    #[arg(long, default_value_t = 30.0)]
+    retry_seconds: f64,
+    /// Print `{"sent", "failed", "pending", "dead", "cancelled"}`.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn deliver(ctx: &Context, args: DeliverArgs) -> Result<()> {
+    let (ws, mut store) = ctx.open()?;
+    let _lock = ws.lock_delivery("microseg deliver")?;
+    let options = microseg_activate::deliver::DeliverOptions {
+        concurrency: args.concurrency.max(1),
+        max_attempts: args.max_attempts.max(1),
+        retry_ms: (args.retry_seconds.max(0.0) * 1000.0) as i64,
+        ..Default::default()
+    };
+    let c = microseg_activate::deliver::deliver(&ws, &mut store, options)?;
+    if args.json {
+        return print_json(&c);
+    }
+    println!(
+        "{} sent, {} failed (to retry), {} dead, {} cancelled; {} pending",
+        c.sent, c.failed, c.dead, c.cancelled, c.pending
+    );
+    Ok(())
+}

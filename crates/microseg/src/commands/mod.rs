@@ -80,6 +80,7 @@ enum Command {
     Suppress(campaign::SuppressCommand),
     #[command(subcommand)]
     Export(export::ExportCommand),
+    Deliver(campaign::DeliverArgs),
 }
 
 /// Runs the command.
@@ -106,6 +107,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Decide(args) => campaign::decide(&ctx, args),
         Command::Suppress(cmd) => campaign::suppress(&ctx, cmd),
         Command::Export(cmd) => export::run(&ctx, cmd),
+        Command::Deliver(args) => campaign::deliver(&ctx, args),
     }
 }
 
