@@ -1497,8 +1497,7 @@ fn http_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
             let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
             let mut req = Vec::new();
             let mut buf = [0u8; 8192];
-            loop {
-                let Ok(n) = s.read(&mut buf) else { break };
+            while let Ok(n) = s.read(&mut buf) {
                 req.extend_from_slice(&buf[..n]);
                 let text = String::from_utf8_lossy(&req).to_string();
                 let complete = text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
