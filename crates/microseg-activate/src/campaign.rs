@@ -329,6 +329,25 @@ impl Campaign {
                 }
             }
         }
+        if let Some(t) = &self.trigger {
+            match t.get("on_enter").and_then(serde_json::Value::as_str) {
+                Some(name)
+                    if saved.contains_key(name) && t.as_object().is_some_and(|o| o.len() == 1) => {}
+                Some(name) if !saved.contains_key(name) => {
+                    return Err(refuse(
+                        "trigger.on_enter",
+                        format!("'{name}' is not a saved segment"),
+                    ))
+                }
+                _ => {
+                    return Err(refuse(
+                        "trigger",
+                        "{\"on_enter\": SEGMENT} (a saved segment); to fire on an event, \
+                         trigger on a segment such as did(EVENT) within 1h",
+                    ))
+                }
+            }
+        }
         if self.variants.is_empty() {
             return Err(refuse("variants", "at least one variant"));
         }

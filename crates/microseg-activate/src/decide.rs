@@ -103,6 +103,7 @@ pub struct Person<'a> {
 /// One stored campaign, checked, with the names its audiences are kept live under.
 struct Entry {
     status: String,
+    version: i64,
     checked: Checked,
     /// The target's (first) and each exclusion's live name, with the condition.
     audiences: Vec<(String, Condition)>,
@@ -179,6 +180,17 @@ impl<'a> Sent<'a> {
     }
 }
 
+/// A triggered campaign's message for one person, ready for the outbox.
+#[derive(Debug, Clone)]
+pub struct Fired {
+    /// The outbox row.
+    pub message: microseg_store::campaigns::OutboxMessage,
+    /// Whether caps apply.
+    pub marketing: bool,
+    /// Its channel.
+    pub channel: Channel,
+}
+
 /// Whether the person is in an audience (live name, condition): `None` when the caller
 /// cannot tell.
 pub type Membership<'a> = dyn FnMut(&str, &Condition) -> Result<Option<bool>, RunError> + 'a;
@@ -221,6 +233,7 @@ impl Decider {
             }
             campaigns.push(Entry {
                 status: stored.status,
+                version: stored.version,
                 checked,
                 audiences,
             });
@@ -287,8 +300,8 @@ impl Decider {
         let mut eligible: Vec<(i64, usize, Winner)> = Vec::new();
         for e in self.campaigns.iter().filter(|e| e.fits(slot)) {
             let name = e.checked.campaign.name.clone();
-            match self.assess(e, person, member, sent)? {
-                Ok(winner) => {
+            match self.assess(e, person, member, sent, false)? {
+                Ok((winner, _)) => {
                     candidates.push(Candidate {
                         campaign: name,
                         outcome: "won",
@@ -344,13 +357,16 @@ impl Decider {
     }
 
     /// One campaign: what the person would get (`Ok`), or why not (`Err(reason)`).
+    /// With `hold`, a message due inside the person's quiet hours is not lost: its
+    /// release time comes back with it (a send); without, it loses (a decision is now).
     fn assess(
         &self,
         e: &Entry,
         person: Person<'_>,
         member: &mut Membership<'_>,
         sent: &mut Sent<'_>,
-    ) -> Result<Result<Winner, String>, RunError> {
+        hold: bool,
+    ) -> Result<Result<(Winner, Timestamp), String>, RunError> {
         let c = &e.checked.campaign;
         let lost = |reason: &str| Ok(Err(reason.to_string()));
         if e.status != "active" {
@@ -377,7 +393,8 @@ impl Decider {
         if c.kind == Kind::Marketing && sent.capped(&self.settings, c.channel, person.as_of)? {
             return lost("capped");
         }
-        if gate.due(person.p, person.as_of) > person.as_of {
+        let due = gate.due(person.p, person.as_of);
+        if due > person.as_of && !hold {
             return lost("quiet hours");
         }
         let code = match &c.offer {
@@ -390,9 +407,104 @@ impl Decider {
             _ => None,
         };
         match self.message(&gate, c, person, code.as_deref()) {
-            Ok(winner) => Ok(Ok(winner)),
+            Ok(winner) => Ok(Ok((winner, due))),
             Err(e) => lost(&format!("not rendered: {e}")),
         }
+    }
+
+    /// The audiences of campaign `name` (live name, condition).
+    pub fn campaign_audiences(&self, name: &str) -> Vec<(&str, &Condition)> {
+        self.campaigns
+            .iter()
+            .filter(|e| e.checked.campaign.name == name)
+            .flat_map(|e| e.audiences.iter().map(|(n, c)| (n.as_str(), c)))
+            .collect()
+    }
+
+    /// The active campaigns whose `trigger` is `{"on_enter": segment}`.
+    pub fn triggered_by<'a>(&'a self, segment: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.campaigns
+            .iter()
+            .filter(move |e| {
+                e.status == "active"
+                    && e.checked
+                        .campaign
+                        .trigger
+                        .as_ref()
+                        .and_then(|t| t.get("on_enter"))
+                        .and_then(Json::as_str)
+                        == Some(segment)
+            })
+            .map(|e| e.checked.campaign.name.as_str())
+    }
+
+    /// Fires campaign `name` for `person` (dense id `p`): the rules of a run for one
+    /// person (no arbitration: caps keep campaigns from piling up), the message held
+    /// through quiet hours. `Ok(Err(reason))` when it does not go.
+    ///
+    /// # Errors
+    ///
+    /// What `member` returns, a store failure.
+    pub fn fire(
+        &self,
+        name: &str,
+        person: Person<'_>,
+        p: ProfileId,
+        member: &mut Membership<'_>,
+        sent: &mut Sent<'_>,
+    ) -> Result<Result<Fired, String>, RunError> {
+        let Some(e) = self
+            .campaigns
+            .iter()
+            .find(|e| e.checked.campaign.name == name)
+        else {
+            return Ok(Err("no such campaign".into()));
+        };
+        let (winner, due) = match self.assess(e, person, member, sent, true)? {
+            Ok(w) => w,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        // One send per person, campaign version and day of the trigger.
+        let day = person.as_of.to_string();
+        let slot = format!("trigger-v{}-{}", e.version, &day[..day.len().min(10)]);
+        Ok(Ok(Fired {
+            message: microseg_store::campaigns::OutboxMessage {
+                idempotency_key: crate::run::idempotency_key(name, person.id, &slot),
+                campaign: name.to_string(),
+                version: e.version,
+                profile_id: p,
+                channel: winner.channel.clone(),
+                variant: winner.variant.clone(),
+                content: serde_json::to_string(&winner.content).unwrap_or_default(),
+                offer: winner.offer.as_ref().map(Json::to_string),
+                due_at: due.0,
+            },
+            marketing: e.checked.campaign.kind == Kind::Marketing,
+            channel: e.checked.campaign.channel,
+        }))
+    }
+
+    /// Queues `fired` unless, inside the queueing transaction, a cap of its channel is
+    /// reached (marketing) or its key is already there; true when queued.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    pub fn queue(
+        &self,
+        store: &mut Store,
+        fired: &Fired,
+        as_of: Timestamp,
+    ) -> Result<bool, RunError> {
+        let m = &fired.message;
+        let queued = store.queue_messages(std::slice::from_ref(m), |q, _| {
+            if q.has_key(&m.idempotency_key)? {
+                return Ok(false);
+            }
+            Ok(!(fired.marketing
+                && capped(q, &self.settings, fired.channel.name(), m.profile_id, as_of)?))
+        })?;
+        Ok(queued == 1)
     }
 
     fn gate<'a>(&'a self, c: &'a Campaign, profiles: &'a ProfileTable) -> Gate<'a> {

@@ -87,6 +87,12 @@ pub struct Counters {
     pub decisions: AtomicU64,
     /// `decision_served` events not recorded because the write queue was full.
     pub exposures_dropped: AtomicU64,
+    /// Messages of triggered campaigns queued.
+    pub triggered: AtomicU64,
+    /// Segment entries the trigger worker missed (it fell behind the stream).
+    pub triggers_dropped: AtomicU64,
+    /// Messages handed over by the delivery loop.
+    pub delivered: AtomicU64,
     /// Time of each group commit.
     pub commit: Histogram,
     /// Time from a commit to the change it caused.
@@ -210,6 +216,21 @@ impl Counters {
                 "microseg_exposures_dropped_total",
                 "decision_served events not recorded because the write queue was full.",
                 &self.exposures_dropped,
+            ),
+            (
+                "microseg_triggered_messages_total",
+                "Messages of triggered campaigns queued.",
+                &self.triggered,
+            ),
+            (
+                "microseg_triggers_dropped_total",
+                "Segment entries the trigger worker missed (it fell behind the change stream).",
+                &self.triggers_dropped,
+            ),
+            (
+                "microseg_delivered_messages_total",
+                "Messages handed over to their channels by the delivery loop.",
+                &self.delivered,
             ),
         ] {
             counter(&mut out, name, help, get(v));

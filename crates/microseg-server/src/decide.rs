@@ -23,6 +23,7 @@ use microseg_activate::decide::Sent;
 use microseg_activate::decide::LIVE_PREFIX;
 use microseg_activate::{Channel, Decider, Decision, Person, Slot};
 use microseg_core::condition::Condition;
+use microseg_core::ProfileId;
 use microseg_engine::metrics::{metric_type, OWN_METRIC_NAMES};
 use microseg_store::tracking::{Action, Message, Properties};
 use microseg_store::{Store, StoreError, Workspace};
@@ -214,37 +215,53 @@ fn slot(q: &DecideQuery) -> Result<Slot, ApiError> {
     }
 }
 
+/// A person as the server knows them now: their dense id, their row (every trait, and
+/// their own metrics as columns) alone in a table, and their membership of the live
+/// audiences asked about (one not live is absent).
+pub(crate) struct LivePerson {
+    pub(crate) p: ProfileId,
+    pub(crate) one: microseg_engine::ProfileTable,
+    pub(crate) live: HashMap<String, bool>,
+}
+
+/// [`LivePerson`] of external id `id`, read under the live-state lock.
+pub(crate) fn live_person(
+    app: &App,
+    id: &str,
+    audiences: &[(&str, &Condition)],
+) -> Result<LivePerson, ApiError> {
+    let live = app.live.lock().expect("live state lock");
+    let p = live
+        .ids
+        .get(id)
+        .copied()
+        .filter(|&p| !live.retired.contains(p))
+        .ok_or_else(|| ApiError::not_found(format!("no profile '{id}'")))?;
+    let known: HashMap<String, bool> = audiences
+        .iter()
+        .filter_map(|(name, _)| Some((name.to_string(), live.streaming.members(name)?.contains(p))))
+        .collect();
+    let mut one = live.profiles.person(p);
+    for name in OWN_METRIC_NAMES {
+        if one.columns.contains_key(*name) {
+            continue;
+        }
+        if let (Some(value), Some(ty)) = (live.streaming.own_metric(p, name), metric_type(name)) {
+            one.set_trait(0, name, ty, value.as_ref());
+        }
+    }
+    Ok(LivePerson {
+        p,
+        one,
+        live: known,
+    })
+}
+
 /// Decides for `id` now, and records the exposure.
 fn decide_now(app: &App, id: &str, slot: &Slot) -> Result<Decision, ApiError> {
     let decider = app.decisions.decider();
     let at = now();
-    let audiences = decider.audiences(slot);
-    // Under the lock: the person's row with their own metrics as columns, and their
-    // membership of every live audience.
-    let (p, one, live) = {
-        let live = app.live.lock().expect("live state lock");
-        let p = live
-            .ids
-            .get(id)
-            .copied()
-            .filter(|&p| !live.retired.contains(p))
-            .ok_or_else(|| ApiError::not_found(format!("no profile '{id}'")))?;
-        let known: HashMap<&str, bool> = audiences
-            .iter()
-            .filter_map(|(name, _)| Some((*name, live.streaming.members(name)?.contains(p))))
-            .collect();
-        let mut one = live.profiles.person(p);
-        for name in OWN_METRIC_NAMES {
-            if one.columns.contains_key(*name) {
-                continue;
-            }
-            if let (Some(value), Some(ty)) = (live.streaming.own_metric(p, name), metric_type(name))
-            {
-                one.set_trait(0, name, ty, value.as_ref());
-            }
-        }
-        (p, one, known)
-    };
+    let LivePerson { p, one, live } = live_person(app, id, &decider.audiences(slot))?;
     let external = one.external_ids.get(0).to_string();
     let person = Person {
         profiles: &one,

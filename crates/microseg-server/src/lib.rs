@@ -2,6 +2,7 @@
 //! evaluator kept current per event, membership changes as server-sent events, and the
 //! management and operations endpoints. See `docs/api.md`.
 
+mod activation;
 mod admin;
 mod api;
 mod campaigns;
@@ -370,6 +371,24 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
             .name("campaigns".into())
             .spawn(move || refresh_campaigns(app))?
     };
+    let (entries, entered) = std::sync::mpsc::channel();
+    let trigger_thread = {
+        let app = app.clone();
+        std::thread::Builder::new()
+            .name("triggers".into())
+            .spawn(move || activation::fire(app, entered))?
+    };
+    let delivery_thread = {
+        let app = app.clone();
+        std::thread::Builder::new()
+            .name("delivery".into())
+            .spawn(move || activation::deliver_loop(app))?
+    };
+    runtime.spawn(activation::follow(
+        app.clone(),
+        app.changes.subscribe(),
+        entries,
+    ));
     if retention > 0 {
         let app = app.clone();
         let retention_every = options
@@ -419,6 +438,9 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     let _ = evaluator.join();
     let _ = keys_thread.join();
     let _ = campaigns_thread.join();
+    let _ = delivery_thread.join();
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    let _ = trigger_thread.join();
     tracing::info!("stopped");
     Ok(())
 }

@@ -1655,3 +1655,94 @@ fn delivery_retries_gives_up_and_cancels() {
         ]
     );
 }
+
+/// Triggered campaigns on a running server: a person entering the segment by an event
+/// gets the message once (a second event does not send again), a person who does not
+/// enter gets nothing, and "viewed, then no order within 2 s" fires at the deadline, not
+/// before; `serve` delivers what the triggers queue (to a file sink here).
+#[test]
+fn triggers_fire_as_people_enter_and_serve_delivers() {
+    use super::server::{basic, http};
+    let env = Env::new();
+    let file = env.write(
+        "p.csv",
+        b"id,first_name,email,consent_email\na,Anna,a@example.com,true\nb,Bob,b@example.com,true\nc,Cem,c@example.com,true\n",
+    );
+    env.ok(&["import", "profiles", &file, "--type", "consent_email=bool"]);
+    let config = env.data().join("microseg.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[channels.email]\nfile = \"sent.ndjson\"\n");
+    std::fs::write(&config, text).unwrap();
+    env.ok(&[
+        "segment",
+        "create",
+        "winter_viewers",
+        r#"count(page_viewed where category = "winter", within 30d) >= 1"#,
+    ]);
+    env.ok(&[
+        "segment",
+        "create",
+        "viewed_no_order",
+        r#"page_viewed where category = "bikes" then not order_completed within 2s, within 1d"#,
+    ]);
+    for (name, segment) in [("gloves", "winter_viewers"), ("nudge", "viewed_no_order")] {
+        let body = serde_json::json!({
+            "name": name, "segment": segment, "channel": "email",
+            "trigger": {"on_enter": segment},
+            "variants": [{"name": "a", "message": {"subject": format!("{name} for {{{{ first_name }}}}"), "text": "x"}}],
+        });
+        let f = env.write(&format!("{name}.json"), body.to_string().as_bytes());
+        env.ok(&["campaign", "create", "--file", &f]);
+    }
+    let auth = basic(&env.key("write"));
+    let server = env.serve();
+    let page = |user: &str, category: &str| {
+        let body = format!(
+            r#"{{"userId": "{user}", "name": "p", "properties": {{"category": "{category}"}}}}"#
+        );
+        let (status, reply) = http(
+            &server.addr,
+            "POST",
+            "/v1/page",
+            &[("Authorization", &auth)],
+            body.as_bytes(),
+        );
+        assert_eq!(status, 200, "{reply}");
+    };
+    let sent = || -> Vec<(String, String)> {
+        std::fs::read_to_string(env.data().join("sent.ndjson"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let m: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    m["campaign"].as_str().unwrap().to_string(),
+                    m["content"]["subject"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    page("a", "winter");
+    let got = poll(10, || {
+        let s = sent();
+        (!s.is_empty(), s)
+    });
+    assert_eq!(got, [("gloves".to_string(), "gloves for Anna".to_string())]);
+    // Again: Anna is in the segment already, nobody entered: nothing new.
+    page("a", "winter");
+    // Bob views a bike page: the nudge waits for the 2-second deadline.
+    let viewed = std::time::Instant::now();
+    page("b", "bikes");
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(sent().len(), 1, "nothing before the deadline: {:?}", sent());
+    let got = poll(10, || {
+        let s = sent();
+        (s.len() >= 2, s)
+    });
+    let waited = viewed.elapsed();
+    assert_eq!(got[1], ("nudge".to_string(), "nudge for Bob".to_string()));
+    assert!(waited >= std::time::Duration::from_secs(2), "{waited:?}");
+    // Cem viewed nothing: no message; and nothing else came.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(sent().len(), 2, "{:?}", sent());
+}

@@ -1,0 +1,164 @@
+//! What `serve` does for campaigns besides deciding: fires triggered campaigns from the
+//! membership changes as the evaluator publishes them (an event that makes a person enter
+//! a segment, or a deadline that passes: "no order within 3 days" fires at the deadline),
+//! and delivers the outbox continuously, as `microseg deliver` does once.
+//!
+//! Triggers follow the live stream: a change the trigger worker could not keep up with
+//! (the stream overran it) or one published just before a crash is not fired again
+//! (counted in `/metrics`, `microseg_triggers_dropped_total`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use microseg_activate::decide::Sent;
+use microseg_activate::deliver::{deliver, DeliverOptions};
+use microseg_activate::Person;
+use microseg_store::Store;
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use crate::decide::{live_person, LivePerson};
+use crate::pipeline::PublishedChange;
+use crate::{now, App};
+
+/// How often the outbox is looked at for due messages.
+const DELIVERY_EVERY: Duration = Duration::from_secs(1);
+
+/// Follows the published changes until the server stops; hands each entry into a
+/// segment that triggers campaigns to the worker thread.
+pub(crate) async fn follow(
+    app: Arc<App>,
+    mut changes: broadcast::Receiver<PublishedChange>,
+    fire: std::sync::mpsc::Sender<(String, Vec<String>)>,
+) {
+    let mut stop = app.stopping.clone();
+    loop {
+        let change = tokio::select! {
+            c = changes.recv() => c,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match change {
+            Ok(c) if c.kind == "entered" => {
+                let decider = app.decisions.decider();
+                let campaigns: Vec<String> = decider
+                    .triggered_by(&c.segment)
+                    .map(str::to_string)
+                    .collect();
+                if !campaigns.is_empty() && fire.send((c.profile, campaigns)).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(n)) => {
+                app.counters
+                    .triggers_dropped
+                    .fetch_add(n, Ordering::Relaxed);
+                tracing::warn!(missed = n, "trigger worker fell behind the change stream");
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Fires the campaigns each entry triggers (the run's rules for one person) and queues
+/// their messages, until `entries` closes.
+pub(crate) fn fire(app: Arc<App>, entries: std::sync::mpsc::Receiver<(String, Vec<String>)>) {
+    let mut store: Option<Store> = None;
+    for (id, campaigns) in entries {
+        if store.is_none() {
+            store = Store::open(&app.workspace)
+                .map_err(|e| tracing::error!(error = %e, "triggers: store not opened"))
+                .ok();
+        }
+        let Some(s) = store.as_mut() else { continue };
+        let decider = app.decisions.decider();
+        for name in &campaigns {
+            let at = now();
+            let audiences = decider.campaign_audiences(name);
+            let LivePerson { p, one, live } = match live_person(&app, &id, &audiences) {
+                Ok(person) => person,
+                Err(_) => continue, // erased or merged meanwhile
+            };
+            let external = one.external_ids.get(0).to_string();
+            let person = Person {
+                profiles: &one,
+                metrics: None,
+                p: 0,
+                id: &external,
+                as_of: at,
+            };
+            let fired = decider.fire(
+                name,
+                person,
+                p,
+                &mut |audience, _| Ok(live.get(audience).copied()),
+                &mut Sent::new(s.outbox(), p),
+            );
+            let result = fired.and_then(|f| match f {
+                Ok(f) => decider.queue(s, &f, at).map(Some),
+                Err(reason) => {
+                    tracing::debug!(campaign = %name, profile = p, %reason, "trigger not sent");
+                    Ok(None)
+                }
+            });
+            match result {
+                Ok(Some(true)) => {
+                    app.counters.triggered.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(campaign = %name, error = %e, "trigger not queued"),
+            }
+        }
+    }
+}
+
+/// Delivers the outbox every [`DELIVERY_EVERY`] until the server stops, holding the
+/// delivery lock (while `microseg deliver` holds it, this waits).
+pub(crate) fn deliver_loop(app: Arc<App>) {
+    let mut lock = None;
+    let mut store: Option<Store> = None;
+    let mut last_error = String::new();
+    while !*app.stopping.borrow() {
+        std::thread::sleep(DELIVERY_EVERY);
+        if lock.is_none() {
+            match app.workspace.lock_delivery("microseg serve") {
+                Ok(l) => lock = Some(l),
+                Err(e) => {
+                    let text = e.to_string();
+                    if text != last_error {
+                        tracing::warn!(error = %text, "not delivering while another process does");
+                        last_error = text;
+                    }
+                    continue;
+                }
+            }
+        }
+        if store.is_none() {
+            store = Store::open(&app.workspace).ok();
+        }
+        let Some(s) = store.as_mut() else { continue };
+        match deliver(&app.workspace, s, DeliverOptions::default()) {
+            Ok(c) => {
+                if c.sent + c.failed + c.dead + c.cancelled > 0 {
+                    tracing::info!(
+                        sent = c.sent,
+                        failed = c.failed,
+                        dead = c.dead,
+                        cancelled = c.cancelled,
+                        pending = c.pending,
+                        "delivered"
+                    );
+                }
+                app.counters.delivered.fetch_add(c.sent, Ordering::Relaxed);
+                last_error.clear();
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if text != last_error {
+                    tracing::warn!(error = %text, "delivery");
+                    last_error = text;
+                }
+            }
+        }
+    }
+}
