@@ -180,6 +180,18 @@ impl<'a> Sent<'a> {
     }
 }
 
+/// What a trigger does for one person.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    /// A message to queue.
+    Send(Fired),
+    /// They are in the campaign's holdout (and the channel could reach them): recorded
+    /// for the report, sent nothing.
+    Holdout,
+    /// Nothing, for this reason.
+    Skip(String),
+}
+
 /// A triggered campaign's message for one person, ready for the outbox.
 #[derive(Debug, Clone)]
 pub struct Fired {
@@ -440,7 +452,7 @@ impl Decider {
 
     /// Fires campaign `name` for `person` (dense id `p`): the rules of a run for one
     /// person (no arbitration: caps keep campaigns from piling up), the message held
-    /// through quiet hours. `Ok(Err(reason))` when it does not go.
+    /// through quiet hours.
     ///
     /// # Errors
     ///
@@ -452,22 +464,29 @@ impl Decider {
         p: ProfileId,
         member: &mut Membership<'_>,
         sent: &mut Sent<'_>,
-    ) -> Result<Result<Fired, String>, RunError> {
+    ) -> Result<Trigger, RunError> {
         let Some(e) = self
             .campaigns
             .iter()
             .find(|e| e.checked.campaign.name == name)
         else {
-            return Ok(Err("no such campaign".into()));
+            return Ok(Trigger::Skip("no such campaign".into()));
         };
         let (winner, due) = match self.assess(e, person, member, sent, true)? {
             Ok(w) => w,
-            Err(reason) => return Ok(Err(reason)),
+            Err(reason) if reason == crate::gate::KeptOut::Holdout.reason() => {
+                let gate = self.gate(&e.checked.campaign, person.profiles);
+                return Ok(match gate.unreachable(person.p, person.id) {
+                    None => Trigger::Holdout,
+                    Some(why) => Trigger::Skip(why.reason().into()),
+                });
+            }
+            Err(reason) => return Ok(Trigger::Skip(reason)),
         };
         // One send per person, campaign version and day of the trigger.
         let day = person.as_of.to_string();
         let slot = format!("trigger-v{}-{}", e.version, &day[..day.len().min(10)]);
-        Ok(Ok(Fired {
+        Ok(Trigger::Send(Fired {
             message: microseg_store::campaigns::OutboxMessage {
                 idempotency_key: crate::run::idempotency_key(name, person.id, &slot),
                 campaign: name.to_string(),

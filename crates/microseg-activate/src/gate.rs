@@ -89,6 +89,14 @@ impl<'a> Gate<'a> {
         if assign::in_holdout(&c.name, id, c.holdout) {
             return Some(KeptOut::Holdout);
         }
+        self.unreachable(p, id)
+    }
+
+    /// Why the channel cannot reach person `p` (no consent, suppressed), if it cannot:
+    /// the rules after the control groups (a holdout member the channel could reach is
+    /// the treated people's counterpart in the campaign's report).
+    pub(crate) fn unreachable(&self, p: ProfileId, id: &str) -> Option<KeptOut> {
+        let c = self.campaign;
         if !self
             .consent
             .is_some_and(|col| col.get(p) == Some(Value::Bool(true)))

@@ -12,6 +12,7 @@ pub mod deliver;
 mod gate;
 pub mod quiet;
 pub mod render;
+pub mod report;
 pub mod run;
 pub mod suppress;
 

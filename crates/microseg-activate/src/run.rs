@@ -31,6 +31,11 @@ use sha2::{Digest, Sha256};
 use crate::gate::{Gate, KeptOut, Pick};
 use crate::{assign, render, Campaign, CampaignError, Checked, Kind, Settings, EXPLORATION};
 
+/// The arm of the people a campaign sent to, in its report.
+pub const TREATED: &str = "treated";
+/// The arm of its holdout (the report's control).
+pub const HOLDOUT: &str = "holdout";
+
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -200,7 +205,7 @@ pub fn run(
         as_of,
     }
     .messages(&target, &excluded, &outranked)?;
-    let (mut counts, candidates, render_errors) = planned;
+    let (mut counts, candidates, render_errors, held) = planned;
     let mut admit = |q: &OutboxQuery<'_>, m: &RunMessage| -> Result<bool, StoreError> {
         if q.has_key(&m.idempotency_key)? {
             counts.already_queued += 1;
@@ -243,6 +248,16 @@ pub fn run(
         .filter_map(|(m, ok)| ok.then_some(m))
         .collect();
     counts.queued = messages.len() as u64;
+    if !dry_run {
+        // The report's arms: who got a message now, and the holdout it could have reached
+        // (each keeps their first assignment).
+        let members: Vec<(ProfileId, &str, i64)> = messages
+            .iter()
+            .map(|m| (m.profile_id, TREATED, as_of.0))
+            .chain(held.iter().map(|&p| (p, HOLDOUT, as_of.0)))
+            .collect();
+        store.record_campaign_members(&stored.name, &members)?;
+    }
     Ok(RunOutcome {
         counts,
         messages,
@@ -250,7 +265,14 @@ pub fn run(
     })
 }
 
-type Planned = (RunCounts, Vec<RunMessage>, BTreeMap<String, u64>);
+/// The counts, the messages, the render failures' reasons, and the holdout members the
+/// channel could reach (the report's control arm).
+type Planned = (
+    RunCounts,
+    Vec<RunMessage>,
+    BTreeMap<String, u64>,
+    Vec<ProfileId>,
+);
 
 /// Steps 1 to 5 and 7 of a run (all but the caps, which need the outbox at queueing time).
 struct Plan<'a, 't> {
@@ -300,6 +322,7 @@ impl Plan<'_, '_> {
         let mut render_errors: BTreeMap<String, u64> = BTreeMap::new();
         let metrics = self.tables.dataset().metrics;
         let mut free = self.pool.map(|pool| pool.free.iter());
+        let mut held = Vec::new();
         for p in target {
             let id = self.tables.external_id(p);
             let count = if excluded.contains(p) {
@@ -307,7 +330,11 @@ impl Plan<'_, '_> {
             } else if outranked.contains(p) {
                 Some(&mut counts.lower_priority)
             } else {
-                gate.keep_out(p, id).map(|why| match why {
+                let why = gate.keep_out(p, id);
+                if why == Some(KeptOut::Holdout) && gate.unreachable(p, id).is_none() {
+                    held.push(p);
+                }
+                why.map(|why| match why {
                     KeptOut::GlobalControl => &mut counts.global_control,
                     KeptOut::Holdout => &mut counts.holdout,
                     KeptOut::NoConsent => &mut counts.no_consent,
@@ -362,7 +389,7 @@ impl Plan<'_, '_> {
                 new_code,
             });
         }
-        Ok((counts, messages, render_errors))
+        Ok((counts, messages, render_errors, held))
     }
 }
 

@@ -11,8 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use microseg_activate::decide::Sent;
+use microseg_activate::decide::{Sent, Trigger};
 use microseg_activate::deliver::{deliver, DeliverOptions};
+use microseg_activate::run::{HOLDOUT, TREATED};
 use microseg_activate::Person;
 use microseg_store::Store;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -95,8 +96,18 @@ pub(crate) fn fire(app: Arc<App>, entries: std::sync::mpsc::Receiver<(String, Ve
                 &mut Sent::new(s.outbox(), p),
             );
             let result = fired.and_then(|f| match f {
-                Ok(f) => decider.queue(s, &f, at).map(Some),
-                Err(reason) => {
+                Trigger::Send(f) => {
+                    let queued = decider.queue(s, &f, at)?;
+                    if queued {
+                        s.record_campaign_members(name, &[(p, TREATED, at.0)])?;
+                    }
+                    Ok(Some(queued))
+                }
+                Trigger::Holdout => {
+                    s.record_campaign_members(name, &[(p, HOLDOUT, at.0)])?;
+                    Ok(None)
+                }
+                Trigger::Skip(reason) => {
                     tracing::debug!(campaign = %name, profile = p, %reason, "trigger not sent");
                     Ok(None)
                 }

@@ -288,6 +288,45 @@ impl Store {
             .map_err(|e| StoreError::Invalid(format!("audience export {number}: {e}")))
     }
 
+    /// Records who `campaign` treated or held out (`arm`) and when; a person keeps their
+    /// first assignment.
+    pub fn record_campaign_members(
+        &mut self,
+        campaign: &str,
+        members: &[(u32, &str, i64)],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO campaign_members(campaign, profile_id, arm, at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (p, arm, at) in members {
+                insert.execute(params![campaign, p, arm, at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Who `campaign` treated or held out: (profile, arm, at).
+    pub fn campaign_members(&self, campaign: &str) -> Result<Vec<(u32, String, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT profile_id, arm, at FROM campaign_members WHERE campaign = ?1 ORDER BY profile_id",
+        )?;
+        let rows = stmt.query_map([campaign], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Messages of `campaign` handed over to their channel.
+    pub fn campaign_sent(&self, campaign: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM outbox WHERE campaign = ?1 AND status = 'sent'",
+            [campaign],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
     /// A text that changes whenever a campaign is saved or changes status, or a
     /// suppression list changes (cheap; a running server polls it to reload).
     pub fn activation_fingerprint(&self) -> Result<String, StoreError> {

@@ -141,6 +141,10 @@ impl Store {
             "DELETE FROM outbox WHERE profile_id IN (SELECT id FROM erasing)",
             [],
         )?;
+        tx.execute(
+            "DELETE FROM campaign_members WHERE profile_id IN (SELECT id FROM erasing)",
+            [],
+        )?;
         // A code given stays given (it may be in use), no longer tied to the person.
         tx.execute(
             "UPDATE offer_codes SET profile_id = NULL WHERE profile_id IN (SELECT id FROM erasing)",

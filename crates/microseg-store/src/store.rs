@@ -53,6 +53,9 @@
 //!                                            dead, cancelled)
 //! deliveries(id, outbox_id, at, outcome, error)
 //!                                         -- one row per delivery attempt
+//! (version 14) campaign_members(campaign, profile_id, arm, at)
+//!                                         -- who a campaign treated or held out, and when
+//!                                            (first assignment), for its report
 //! ```
 
 use std::collections::HashMap;
@@ -64,7 +67,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::StoreError;
 use crate::workspace::Workspace;
 
-const SCHEMA_VERSION: i64 = 13;
+const SCHEMA_VERSION: i64 = 14;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE profiles(
@@ -284,6 +287,16 @@ CREATE TABLE deliveries(
 CREATE INDEX deliveries_message ON deliveries(outbox_id);
 "#;
 
+const MIGRATION_14: &str = r#"
+CREATE TABLE campaign_members(
+    campaign TEXT NOT NULL,
+    profile_id INTEGER NOT NULL,
+    arm TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY(campaign, profile_id)
+) WITHOUT ROWID;
+"#;
+
 /// The clock in UTC milliseconds, for `created_at` / `updated_at` columns.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -474,6 +487,7 @@ impl Store {
             MIGRATION_11,
             MIGRATION_12,
             MIGRATION_13,
+            MIGRATION_14,
         ];
         let mut version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (to, sql) in (1..).zip(migrations) {

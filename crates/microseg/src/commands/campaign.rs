@@ -35,6 +35,31 @@ pub enum CampaignCommand {
     /// Compute the audience, apply the workspace's rules, render every message and queue
     /// it in the outbox (or, with --dry-run, only count).
     Run(RunArgs),
+    /// What the campaign earned: the people it sent to against its holdout (conversion
+    /// and revenue within the attribution window, lift with intervals), cost, incremental
+    /// revenue and ROI.
+    Report(ReportArgs),
+}
+
+/// `campaign report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The campaign.
+    name: String,
+    /// Also by these dimensions (traits, metrics, saved segments), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    by: Vec<String>,
+    /// Orders count as the campaign's within this long after each person's message (or
+    /// holdout assignment).
+    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    window: String,
+    /// As of this instant (default now).
+    #[arg(long, value_name = "T")]
+    as_of: Option<String>,
+    /// Print the experiment report's document plus `{"sent", "delivered", "cost",
+    /// "incremental_revenue", "roi", ...}`.
+    #[arg(long)]
+    json: bool,
 }
 
 /// A campaign file.
@@ -205,6 +230,42 @@ pub fn run_command(ctx: &Context, cmd: CampaignCommand) -> Result<()> {
                 None => println!("the rules let it through now"),
                 Some(why) => println!("not sent now: {why}"),
             }
+            Ok(())
+        }
+        CampaignCommand::Report(args) => {
+            let at = as_of(args.as_of.as_deref())?;
+            let window = microseg_core::time::parse_duration(&args.window)
+                .map_err(|e| crate::failure::usage(format!("--window: {e}")))?;
+            let r = microseg_activate::report::results(&ws, &store, &args.name, window, at)?;
+            let reported = super::experiment::analyse(&ws, &store, &r.experiment, &args.by, at)?;
+            if args.json {
+                let mut doc = super::experiment::document(&r.experiment, &reported);
+                if let (Some(map), Ok(serde_json::Value::Object(money))) =
+                    (doc.as_object_mut(), serde_json::to_value(&r.money))
+                {
+                    map.extend(money);
+                }
+                return print_json(&doc);
+            }
+            let m = &r.money;
+            let money = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.2}"));
+            println!(
+                "campaign {}: {} treated, {} in the holdout; orders within {} days (intervals 95%)",
+                args.name,
+                r.experiment.members.iter().filter(|x| x.arm == 0).count(),
+                r.experiment.members.iter().filter(|x| x.arm == 1).count(),
+                m.window_days
+            );
+            super::experiment::print_reported(&r.experiment, &reported);
+            println!(
+                "\nsent {}, cost {:.2}, incremental conversions {}, incremental revenue {}, ROI {}, cost per added conversion {}",
+                m.sent,
+                m.cost,
+                money(m.incremental_conversions),
+                money(m.incremental_revenue),
+                m.roi.map_or("-".to_string(), |v| format!("{:.1}%", v * 100.0)),
+                money(m.cost_per_incremental_conversion),
+            );
             Ok(())
         }
         CampaignCommand::Run(args) => {

@@ -467,19 +467,48 @@ fn report(ctx: &Context, args: ReportArgs) -> Result<()> {
     let (ws, store) = ctx.open()?;
     let experiment = store.experiment(&args.name)?;
     let at = as_of(args.as_of.as_deref())?;
+    let reported = analyse(&ws, &store, &experiment, &args.by, at)?;
+    if args.json {
+        return print_json(&document(&experiment, &reported));
+    }
+    println!(
+        "experiment {}: {} profiles, control '{}' (intervals 95%: Newcombe for rates, Welch for means)",
+        experiment.name,
+        thousands(experiment.members.len() as u64),
+        experiment.control
+    );
+    print_reported(&experiment, &reported);
+    Ok(())
+}
+
+/// An experiment's arms compared with its control, overall and by dimension.
+pub(crate) struct Reported {
+    kinds: Vec<OutcomeKind>,
+    overall: Vec<ArmResult>,
+    by: Vec<(String, String, Vec<ArmResult>)>,
+}
+
+/// Compares the arms of `experiment` overall and within each value of each `by`
+/// dimension (a saved segment: in / not in; a trait or metric: its values or bins).
+pub(crate) fn analyse(
+    ws: &microseg_store::Workspace,
+    store: &microseg_store::Store,
+    experiment: &Experiment,
+    by_dims: &[String],
+    at: microseg_core::Timestamp,
+) -> Result<Reported> {
     let kinds: Vec<OutcomeKind> = (0..experiment.outcomes.len())
         .map(|o| experiment.outcome_kind(o))
         .collect();
-    let mut tables = Tables::open(&ws, &store, at)?;
+    let mut tables = Tables::open(ws, store, at)?;
     let profiles = tables.len();
     let overall = experiment.report(profiles, None);
     let mut by = Vec::new();
-    if !args.by.is_empty() {
+    if !by_dims.is_empty() {
         let saved = tables.segments().clone();
         let segment_conditions: Vec<&Condition> =
-            args.by.iter().filter_map(|b| saved.get(b)).collect();
-        let names: Vec<&str> = args
-            .by
+            by_dims.iter().filter_map(|b| saved.get(b)).collect();
+        let names: Vec<&str> = by_dims
             .iter()
             .filter(|b| !saved.contains_key(*b))
             .map(String::as_str)
@@ -491,7 +520,7 @@ fn report(ctx: &Context, args: ReportArgs) -> Result<()> {
             min_support: 1,
             ..Settings::default()
         };
-        for (i, dim) in args.by.iter().enumerate() {
+        for (i, dim) in by_dims.iter().enumerate() {
             let groups: Vec<(String, RoaringBitmap)> = match saved.get(dim) {
                 Some(c) => {
                     let members = data.evaluate(c)?;
@@ -515,29 +544,29 @@ fn report(ctx: &Context, args: ReportArgs) -> Result<()> {
             }
         }
     }
-    if args.json {
-        return print_json(&json!({
-            "experiment": experiment.name,
-            "control": experiment.control,
-            "outcomes": experiment.outcomes.iter().zip(&kinds).map(|(o, k)| json!({"outcome": o, "kind": k})).collect::<Vec<_>>(),
-            "arms": arms_json(&experiment, &overall),
-            "by": by.iter().map(|(d, v, rows)| json!({
-                "dimension": d, "value": v, "arms": arms_json(&experiment, rows),
-            })).collect::<Vec<_>>(),
-        }));
-    }
-    println!(
-        "experiment {}: {} profiles, control '{}' (intervals 95%: Newcombe for rates, Welch for means)",
-        experiment.name,
-        thousands(experiment.members.len() as u64),
-        experiment.control
-    );
-    print_arms(&experiment, &kinds, &overall);
-    for (dim, value, rows) in &by {
+    Ok(Reported { kinds, overall, by })
+}
+
+/// The `experiment report --json` document.
+pub(crate) fn document(experiment: &Experiment, r: &Reported) -> Json {
+    json!({
+        "experiment": experiment.name,
+        "control": experiment.control,
+        "outcomes": experiment.outcomes.iter().zip(&r.kinds).map(|(o, k)| json!({"outcome": o, "kind": k})).collect::<Vec<_>>(),
+        "arms": arms_json(experiment, &r.overall),
+        "by": r.by.iter().map(|(d, v, rows)| json!({
+            "dimension": d, "value": v, "arms": arms_json(experiment, rows),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The tables of a report.
+pub(crate) fn print_reported(experiment: &Experiment, r: &Reported) {
+    print_arms(experiment, &r.kinds, &r.overall);
+    for (dim, value, rows) in &r.by {
         println!("\n{dim} = {value}");
-        print_arms(&experiment, &kinds, rows);
+        print_arms(experiment, &r.kinds, rows);
     }
-    Ok(())
 }
 
 fn uplift(ctx: &Context, args: DiscoverArgs) -> Result<()> {

@@ -1746,3 +1746,174 @@ fn triggers_fire_as_people_enter_and_serve_delivers() {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(sent().len(), 2, "{:?}", sent());
 }
+
+/// The expected campaign report, computed apart from microseg: arms from Python's
+/// hashlib (all 200 consented, no global control), outcomes from the orders written
+/// here, Welch's test from scipy, and the money by hand.
+const REPORT_PY: &str = r#"
+import hashlib, json, sys
+from scipy import stats
+ids, t0, orders, window, holdout, cpm, discount = json.loads(sys.stdin.read())
+def bucket(salt, pid):
+    d = hashlib.sha256(salt.encode() + b"\x1f" + pid.encode()).digest()
+    return (int.from_bytes(d[:8], "big") >> 11) / 2**53
+arm = {i: ("holdout" if bucket("microseg/holdout/promo", i) < holdout else "treated") for i in ids}
+conv = {i: 0 for i in ids}; rev = {i: 0.0 for i in ids}
+for i, t, r in orders:
+    if t0 <= t <= t0 + window:
+        conv[i] = 1; rev[i] += r
+out = {}
+for a in ("treated", "holdout"):
+    m = [i for i in ids if arm[i] == a]
+    out[a] = {"n": len(m), "conversion": sum(conv[i] for i in m) / len(m),
+              "revenue": sum(rev[i] for i in m) / len(m)}
+t = [rev[i] for i in ids if arm[i] == "treated"]; h = [rev[i] for i in ids if arm[i] == "holdout"]
+out["revenue_p"] = float(stats.ttest_ind(t, h, equal_var=False).pvalue)
+nt = out["treated"]["n"]
+out["incremental_revenue"] = (out["treated"]["revenue"] - out["holdout"]["revenue"]) * nt
+cost = nt * cpm + discount * sum(t)
+out["cost"] = cost
+out["roi"] = (out["incremental_revenue"] - cost) / cost
+print(json.dumps(out))
+"#;
+
+/// `campaign report`: the arms, conversion and revenue within the window, Welch's p for
+/// revenue, cost with the discounts, incremental revenue and ROI equal an independent
+/// computation (above) on known orders: inside the window, after it, and before the
+/// campaign.
+#[test]
+fn campaign_report_matches_an_independent_computation() {
+    use std::io::Write;
+    let env = Env::new();
+    let ids: Vec<String> = (0..200).map(|i| format!("u{i:03}")).collect();
+    let mut csv = String::from("id,first_name,email,consent_email\n");
+    for id in &ids {
+        csv.push_str(&format!("{id},N,{id}@example.com,true\n"));
+    }
+    let file = env.write("p.csv", csv.as_bytes());
+    env.ok(&["import", "profiles", &file, "--type", "consent_email=bool"]);
+    let config = env.data().join("microseg.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[channels.email]\nfile = \"sent.ndjson\"\n");
+    std::fs::write(&config, text).unwrap();
+    let campaign = env.write(
+        "c.json",
+        br#"{"name": "promo", "segment": "first_name exists", "channel": "email", "holdout": 0.3,
+             "cost_per_message": 0.01, "offer": {"kind": "discount", "value": 0.1},
+             "variants": [{"name": "a", "message": {"subject": "Hi", "text": "x"}}]}"#,
+    );
+    env.ok(&["campaign", "create", "--file", &campaign]);
+    let t0 = 1_780_272_000_000_i64; // 2026-06-01T00:00:00Z
+    let run = env.json(&[
+        "campaign",
+        "run",
+        "promo",
+        "--as-of",
+        "2026-06-01T00:00:00Z",
+        "--json",
+    ]);
+    env.ok(&["deliver"]);
+    // Orders: every 3rd person 2 days after (inside), every 5th 10 days after (outside),
+    // every 7th the day before (outside); revenue varies with the person.
+    let day = 86_400_000_i64;
+    let mut orders: Vec<(String, i64, f64)> = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        if i % 3 == 0 {
+            orders.push((id.clone(), t0 + 2 * day, 20.0 + (i % 11) as f64 * 7.5));
+        }
+        if i % 5 == 0 {
+            orders.push((id.clone(), t0 + 10 * day, 99.0));
+        }
+        if i % 7 == 0 {
+            orders.push((id.clone(), t0 - day, 55.0));
+        }
+    }
+    let mut events = String::from("user_id,event,time,revenue\n");
+    for (id, t, r) in &orders {
+        events.push_str(&format!(
+            "{id},order_completed,{},{r}\n",
+            microseg_core::Timestamp(*t)
+        ));
+    }
+    let ev = env.write("orders.csv", events.as_bytes());
+    env.ok(&[
+        "import",
+        "events",
+        &ev,
+        "--profile",
+        "user_id",
+        "--time",
+        "time",
+        "--name",
+        "event",
+        "--revenue",
+        "revenue",
+    ]);
+    let report = env.json(&[
+        "campaign",
+        "report",
+        "promo",
+        "--as-of",
+        "2026-07-01T00:00:00Z",
+        "--json",
+    ]);
+    let mut child = std::process::Command::new(super::server::test_python())
+        .args(["-c", REPORT_PY])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = serde_json::json!([ids, t0, orders, 7 * day, 0.3, 0.01, 0.1]);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let close = |a: &serde_json::Value, b: &serde_json::Value, what: &str| {
+        let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+        assert!(
+            (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+            "{what}: {a} vs {b}\n{report}"
+        );
+    };
+    assert_eq!(report["control"], "holdout");
+    let arms = report["arms"].as_array().unwrap();
+    for a in arms {
+        let name = a["arm"].as_str().unwrap();
+        assert_eq!(a["n"], want[name]["n"], "{report}");
+        close(
+            &a["outcomes"]["conversion"]["value"],
+            &want[name]["conversion"],
+            "conversion",
+        );
+        close(
+            &a["outcomes"]["revenue"]["value"],
+            &want[name]["revenue"],
+            "revenue",
+        );
+    }
+    let treated = arms.iter().find(|a| a["arm"] == "treated").unwrap();
+    close(
+        &treated["outcomes"]["revenue"]["p_value"],
+        &want["revenue_p"],
+        "Welch p",
+    );
+    assert_eq!(report["sent"], run["queued"]);
+    assert_eq!(report["sent"], want["treated"]["n"]);
+    close(&report["cost"], &want["cost"], "cost");
+    close(
+        &report["incremental_revenue"],
+        &want["incremental_revenue"],
+        "incremental revenue",
+    );
+    close(&report["roi"], &want["roi"], "roi");
+    assert_eq!(report["delivered"], serde_json::Value::Null);
+}

@@ -1,0 +1,160 @@
+//! What a campaign earned: the people it treated against its holdout, as an experiment.
+//!
+//! Each person's arm and start time are recorded when a run (or a trigger) sends them the
+//! message (`treated`) or holds them out while the channel could have reached them
+//! (`holdout`: in the campaign's holdout, with consent, not suppressed), so both arms pass
+//! the same rules. Their outcomes are the orders (the workspace's order events) within the
+//! attribution window from their start: `conversion` (ordered at least once, 0/1) and
+//! `revenue` (the orders' revenue). The statistics are the experiment report's (Newcombe
+//! for the conversion rate, Welch for revenue per person).
+//!
+//! Money: `cost` is the messages handed over times `cost_per_message`, plus for a discount
+//! offer the discount on the treated people's orders in the window (revenue × value, the
+//! recorded revenue taken as the amount before the discount); `incremental_revenue` is
+//! (treated − holdout revenue per person) × treated people; `roi` is (incremental revenue
+//! − cost) / cost.
+
+use microseg_core::Timestamp;
+use microseg_engine::models::experiment::{Experiment, Member};
+use microseg_store::{Store, Tables, Workspace};
+use serde::Serialize;
+
+use crate::campaign::OfferKind;
+use crate::run::{RunError, HOLDOUT, TREATED};
+use crate::Campaign;
+
+/// A campaign's results besides the arms' statistics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Money {
+    /// Messages handed over to their channel.
+    pub sent: u64,
+    /// Messages confirmed delivered by the channel (`null`: no delivery receipts yet).
+    pub delivered: Option<u64>,
+    /// Messages and discounts.
+    pub cost: f64,
+    /// Revenue the campaign added over its holdout.
+    pub incremental_revenue: Option<f64>,
+    /// (incremental revenue − cost) / cost; `null` without a cost or a holdout.
+    pub roi: Option<f64>,
+    /// Conversions the campaign added over its holdout.
+    pub incremental_conversions: Option<f64>,
+    /// Cost per added conversion; `null` when it added none.
+    pub cost_per_incremental_conversion: Option<f64>,
+    /// The attribution window, in days.
+    pub window_days: f64,
+}
+
+/// The campaign as an experiment (arms `treated`, `holdout`; outcomes `conversion`,
+/// `revenue`), and its money.
+#[derive(Debug, Clone)]
+pub struct CampaignResults {
+    /// The arms and outcomes.
+    pub experiment: Experiment,
+    /// Sent, cost, incremental revenue, ROI.
+    pub money: Money,
+}
+
+/// The results of campaign `name` as of `as_of`, orders counted for `window_ms` after
+/// each person's start (and not after `as_of`).
+///
+/// # Errors
+///
+/// An unknown campaign, a store failure.
+pub fn results(
+    ws: &Workspace,
+    store: &Store,
+    name: &str,
+    window_ms: i64,
+    as_of: Timestamp,
+) -> Result<CampaignResults, RunError> {
+    let stored = store.campaign(name)?;
+    let campaign = Campaign::from_json(&stored.body)?;
+    let members = store.campaign_members(name)?;
+    let mut tables = Tables::open(ws, store, as_of)?;
+    let orders = ws.config.metrics_config();
+    let events = tables.events(&[])?;
+    let order_codes: Vec<u32> = orders
+        .order_events
+        .iter()
+        .filter_map(|n| events.names.code(n))
+        .collect();
+    let mut experiment = Experiment {
+        name: name.to_string(),
+        control: HOLDOUT.to_string(),
+        arms: vec![TREATED.to_string(), HOLDOUT.to_string()],
+        outcomes: vec!["conversion".to_string(), "revenue".to_string()],
+        members: Vec::with_capacity(members.len()),
+    };
+    let discount = campaign
+        .offer
+        .as_ref()
+        .filter(|o| o.kind == OfferKind::Discount)
+        .and_then(|o| o.value)
+        .unwrap_or(0.0);
+    let mut discounts = 0.0;
+    for (p, arm, at) in &members {
+        let arm = if arm == TREATED { 0 } else { 1 };
+        let end = (at + window_ms).min(as_of.0);
+        let mut ordered = false;
+        let mut revenue = 0.0;
+        if (*p as usize) < events.profiles() {
+            for row in events.events_of(*p) {
+                let t = events.time[row];
+                if t < *at || t > end || !order_codes.contains(&events.name[row]) {
+                    continue;
+                }
+                ordered = true;
+                let r = events.revenue[row];
+                if r.is_finite() {
+                    revenue += r;
+                }
+            }
+        }
+        if arm == 0 {
+            discounts += revenue * discount;
+        }
+        experiment.members.push(Member {
+            profile: *p,
+            arm,
+            outcomes: vec![f64::from(u8::from(ordered)), revenue],
+        });
+    }
+    let sent = store.campaign_sent(name)?;
+    let cost = sent as f64 * campaign.cost_per_message + discounts;
+    let arm_stats = |arm: usize| -> (f64, f64, f64) {
+        let rows: Vec<&Member> = experiment.members.iter().filter(|m| m.arm == arm).collect();
+        let n = rows.len() as f64;
+        let conv = rows.iter().map(|m| m.outcomes[0]).sum::<f64>();
+        let rev = rows.iter().map(|m| m.outcomes[1]).sum::<f64>();
+        (n, conv, rev)
+    };
+    let (nt, ct, rt) = arm_stats(0);
+    let (nh, ch, rh) = arm_stats(1);
+    let (incremental_revenue, incremental_conversions) = if nt > 0.0 && nh > 0.0 {
+        (
+            Some((rt / nt - rh / nh) * nt),
+            Some((ct / nt - ch / nh) * nt),
+        )
+    } else {
+        (None, None)
+    };
+    let roi = incremental_revenue
+        .filter(|_| cost > 0.0)
+        .map(|r| (r - cost) / cost);
+    let cost_per_incremental_conversion = incremental_conversions
+        .filter(|c| *c > 0.0)
+        .map(|c| cost / c);
+    Ok(CampaignResults {
+        experiment,
+        money: Money {
+            sent,
+            delivered: None,
+            cost,
+            incremental_revenue,
+            roi,
+            incremental_conversions,
+            cost_per_incremental_conversion,
+            window_days: window_ms as f64 / microseg_core::DAY_MS as f64,
+        },
+    })
+}
