@@ -212,6 +212,54 @@ pub struct Campaign {
     pub cost_per_message: f64,
 }
 
+/// When a scheduled campaign runs (on `serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// Once, at this instant.
+    At(microseg_core::Timestamp),
+    /// Every period (milliseconds), counted from the Unix epoch: period K runs once, at
+    /// or after K × period.
+    Every(i64),
+}
+
+impl Schedule {
+    /// Reads `{"at": T}` or `{"every": "7d"}`.
+    ///
+    /// # Errors
+    ///
+    /// Anything else, naming the field.
+    pub fn read(v: &serde_json::Value) -> Result<Schedule, CampaignError> {
+        let o = v.as_object().filter(|o| o.len() == 1);
+        match o.and_then(|o| o.iter().next()) {
+            Some((k, serde_json::Value::String(t))) if k == "at" => {
+                microseg_core::time::parse_timestamp(t)
+                    .map(Schedule::At)
+                    .map_err(|e| refuse("schedule.at", e.to_string()))
+            }
+            Some((k, serde_json::Value::String(d))) if k == "every" => {
+                match microseg_core::time::parse_duration(d) {
+                    Ok(ms) if ms >= 60_000 => Ok(Schedule::Every(ms)),
+                    Ok(_) => Err(refuse("schedule.every", "at least 1m")),
+                    Err(e) => Err(refuse("schedule.every", e.to_string())),
+                }
+            }
+            _ => Err(refuse(
+                "schedule",
+                "{\"at\": \"2026-12-24T08:00:00Z\"} or {\"every\": \"7d\"}",
+            )),
+        }
+    }
+
+    /// The slot due at `now` (its idempotency-key part), if one is: `run-vN` once `at`
+    /// has come (the same keys as running it by hand), `every-vN-K` for period K.
+    pub fn due(self, version: i64, now: microseg_core::Timestamp) -> Option<String> {
+        match self {
+            Schedule::At(t) => (now >= t).then(|| format!("run-v{version}")),
+            Schedule::Every(ms) => Some(format!("every-v{version}-{}", now.0.div_euclid(ms))),
+        }
+    }
+}
+
 /// Why a campaign is refused: the field and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
@@ -328,6 +376,15 @@ impl Campaign {
                     ))
                 }
             }
+        }
+        if let Some(sc) = &self.schedule {
+            if self.trigger.is_some() {
+                return Err(refuse(
+                    "schedule",
+                    "a campaign has a trigger or a schedule, not both",
+                ));
+            }
+            Schedule::read(sc)?;
         }
         if let Some(t) = &self.trigger {
             match t.get("on_enter").and_then(serde_json::Value::as_str) {

@@ -137,6 +137,30 @@ pub fn run(
     as_of: Timestamp,
     dry_run: bool,
 ) -> Result<RunOutcome, RunError> {
+    run_in_slot(
+        ws,
+        store,
+        stored,
+        as_of,
+        dry_run,
+        &format!("run-v{}", stored.version),
+    )
+}
+
+/// [`run`] with the send slot of the idempotency keys given: a schedule's `every` gives
+/// each period its own (`every-vN-K`), so each period sends once.
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_in_slot(
+    ws: &Workspace,
+    store: &mut Store,
+    stored: &StoredCampaign,
+    as_of: Timestamp,
+    dry_run: bool,
+    slot: &str,
+) -> Result<RunOutcome, RunError> {
     if stored.status != "active" {
         return Err(RunError::NotActive(
             stored.name.clone(),
@@ -201,7 +225,7 @@ pub fn run(
         settings: &settings,
         suppressed: &suppressed,
         pool: pool.as_ref(),
-        slot: format!("run-v{}", stored.version),
+        slot: slot.to_string(),
         as_of,
     }
     .messages(&target, &excluded, &outranked)?;

@@ -173,3 +173,60 @@ pub(crate) fn deliver_loop(app: Arc<App>) {
         }
     }
 }
+
+/// How often the schedules are looked at.
+const SCHEDULE_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs each active scheduled campaign when its slot comes (`{"at": T}` once,
+/// `{"every": P}` once per period), until the server stops. A slot already run (by this
+/// process or, through the idempotency keys, by an earlier one) queues nothing twice.
+pub(crate) fn schedules(app: Arc<App>) {
+    let mut done = std::collections::HashSet::new();
+    let mut store: Option<Store> = None;
+    while !*app.stopping.borrow() {
+        std::thread::sleep(SCHEDULE_EVERY);
+        if store.is_none() {
+            store = Store::open(&app.workspace).ok();
+        }
+        let Some(s) = store.as_mut() else { continue };
+        let campaigns = match s.campaigns() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "schedules: campaigns not read");
+                continue;
+            }
+        };
+        for stored in campaigns {
+            if stored.status != "active" {
+                continue;
+            }
+            let Some(schedule) = microseg_activate::Campaign::from_json(&stored.body)
+                .ok()
+                .and_then(|c| c.schedule)
+                .and_then(|v| microseg_activate::campaign::Schedule::read(&v).ok())
+            else {
+                continue;
+            };
+            let at = now();
+            let Some(slot) = schedule.due(stored.version, at) else {
+                continue;
+            };
+            if !done.insert(format!("{}/{slot}", stored.name)) {
+                continue;
+            }
+            match microseg_activate::run::run_in_slot(&app.workspace, s, &stored, at, false, &slot)
+            {
+                Ok(outcome) => tracing::info!(
+                    campaign = %stored.name,
+                    %slot,
+                    targeted = outcome.counts.targeted,
+                    queued = outcome.counts.queued,
+                    "scheduled run"
+                ),
+                Err(e) => {
+                    tracing::warn!(campaign = %stored.name, %slot, error = %e, "scheduled run failed")
+                }
+            }
+        }
+    }
+}

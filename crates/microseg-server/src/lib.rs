@@ -378,6 +378,12 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
             .name("triggers".into())
             .spawn(move || activation::fire(app, entered))?
     };
+    let schedule_thread = {
+        let app = app.clone();
+        std::thread::Builder::new()
+            .name("schedules".into())
+            .spawn(move || activation::schedules(app))?
+    };
     let delivery_thread = {
         let app = app.clone();
         std::thread::Builder::new()
@@ -439,6 +445,7 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     let _ = keys_thread.join();
     let _ = campaigns_thread.join();
     let _ = delivery_thread.join();
+    let _ = schedule_thread.join();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     let _ = trigger_thread.join();
     tracing::info!("stopped");

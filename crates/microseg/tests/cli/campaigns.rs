@@ -1917,3 +1917,63 @@ fn campaign_report_matches_an_independent_computation() {
     close(&report["roi"], &want["roi"], "roi");
     assert_eq!(report["delivered"], serde_json::Value::Null);
 }
+
+/// Scheduled campaigns on a running server: one `at` a past instant and one `every` 7
+/// days each run once when the server starts (their messages delivered to the file sink),
+/// and not again in the same slot; schedules that do not read are refused at create.
+#[test]
+fn schedules_run_once_per_slot_on_serve() {
+    let env = Env::new();
+    let file = env.write(
+        "p.csv",
+        b"id,first_name,email,consent_email\na,Anna,a@example.com,true\nb,Bob,b@example.com,true\n",
+    );
+    env.ok(&["import", "profiles", &file, "--type", "consent_email=bool"]);
+    let config = env.data().join("microseg.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[channels.email]\nfile = \"sent.ndjson\"\n");
+    std::fs::write(&config, text).unwrap();
+    let campaign = |name: &str, schedule: serde_json::Value| {
+        let body = serde_json::json!({
+            "name": name, "segment": "first_name exists", "channel": "email",
+            "schedule": schedule,
+            "variants": [{"name": "a", "message": {"subject": name, "text": "x"}}],
+        });
+        env.write(&format!("{name}.json"), body.to_string().as_bytes())
+    };
+    let bad = campaign("bad", serde_json::json!({"every": "10s"}));
+    let err = env.fails(&["campaign", "create", "--file", &bad]);
+    assert!(err.contains("schedule.every: at least 1m"), "{err}");
+    let bad = campaign("bad", serde_json::json!({"hourly": true}));
+    assert!(env
+        .fails(&["campaign", "create", "--file", &bad])
+        .contains("schedule:"));
+    let once = campaign("once", serde_json::json!({"at": "2026-01-01T00:00:00Z"}));
+    let weekly = campaign("weekly", serde_json::json!({"every": "7d"}));
+    env.ok(&["campaign", "create", "--file", &once]);
+    env.ok(&["campaign", "create", "--file", &weekly]);
+    let _server = env.serve();
+    let subjects = || -> Vec<String> {
+        let mut s: Vec<String> = std::fs::read_to_string(env.data().join("sent.ndjson"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let m: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{}:{}",
+                    m["content"]["subject"].as_str().unwrap(),
+                    m["profile"].as_str().unwrap()
+                )
+            })
+            .collect();
+        s.sort();
+        s
+    };
+    let got = poll(15, || {
+        let s = subjects();
+        (s.len() >= 4, s)
+    });
+    assert_eq!(got, ["once:a", "once:b", "weekly:a", "weekly:b"]);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(subjects().len(), 4, "{:?}", subjects());
+}
