@@ -40,6 +40,8 @@ class Sink:
             "text": bodies.get("plain"),
             "html": bodies.get("html"),
             "headers": list(msg.keys()),
+            "list_unsubscribe": msg["List-Unsubscribe"] and str(msg["List-Unsubscribe"]),
+            "list_unsubscribe_post": msg["List-Unsubscribe-Post"] and str(msg["List-Unsubscribe-Post"]),
         }
         with open(self.out, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -57,6 +57,8 @@ pub struct Outgoing<'a> {
     pub idempotency_key: &'a str,
     /// The webhook body's other fields (campaign, variant, profile, offer, test).
     pub meta: serde_json::Value,
+    /// A marketing e-mail's one-click unsubscribe link (RFC 8058), if it has one.
+    pub unsubscribe: Option<String>,
     /// When it is sent.
     pub at: Timestamp,
 }
@@ -68,6 +70,9 @@ pub struct Email {
     pub server: String,
     /// The sender address.
     pub from: String,
+    /// The public URL of the server's `/v1/unsubscribe` (HTTPS behind a proxy), for the
+    /// links of marketing e-mail.
+    pub unsubscribe_url: Option<String>,
 }
 
 /// `[channels.webhook]`: `url = "http://host:port/path"`, optional `secret`.
@@ -145,9 +150,23 @@ impl Email {
         let (server, _) = split_url(text_setting(table, "email", "smtp")?, "smtp", 25, "email")?;
         let from = text_setting(table, "email", "from")?;
         check_address(from).map_err(|reason| config_error("email", format!("from: {reason}")))?;
+        let unsubscribe_url = match table.get("unsubscribe_url") {
+            None => None,
+            Some(_) => {
+                let u = text_setting(table, "email", "unsubscribe_url")?;
+                if !u.starts_with("https://") && !u.starts_with("http://127.0.0.1") {
+                    return Err(config_error(
+                        "email",
+                        "unsubscribe_url: an https:// URL (RFC 8058 one-click needs HTTPS)",
+                    ));
+                }
+                Some(u.to_string())
+            }
+        };
         Ok(Email {
             server,
             from: from.to_string(),
+            unsubscribe_url,
         })
     }
 
@@ -160,7 +179,14 @@ impl Email {
         let to =
             m.to.ok_or_else(|| SendError::Address("an e-mail needs an address to go to".into()))?;
         check_address(to).map_err(|r| SendError::Address(format!("'{to}': {r}")))?;
-        let data = email_message(&self.from, to, m.content, m.idempotency_key, m.at);
+        let data = email_message(
+            &self.from,
+            to,
+            m.content,
+            m.idempotency_key,
+            m.at,
+            m.unsubscribe.as_deref(),
+        );
         smtp(&self.server, &self.from, to, &data).map_err(|reason| SendError::Failed {
             server: self.server.clone(),
             reason,
@@ -315,6 +341,9 @@ impl FileSink {
         line["idempotency_key"] = serde_json::json!(m.idempotency_key);
         line["content"] = serde_json::json!(m.content);
         line["at"] = serde_json::json!(m.at.to_string());
+        if let Some(u) = &m.unsubscribe {
+            line["unsubscribe"] = serde_json::json!(u);
+        }
         let mut text = line.to_string();
         text.push('\n');
         self.file
@@ -531,6 +560,7 @@ pub fn email_message(
     content: &BTreeMap<String, String>,
     key: &str,
     at: Timestamp,
+    unsubscribe: Option<&str>,
 ) -> String {
     let domain = from.rsplit_once('@').map_or("localhost", |(_, d)| d);
     let date = jiff::Timestamp::from_millisecond(at.0)
@@ -540,6 +570,21 @@ pub fn email_message(
         "From: {from}\r\nTo: {to}\r\nSubject: {}\r\nDate: {date}\r\nMessage-ID: <{key}@{domain}>\r\nMIME-Version: 1.0\r\n",
         header_value(content.get("subject").map_or("", String::as_str)),
     );
+    // RFC 8058 one-click unsubscribe, and a visible link in each body that lacks it.
+    let mut content = content.clone();
+    if let Some(url) = unsubscribe {
+        let url = header_value(url);
+        m.push_str(&format!(
+            "List-Unsubscribe: <{url}>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        ));
+        if let Some(text) = content.get_mut("text").filter(|t| !t.contains(&url)) {
+            text.push_str(&format!("\n\nUnsubscribe: {url}"));
+        }
+        if let Some(html) = content.get_mut("html").filter(|t| !t.contains(&url)) {
+            html.push_str(&format!("<p><a href=\"{url}\">Unsubscribe</a></p>"));
+        }
+    }
+    let content = &content;
     let part = |ty: &str, body: &str| {
         format!(
             "Content-Type: text/{ty}; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
@@ -650,6 +695,7 @@ mod tests {
             &content,
             "k.1",
             Timestamp(0),
+            None,
         );
         assert!(m.contains("Subject: Hi  Bcc: x@evil.example\r\n"), "{m}");
         assert!(!m.contains("\r\nBcc:"));
@@ -659,7 +705,15 @@ mod tests {
         assert!(m.contains("\r\n\r\nLg0KUVVJVA0K\r\n"), "{m}");
         // printf 'Grüße' | base64
         let c: BTreeMap<String, String> = [("subject".to_string(), "Grüße".to_string())].into();
-        let m = email_message("shop@example.com", "a@example.com", &c, "k", Timestamp(0));
+        let m = email_message(
+            "shop@example.com",
+            "a@example.com",
+            &c,
+            "k",
+            Timestamp(0),
+            Some("https://shop.example/u?t=1.email.ab"),
+        );
+        assert!(m.contains("List-Unsubscribe: <https://shop.example/u?t=1.email.ab>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"), "{m}");
         assert!(m.contains("Subject: =?UTF-8?B?R3LDvMOfZQ==?=\r\n"), "{m}");
     }
 

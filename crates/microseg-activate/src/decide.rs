@@ -756,6 +756,8 @@ pub fn test_send(
             "profile": id, "offer": message.offer, "test": true,
         }),
         at: sent_at,
+        // No unsubscribe link: a tester's click would unsubscribe the customer.
+        unsubscribe: None,
     };
     let channel = Channel::from_name(&message.channel)
         .ok_or_else(|| SendError::Address(format!("unknown channel '{}'", message.channel)))?;

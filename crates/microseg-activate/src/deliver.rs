@@ -24,7 +24,7 @@ use serde_json::Value as Json;
 
 use crate::channels::{Adapter, Outgoing, SendError};
 use crate::run::RunError;
-use crate::{suppress, Channel};
+use crate::{suppress, unsubscribe, Channel, Kind};
 
 /// How a pass delivers.
 #[derive(Debug, Clone, Copy)]
@@ -108,8 +108,15 @@ impl Rate {
     }
 }
 
-/// One message to hand over: its index in the batch, channel, address and content.
-type Handover = (usize, Channel, Option<String>, BTreeMap<String, String>);
+/// One message to hand over: its index in the batch, channel, address, content and
+/// unsubscribe link.
+type Handover = (
+    usize,
+    Channel,
+    Option<String>,
+    BTreeMap<String, String>,
+    Option<String>,
+);
 
 /// A channel ready to send: its adapter and rate.
 struct Sender {
@@ -177,6 +184,18 @@ pub fn deliver(
     let mut suppressed: BTreeMap<Channel, std::collections::HashSet<String>> = BTreeMap::new();
     let mut config_error: Option<SendError> = None;
     let mut after = 0;
+    let mut secret: Option<String> = None;
+    let kinds: BTreeMap<String, Kind> = store
+        .campaigns()?
+        .iter()
+        .filter_map(|c| {
+            Some((
+                c.name.clone(),
+                crate::Campaign::from_json(&c.body).ok()?.kind,
+            ))
+        })
+        .collect();
+    let marketing = |name: &str| kinds.get(name) != Some(&Kind::Transactional);
     let size = if options.batch == 0 {
         options.concurrency.max(1) * 4
     } else {
@@ -245,7 +264,42 @@ pub fn deliver(
             }
             let content: BTreeMap<String, String> =
                 serde_json::from_str(&due.content).unwrap_or_default();
-            work.push((i, channel, to, content));
+            // A marketing e-mail carries its one-click unsubscribe link.
+            let unsubscribe = if channel == Channel::Email && marketing(&due.campaign) {
+                let base = ws
+                    .config
+                    .channels
+                    .get("email")
+                    .and_then(|t| t.get("unsubscribe_url"))
+                    .and_then(toml::Value::as_str);
+                match (base, senders.get(&channel)) {
+                    (Some(base), _) => {
+                        let secret = secret.get_or_insert(store.secret(unsubscribe::SECRET)?);
+                        let token = unsubscribe::token(secret, due.profile_id, channel);
+                        Some(unsubscribe::link(base, &token))
+                    }
+                    (
+                        None,
+                        Some(Ok(Sender {
+                            adapter: Adapter::Email(_),
+                            ..
+                        })),
+                    ) => {
+                        if config_error.is_none() {
+                            config_error = Some(SendError::Address(
+                                "[channels.email] unsubscribe_url is needed for marketing e-mail \
+                                 (the public https:// URL of the server's /v1/unsubscribe)"
+                                    .into(),
+                            ));
+                        }
+                        continue;
+                    }
+                    (None, _) => None,
+                }
+            } else {
+                None
+            };
+            work.push((i, channel, to, content, unsubscribe));
         }
         // Hand over with bounded concurrency.
         let results: Mutex<Vec<(usize, Result<(), String>)>> = Mutex::new(Vec::new());
@@ -253,7 +307,8 @@ pub fn deliver(
         std::thread::scope(|scope| {
             for _ in 0..options.concurrency.max(1) {
                 scope.spawn(|| loop {
-                    let Some((i, channel, to, content)) = queue.lock().expect("queue lock").next()
+                    let Some((i, channel, to, content, unsubscribe)) =
+                        queue.lock().expect("queue lock").next()
                     else {
                         return;
                     };
@@ -281,6 +336,7 @@ pub fn deliver(
                             "channel": due.channel, "profile": due.external_id, "offer": offer,
                         }),
                         at: Timestamp(now_ms()),
+                        unsubscribe: unsubscribe.clone(),
                     };
                     let r = sender.adapter.send(&m).map_err(|e| e.to_string());
                     results.lock().expect("results lock").push((*i, r));

@@ -15,6 +15,7 @@ pub mod render;
 pub mod report;
 pub mod run;
 pub mod suppress;
+pub mod unsubscribe;
 
 use std::collections::BTreeMap;
 

@@ -230,3 +230,139 @@ pub(crate) fn schedules(app: Arc<App>) {
         }
     }
 }
+
+/// The query of `/v1/unsubscribe`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct UnsubscribeQuery {
+    /// The signed token of the link.
+    t: String,
+}
+
+/// `GET /v1/unsubscribe?t=TOKEN`: a page with one button that POSTs (a GET changes
+/// nothing: mail scanners follow links).
+pub(crate) async fn unsubscribe_page(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    crate::error::Query(q): crate::error::Query<UnsubscribeQuery>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if microseg_activate::unsubscribe::verify(&app.unsubscribe_secret, &q.t).is_none() {
+        return crate::error::ApiError::bad("t: not a valid unsubscribe link").into_response();
+    }
+    // The token is [0-9a-z.] only (checked above), safe in the page.
+    axum::response::Html(format!(
+        "<!doctype html><meta charset=utf-8><title>Unsubscribe</title>\
+         <form method=post action=\"?t={}\"><p>Stop these messages?</p>\
+         <button type=submit>Unsubscribe</button></form>",
+        q.t
+    ))
+    .into_response()
+}
+
+/// `POST /v1/unsubscribe?t=TOKEN` (RFC 8058 one-click; no login, no redirect): sets the
+/// person's `consent_<channel>` to false through the writer, answered once committed.
+pub(crate) async fn unsubscribe(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    crate::error::Query(q): crate::error::Query<UnsubscribeQuery>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some((p, channel)) = microseg_activate::unsubscribe::verify(&app.unsubscribe_secret, &q.t)
+    else {
+        return crate::error::ApiError::bad("t: not a valid unsubscribe link").into_response();
+    };
+    let external = {
+        let live = app.live.lock().expect("live state lock");
+        ((p as usize) < live.profiles.len() && !live.retired.contains(p))
+            .then(|| live.profiles.external_ids.get(p).to_string())
+    };
+    let Some(external) = external else {
+        // Erased or merged: nothing left to change.
+        return "unsubscribed\n".into_response();
+    };
+    let (user_id, anonymous_id) = match external.strip_prefix("anonymous:") {
+        Some(a) => (None, Some(a.to_string())),
+        None => (Some(external), None),
+    };
+    let mut traits = serde_json::Map::new();
+    traits.insert(
+        format!("consent_{}", channel.name()),
+        serde_json::Value::Bool(false),
+    );
+    let (reply, done) = tokio::sync::oneshot::channel();
+    let job = crate::pipeline::Job::Write(crate::pipeline::WriteJob {
+        messages: vec![microseg_store::tracking::Message {
+            message_id: None,
+            user_id,
+            anonymous_id,
+            time: None,
+            action: microseg_store::tracking::Action::Traits(traits),
+        }],
+        received: now(),
+        reply,
+    });
+    app.counters.queue_depth.fetch_add(1, Ordering::Relaxed);
+    if app.jobs.send(job).await.is_err() {
+        return crate::error::ApiError::shutting_down().into_response();
+    }
+    match done.await {
+        Ok(Ok(())) => {
+            tracing::info!(profile = p, channel = channel.name(), "unsubscribed");
+            format!("unsubscribed from {}\n", channel.name()).into_response()
+        }
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => crate::error::ApiError::shutting_down().into_response(),
+    }
+}
+
+/// A provider's report of a bounce or complaint (`POST /v1/bounces`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BounceReport {
+    /// `hard_bounce`, `soft_bounce` or `complaint`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// `email` or `sms`.
+    channel: String,
+    /// The address that bounced or complained.
+    address: String,
+}
+
+/// `POST /v1/bounces` (admin token, for the provider's webhook or a bounce mailbox
+/// reader): a hard bounce or a complaint puts the address on the channel's suppression
+/// list at once; a soft bounce changes nothing (the provider retries).
+pub(crate) async fn bounce(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    headers: axum::http::HeaderMap,
+    crate::error::Body(raw): crate::error::Body,
+) -> crate::admin::Answer {
+    use axum::response::IntoResponse;
+    let report: BounceReport = serde_json::from_slice(&raw)
+        .map_err(|e| crate::error::ApiError::bad(format!("body: {e}")))?;
+    crate::admin::with_store(app, &headers, move |_, store| {
+        let channel = match report.channel.as_str() {
+            "email" => microseg_activate::Channel::Email,
+            "sms" => microseg_activate::Channel::Sms,
+            other => {
+                return Err(crate::error::ApiError::bad(format!(
+                    "channel: '{other}' (use email or sms)"
+                )))
+            }
+        };
+        let suppress = match report.kind.as_str() {
+            "hard_bounce" | "complaint" => true,
+            "soft_bounce" => false,
+            other => {
+                return Err(crate::error::ApiError::bad(format!(
+                    "type: '{other}' (use hard_bounce, soft_bounce or complaint)"
+                )))
+            }
+        };
+        let added = suppress
+            && store.suppress(
+                channel.name(),
+                &microseg_activate::suppress::hash(channel, &report.address),
+                Some(&report.kind),
+            )?;
+        Ok(axum::Json(serde_json::json!({"suppressed": suppress, "new": added})).into_response())
+    })
+    .await
+}

@@ -97,6 +97,8 @@ pub(crate) struct App {
     pub(crate) redefining: tokio::sync::Mutex<()>,
     /// The campaigns as last read, for `GET /v1/decide`.
     pub(crate) decisions: decide::Decisions,
+    /// Signs and checks unsubscribe links.
+    pub(crate) unsubscribe_secret: String,
 }
 
 impl App {
@@ -343,8 +345,11 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
             })?;
     let hooks = Store::open(&workspace)?.webhooks()?;
     let decisions = decide::Decisions::load(&workspace, &Store::open(&workspace)?)?;
+    let unsubscribe_secret =
+        Store::open(&workspace)?.secret(microseg_activate::unsubscribe::SECRET)?;
     let app = Arc::new(App {
         decisions,
+        unsubscribe_secret,
         hooks: Mutex::default(),
         redefining: tokio::sync::Mutex::new(()),
         stream: options.stream.clone(),

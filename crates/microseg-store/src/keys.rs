@@ -184,3 +184,20 @@ impl Store {
         Ok((self.key(id)?, new_id, secret))
     }
 }
+
+impl Store {
+    /// The workspace's secret `name` (hex), made from /dev/urandom on first use and kept
+    /// in the store (never in the config file or a log).
+    pub fn secret(&self, name: &str) -> Result<String, StoreError> {
+        let fresh = random_hex(32)?;
+        self.conn.execute(
+            "INSERT OR IGNORE INTO secrets(name, value) VALUES (?1, ?2)",
+            rusqlite::params![name, fresh],
+        )?;
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })?)
+    }
+}

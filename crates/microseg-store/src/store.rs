@@ -56,6 +56,8 @@
 //! (version 14) campaign_members(campaign, profile_id, arm, at)
 //!                                         -- who a campaign treated or held out, and when
 //!                                            (first assignment), for its report
+//! (version 15) secrets(name, value)       -- the workspace's own signing keys (hex), made
+//!                                            on first use (unsubscribe links)
 //! ```
 
 use std::collections::HashMap;
@@ -67,7 +69,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::StoreError;
 use crate::workspace::Workspace;
 
-const SCHEMA_VERSION: i64 = 14;
+const SCHEMA_VERSION: i64 = 15;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE profiles(
@@ -297,6 +299,13 @@ CREATE TABLE campaign_members(
 ) WITHOUT ROWID;
 "#;
 
+const MIGRATION_15: &str = r#"
+CREATE TABLE secrets(
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"#;
+
 /// The clock in UTC milliseconds, for `created_at` / `updated_at` columns.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -488,6 +497,7 @@ impl Store {
             MIGRATION_12,
             MIGRATION_13,
             MIGRATION_14,
+            MIGRATION_15,
         ];
         let mut version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (to, sql) in (1..).zip(migrations) {

@@ -1412,7 +1412,7 @@ fn deliver_survives_kill_9_with_a_real_smtp_server() {
     let config = env.data().join("microseg.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
-        "\n[channels.email]\nsmtp = \"smtp://127.0.0.1:{}\"\nfrom = \"shop@example.com\"\nrate = \"300/s\"\n",
+        "\n[channels.email]\nsmtp = \"smtp://127.0.0.1:{}\"\nfrom = \"shop@example.com\"\nrate = \"300/s\"\nunsubscribe_url = \"https://shop.example/u\"\n",
         port.trim()
     ));
     std::fs::write(&config, text).unwrap();
@@ -1976,4 +1976,130 @@ fn schedules_run_once_per_slot_on_serve() {
     assert_eq!(got, ["once:a", "once:b", "weekly:a", "weekly:b"]);
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert_eq!(subjects().len(), 4, "{:?}", subjects());
+}
+
+/// Unsubscribes and bounces on a running server: a marketing e-mail delivered through a
+/// real SMTP server carries RFC 8058's one-click headers and a visible link; a GET of the
+/// link changes nothing, its POST (no login) sets consent to false at once, a forged
+/// token is refused; a hard bounce suppresses the address. A dry run then counts both.
+#[test]
+fn one_click_unsubscribe_and_bounces() {
+    use super::server::{admin_call, http};
+    use std::io::BufRead;
+    let env = Env::new();
+    let file = env.write(
+        "p.csv",
+        b"id,first_name,email,consent_email\na,Anna,a@example.com,true\nb,Bob,b@example.com,true\nc,Cem,c@example.com,true\n",
+    );
+    env.ok(&["import", "profiles", &file, "--type", "consent_email=bool"]);
+    let received = env.dir.path().join("smtp.ndjson");
+    let mut sink = std::process::Command::new(super::server::test_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/smtp_sink.py"
+        ))
+        .arg(&received)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the SMTP sink");
+    let mut port = String::new();
+    std::io::BufReader::new(sink.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let config = env.data().join("microseg.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[channels.email]\nsmtp = \"smtp://127.0.0.1:{}\"\nfrom = \"shop@example.com\"\nunsubscribe_url = \"https://shop.example/u\"\n",
+        port.trim()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let campaign = env.write(
+        "c.json",
+        br#"{"name": "hello", "segment": "first_name exists", "channel": "email",
+             "variants": [{"name": "a", "message": {"subject": "Hi {{ first_name }}", "text": "News"}}]}"#,
+    );
+    env.ok(&["campaign", "create", "--file", &campaign]);
+    env.ok(&["campaign", "run", "hello"]);
+    let bearer = format!("Bearer {}", env.key("admin"));
+    let server = env.serve();
+    let mails = poll(15, || {
+        let text = std::fs::read_to_string(&received).unwrap_or_default();
+        let mails: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (mails.len() >= 3, mails)
+    });
+    drop(sink.stdin.take());
+    let _ = sink.wait();
+    let anna = mails
+        .iter()
+        .find(|m| m["rcpt_tos"][0] == "a@example.com")
+        .expect("Anna's e-mail");
+    assert_eq!(anna["list_unsubscribe_post"], "List-Unsubscribe=One-Click");
+    let header = anna["list_unsubscribe"].as_str().unwrap();
+    let url = header.trim_matches(|c| c == '<' || c == '>');
+    assert!(url.starts_with("https://shop.example/u?t="), "{header}");
+    assert!(anna["text"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("Unsubscribe: {url}")));
+    let token = url.split("t=").nth(1).unwrap();
+    let path = format!("/v1/unsubscribe?t={token}");
+    let consent = || -> serde_json::Value {
+        admin_call(&server.addr, &bearer, "GET", "/v1/profiles/a", "").1["traits"]["consent_email"]
+            .clone()
+    };
+    // A GET (a mail scanner following the link) changes nothing.
+    let (status, page) = http(&server.addr, "GET", &path, &[], b"");
+    assert_eq!(status, 200);
+    assert!(page.contains("<form method=post"), "{page}");
+    assert_eq!(consent(), true);
+    // A forged token: another person's id with Anna's signature.
+    let forged = format!(
+        "/v1/unsubscribe?t={}",
+        token.replacen(token.split('.').next().unwrap(), "999", 1)
+    );
+    assert_eq!(http(&server.addr, "POST", &forged, &[], b"").0, 400);
+    // The one-click POST.
+    let (status, body) = http(
+        &server.addr,
+        "POST",
+        &path,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"List-Unsubscribe=One-Click",
+    );
+    assert_eq!(status, 200, "{body}");
+    // Committed before the answer; the live state follows within moments.
+    let now = poll(5, || {
+        let c = consent();
+        (c == false, c)
+    });
+    assert_eq!(now, false);
+    // A hard bounce of Bob's address.
+    let (status, r) = admin_call(
+        &server.addr,
+        &bearer,
+        "POST",
+        "/v1/bounces",
+        r#"{"type": "hard_bounce", "channel": "email", "address": " B@Example.com"}"#,
+    );
+    assert_eq!(
+        (status, r["suppressed"].as_bool()),
+        (200, Some(true)),
+        "{r}"
+    );
+    let (_, counts) = admin_call(
+        &server.addr,
+        &bearer,
+        "POST",
+        "/v1/campaigns/hello/run?dry_run=true",
+        "",
+    );
+    assert_eq!(
+        (counts["no_consent"].as_u64(), counts["suppressed"].as_u64()),
+        (Some(1), Some(1)),
+        "{counts}"
+    );
 }
