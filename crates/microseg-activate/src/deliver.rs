@@ -177,7 +177,7 @@ pub fn deliver(
     ws: &Workspace,
     store: &mut Store,
     options: DeliverOptions,
-) -> Result<DeliverCounts, RunError> {
+) -> Result<Delivered, RunError> {
     let start = now_ms();
     let mut counts = DeliverCounts::default();
     let mut senders: BTreeMap<Channel, Result<Sender, String>> = BTreeMap::new();
@@ -185,6 +185,7 @@ pub fn deliver(
     let mut config_error: Option<SendError> = None;
     let mut after = 0;
     let mut secret: Option<String> = None;
+    let mut events = Vec::new();
     let kinds: BTreeMap<String, Kind> = store
         .campaigns()?
         .iter()
@@ -351,7 +352,10 @@ pub fn deliver(
         for (i, r) in results.into_inner().expect("results lock") {
             let due = &batch[i];
             let outcome = match r {
-                Ok(()) => Outcome::Sent,
+                Ok(()) => {
+                    events.push(sent_event(due, at));
+                    Outcome::Sent
+                }
                 Err(error) if due.attempts + 1 >= options.max_attempts => Outcome::Dead { error },
                 Err(error) => {
                     let delay = options
@@ -379,7 +383,46 @@ pub fn deliver(
     counts.pending = store.outbox_state()?.pending;
     match config_error {
         Some(e) if counts.sent == 0 && counts.failed == 0 => Err(e.into()),
-        _ => Ok(counts),
+        _ => Ok(Delivered { counts, events }),
+    }
+}
+
+/// A pass's counts, and a `message_sent` event per message handed over (for the caller
+/// to record through its writer: the events of the people, usable in segments and
+/// reports).
+#[derive(Debug, Clone, Default)]
+pub struct Delivered {
+    /// The counts.
+    pub counts: DeliverCounts,
+    /// `message_sent` events (properties `campaign`, `variant`, `channel`).
+    pub events: Vec<microseg_store::tracking::Message>,
+}
+
+/// The `message_sent` event of a message handed over at `at`.
+fn sent_event(due: &Due, at: i64) -> microseg_store::tracking::Message {
+    use microseg_store::tracking::{stream_properties, Action, Message, Properties};
+    let mut props = serde_json::Map::new();
+    props.insert("campaign".into(), Json::from(due.campaign.clone()));
+    props.insert("variant".into(), Json::from(due.variant.clone()));
+    props.insert("channel".into(), Json::from(due.channel.clone()));
+    let (user_id, anonymous_id) = match due.external_id.strip_prefix("anonymous:") {
+        Some(a) => (None, Some(a.to_string())),
+        None => (Some(due.external_id.clone()), None),
+    };
+    Message {
+        // The message's key makes an event recorded twice a duplicate the store drops.
+        message_id: Some(format!("microseg-sent-{}", due.idempotency_key)),
+        user_id,
+        anonymous_id,
+        time: Some(Timestamp(at)),
+        action: Action::Event {
+            name: "message_sent".into(),
+            revenue: None,
+            properties: Properties {
+                values: stream_properties(&props),
+                json: Some(Json::Object(props).to_string()),
+            },
+        },
     }
 }
 

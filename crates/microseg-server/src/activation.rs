@@ -149,7 +149,21 @@ pub(crate) fn deliver_loop(app: Arc<App>) {
         }
         let Some(s) = store.as_mut() else { continue };
         match deliver(&app.workspace, s, DeliverOptions::default()) {
-            Ok(c) => {
+            Ok(delivered) => {
+                let c = delivered.counts;
+                if !delivered.events.is_empty() {
+                    // message_sent events, through the writer like any tracked event.
+                    let (reply, _) = tokio::sync::oneshot::channel();
+                    let job = crate::pipeline::Job::Write(crate::pipeline::WriteJob {
+                        messages: delivered.events,
+                        received: now(),
+                        reply,
+                    });
+                    app.counters.queue_depth.fetch_add(1, Ordering::Relaxed);
+                    if app.jobs.blocking_send(job).is_err() {
+                        return;
+                    }
+                }
                 if c.sent + c.failed + c.dead + c.cancelled > 0 {
                     tracing::info!(
                         sent = c.sent,

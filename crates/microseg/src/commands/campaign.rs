@@ -565,13 +565,20 @@ pub struct DeliverArgs {
 pub fn deliver(ctx: &Context, args: DeliverArgs) -> Result<()> {
     let (ws, mut store) = ctx.open()?;
     let _lock = ws.lock_delivery("microseg deliver")?;
+    // The message_sent events are written to the store: the writer's lock too.
+    let _writer = ws.lock_writer("microseg deliver")?;
     let options = microseg_activate::deliver::DeliverOptions {
         concurrency: args.concurrency.max(1),
         max_attempts: args.max_attempts.max(1),
         retry_ms: (args.retry_seconds.max(0.0) * 1000.0) as i64,
         ..Default::default()
     };
-    let c = microseg_activate::deliver::deliver(&ws, &mut store, options)?;
+    let delivered = microseg_activate::deliver::deliver(&ws, &mut store, options)?;
+    if !delivered.events.is_empty() {
+        let mut ingestor = microseg_store::ingest::Ingestor::open(store)?;
+        ingestor.write(vec![delivered.events], microseg_server::now())?;
+    }
+    let c = delivered.counts;
     if args.json {
         return print_json(&c);
     }

@@ -1654,6 +1654,24 @@ fn delivery_retries_gives_up_and_cancels() {
             ("texts/b".to_string(), "cancelled".to_string()),
         ]
     );
+    // The message handed over became the person's event.
+    let sent: Vec<(String, String)> = store
+        .prepare(
+            "SELECT p.external_id, e.properties FROM events_named e JOIN profiles p ON p.id = e.profile_id
+             WHERE e.name = 'message_sent'",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, "a");
+    let props: serde_json::Value = serde_json::from_str(&sent[0].1).unwrap();
+    assert_eq!(
+        props,
+        serde_json::json!({"campaign": "texts", "variant": "a", "channel": "sms"})
+    );
 }
 
 /// Triggered campaigns on a running server: a person entering the segment by an event
