@@ -605,3 +605,37 @@ pub fn email_test(seed: u64, customer: &Customer, orders: u32) -> EmailTestRow {
         spend,
     }
 }
+
+/// Whether a person reached (or held out) by the demo's winter-gloves campaign at
+/// `start_ms` orders within the next week, and when and for how much: a seeded draw with
+/// effects that differ by segment, as in [`email_test`]: customers with 3 or more orders
+/// buy as often with the discount as without (they would buy anyway), pros do not care
+/// for it, amateurs and beginners respond. The revenue is the list price (before the
+/// discount).
+pub fn winter_order(
+    seed: u64,
+    id: &str,
+    skill: &str,
+    orders_before: u32,
+    treated: bool,
+    start_ms: i64,
+) -> Option<(i64, f64)> {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut rng = Rng::for_stream(seed ^ 0x5717_e400, hash);
+    let loyal = orders_before >= 3;
+    let base = if loyal { 0.20 } else { 0.05 };
+    let effect = match (treated, loyal, skill) {
+        (false, ..) | (true, true, _) | (true, false, "pro") => 0.0,
+        (true, false, "beginner") => 0.10,
+        (true, false, _) => 0.14,
+    };
+    if rng.f64() >= base + effect {
+        return None;
+    }
+    let day = 86_400_000.0;
+    let at = start_ms + ((0.3 + rng.f64() * 5.5) * day) as i64;
+    let revenue = (45.0 * (0.3 * rng.normal()).exp() * 100.0).round() / 100.0;
+    Some((at, revenue))
+}

@@ -67,6 +67,11 @@ quiet_hours = "21:00-08:00"
 [activation.exploration_message.email]
 subject = "What's new this season, {{ first_name }}"
 text = "New bikes, new trails and the gear for them: see what is in the shop."
+
+# The demo's e-mails go to a file instead of an SMTP relay.
+[channels.email]
+file = "demo/sent-email.ndjson"
+unsubscribe_url = "https://shop.example/v1/unsubscribe"
 "#;
 
 /// The winter-accessories scenario's campaigns (issue 20): a one-shot mailing to the
@@ -174,6 +179,7 @@ pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
         segments.print();
         models(&dir, &files.join("email_test.csv"))?;
         campaigns(&dir, &files)?;
+        winter(&dir, &files, args.seed)?;
         print_next(&dir);
         Ok(())
     }
@@ -462,6 +468,106 @@ fn campaigns(dir: &Path, files: &Path) -> Result<()> {
     }
     run_steps(&data, steps)?;
     Ok(())
+}
+
+/// When the winter trigger's messages go out in the demo: the shop's last morning.
+const WINTER_SEND: &str = "2026-11-01T10:00:00Z";
+
+/// The winter-accessories scenario, second half: the trigger campaign's messages queued
+/// for everyone its segment held up to the send (as `serve` would have fired them one by
+/// one) and delivered to the e-mail file sink, a week of simulated orders from the people
+/// it treated and held out (`microseg_synth::winter_order`), and the campaign's report.
+fn winter(dir: &Path, files: &Path, seed: u64) -> Result<()> {
+    let data = dir.display().to_string();
+    run_steps(
+        &data,
+        [
+            (
+                "The winter trigger's messages, queued for everyone who entered its segment up to the send".to_string(),
+                vec!["campaign", "run", "winter_gloves", "--as-of", WINTER_SEND],
+            ),
+            (
+                "Delivered (to the e-mail file sink demo/sent-email.ndjson)".to_string(),
+                vec!["deliver"],
+            ),
+        ],
+    )?;
+    // A week of orders, treated and held out alike, drawn by segment.
+    let ws = Workspace::open(dir)?;
+    let store = Store::open(&ws)?;
+    let members = store.campaign_members("winter_gloves")?;
+    let mut tables = Tables::open(
+        &ws,
+        &store,
+        microseg_core::time::parse_timestamp(WINTER_SEND)?,
+    )?;
+    tables.need(&[], &["skill", "orders"])?;
+    let data_set = tables.dataset();
+    let skills = data_set.profiles.columns.get("skill");
+    let orders_path = files.join("winter_orders.csv");
+    let mut w =
+        csv::Writer::from_path(&orders_path).with_context(|| orders_path.display().to_string())?;
+    w.write_record(["id", "event", "time", "revenue"])?;
+    for (p, arm, at) in &members {
+        let skill = match skills.and_then(|c| c.get(*p)) {
+            Some(microseg_core::Value::Str(s)) => s.to_string(),
+            _ => String::new(),
+        };
+        let orders = data_set
+            .metrics
+            .and_then(|m| m.value("orders", *p))
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0) as u32;
+        let id = tables.external_id(*p);
+        if let Some((t, revenue)) =
+            microseg_synth::winter_order(seed, id, &skill, orders, arm == "treated", *at)
+        {
+            w.write_record([
+                id,
+                "order_completed",
+                &microseg_core::Timestamp(t).to_string(),
+                &revenue.to_string(),
+            ])?;
+        }
+    }
+    w.flush()?;
+    drop(tables);
+    let orders_file = orders_path.display().to_string();
+    run_steps(
+        &data,
+        [
+            (
+                "A week of orders from the people the campaign treated and held out (simulated)"
+                    .to_string(),
+                vec![
+                    "import",
+                    "events",
+                    orders_file.as_str(),
+                    "--profile",
+                    "id",
+                    "--time",
+                    "time",
+                    "--name",
+                    "event",
+                    "--revenue",
+                    "revenue",
+                ],
+            ),
+            (
+                "What the winter campaign earned: lift over its holdout, ROI, and by skill"
+                    .to_string(),
+                vec![
+                    "campaign",
+                    "report",
+                    "winter_gloves",
+                    "--by",
+                    "skill",
+                    "--as-of",
+                    "2026-11-09T10:00:00Z",
+                ],
+            ),
+        ],
+    )
 }
 
 /// Runs each command as a user would type it, under a heading with its command line; a

@@ -74,6 +74,8 @@ fn campaigns_follow_the_workspace_rules_on_the_demo_shop() {
     // The demo's own campaigns are archived: this test's campaigns stand alone.
     env.ok(&["campaign", "archive", "mtb_mailing"]);
     env.ok(&["campaign", "archive", "winter_gloves"]);
+    // The demo queued (and delivered) its winter messages: count from here.
+    let queued_by_demo = env.count("outbox");
     let csv = profiles_csv(&env);
     let campaign = |name: &str, segment: &str, text: &str| {
         serde_json::json!({
@@ -227,7 +229,7 @@ fn campaigns_follow_the_workspace_rules_on_the_demo_shop() {
     assert_eq!(preview["blocked_by"], "not in segment");
     assert_eq!(
         env.count("outbox"),
-        0,
+        queued_by_demo,
         "previews and decisions queue nothing"
     );
     // A variable some people lack (`last_order_at`: who never ordered has none): they get
