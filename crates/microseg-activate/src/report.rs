@@ -28,7 +28,8 @@ use crate::Campaign;
 pub struct Money {
     /// Messages handed over to their channel.
     pub sent: u64,
-    /// Messages confirmed delivered by the channel (`null`: no delivery receipts yet).
+    /// Messages the channels reported delivered (`message_delivered` events); `null` when
+    /// no channel ever reported a delivery.
     pub delivered: Option<u64>,
     /// Messages and discounts.
     pub cost: f64,
@@ -148,7 +149,7 @@ pub fn results(
         experiment,
         money: Money {
             sent,
-            delivered: None,
+            delivered: store.campaign_event_count(name, "message_delivered")?,
             cost,
             incremental_revenue,
             roi,

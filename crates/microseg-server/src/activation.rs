@@ -327,56 +327,164 @@ pub(crate) async fn unsubscribe(
     }
 }
 
-/// A provider's report of a bounce or complaint (`POST /v1/bounces`).
+/// A channel's report about a message (`POST /v1/message-events`): what happened, and
+/// which message (its idempotency key, as the provider echoes it) or which address.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct BounceReport {
-    /// `hard_bounce`, `soft_bounce` or `complaint`.
+pub(crate) struct MessageReport {
+    /// `delivered`, `opened`, `clicked`, `soft_bounce`, `hard_bounce` or `complaint`.
     #[serde(rename = "type")]
     kind: String,
-    /// `email` or `sms`.
-    channel: String,
-    /// The address that bounced or complained.
-    address: String,
+    /// The message's idempotency key.
+    idempotency_key: Option<String>,
+    /// Without a key: `email` or `sms`.
+    channel: Option<String>,
+    /// Without a key: the address.
+    address: Option<String>,
 }
 
-/// `POST /v1/bounces` (admin token, for the provider's webhook or a bounce mailbox
-/// reader): a hard bounce or a complaint puts the address on the channel's suppression
-/// list at once; a soft bounce changes nothing (the provider retries).
-pub(crate) async fn bounce(
+/// `POST /v1/message-events` (admin token, for the provider's webhook or a bounce-mailbox
+/// reader). With the message's key, the person gets the event `message_delivered`,
+/// `message_opened`, `message_clicked`, `message_bounced` (property `bounce`: `hard` or
+/// `soft`) or `message_complained` (with `campaign`, `variant`, `channel`), committed
+/// before the answer. A hard bounce or a complaint also puts the address on the channel's
+/// suppression list at once (with a key: the person's current address); a soft bounce
+/// changes nothing else (the provider retries).
+pub(crate) async fn message_event(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
     headers: axum::http::HeaderMap,
     crate::error::Body(raw): crate::error::Body,
 ) -> crate::admin::Answer {
+    use crate::error::ApiError;
     use axum::response::IntoResponse;
-    let report: BounceReport = serde_json::from_slice(&raw)
-        .map_err(|e| crate::error::ApiError::bad(format!("body: {e}")))?;
-    crate::admin::with_store(app, &headers, move |_, store| {
-        let channel = match report.channel.as_str() {
-            "email" => microseg_activate::Channel::Email,
-            "sms" => microseg_activate::Channel::Sms,
-            other => {
-                return Err(crate::error::ApiError::bad(format!(
-                    "channel: '{other}' (use email or sms)"
-                )))
-            }
-        };
-        let suppress = match report.kind.as_str() {
-            "hard_bounce" | "complaint" => true,
-            "soft_bounce" => false,
-            other => {
-                return Err(crate::error::ApiError::bad(format!(
-                    "type: '{other}' (use hard_bounce, soft_bounce or complaint)"
-                )))
-            }
-        };
-        let added = suppress
-            && store.suppress(
-                channel.name(),
-                &microseg_activate::suppress::hash(channel, &report.address),
-                Some(&report.kind),
-            )?;
-        Ok(axum::Json(serde_json::json!({"suppressed": suppress, "new": added})).into_response())
+    crate::admin::admin(&app, &headers)?;
+    let report: MessageReport =
+        serde_json::from_slice(&raw).map_err(|e| ApiError::bad(format!("body: {e}")))?;
+    let (event, bounce, suppress) = match report.kind.as_str() {
+        "delivered" => ("message_delivered", None, false),
+        "opened" => ("message_opened", None, false),
+        "clicked" => ("message_clicked", None, false),
+        "soft_bounce" => ("message_bounced", Some("soft"), false),
+        "hard_bounce" => ("message_bounced", Some("hard"), true),
+        "complaint" => ("message_complained", None, true),
+        other => {
+            return Err(ApiError::bad(format!(
+                "type: '{other}' (use delivered, opened, clicked, soft_bounce, hard_bounce or complaint)"
+            )))
+        }
+    };
+    // The message and its person, or the address alone.
+    let key = report.idempotency_key.clone();
+    let found = crate::admin::blocking(&app, move |_, store| match &key {
+        Some(k) => store
+            .outbox()
+            .message_by_key(k)?
+            .map(Some)
+            .ok_or_else(|| ApiError::not_found(format!("idempotency_key: no message '{k}'"))),
+        None => Ok(None),
     })
-    .await
+    .await?;
+    let (channel, address) = match (&found, &report.channel, &report.address) {
+        (Some(m), _, _) => {
+            let channel = microseg_activate::Channel::from_name(&m.channel)
+                .ok_or_else(|| ApiError::internal("a message of an unknown channel"))?;
+            let trait_name = microseg_activate::suppress::address_trait(channel);
+            let live = app.live.lock().expect("live state lock");
+            let address = trait_name.and_then(|t| {
+                live.profiles
+                    .columns
+                    .get(t)
+                    .and_then(|c| c.get(m.profile_id))
+                    .and_then(|v| match v {
+                        microseg_core::Value::Str(s) => Some(s.to_string()),
+                        _ => None,
+                    })
+            });
+            (channel, address)
+        }
+        (None, Some(c), Some(a)) => (
+            microseg_activate::Channel::from_name(c)
+                .filter(|c| {
+                    matches!(
+                        c,
+                        microseg_activate::Channel::Email | microseg_activate::Channel::Sms
+                    )
+                })
+                .ok_or_else(|| ApiError::bad(format!("channel: '{c}' (use email or sms)")))?,
+            Some(a.clone()),
+        ),
+        (None, ..) => {
+            return Err(ApiError::bad(
+                "give idempotency_key, or channel and address",
+            ))
+        }
+    };
+    let mut suppressed = false;
+    if suppress {
+        if let Some(address) = address {
+            let kind = report.kind.clone();
+            suppressed = crate::admin::blocking(&app, move |_, store| {
+                store.suppress(
+                    channel.name(),
+                    &microseg_activate::suppress::hash(channel, &address),
+                    Some(&kind),
+                )?;
+                Ok(true)
+            })
+            .await?;
+        }
+    }
+    let mut recorded = false;
+    if let Some(m) = found {
+        let external = {
+            let live = app.live.lock().expect("live state lock");
+            (!live.retired.contains(m.profile_id) && (m.profile_id as usize) < live.profiles.len())
+                .then(|| live.profiles.external_ids.get(m.profile_id).to_string())
+        };
+        if let Some(external) = external {
+            let mut props = serde_json::Map::new();
+            props.insert("campaign".into(), m.campaign.into());
+            props.insert("variant".into(), m.variant.into());
+            props.insert("channel".into(), m.channel.into());
+            if let Some(b) = bounce {
+                props.insert("bounce".into(), b.into());
+            }
+            let (user_id, anonymous_id) = match external.strip_prefix("anonymous:") {
+                Some(a) => (None, Some(a.to_string())),
+                None => (Some(external), None),
+            };
+            let (reply, done) = tokio::sync::oneshot::channel();
+            let job = crate::pipeline::Job::Write(crate::pipeline::WriteJob {
+                messages: vec![microseg_store::tracking::Message {
+                    message_id: None,
+                    user_id,
+                    anonymous_id,
+                    time: None,
+                    action: microseg_store::tracking::Action::Event {
+                        name: event.into(),
+                        revenue: None,
+                        properties: microseg_store::tracking::Properties {
+                            values: microseg_store::tracking::stream_properties(&props),
+                            json: Some(serde_json::Value::Object(props).to_string()),
+                        },
+                    },
+                }],
+                received: now(),
+                reply,
+            });
+            app.counters.queue_depth.fetch_add(1, Ordering::Relaxed);
+            if app.jobs.send(job).await.is_err() {
+                return Err(ApiError::shutting_down());
+            }
+            match done.await {
+                Ok(Ok(())) => recorded = true,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(ApiError::shutting_down()),
+            }
+        }
+    }
+    Ok(axum::Json(
+        serde_json::json!({"event": recorded.then_some(event), "suppressed": suppressed}),
+    )
+    .into_response())
 }

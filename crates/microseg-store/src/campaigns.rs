@@ -317,6 +317,29 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// How many `event` events (e.g. `message_delivered`) name `campaign` in their
+    /// properties; `None` when no event of that name was ever recorded (the channels do
+    /// not report it).
+    pub fn campaign_event_count(
+        &self,
+        campaign: &str,
+        event: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let any: Option<i64> = self
+            .conn
+            .query_row("SELECT id FROM event_names WHERE name = ?1", [event], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(name_id) = any else { return Ok(None) };
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM events WHERE name_id = ?1 AND json_extract(properties, '$.campaign') = ?2",
+            params![name_id, campaign],
+            |r| r.get(0),
+        )?;
+        Ok(Some(n as u64))
+    }
+
     /// Messages of `campaign` handed over to their channel.
     pub fn campaign_sent(&self, campaign: &str) -> Result<u64, StoreError> {
         let n: i64 = self.conn.query_row(
@@ -348,6 +371,19 @@ impl Store {
 /// Reads of the outbox (inside a queueing transaction, or not).
 pub struct OutboxQuery<'c> {
     conn: &'c rusqlite::Connection,
+}
+
+/// An outbox message found by its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedMessage {
+    /// The person.
+    pub profile_id: u32,
+    /// The campaign.
+    pub campaign: String,
+    /// The variant.
+    pub variant: String,
+    /// The channel.
+    pub channel: String,
 }
 
 /// A campaign's pool of offer codes.
@@ -414,6 +450,25 @@ impl OutboxQuery<'_> {
                 .query_row(params![profile_id, since], |r| r.get(0))?,
         };
         Ok(n as u64)
+    }
+
+    /// The message with this key, if it is in the outbox.
+    pub fn message_by_key(&self, key: &str) -> Result<Option<KeyedMessage>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT profile_id, campaign, variant, channel FROM outbox WHERE idempotency_key = ?1",
+                [key],
+                |r| {
+                    Ok(KeyedMessage {
+                        profile_id: r.get(0)?,
+                        campaign: r.get(1)?,
+                        variant: r.get(2)?,
+                        channel: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 
     /// Whether a message with this key is in the outbox.

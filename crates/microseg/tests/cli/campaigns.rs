@@ -2102,7 +2102,7 @@ fn one_click_unsubscribe_and_bounces() {
         &server.addr,
         &bearer,
         "POST",
-        "/v1/bounces",
+        "/v1/message-events",
         r#"{"type": "hard_bounce", "channel": "email", "address": " B@Example.com"}"#,
     );
     assert_eq!(
@@ -2110,6 +2110,45 @@ fn one_click_unsubscribe_and_bounces() {
         (200, Some(true)),
         "{r}"
     );
+    // The provider's webhook: Anna's message delivered and opened (by its key).
+    let anna_key = anna["message_id"]
+        .as_str()
+        .unwrap()
+        .trim_matches(|c| c == '<' || c == '>');
+    let anna_key = anna_key.split('@').next().unwrap();
+    for kind in ["delivered", "opened"] {
+        let (status, r) = admin_call(
+            &server.addr,
+            &bearer,
+            "POST",
+            "/v1/message-events",
+            &format!(r#"{{"type": "{kind}", "idempotency_key": "{anna_key}"}}"#),
+        );
+        let want = format!("message_{kind}");
+        assert_eq!(
+            (status, r["event"].as_str()),
+            (200, Some(want.as_str())),
+            "{r}"
+        );
+    }
+    let (status, _) = admin_call(
+        &server.addr,
+        &bearer,
+        "POST",
+        "/v1/message-events",
+        r#"{"type": "delivered", "idempotency_key": "hello.nope"}"#,
+    );
+    assert_eq!(status, 404);
+    let (_, profile) = admin_call(&server.addr, &bearer, "GET", "/v1/profiles/a?events=10", "");
+    let names: Vec<&str> = profile["recent_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    for name in ["message_sent", "message_delivered", "message_opened"] {
+        assert!(names.contains(&name), "{name}: {names:?}");
+    }
     let (_, counts) = admin_call(
         &server.addr,
         &bearer,
