@@ -53,6 +53,11 @@ pub struct ReportArgs {
     /// holdout assignment).
     #[arg(long, default_value = "7d", value_name = "DURATION")]
     window: String,
+    /// Also save the campaign's arms and outcomes as experiment NAME, for `experiment
+    /// discover NAME --arm treated --outcome conversion` (who buys anyway, to exclude
+    /// next time).
+    #[arg(long, value_name = "NAME")]
+    save_experiment: Option<String>,
     /// As of this instant (default now).
     #[arg(long, value_name = "T")]
     as_of: Option<String>,
@@ -237,6 +242,16 @@ pub fn run_command(ctx: &Context, cmd: CampaignCommand) -> Result<()> {
             let window = microseg_core::time::parse_duration(&args.window)
                 .map_err(|e| crate::failure::usage(format!("--window: {e}")))?;
             let r = microseg_activate::report::results(&ws, &store, &args.name, window, at)?;
+            if let Some(name) = &args.save_experiment {
+                super::segment::check_name(name).context("--save-experiment")?;
+                let mut experiment = r.experiment.clone();
+                experiment.name = name.clone();
+                let mut store = microseg_store::Store::open(&ws)?;
+                store.save_experiment(&experiment, &format!("campaign {}", args.name))?;
+                eprintln!(
+                    "saved as experiment {name}: experiment discover {name} --arm treated --outcome conversion"
+                );
+            }
             let reported = super::experiment::analyse(&ws, &store, &r.experiment, &args.by, at)?;
             if args.json {
                 let mut doc = super::experiment::document(&r.experiment, &reported);

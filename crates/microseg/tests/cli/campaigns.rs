@@ -1936,6 +1936,29 @@ fn campaign_report_matches_an_independent_computation() {
     );
     close(&report["roi"], &want["roi"], "roi");
     assert_eq!(report["delivered"], serde_json::Value::Null);
+    // Saved as an experiment, it feeds the uplift discovery like any experiment.
+    env.ok(&[
+        "campaign",
+        "report",
+        "promo",
+        "--as-of",
+        "2026-07-01T00:00:00Z",
+        "--save-experiment",
+        "promo_test",
+    ]);
+    let saved = env.json(&["experiment", "report", "promo_test", "--json"]);
+    assert_eq!(saved["arms"], report["arms"]);
+    let found = env.json(&[
+        "experiment",
+        "discover",
+        "promo_test",
+        "--arm",
+        "treated",
+        "--outcome",
+        "conversion",
+        "--json",
+    ]);
+    assert!(found["segments"].is_array(), "{found}");
 }
 
 /// Scheduled campaigns on a running server: one `at` a past instant and one `every` 7
