@@ -53,6 +53,64 @@ pub struct CampaignResults {
     pub experiment: Experiment,
     /// Sent, cost, incremental revenue, ROI.
     pub money: Money,
+    /// Each member's predicted 12-month value (`clv_12m`, `NaN` without a fitted CLV
+    /// model), in the order of the experiment's members.
+    pub clv_12m: Vec<f64>,
+}
+
+/// What a conversion cost and what a customer is worth, among some of the people.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Acquisition {
+    /// Cost per conversion the campaign added (its cost shared by treated people);
+    /// `null` when it added none.
+    pub cac: Option<f64>,
+    /// Mean predicted 12-month value of the treated (`clv_12m`); `null` without a fitted
+    /// CLV model (`microseg clv fit`).
+    pub ltv_12m: Option<f64>,
+    /// `ltv_12m` / `cac`: above 1, an added customer is worth more than they cost.
+    pub ltv_to_cac: Option<f64>,
+}
+
+impl CampaignResults {
+    /// CAC against predicted LTV among `group` (all members: `None`).
+    pub fn acquisition(&self, group: Option<&roaring::RoaringBitmap>) -> Acquisition {
+        let inside = |p: u32| group.is_none_or(|g| g.contains(p));
+        let (mut n, mut conv, mut ltv_sum, mut ltv_n) = ([0.0f64; 2], [0.0f64; 2], 0.0, 0.0);
+        for (m, clv) in self.experiment.members.iter().zip(&self.clv_12m) {
+            if !inside(m.profile) {
+                continue;
+            }
+            n[m.arm] += 1.0;
+            conv[m.arm] += m.outcomes[0];
+            if m.arm == 0 && clv.is_finite() {
+                ltv_sum += clv;
+                ltv_n += 1.0;
+            }
+        }
+        let treated_all = self
+            .experiment
+            .members
+            .iter()
+            .filter(|m| m.arm == 0)
+            .count() as f64;
+        let cost = if treated_all > 0.0 {
+            self.money.cost * n[0] / treated_all
+        } else {
+            0.0
+        };
+        let added = (n[0] > 0.0 && n[1] > 0.0).then(|| (conv[0] / n[0] - conv[1] / n[1]) * n[0]);
+        let cac = added.filter(|a| *a > 0.0).map(|a| cost / a);
+        let ltv_12m = (ltv_n > 0.0).then(|| ltv_sum / ltv_n);
+        let ltv_to_cac = match (ltv_12m, cac) {
+            (Some(l), Some(c)) if c > 0.0 => Some(l / c),
+            _ => None,
+        };
+        Acquisition {
+            cac,
+            ltv_12m,
+            ltv_to_cac,
+        }
+    }
 }
 
 /// The results of campaign `name` as of `as_of`, orders counted for `window_ms` after
@@ -72,6 +130,20 @@ pub fn results(
     let campaign = Campaign::from_json(&stored.body)?;
     let members = store.campaign_members(name)?;
     let mut tables = Tables::open(ws, store, as_of)?;
+    // Predicted values with the stored CLV model (none without one).
+    tables.need(&[], &["clv_12m"])?;
+    let clv: Vec<f64> = {
+        let metrics = tables.dataset().metrics;
+        members
+            .iter()
+            .map(|(p, _, _)| {
+                metrics
+                    .and_then(|m| m.value("clv_12m", *p))
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(f64::NAN)
+            })
+            .collect()
+    };
     let orders = ws.config.metrics_config();
     let events = tables.events(&[])?;
     let order_codes: Vec<u32> = orders
@@ -146,6 +218,7 @@ pub fn results(
         .filter(|c| *c > 0.0)
         .map(|c| cost / c);
     Ok(CampaignResults {
+        clv_12m: clv,
         experiment,
         money: Money {
             sent,

@@ -260,6 +260,12 @@ pub fn run_command(ctx: &Context, cmd: CampaignCommand) -> Result<()> {
                 {
                     map.extend(money);
                 }
+                doc["acquisition"] = serde_json::json!(r.acquisition(None));
+                if let Some(by) = doc["by"].as_array_mut() {
+                    for (entry, group) in by.iter_mut().zip(&reported.groups) {
+                        entry["acquisition"] = serde_json::json!(r.acquisition(Some(group)));
+                    }
+                }
                 return print_json(&doc);
             }
             let m = &r.money;
@@ -280,6 +286,24 @@ pub fn run_command(ctx: &Context, cmd: CampaignCommand) -> Result<()> {
                 money(m.incremental_revenue),
                 m.roi.map_or("-".to_string(), |v| format!("{:.1}%", v * 100.0)),
                 money(m.cost_per_incremental_conversion),
+            );
+            // What an added customer cost against what they are predicted to be worth.
+            let row = |label: String, a: microseg_activate::report::Acquisition| {
+                vec![
+                    label,
+                    money(a.cac),
+                    money(a.ltv_12m),
+                    a.ltv_to_cac.map_or("-".to_string(), |x| format!("{x:.2}")),
+                ]
+            };
+            let mut rows = vec![row("all".into(), r.acquisition(None))];
+            for (label, group) in reported.group_labels().into_iter().zip(&reported.groups) {
+                rows.push(row(label, r.acquisition(Some(group))));
+            }
+            println!();
+            print_table(
+                &["people", "CAC", "LTV 12m (predicted)", "LTV / CAC"],
+                &rows,
             );
             Ok(())
         }

@@ -486,6 +486,8 @@ pub(crate) struct Reported {
     kinds: Vec<OutcomeKind>,
     overall: Vec<ArmResult>,
     by: Vec<(String, String, Vec<ArmResult>)>,
+    /// The members of each `by` group, in its order.
+    pub(crate) groups: Vec<RoaringBitmap>,
 }
 
 /// Compares the arms of `experiment` overall and within each value of each `by`
@@ -504,6 +506,7 @@ pub(crate) fn analyse(
     let profiles = tables.len();
     let overall = experiment.report(profiles, None);
     let mut by = Vec::new();
+    let mut group_members = Vec::new();
     if !by_dims.is_empty() {
         let saved = tables.segments().clone();
         let segment_conditions: Vec<&Condition> =
@@ -541,10 +544,26 @@ pub(crate) fn analyse(
                     value,
                     experiment.report(profiles, Some(&members)),
                 ));
+                group_members.push(members);
             }
         }
     }
-    Ok(Reported { kinds, overall, by })
+    Ok(Reported {
+        kinds,
+        overall,
+        by,
+        groups: group_members,
+    })
+}
+
+impl Reported {
+    /// `dimension = value` of each `by` group, in the order of [`Reported::groups`].
+    pub(crate) fn group_labels(&self) -> Vec<String> {
+        self.by
+            .iter()
+            .map(|(d, v, _)| format!("{d} = {v}"))
+            .collect()
+    }
 }
 
 /// The `experiment report --json` document.

@@ -1794,6 +1794,8 @@ out["incremental_revenue"] = (out["treated"]["revenue"] - out["holdout"]["revenu
 cost = nt * cpm + discount * sum(t)
 out["cost"] = cost
 out["roi"] = (out["incremental_revenue"] - cost) / cost
+added = (out["treated"]["conversion"] - out["holdout"]["conversion"]) * nt
+out["cac"] = cost / added if added > 0 else None
 print(json.dumps(out))
 "#;
 
@@ -1936,6 +1938,12 @@ fn campaign_report_matches_an_independent_computation() {
     );
     close(&report["roi"], &want["roi"], "roi");
     assert_eq!(report["delivered"], serde_json::Value::Null);
+    // Cost per added conversion; no CLV model fitted here, so no predicted value.
+    match want["cac"].as_f64() {
+        Some(_) => close(&report["acquisition"]["cac"], &want["cac"], "cac"),
+        None => assert_eq!(report["acquisition"]["cac"], serde_json::Value::Null),
+    }
+    assert_eq!(report["acquisition"]["ltv_12m"], serde_json::Value::Null);
     // Saved as an experiment, it feeds the uplift discovery like any experiment.
     env.ok(&[
         "campaign",
