@@ -210,6 +210,41 @@ pub struct Campaign {
     /// What one message costs (for ROI).
     #[serde(default)]
     pub cost_per_message: f64,
+    /// Let the results choose the variants' shares (docs/campaigns.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choose: Option<Choose>,
+}
+
+/// How results choose a campaign's variants: Thompson sampling in batches. Before each
+/// run, each variant's conversion rate so far (people whose attribution window has
+/// closed) gives a Beta posterior; the variants' shares become each one's probability of
+/// being the best. Learning stops when one variant is the best with probability
+/// `stop_at` or more and every variant has `min_per_variant` people: it then gets
+/// everyone. The holdout stays as it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Choose {
+    /// `thompson`.
+    pub method: String,
+    /// Orders count within this long after the message (default `7d`).
+    #[serde(default = "seven_days")]
+    pub window: String,
+    /// People per variant before learning may stop.
+    #[serde(default = "one_hundred")]
+    pub min_per_variant: u64,
+    /// The probability of being best that stops learning.
+    #[serde(default = "ninety_five")]
+    pub stop_at: f64,
+}
+
+fn seven_days() -> String {
+    "7d".into()
+}
+fn one_hundred() -> u64 {
+    100
+}
+fn ninety_five() -> f64 {
+    0.95
 }
 
 /// When a scheduled campaign runs (on `serve`).
@@ -407,6 +442,19 @@ impl Campaign {
         }
         if self.variants.is_empty() {
             return Err(refuse("variants", "at least one variant"));
+        }
+        if let Some(ch) = &self.choose {
+            if ch.method != "thompson" {
+                return Err(refuse("choose.method", "`thompson`"));
+            }
+            if self.variants.len() < 2 {
+                return Err(refuse("choose", "needs two variants or more"));
+            }
+            microseg_core::time::parse_duration(&ch.window)
+                .map_err(|e| refuse("choose.window", e.to_string()))?;
+            if !(0.5..1.0).contains(&ch.stop_at) {
+                return Err(refuse("choose.stop_at", "a probability from 0.5 up to 1"));
+            }
         }
         let env = crate::render::environment();
         for (i, v) in self.variants.iter().enumerate() {

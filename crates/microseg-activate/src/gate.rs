@@ -76,6 +76,11 @@ impl<'a> Gate<'a> {
         }
     }
 
+    /// Draws the variants by `weights` instead of the file's (results chose them).
+    pub(crate) fn set_weights(&mut self, weights: Vec<f64>) {
+        self.weights = weights;
+    }
+
     fn marketing(&self) -> bool {
         self.campaign.kind == Kind::Marketing
     }

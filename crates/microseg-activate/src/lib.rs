@@ -7,6 +7,7 @@ pub mod assign;
 pub mod audience;
 pub mod campaign;
 pub mod channels;
+pub mod choose;
 pub mod decide;
 pub mod deliver;
 mod gate;

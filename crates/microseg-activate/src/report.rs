@@ -232,3 +232,48 @@ pub fn results(
         },
     })
 }
+
+/// Each variant's record so far for Thompson sampling: the treated people of `name` with
+/// that variant whose `window_ms` has closed by `as_of`, and how many ordered within it.
+///
+/// # Errors
+///
+/// A store failure.
+pub fn variant_records(
+    ws: &Workspace,
+    store: &Store,
+    tables: &mut Tables<'_>,
+    name: &str,
+    variants: &[String],
+    window_ms: i64,
+    as_of: Timestamp,
+) -> Result<Vec<crate::choose::Record>, RunError> {
+    let treated = store.campaign_variants(name)?;
+    let mut records = vec![crate::choose::Record::default(); variants.len()];
+    if treated.is_empty() {
+        return Ok(records);
+    }
+    let orders = ws.config.metrics_config();
+    let events = tables.events(&[])?;
+    let order_codes: Vec<u32> = orders
+        .order_events
+        .iter()
+        .filter_map(|n| events.names.code(n))
+        .collect();
+    for (p, variant, at) in treated {
+        let Some(v) = variants.iter().position(|x| *x == variant) else {
+            continue; // the exploration message, or a variant since removed
+        };
+        if at + window_ms > as_of.0 {
+            continue; // its window is still open
+        }
+        let ordered = (p as usize) < events.profiles()
+            && events.events_of(p).any(|row| {
+                let t = events.time[row];
+                t >= at && t <= at + window_ms && order_codes.contains(&events.name[row])
+            });
+        records[v].n += 1;
+        records[v].conversions += u64::from(ordered);
+    }
+    Ok(records)
+}

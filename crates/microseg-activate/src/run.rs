@@ -123,6 +123,25 @@ pub struct RunOutcome {
     pub messages: Vec<RunMessage>,
     /// The reasons of render failures, by field and reason (no personal values).
     pub render_errors: BTreeMap<String, u64>,
+    /// With `choose`: the variants' records and shares this run used.
+    pub choice: Option<Choice>,
+}
+
+/// The variants' shares a run chose from the results (Thompson sampling).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Choice {
+    /// The variants, in the file's order.
+    pub variants: Vec<String>,
+    /// People whose window has closed, per variant.
+    pub n: Vec<u64>,
+    /// Their conversions, per variant.
+    pub conversions: Vec<u64>,
+    /// Each variant's probability of being the best.
+    pub p_best: Vec<f64>,
+    /// The shares used.
+    pub shares: Vec<f64>,
+    /// Whether learning stopped (one variant gets everyone).
+    pub stopped: bool,
 }
 
 /// Runs the stored campaign `stored` as of `as_of`; `dry_run` queues nothing.
@@ -215,6 +234,51 @@ pub fn run_in_slot(
         );
     }
     tables.metrics()?;
+    // Results choose the variants' shares (Thompson sampling in batches).
+    let choice = match &checked.campaign.choose {
+        Some(ch) => {
+            let variants: Vec<String> = checked
+                .campaign
+                .variants
+                .iter()
+                .map(|v| v.name.clone())
+                .collect();
+            let window =
+                microseg_core::time::parse_duration(&ch.window).map_err(|e| CampaignError {
+                    field: "choose.window".into(),
+                    reason: e.to_string(),
+                })?;
+            let records = crate::report::variant_records(
+                ws,
+                store,
+                &mut tables,
+                &stored.name,
+                &variants,
+                window,
+                as_of,
+            )?;
+            // The draws are seeded by the campaign and its record, so a run is repeatable.
+            let seed = assign::bucket(
+                &format!("microseg/choose/{}", stored.name),
+                &format!("{records:?}"),
+            );
+            let s = crate::choose::shares(
+                &records,
+                ch.min_per_variant,
+                ch.stop_at,
+                (seed * 2f64.powi(53)) as u64,
+            );
+            Some(Choice {
+                variants,
+                n: records.iter().map(|r| r.n).collect(),
+                conversions: records.iter().map(|r| r.conversions).collect(),
+                p_best: s.p_best,
+                shares: s.weights,
+                stopped: s.stopped,
+            })
+        }
+        None => None,
+    };
     let pool = match &checked.campaign.offer {
         Some(o) if o.pooled() => Some(store.offer_codes(&stored.name)?),
         None | Some(_) => None,
@@ -225,6 +289,7 @@ pub fn run_in_slot(
         settings: &settings,
         suppressed: &suppressed,
         pool: pool.as_ref(),
+        shares: choice.as_ref().map(|c| c.shares.clone()),
         slot: slot.to_string(),
         as_of,
     }
@@ -286,6 +351,7 @@ pub fn run_in_slot(
         counts,
         messages,
         render_errors,
+        choice,
     })
 }
 
@@ -306,6 +372,8 @@ struct Plan<'a, 't> {
     suppressed: &'a HashSet<String>,
     /// The campaign's pool of codes, when it draws from one.
     pool: Option<&'a microseg_store::campaigns::OfferCodes>,
+    /// The variants' shares chosen from the results, instead of the file's weights.
+    shares: Option<Vec<f64>>,
     /// The send slot of the idempotency keys.
     slot: String,
     as_of: Timestamp,
@@ -321,7 +389,10 @@ impl Plan<'_, '_> {
     ) -> Result<Planned, RunError> {
         let c = &self.checked.campaign;
         let profiles = self.tables.profiles();
-        let gate = Gate::new(c, self.settings, profiles, self.suppressed);
+        let mut gate = Gate::new(c, self.settings, profiles, self.suppressed);
+        if let Some(shares) = &self.shares {
+            gate.set_weights(shares.clone());
+        }
         let env = render::environment();
         let compile = |m| {
             render::compile(&env, m).map_err(|e| CampaignError {

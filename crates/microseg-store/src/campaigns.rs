@@ -340,6 +340,24 @@ impl Store {
         Ok(Some(n as u64))
     }
 
+    /// The variant each person got from `campaign` (their first message), with the time
+    /// they were treated: (profile, variant, at).
+    pub fn campaign_variants(&self, campaign: &str) -> Result<Vec<(u32, String, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT m.profile_id, (SELECT o.variant FROM outbox o WHERE o.campaign = m.campaign
+                                     AND o.profile_id = m.profile_id ORDER BY o.id LIMIT 1), m.at
+             FROM campaign_members m WHERE m.campaign = ?1 AND m.arm = 'treated'",
+        )?;
+        let rows = stmt.query_map([campaign], |r| {
+            Ok((
+                r.get(0)?,
+                r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                r.get(2)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Messages of `campaign` handed over to their channel.
     pub fn campaign_sent(&self, campaign: &str) -> Result<u64, StoreError> {
         let n: i64 = self.conn.query_row(

@@ -323,7 +323,32 @@ pub fn run_command(ctx: &Context, cmd: CampaignCommand) -> Result<()> {
                 eprintln!("not rendered for {n} people: {why}");
             }
             if args.json {
-                return print_json(&outcome.counts);
+                let mut doc = serde_json::to_value(&outcome.counts)?;
+                if let Some(choice) = &outcome.choice {
+                    doc["choice"] = serde_json::to_value(choice)?;
+                }
+                return print_json(&doc);
+            }
+            if let Some(ch) = &outcome.choice {
+                let rows: Vec<Vec<String>> = (0..ch.variants.len())
+                    .map(|i| {
+                        vec![
+                            ch.variants[i].clone(),
+                            thousands(ch.n[i]),
+                            thousands(ch.conversions[i]),
+                            format!("{:.3}", ch.p_best[i]),
+                            format!("{:.3}", ch.shares[i]),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "variants chosen by results (Thompson sampling){}:",
+                    if ch.stopped { ", learning stopped" } else { "" }
+                );
+                print_table(
+                    &["variant", "people", "conversions", "P(best)", "share"],
+                    &rows,
+                );
             }
             let c = &outcome.counts;
             let verb = if args.dry_run {

@@ -2193,3 +2193,122 @@ fn one_click_unsubscribe_and_bounces() {
         "{counts}"
     );
 }
+
+/// Variants chosen by results (Thompson sampling in batches): a first wave with no
+/// results splits evenly; after variant `a` converts far better among people whose window
+/// has closed (orders written here), the next wave goes all to `a` (learning stopped), and
+/// the run reports the records it used, equal to the test's own count.
+#[test]
+fn results_choose_the_variants() {
+    let env = Env::new();
+    let mut csv = String::from("id,first_name,wave,consent_email\n");
+    for i in 0..400 {
+        csv.push_str(&format!("u{i:03},N,{},true\n", 1 + i / 200));
+    }
+    let file = env.write("p.csv", csv.as_bytes());
+    env.ok(&[
+        "import",
+        "profiles",
+        &file,
+        "--type",
+        "consent_email=bool",
+        "--type",
+        "wave=integer",
+    ]);
+    let campaign = |wave: u32| {
+        serde_json::json!({
+            "name": "ab", "segment": format!("wave = {wave}"), "channel": "email",
+            "choose": {"method": "thompson", "window": "7d", "min_per_variant": 50},
+            "variants": [
+                {"name": "a", "message": {"subject": "A", "text": "x"}},
+                {"name": "b", "message": {"subject": "B", "text": "x"}},
+            ],
+        })
+        .to_string()
+    };
+    let f = env.write("ab.json", campaign(1).as_bytes());
+    env.ok(&["campaign", "create", "--file", &f]);
+    let out = env.dir.path().join("m.ndjson");
+    let first = env.json(&[
+        "campaign",
+        "run",
+        "ab",
+        "--as-of",
+        "2026-06-01T00:00:00Z",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(first["choice"]["n"], serde_json::json!([0, 0]), "{first}");
+    let shares = first["choice"]["shares"].as_array().unwrap();
+    assert!((shares[0].as_f64().unwrap() - 0.5).abs() < 0.02, "{first}");
+    let got: Vec<(String, String)> = messages(&out)
+        .iter()
+        .map(|m| {
+            (
+                m["profile"].as_str().unwrap().to_string(),
+                m["variant"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let a = got.iter().filter(|(_, v)| v == "a").count() as u64;
+    within_4_sd("variant a in the first wave", a, 200, 0.5);
+    // Orders two days later: 3 in 5 of variant a's people, 1 in 20 of b's.
+    let t0 = 1_780_272_000_000_i64 + 2 * 86_400_000;
+    let mut events = String::from("user_id,event,time,revenue\n");
+    let mut want = [[0u64; 2]; 2]; // [variant][n, conversions]
+    for (i, (id, v)) in got.iter().enumerate() {
+        let (slot, buys) = if v == "a" {
+            (0, i % 5 < 3)
+        } else {
+            (1, i % 20 == 0)
+        };
+        want[slot][0] += 1;
+        if buys {
+            want[slot][1] += 1;
+            events.push_str(&format!(
+                "{id},order_completed,{},30\n",
+                microseg_core::Timestamp(t0)
+            ));
+        }
+    }
+    let ev = env.write("orders.csv", events.as_bytes());
+    env.ok(&[
+        "import",
+        "events",
+        &ev,
+        "--profile",
+        "user_id",
+        "--time",
+        "time",
+        "--name",
+        "event",
+        "--revenue",
+        "revenue",
+    ]);
+    let f = env.write("ab.json", campaign(2).as_bytes());
+    env.ok(&["campaign", "edit", "--file", &f]);
+    let second = env.json(&[
+        "campaign",
+        "run",
+        "ab",
+        "--as-of",
+        "2026-06-11T00:00:00Z",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(
+        second["choice"]["n"],
+        serde_json::json!([want[0][0], want[1][0]]),
+        "{second}"
+    );
+    assert_eq!(
+        second["choice"]["conversions"],
+        serde_json::json!([want[0][1], want[1][1]]),
+        "{second}"
+    );
+    assert_eq!(second["choice"]["stopped"], true, "{second}");
+    assert_eq!(second["queued"], 200);
+    assert!(messages(&out).iter().all(|m| m["variant"] == "a"));
+}
