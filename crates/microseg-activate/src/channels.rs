@@ -1,9 +1,10 @@
 //! Channel adapters: hand one rendered message to the outside world. E-mail goes over SMTP
-//! to the relay of `[channels.email]` (a local MTA, or the e-mail provider's SMTP
-//! endpoint), a webhook message as an HTTP POST to `[channels.webhook] url`. Both speak
-//! plain TCP to the configured host (TLS to the provider is the relay's job); every step
-//! has a timeout. SMS and push go through configurable HTTP gateways; any channel may
-//! instead append to an NDJSON file (`file = "PATH"`).
+//! (through `lettre`: plain, STARTTLS or TLS, with a login) to the relay of
+//! `[channels.email]` (a local MTA, or the e-mail provider's SMTP endpoint); a webhook
+//! message as an HTTP POST to `[channels.webhook] url` (plain `http://`: HTTPS receivers
+//! sit behind a TLS-terminating relay for now); every step has a timeout. SMS and push go
+//! through configurable HTTP gateways; any channel may instead append to an NDJSON file
+//! (`file = "PATH"`).
 //!
 //! The message is built here, not by the relay: headers from rendered values have their
 //! line breaks removed (no header injection from a trait), non-ASCII subjects are
@@ -63,11 +64,15 @@ pub struct Outgoing<'a> {
     pub at: Timestamp,
 }
 
-/// `[channels.email]`: `smtp = "smtp://host:port"`, `from = "shop@example.com"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[channels.email]`: `smtp = "smtp://host:port"` (plain, to a local relay),
+/// `"smtp+starttls://host:port"` (STARTTLS required) or `"smtps://host:port"` (TLS from the
+/// start); `username` with the password in the environment variable `password_env`;
+/// `ca_file`, a PEM file of the relay's private certificate authority; `from`.
+#[derive(Clone)]
 pub struct Email {
     /// host:port.
     pub server: String,
+    transport: lettre::SmtpTransport,
     /// The sender address.
     pub from: String,
     /// The public URL of the server's `/v1/unsubscribe` (HTTPS behind a proxy), for the
@@ -110,12 +115,9 @@ fn split_url(
     default_port: u16,
     channel: &'static str,
 ) -> Result<(String, String), SendError> {
-    let rest = url.strip_prefix(&format!("{scheme}://")).ok_or_else(|| {
-        config_error(
-            channel,
-            format!("'{url}': write {scheme}://host:port (TLS is the relay's job)"),
-        )
-    })?;
+    let rest = url
+        .strip_prefix(&format!("{scheme}://"))
+        .ok_or_else(|| config_error(channel, format!("'{url}': write {scheme}://host:port")))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -137,6 +139,70 @@ fn split_url(
     Ok((server, path.to_string()))
 }
 
+impl std::fmt::Debug for Email {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Email")
+            .field("server", &self.server)
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The SMTP transport `[channels.email]` describes.
+fn transport(table: &toml::Table, url: &str) -> Result<(String, lettre::SmtpTransport), SendError> {
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    let (scheme, default_port) = if url.starts_with("smtps://") {
+        ("smtps", 465)
+    } else if url.starts_with("smtp+starttls://") {
+        ("smtp+starttls", 587)
+    } else {
+        ("smtp", 25)
+    };
+    let (server, _) = split_url(url, scheme, default_port, "email")?;
+    let (host, port) = server.rsplit_once(':').expect("split_url gives host:port");
+    let port: u16 = port
+        .parse()
+        .map_err(|_| config_error("email", "smtp: a port number"))?;
+    let tls = if scheme == "smtp" {
+        Tls::None
+    } else {
+        let mut params = TlsParameters::builder(host.to_string());
+        if table.contains_key("ca_file") {
+            let path = text_setting(table, "email", "ca_file")?;
+            let pem = std::fs::read(path)
+                .map_err(|e| config_error("email", format!("ca_file {path}: {e}")))?;
+            let cert = Certificate::from_pem(&pem)
+                .map_err(|e| config_error("email", format!("ca_file {path}: {e}")))?;
+            params = params.add_root_certificate(cert);
+        }
+        let params = params
+            .build_rustls()
+            .map_err(|e| config_error("email", format!("TLS: {e}")))?;
+        if scheme == "smtps" {
+            Tls::Wrapper(params)
+        } else {
+            Tls::Required(params)
+        }
+    };
+    let mut builder = lettre::SmtpTransport::builder_dangerous(host)
+        .port(port)
+        .tls(tls)
+        .timeout(Some(TIMEOUT));
+    if table.contains_key("username") {
+        let user = text_setting(table, "email", "username")?;
+        let var = text_setting(table, "email", "password_env")?;
+        let password = std::env::var(var).map_err(|_| {
+            config_error(
+                "email",
+                format!("password_env: the variable {var} is not set"),
+            )
+        })?;
+        builder = builder.credentials(Credentials::new(user.to_string(), password));
+    }
+    Ok((server, builder.build()))
+}
+
 impl Email {
     /// Reads `[channels.email]`.
     ///
@@ -147,7 +213,7 @@ impl Email {
         let table = channels.get("email").ok_or_else(|| {
             config_error("email", "missing (smtp = \"smtp://host:port\", from = ...)")
         })?;
-        let (server, _) = split_url(text_setting(table, "email", "smtp")?, "smtp", 25, "email")?;
+        let (server, transport) = transport(table, text_setting(table, "email", "smtp")?)?;
         let from = text_setting(table, "email", "from")?;
         check_address(from).map_err(|reason| config_error("email", format!("from: {reason}")))?;
         let unsubscribe_url = match table.get("unsubscribe_url") {
@@ -165,6 +231,7 @@ impl Email {
         };
         Ok(Email {
             server,
+            transport,
             from: from.to_string(),
             unsubscribe_url,
         })
@@ -187,10 +254,22 @@ impl Email {
             m.at,
             m.unsubscribe.as_deref(),
         );
-        smtp(&self.server, &self.from, to, &data).map_err(|reason| SendError::Failed {
+        let fail = |reason: String| SendError::Failed {
             server: self.server.clone(),
             reason,
-        })
+        };
+        let envelope = lettre::address::Envelope::new(
+            Some(self.from.parse().map_err(|e| fail(format!("from: {e}")))?),
+            vec![to
+                .parse()
+                .map_err(|e| SendError::Address(format!("'{to}': {e}")))?],
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        use lettre::Transport as _;
+        self.transport
+            .send_raw(&envelope, data.as_bytes())
+            .map(|_| ())
+            .map_err(|e| fail(e.to_string()))
     }
 }
 
@@ -605,74 +684,6 @@ pub fn email_message(
         (None, None) => m.push_str(&part("plain", "")),
     }
     m
-}
-
-/// One SMTP conversation: EHLO (or HELO), MAIL, RCPT, DATA, QUIT.
-fn smtp(server: &str, from: &str, to: &str, data: &str) -> Result<(), String> {
-    let stream = connect(server)?;
-    let mut r = BufReader::new(stream);
-    let domain = from.rsplit_once('@').map_or("localhost", |(_, d)| d);
-    expect(&mut r, 220, "greeting")?;
-    if say(&mut r, &format!("EHLO {domain}"), 250, "EHLO").is_err() {
-        say(&mut r, &format!("HELO {domain}"), 250, "HELO")?;
-    }
-    say(&mut r, &format!("MAIL FROM:<{from}>"), 250, "MAIL FROM")?;
-    say(&mut r, &format!("RCPT TO:<{to}>"), 250, "RCPT TO")?;
-    say(&mut r, "DATA", 354, "DATA")?;
-    // Dot-stuffing (RFC 5321 4.5.2); base64 bodies never start a line with '.', headers
-    // might.
-    let mut stuffed = String::with_capacity(data.len() + 8);
-    for line in data.split_inclusive("\r\n") {
-        if line.starts_with('.') {
-            stuffed.push('.');
-        }
-        stuffed.push_str(line);
-    }
-    if !stuffed.ends_with("\r\n") {
-        stuffed.push_str("\r\n");
-    }
-    stuffed.push_str(".\r\n");
-    r.get_mut()
-        .write_all(stuffed.as_bytes())
-        .map_err(|e| e.to_string())?;
-    expect(&mut r, 250, "end of data")?;
-    let _ = say(&mut r, "QUIT", 221, "QUIT");
-    Ok(())
-}
-
-fn say(r: &mut BufReader<TcpStream>, line: &str, code: u16, step: &str) -> Result<(), String> {
-    r.get_mut()
-        .write_all(format!("{line}\r\n").as_bytes())
-        .map_err(|e| e.to_string())?;
-    expect(r, code, step)
-}
-
-/// Reads a (possibly multi-line) reply; an error unless its code is `code`.
-fn expect(r: &mut BufReader<TcpStream>, code: u16, step: &str) -> Result<(), String> {
-    let mut text = String::new();
-    loop {
-        let mut line = String::new();
-        // Bounded: a reply line longer than 4 KiB is not SMTP.
-        let n = r
-            .by_ref()
-            .take(4096)
-            .read_line(&mut line)
-            .map_err(|e| format!("{step}: {e}"))?;
-        if n == 0 {
-            return Err(format!("{step}: the server closed the connection"));
-        }
-        text.push_str(line.trim_end());
-        if line.as_bytes().get(3) != Some(&b'-') {
-            break;
-        }
-        text.push(' ');
-    }
-    let got: u16 = text.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-    if got == code {
-        Ok(())
-    } else {
-        Err(format!("{step}: {text}"))
-    }
 }
 
 #[cfg(test)]

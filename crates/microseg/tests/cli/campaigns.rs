@@ -2312,3 +2312,103 @@ fn results_choose_the_variants() {
     assert_eq!(second["queued"], 200);
     assert!(messages(&out).iter().all(|m| m["variant"] == "a"));
 }
+
+/// E-mail over STARTTLS with a login, to a relay (aiosmtpd) that requires both and whose
+/// certificate comes from a private authority given as `ca_file`: the message arrives;
+/// without the authority the certificate is refused, with a wrong password the login is,
+/// both as I/O failures (exit 5) that name the relay.
+#[test]
+fn e_mail_goes_over_starttls_with_a_login() {
+    use std::io::BufRead;
+    let env = Env::new();
+    let file = env.write(
+        "p.csv",
+        b"id,first_name,email,consent_email\na,Anna,a@example.com,true\n",
+    );
+    env.ok(&["import", "profiles", &file, "--type", "consent_email=bool"]);
+    let received = env.dir.path().join("smtp.ndjson");
+    let tls = env.dir.path().join("tls");
+    let mut sink = std::process::Command::new(super::server::test_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/smtp_sink.py"
+        ))
+        .arg(&received)
+        .args(["--tls", tls.to_str().unwrap(), "--auth", "shop:s3cret"])
+        .stdin(std::process::Stdio::piped())
+        // The refused handshakes below print their traces there.
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the SMTP sink");
+    let mut port = String::new();
+    std::io::BufReader::new(sink.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let port = port.trim().to_string();
+    let config = env.data().join("microseg.toml");
+    let base = std::fs::read_to_string(&config).unwrap();
+    let write_config = |ca: bool| {
+        let mut text = base.clone();
+        text.push_str(&format!(
+            "\n[channels.email]\nsmtp = \"smtp+starttls://127.0.0.1:{port}\"\nfrom = \"shop@example.com\"\n\
+             username = \"shop\"\npassword_env = \"MICROSEG_TEST_SMTP_PASSWORD\"\n"
+        ));
+        if ca {
+            text.push_str(&format!("ca_file = \"{}\"\n", tls.join("ca.pem").display()));
+        }
+        std::fs::write(&config, text).unwrap();
+    };
+    let campaign = env.write(
+        "c.json",
+        br#"{"name": "hello", "segment": "first_name exists", "channel": "email",
+             "variants": [{"name": "a", "message": {"subject": "Hi {{ first_name }}", "text": "x"}}]}"#,
+    );
+    env.ok(&["campaign", "create", "--file", &campaign]);
+    let send = |password: &str| {
+        env.cmd(&[
+            "campaign",
+            "preview",
+            "hello",
+            "--profile",
+            "a",
+            "--send-to",
+            "t@example.com",
+        ])
+        .env("MICROSEG_TEST_SMTP_PASSWORD", password)
+        .output()
+        .unwrap()
+    };
+    write_config(true);
+    let ok = send("s3cret");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let mail = poll(10, || {
+        let text = std::fs::read_to_string(&received).unwrap_or_default();
+        let line = text.lines().next().map(str::to_string);
+        (line.is_some(), line)
+    });
+    let mail: serde_json::Value = serde_json::from_str(&mail.expect("a message arrived")).unwrap();
+    assert_eq!(mail["subject"], "[test] Hi Anna");
+    let wrong = send("nope");
+    assert_eq!(
+        wrong.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    write_config(false);
+    let untrusted = send("s3cret");
+    assert_eq!(
+        untrusted.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&untrusted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&untrusted.stderr).contains(&format!("127.0.0.1:{port}")));
+    drop(sink.stdin.take());
+    let _ = sink.wait();
+}
