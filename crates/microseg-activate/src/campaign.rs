@@ -422,20 +422,28 @@ impl Campaign {
             Schedule::read(sc)?;
         }
         if let Some(t) = &self.trigger {
-            match t.get("on_enter").and_then(serde_json::Value::as_str) {
-                Some(name)
-                    if saved.contains_key(name) && t.as_object().is_some_and(|o| o.len() == 1) => {}
-                Some(name) if !saved.contains_key(name) => {
-                    return Err(refuse(
-                        "trigger.on_enter",
-                        format!("'{name}' is not a saved segment"),
-                    ))
+            let one = t.as_object().filter(|o| o.len() == 1);
+            match one.and_then(|o| o.iter().next()) {
+                Some((k, serde_json::Value::String(name))) if k == "on_enter" => {
+                    if !saved.contains_key(name) {
+                        return Err(refuse(
+                            "trigger.on_enter",
+                            format!("'{name}' is not a saved segment"),
+                        ));
+                    }
+                }
+                Some((k, serde_json::Value::String(name))) if k == "event" => {
+                    if name.is_empty() || name.len() > 200 {
+                        return Err(refuse(
+                            "trigger.event",
+                            "an event name (1 to 200 characters)",
+                        ));
+                    }
                 }
                 _ => {
                     return Err(refuse(
                         "trigger",
-                        "{\"on_enter\": SEGMENT} (a saved segment); to fire on an event, \
-                         trigger on a segment such as did(EVENT) within 1h",
+                        "{\"on_enter\": SEGMENT} (a saved segment) or {\"event\": NAME}",
                     ))
                 }
             }

@@ -433,6 +433,26 @@ impl Decider {
             .collect()
     }
 
+    /// Event name → the active campaigns whose `trigger` is `{"event": name}`.
+    pub fn event_triggers(&self) -> std::collections::HashMap<String, Vec<String>> {
+        let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for e in self.campaigns.iter().filter(|e| e.status == "active") {
+            let event = e
+                .checked
+                .campaign
+                .trigger
+                .as_ref()
+                .and_then(|t| t.get("event"))
+                .and_then(Json::as_str);
+            if let Some(name) = event {
+                out.entry(name.to_string())
+                    .or_default()
+                    .push(e.checked.campaign.name.clone());
+            }
+        }
+        out
+    }
+
     /// The active campaigns whose `trigger` is `{"on_enter": segment}`.
     pub fn triggered_by<'a>(&'a self, segment: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.campaigns

@@ -99,6 +99,9 @@ pub(crate) struct App {
     pub(crate) decisions: decide::Decisions,
     /// Signs and checks unsubscribe links.
     pub(crate) unsubscribe_secret: String,
+    /// Event name → the campaigns it triggers (the evaluator reads it).
+    pub(crate) event_triggers:
+        Arc<std::sync::RwLock<std::collections::HashMap<String, Vec<String>>>>,
 }
 
 impl App {
@@ -149,6 +152,7 @@ fn refresh_campaigns(app: Arc<App>) {
             store = None;
             continue;
         }
+        *app.event_triggers.write().expect("taps lock") = app.decisions.decider().event_triggers();
         let wanted = app.decisions.decider().live_audiences();
         if wanted == installed {
             continue;
@@ -307,13 +311,19 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
                 )
             })?
     };
+    // Entries and events that trigger campaigns, for the trigger worker.
+    let (entries, entered) = std::sync::mpsc::channel();
+    let taps = pipeline::EventTaps {
+        names: Arc::default(),
+        fire: entries.clone(),
+    };
     let evaluator = {
         let (live, changes, counters) = (live.clone(), changes.clone(), counters.clone());
-        let (workspace, purge) = (workspace.clone(), purge.clone());
+        let (workspace, purge, taps) = (workspace.clone(), purge.clone(), taps.clone());
         std::thread::Builder::new()
             .name("evaluator".into())
             .spawn(move || {
-                pipeline::evaluator(workspace, live, committed, changes, purge, counters)
+                pipeline::evaluator(workspace, live, committed, changes, purge, counters, taps)
             })?
     };
     let (stop_snapshots, snapshot_stop) = std::sync::mpsc::channel();
@@ -347,7 +357,10 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     let decisions = decide::Decisions::load(&workspace, &Store::open(&workspace)?)?;
     let unsubscribe_secret =
         Store::open(&workspace)?.secret(microseg_activate::unsubscribe::SECRET)?;
+    *taps.names.write().expect("taps lock") = decisions.decider().event_triggers();
+    drop(taps.fire);
     let app = Arc::new(App {
+        event_triggers: taps.names.clone(),
         decisions,
         unsubscribe_secret,
         hooks: Mutex::default(),
@@ -376,7 +389,6 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
             .name("campaigns".into())
             .spawn(move || refresh_campaigns(app))?
     };
-    let (entries, entered) = std::sync::mpsc::channel();
     let trigger_thread = {
         let app = app.clone();
         std::thread::Builder::new()

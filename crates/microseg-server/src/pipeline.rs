@@ -110,6 +110,16 @@ pub enum Step {
     ),
 }
 
+/// The events that trigger campaigns (name → campaigns, kept current from the campaigns),
+/// and where the evaluator sends each such arrival: (external id, campaigns).
+#[derive(Clone)]
+pub struct EventTaps {
+    /// Event name → the campaigns it triggers.
+    pub names: Arc<std::sync::RwLock<std::collections::HashMap<String, Vec<String>>>>,
+    /// The trigger worker's queue.
+    pub fire: std::sync::mpsc::Sender<(String, Vec<String>)>,
+}
+
 /// What the evaluator thread keeps, shared with the query handlers.
 pub struct Live {
     /// Traits of every profile (dense ids as in the store).
@@ -659,6 +669,7 @@ pub fn evaluator(
     changes: broadcast::Sender<PublishedChange>,
     purge: broadcast::Sender<Arc<Vec<String>>>,
     counters: Arc<Counters>,
+    taps: EventTaps,
 ) {
     let mut pending: Option<Pending> = None;
     // The evaluator's clock, for the backfill thread's catch-up.
@@ -706,6 +717,19 @@ pub fn evaluator(
                         .map(|&p| profiles.external_ids.get(p).to_string())
                         .collect();
                     let _ = purge.send(Arc::new(ids));
+                }
+                if let Applied::Event { profile, event } = &applied {
+                    // An event that triggers campaigns goes to the trigger worker.
+                    let campaigns = taps
+                        .names
+                        .read()
+                        .expect("taps lock")
+                        .get(&event.name)
+                        .cloned();
+                    if let Some(campaigns) = campaigns {
+                        let id = profiles.external_ids.get(*profile).to_string();
+                        let _ = taps.fire.send((id, campaigns));
+                    }
                 }
                 let found = apply(profiles, retired, ids, streaming, applied);
                 out.extend(found.into_iter().map(|c| (c, Some(committed))));

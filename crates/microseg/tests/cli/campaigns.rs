@@ -1705,10 +1705,27 @@ fn triggers_fire_as_people_enter_and_serve_delivers() {
         "viewed_no_order",
         r#"page_viewed where category = "bikes" then not order_completed within 2s, within 1d"#,
     ]);
-    for (name, segment) in [("gloves", "winter_viewers"), ("nudge", "viewed_no_order")] {
+    let triggers = [
+        (
+            "gloves",
+            "winter_viewers",
+            serde_json::json!({"on_enter": "winter_viewers"}),
+        ),
+        (
+            "nudge",
+            "viewed_no_order",
+            serde_json::json!({"on_enter": "viewed_no_order"}),
+        ),
+        (
+            "welcome",
+            "first_name exists",
+            serde_json::json!({"event": "Signed Up"}),
+        ),
+    ];
+    for (name, segment, trigger) in triggers {
         let body = serde_json::json!({
             "name": name, "segment": segment, "channel": "email",
-            "trigger": {"on_enter": segment},
+            "trigger": trigger,
             "variants": [{"name": "a", "message": {"subject": format!("{name} for {{{{ first_name }}}}"), "text": "x"}}],
         });
         let f = env.write(&format!("{name}.json"), body.to_string().as_bytes());
@@ -1765,6 +1782,28 @@ fn triggers_fire_as_people_enter_and_serve_delivers() {
     // Cem viewed nothing: no message; and nothing else came.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(sent().len(), 2, "{:?}", sent());
+    // An event trigger: Cem signs up (twice the same day: one message).
+    for _ in 0..2 {
+        let body = r#"{"userId": "c", "event": "Signed Up"}"#;
+        let (status, reply) = http(
+            &server.addr,
+            "POST",
+            "/v1/track",
+            &[("Authorization", &auth)],
+            body.as_bytes(),
+        );
+        assert_eq!(status, 200, "{reply}");
+    }
+    let got = poll(10, || {
+        let s = sent();
+        (s.len() >= 3, s)
+    });
+    assert_eq!(
+        got[2],
+        ("welcome".to_string(), "welcome for Cem".to_string())
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(sent().len(), 3, "{:?}", sent());
 }
 
 /// The expected campaign report, computed apart from microseg: arms from Python's
