@@ -2451,3 +2451,114 @@ fn e_mail_goes_over_starttls_with_a_login() {
     drop(sink.stdin.take());
     let _ = sink.wait();
 }
+
+/// A triggered campaign's sends equal the people who entered its segment, minus its
+/// holdout and the rules (here: consent), and its report's arms are those people: 30 of 40
+/// enter by a batch of page views; who is held out comes from Python's hashlib.
+#[test]
+fn trigger_sends_equal_the_entries_minus_holdout_and_rules() {
+    use super::server::{basic, http};
+    use std::io::Write;
+    let env = Env::new();
+    let ids: Vec<String> = (0..40).map(|i| format!("p{i:02}")).collect();
+    let mut csv = String::from("id,first_name,email,consent_email\n");
+    for (i, id) in ids.iter().enumerate() {
+        csv.push_str(&format!("{id},N{i},{id}@example.com,{}\n", i % 5 != 0));
+    }
+    let file = env.write("p.csv", csv.as_bytes());
+    env.ok(&["import", "profiles", &file, "--type", "consent_email=bool"]);
+    let config = env.data().join("microseg.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[channels.email]\nfile = \"sent.ndjson\"\n");
+    std::fs::write(&config, text).unwrap();
+    env.ok(&[
+        "segment",
+        "create",
+        "viewers",
+        r#"count(page_viewed where category = "winter", within 30d) >= 1"#,
+    ]);
+    let campaign = env.write(
+        "c.json",
+        br#"{"name": "trig", "segment": "viewers", "channel": "email", "holdout": 0.25,
+             "trigger": {"on_enter": "viewers"},
+             "variants": [{"name": "a", "message": {"subject": "Hi {{ first_name }}", "text": "x"}}]}"#,
+    );
+    env.ok(&["campaign", "create", "--file", &campaign]);
+    let auth = basic(&env.key("write"));
+    let server = env.serve();
+    let entered = &ids[..30];
+    let batch: Vec<serde_json::Value> = entered
+        .iter()
+        .map(|id| serde_json::json!({"type": "page", "userId": id, "name": "g", "properties": {"category": "winter"}}))
+        .collect();
+    let body = serde_json::json!({ "batch": batch }).to_string();
+    let (status, reply) = http(
+        &server.addr,
+        "POST",
+        "/v1/batch",
+        &[("Authorization", &auth)],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 200, "{reply}");
+    // Who should get it: entered, consented (every 5th did not), not in the holdout.
+    let py = r#"
+import hashlib, json, sys
+ids = json.loads(sys.stdin.read())
+def bucket(salt, pid):
+    d = hashlib.sha256(salt.encode() + b"\x1f" + pid.encode()).digest()
+    return (int.from_bytes(d[:8], "big") >> 11) / 2**53
+print(json.dumps([i for i in ids if bucket("microseg/holdout/trig", i) < 0.25]))
+"#;
+    let mut child = std::process::Command::new(super::server::test_python())
+        .args(["-c", py])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::json!(entered).to_string().as_bytes())
+        .unwrap();
+    let held: Vec<String> =
+        serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap();
+    let consented = |id: &String| id[1..].parse::<usize>().unwrap() % 5 != 0;
+    let want: BTreeSet<String> = entered
+        .iter()
+        .filter(|id| consented(id) && !held.contains(id))
+        .cloned()
+        .collect();
+    let sent = || -> BTreeSet<String> {
+        std::fs::read_to_string(env.data().join("sent.ndjson"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["profile"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let got = poll(15, || {
+        let s = sent();
+        (s.len() >= want.len(), s)
+    });
+    assert_eq!(got, want);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(sent(), want, "nothing more");
+    drop(server);
+    let report = env.json(&["campaign", "report", "trig", "--json"]);
+    let n = |arm: &str| {
+        report["arms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["arm"] == arm)
+            .map(|a| a["n"].as_u64().unwrap())
+    };
+    let held_reachable = held.iter().filter(|id| consented(id)).count() as u64;
+    assert_eq!(n("treated"), Some(want.len() as u64), "{report}");
+    assert_eq!(n("holdout"), Some(held_reachable), "{report}");
+}
