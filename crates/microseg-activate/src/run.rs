@@ -180,6 +180,40 @@ pub fn run_in_slot(
     dry_run: bool,
     slot: &str,
 ) -> Result<RunOutcome, RunError> {
+    run_inner(ws, store, stored, as_of, dry_run, slot, None)
+}
+
+/// Fires a trigger campaign (`{"on_enter": SEGMENT}`) in batch for the people who entered
+/// its segment after `since` and are in it at `as_of` (members at `as_of` who were not at
+/// `since`), with the idempotency keys the server gives a trigger on `as_of`'s day: what
+/// `serve` would have fired over that time (after downtime, or to replay history).
+///
+/// # Errors
+///
+/// As [`run`]; a campaign without an `on_enter` trigger.
+pub fn fire_entries(
+    ws: &Workspace,
+    store: &mut Store,
+    stored: &StoredCampaign,
+    since: Timestamp,
+    as_of: Timestamp,
+    dry_run: bool,
+) -> Result<RunOutcome, RunError> {
+    let day = as_of.to_string();
+    let slot = format!("trigger-v{}-{}", stored.version, &day[..day.len().min(10)]);
+    run_inner(ws, store, stored, as_of, dry_run, &slot, Some(since))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_inner(
+    ws: &Workspace,
+    store: &mut Store,
+    stored: &StoredCampaign,
+    as_of: Timestamp,
+    dry_run: bool,
+    slot: &str,
+    entered_since: Option<Timestamp>,
+) -> Result<RunOutcome, RunError> {
     if stored.status != "active" {
         return Err(RunError::NotActive(
             stored.name.clone(),
@@ -203,7 +237,27 @@ pub fn run_in_slot(
     }
     let mut tables = Tables::open(ws, store, as_of)?;
     tables.need_all_traits()?;
-    let target = tables.evaluate(&checked.target)?;
+    let mut target = tables.evaluate(&checked.target)?;
+    if let Some(since) = entered_since {
+        // Who entered the trigger segment between `since` and `as_of`.
+        let on_enter = checked
+            .campaign
+            .trigger
+            .as_ref()
+            .and_then(|t| t.get("on_enter"))
+            .and_then(Json::as_str)
+            .and_then(|name| saved.get(name))
+            .ok_or_else(|| CampaignError {
+                field: "trigger".into(),
+                reason: format!(
+                    "campaign '{}' has no {{\"on_enter\": SEGMENT}} trigger to fire",
+                    stored.name
+                ),
+            })?;
+        let now_in = tables.evaluate(on_enter)?;
+        let before = Tables::open(ws, store, since)?.evaluate(on_enter)?;
+        target &= &now_in - &before;
+    }
     let mut excluded = roaring::RoaringBitmap::new();
     for e in &checked.exclude {
         excluded |= tables.evaluate(e)?;

@@ -132,6 +132,11 @@ pub struct RunArgs {
     /// The audience as of this instant (default now).
     #[arg(long, value_name = "T")]
     as_of: Option<String>,
+    /// A trigger campaign: fire it for who entered its `on_enter` segment after T (and is
+    /// in it at --as-of), with the keys `serve` gives its triggers: what the server would
+    /// have fired meanwhile (after downtime, or to replay history).
+    #[arg(long, value_name = "T")]
+    entered_since: Option<String>,
     /// Print the counts as JSON.
     #[arg(long)]
     json: bool,
@@ -310,7 +315,17 @@ pub fn run_command(ctx: &Context, cmd: CampaignCommand) -> Result<()> {
         CampaignCommand::Run(args) => {
             let stored = store.campaign(&args.name)?;
             let at = as_of(args.as_of.as_deref())?;
-            let outcome = run(&ws, &mut store, &stored, at, args.dry_run)?;
+            let outcome = match &args.entered_since {
+                Some(since) => microseg_activate::run::fire_entries(
+                    &ws,
+                    &mut store,
+                    &stored,
+                    as_of(Some(since))?,
+                    at,
+                    args.dry_run,
+                )?,
+                None => run(&ws, &mut store, &stored, at, args.dry_run)?,
+            };
             if let Some(path) = &args.out {
                 let mut w = writer(Some(path))?;
                 for m in &outcome.messages {

@@ -472,10 +472,13 @@ fn campaigns(dir: &Path, files: &Path) -> Result<()> {
 
 /// When the winter trigger's messages go out in the demo: the shop's last morning.
 const WINTER_SEND: &str = "2026-11-01T10:00:00Z";
+/// The trigger fires in the demo for who entered its segment in the week before.
+const WINTER_WEEK_BEFORE: &str = "2026-10-25T10:00:00Z";
 
-/// The winter-accessories scenario, second half: the trigger campaign's messages queued
-/// for everyone its segment held up to the send (as `serve` would have fired them one by
-/// one) and delivered to the e-mail file sink, a week of simulated orders from the people
+/// The winter-accessories scenario, second half: the trigger campaign fired for who
+/// entered its segment in the week before the send (what `serve` would have fired, one by
+/// one, as each person's 3 days without an order ran out) and delivered to the e-mail file
+/// sink, a week of simulated orders from the people
 /// it treated and held out (`microseg_synth::winter_order`), and the campaign's report.
 fn winter(dir: &Path, files: &Path, seed: u64) -> Result<()> {
     let data = dir.display().to_string();
@@ -483,8 +486,11 @@ fn winter(dir: &Path, files: &Path, seed: u64) -> Result<()> {
         &data,
         [
             (
-                "The winter trigger's messages, queued for everyone who entered its segment up to the send".to_string(),
-                vec!["campaign", "run", "winter_gloves", "--as-of", WINTER_SEND],
+                "The winter trigger fires for who entered its segment in the week up to the send (what serve would have fired)".to_string(),
+                vec![
+                    "campaign", "run", "winter_gloves", "--entered-since", WINTER_WEEK_BEFORE,
+                    "--as-of", WINTER_SEND,
+                ],
             ),
             (
                 "Delivered (to the e-mail file sink demo/sent-email.ndjson)".to_string(),

@@ -2568,3 +2568,83 @@ print(json.dumps([i for i in ids if bucket("microseg/holdout/trig", i) < 0.25]))
     assert_eq!(n("treated"), Some(want.len() as u64), "{report}");
     assert_eq!(n("holdout"), Some(held_reachable), "{report}");
 }
+
+/// `campaign run --entered-since T` fires a trigger campaign for who entered its segment
+/// between T and --as-of, not for who was in it before: hand-placed page views decide who
+/// entered when. The keys are a trigger's, so a second firing of the same day sends nothing.
+#[test]
+fn a_trigger_fires_in_batch_for_who_entered_since() {
+    let env = Env::new();
+    let file = env.write(
+        "p.csv",
+        b"id,first_name,consent_email\nold,Olga,true\nnew,Nina,true\nnone,Ned,true\n",
+    );
+    env.ok(&["import", "profiles", &file, "--type", "consent_email=bool"]);
+    // Olga viewed on 10-20 (in the segment before the 25th), Nina on 10-28, Ned never.
+    let events = env.write(
+        "e.csv",
+        b"user_id,event,time,category\nold,page_viewed,2026-10-20T12:00:00Z,winter\nnew,page_viewed,2026-10-28T12:00:00Z,winter\n",
+    );
+    env.ok(&[
+        "import",
+        "events",
+        &events,
+        "--profile",
+        "user_id",
+        "--time",
+        "time",
+        "--name",
+        "event",
+    ]);
+    env.ok(&[
+        "segment",
+        "create",
+        "viewers",
+        r#"count(page_viewed where category = "winter", within 30d) >= 1"#,
+    ]);
+    let campaign = env.write(
+        "c.json",
+        br#"{"name": "trig", "segment": "viewers", "channel": "email",
+             "trigger": {"on_enter": "viewers"},
+             "variants": [{"name": "a", "message": {"subject": "Hi {{ first_name }}", "text": "x"}}]}"#,
+    );
+    env.ok(&["campaign", "create", "--file", &campaign]);
+    let out = env.dir.path().join("m.ndjson");
+    let fire = || {
+        env.json(&[
+            "campaign",
+            "run",
+            "trig",
+            "--entered-since",
+            "2026-10-25T00:00:00Z",
+            "--as-of",
+            "2026-11-01T10:00:00Z",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    let first = fire();
+    assert_eq!(
+        (first["targeted"].as_u64(), first["queued"].as_u64()),
+        (Some(1), Some(1)),
+        "{first}"
+    );
+    let who: Vec<String> = messages(&out)
+        .iter()
+        .map(|m| m["profile"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(who, ["new"]);
+    let again = fire();
+    assert_eq!(again["queued"], 0, "{again}");
+    assert_eq!(again["already_queued"], 1, "{again}");
+    // A campaign without an on_enter trigger cannot be fired this way.
+    let plain = env.write(
+        "p.json",
+        br#"{"name": "plain", "segment": "viewers", "channel": "email",
+             "variants": [{"name": "a", "message": {"subject": "Hi", "text": "x"}}]}"#,
+    );
+    env.ok(&["campaign", "create", "--file", &plain]);
+    let err = env.fails(&["campaign", "run", "plain", "--entered-since", "2026-10-25"]);
+    assert!(err.contains("no {\"on_enter\": SEGMENT} trigger"), "{err}");
+}
