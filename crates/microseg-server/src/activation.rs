@@ -62,10 +62,22 @@ pub(crate) async fn follow(
 }
 
 /// Fires the campaigns each entry triggers (the run's rules for one person) and queues
-/// their messages, until `entries` closes.
+/// their messages, until the server stops.
 pub(crate) fn fire(app: Arc<App>, entries: std::sync::mpsc::Receiver<(String, Vec<String>)>) {
     let mut store: Option<Store> = None;
-    for (id, campaigns) in entries {
+    loop {
+        // Stops with the server (it holds the app, which holds the writer's queue: the
+        // writer only finishes once every holder lets go).
+        let (id, campaigns) = match entries.recv_timeout(Duration::from_millis(100)) {
+            Ok(entry) => entry,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if *app.stopping.borrow() {
+                    return;
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         if store.is_none() {
             store = Store::open(&app.workspace)
                 .map_err(|e| tracing::error!(error = %e, "triggers: store not opened"))
