@@ -400,29 +400,19 @@ pub struct Delivered {
 
 /// The `message_sent` event of a message handed over at `at`.
 fn sent_event(due: &Due, at: i64) -> microseg_store::tracking::Message {
-    use microseg_store::tracking::{stream_properties, Action, Message, Properties};
+    use microseg_store::tracking::{Action, Message};
     let mut props = serde_json::Map::new();
     props.insert("campaign".into(), Json::from(due.campaign.clone()));
     props.insert("variant".into(), Json::from(due.variant.clone()));
     props.insert("channel".into(), Json::from(due.channel.clone()));
-    let (user_id, anonymous_id) = match due.external_id.strip_prefix("anonymous:") {
-        Some(a) => (None, Some(a.to_string())),
-        None => (Some(due.external_id.clone()), None),
-    };
     Message {
         // The message's key makes an event recorded twice a duplicate the store drops.
         message_id: Some(format!("microseg-sent-{}", due.idempotency_key)),
-        user_id,
-        anonymous_id,
-        time: Some(Timestamp(at)),
-        action: Action::Event {
-            name: "message_sent".into(),
-            revenue: None,
-            properties: Properties {
-                values: stream_properties(&props),
-                json: Some(Json::Object(props).to_string()),
-            },
-        },
+        ..Message::about(
+            &due.external_id,
+            Some(Timestamp(at)),
+            Action::event("message_sent", props),
+        )
     }
 }
 

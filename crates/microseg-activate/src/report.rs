@@ -144,13 +144,8 @@ pub fn results(
             })
             .collect()
     };
-    let orders = ws.config.metrics_config();
     let events = tables.events(&[])?;
-    let order_codes: Vec<u32> = orders
-        .order_events
-        .iter()
-        .filter_map(|n| events.names.code(n))
-        .collect();
+    let is_order = ws.config.metrics_config().order_codes(&events.names);
     let mut experiment = Experiment {
         name: name.to_string(),
         control: HOLDOUT.to_string(),
@@ -168,21 +163,7 @@ pub fn results(
     for (p, arm, at) in &members {
         let arm = if arm == TREATED { 0 } else { 1 };
         let end = (at + window_ms).min(as_of.0);
-        let mut ordered = false;
-        let mut revenue = 0.0;
-        if (*p as usize) < events.profiles() {
-            for row in events.events_of(*p) {
-                let t = events.time[row];
-                if t < *at || t > end || !order_codes.contains(&events.name[row]) {
-                    continue;
-                }
-                ordered = true;
-                let r = events.revenue[row];
-                if r.is_finite() {
-                    revenue += r;
-                }
-            }
-        }
+        let (ordered, revenue) = orders_within(events, &is_order, *p, *at, end);
         if arm == 0 {
             discounts += revenue * discount;
         }
@@ -253,13 +234,8 @@ pub fn variant_records(
     if treated.is_empty() {
         return Ok(records);
     }
-    let orders = ws.config.metrics_config();
     let events = tables.events(&[])?;
-    let order_codes: Vec<u32> = orders
-        .order_events
-        .iter()
-        .filter_map(|n| events.names.code(n))
-        .collect();
+    let is_order = ws.config.metrics_config().order_codes(&events.names);
     for (p, variant, at) in treated {
         let Some(v) = variants.iter().position(|x| *x == variant) else {
             continue; // the exploration message, or a variant since removed
@@ -267,13 +243,42 @@ pub fn variant_records(
         if at + window_ms > as_of.0 {
             continue; // its window is still open
         }
-        let ordered = (p as usize) < events.profiles()
-            && events.events_of(p).any(|row| {
-                let t = events.time[row];
-                t >= at && t <= at + window_ms && order_codes.contains(&events.name[row])
-            });
+        let (ordered, _) = orders_within(events, &is_order, p, at, at + window_ms);
         records[v].n += 1;
         records[v].conversions += u64::from(ordered);
     }
     Ok(records)
+}
+
+/// Whether person `p` ordered between `from` and `to` (inclusive), and the revenue of those
+/// orders (`is_order` by event name code).
+fn orders_within(
+    events: &microseg_engine::EventTable,
+    is_order: &[bool],
+    p: u32,
+    from: i64,
+    to: i64,
+) -> (bool, f64) {
+    if p as usize >= events.profiles() {
+        return (false, 0.0);
+    }
+    let mut ordered = false;
+    let mut revenue = 0.0;
+    for row in events.events_of(p) {
+        let t = events.time[row];
+        if t < from
+            || t > to
+            || !is_order
+                .get(events.name[row] as usize)
+                .copied()
+                .unwrap_or(false)
+        {
+            continue;
+        }
+        ordered = true;
+        if events.revenue[row].is_finite() {
+            revenue += events.revenue[row];
+        }
+    }
+    (ordered, revenue)
 }

@@ -15,6 +15,7 @@ use microseg_activate::decide::{Sent, Trigger};
 use microseg_activate::deliver::{deliver, DeliverOptions};
 use microseg_activate::run::{HOLDOUT, TREATED};
 use microseg_activate::Person;
+use microseg_store::tracking::{Action, Message};
 use microseg_store::Store;
 use tokio::sync::broadcast::{self, error::RecvError};
 
@@ -304,39 +305,36 @@ pub(crate) async fn unsubscribe(
         // Erased or merged: nothing left to change.
         return "unsubscribed\n".into_response();
     };
-    let (user_id, anonymous_id) = match external.strip_prefix("anonymous:") {
-        Some(a) => (None, Some(a.to_string())),
-        None => (Some(external), None),
-    };
     let mut traits = serde_json::Map::new();
     traits.insert(
         format!("consent_{}", channel.name()),
         serde_json::Value::Bool(false),
     );
+    let change = Message::about(&external, None, Action::Traits(traits));
+    match write_committed(&app, change).await {
+        Ok(()) => {
+            tracing::info!(profile = p, channel = channel.name(), "unsubscribed");
+            format!("unsubscribed from {}\n", channel.name()).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Writes `message` through the writer and waits for its commit.
+async fn write_committed(app: &App, message: Message) -> Result<(), crate::error::ApiError> {
+    use crate::error::ApiError;
     let (reply, done) = tokio::sync::oneshot::channel();
     let job = crate::pipeline::Job::Write(crate::pipeline::WriteJob {
-        messages: vec![microseg_store::tracking::Message {
-            message_id: None,
-            user_id,
-            anonymous_id,
-            time: None,
-            action: microseg_store::tracking::Action::Traits(traits),
-        }],
+        messages: vec![message],
         received: now(),
         reply,
     });
     app.counters.queue_depth.fetch_add(1, Ordering::Relaxed);
     if app.jobs.send(job).await.is_err() {
-        return crate::error::ApiError::shutting_down().into_response();
+        return Err(ApiError::shutting_down());
     }
-    match done.await {
-        Ok(Ok(())) => {
-            tracing::info!(profile = p, channel = channel.name(), "unsubscribed");
-            format!("unsubscribed from {}\n", channel.name()).into_response()
-        }
-        Ok(Err(e)) => e.into_response(),
-        Err(_) => crate::error::ApiError::shutting_down().into_response(),
-    }
+    done.await
+        .unwrap_or_else(|_| Err(ApiError::shutting_down()))
 }
 
 /// A channel's report about a message (`POST /v1/message-events`): what happened, and
@@ -461,38 +459,9 @@ pub(crate) async fn message_event(
             if let Some(b) = bounce {
                 props.insert("bounce".into(), b.into());
             }
-            let (user_id, anonymous_id) = match external.strip_prefix("anonymous:") {
-                Some(a) => (None, Some(a.to_string())),
-                None => (Some(external), None),
-            };
-            let (reply, done) = tokio::sync::oneshot::channel();
-            let job = crate::pipeline::Job::Write(crate::pipeline::WriteJob {
-                messages: vec![microseg_store::tracking::Message {
-                    message_id: None,
-                    user_id,
-                    anonymous_id,
-                    time: None,
-                    action: microseg_store::tracking::Action::Event {
-                        name: event.into(),
-                        revenue: None,
-                        properties: microseg_store::tracking::Properties {
-                            values: microseg_store::tracking::stream_properties(&props),
-                            json: Some(serde_json::Value::Object(props).to_string()),
-                        },
-                    },
-                }],
-                received: now(),
-                reply,
-            });
-            app.counters.queue_depth.fetch_add(1, Ordering::Relaxed);
-            if app.jobs.send(job).await.is_err() {
-                return Err(ApiError::shutting_down());
-            }
-            match done.await {
-                Ok(Ok(())) => recorded = true,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(ApiError::shutting_down()),
-            }
+            let report = Message::about(&external, None, Action::event(event, props));
+            write_committed(&app, report).await?;
+            recorded = true;
         }
     }
     Ok(axum::Json(

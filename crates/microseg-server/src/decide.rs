@@ -25,10 +25,10 @@ use microseg_activate::{Channel, Decider, Decision, Person, Slot};
 use microseg_core::condition::Condition;
 use microseg_core::ProfileId;
 use microseg_engine::metrics::{metric_type, OWN_METRIC_NAMES};
-use microseg_store::tracking::{Action, Message, Properties};
+use microseg_store::tracking::{Action, Message};
 use microseg_store::{Store, StoreError, Workspace};
 use serde::Deserialize;
-use serde_json::{json, Map, Value as Json};
+use serde_json::{json, Map};
 
 use crate::error::{ApiError, Query};
 use crate::pipeline::{Job, WriteJob};
@@ -300,24 +300,7 @@ fn record_exposure(
     if let Slot::Placement(name) = slot {
         props.insert("placement".into(), json!(name));
     }
-    let (user_id, anonymous_id) = match external.strip_prefix("anonymous:") {
-        Some(a) => (None, Some(a.to_string())),
-        None => (Some(external.to_string()), None),
-    };
-    let message = Message {
-        message_id: None,
-        user_id,
-        anonymous_id,
-        time: Some(at),
-        action: Action::Event {
-            name: "decision_served".into(),
-            revenue: None,
-            properties: Properties {
-                values: microseg_store::tracking::stream_properties(&props),
-                json: Some(Json::Object(props).to_string()),
-            },
-        },
-    };
+    let message = Message::about(external, Some(at), Action::event("decision_served", props));
     let (reply, _) = tokio::sync::oneshot::channel();
     let job = Job::Write(WriteJob {
         messages: vec![message],

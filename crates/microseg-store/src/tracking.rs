@@ -102,6 +102,38 @@ pub struct Message {
     pub action: Action,
 }
 
+impl Message {
+    /// A message microseg itself records about the profile with external id `external`
+    /// (an anonymous visitor's `anonymous:ID` is sent as its `anonymousId`).
+    pub fn about(external: &str, time: Option<Timestamp>, action: Action) -> Message {
+        let (user_id, anonymous_id) = match external.strip_prefix("anonymous:") {
+            Some(a) => (None, Some(a.to_string())),
+            None => (Some(external.to_string()), None),
+        };
+        Message {
+            message_id: None,
+            user_id,
+            anonymous_id,
+            time,
+            action,
+        }
+    }
+}
+
+impl Action {
+    /// The event `name` with `properties` and no revenue.
+    pub fn event(name: &str, properties: Map<String, Json>) -> Action {
+        Action::Event {
+            name: name.to_string(),
+            revenue: None,
+            properties: Properties {
+                values: stream_properties(&properties),
+                json: Some(Json::Object(properties).to_string()),
+            },
+        }
+    }
+}
+
 /// Why a call was refused: where (a JSON path such as `batch[3].event`) and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{at}: {reason}")]
