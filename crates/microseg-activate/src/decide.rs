@@ -599,9 +599,14 @@ fn open_person<'t>(
     Ok((tables, p))
 }
 
-/// The workspace's answers for one person: membership by evaluating the condition over
-/// the tables, caps from the outbox.
-fn workspace_decision(
+/// The decision for profile `p` (external id `id`) from tables the caller has open (every
+/// trait and the metrics loaded): membership by evaluating the conditions over the
+/// tables, caps from the outbox. Computed only: nothing is recorded.
+///
+/// # Errors
+///
+/// [`RunError`]: a condition the tables cannot evaluate, a store failure.
+pub fn workspace_decision(
     decider: &Decider,
     store: &Store,
     tables: &mut Tables<'_>,

@@ -329,6 +329,97 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         },
         Endpoint {
             method: "get",
+            path: "/",
+            summary: "The web console (docs/console.md): plain HTML, CSS and JavaScript served from the binary; it logs in with an admin token and reads the /v1/console/ endpoints.",
+            auth: Auth::Open,
+            body: None,
+            query: &[],
+            ok: (200, "text/html", None),
+            errors: &[],
+            route: get(crate::console::file),
+        },
+        Endpoint {
+            method: "get",
+            path: "/console/{file}",
+            summary: "The console's script (`app.js`) and style sheet (`style.css`).",
+            auth: Auth::Open,
+            body: None,
+            query: &[],
+            ok: (200, "text/javascript or text/css", None),
+            errors: &[404],
+            route: get(crate::console::file),
+        },
+        admin_get(
+            "/v1/console/overview",
+            "The console's overview: profiles, customers, events, orders, revenue, AOV, the 5 × 5 recency × frequency counts, the key metrics' distributions (with `charts`, SVG), and the ingest rate now.",
+            &[],
+            get(crate::console::overview),
+        ),
+        admin_get(
+            "/v1/console/segments",
+            "Every saved segment with its size now, whether it streams, and its size at the end of each of the 8 weeks before (`trend`, from stored events).",
+            &[],
+            get(crate::console::segments),
+        ),
+        Endpoint {
+            method: "post",
+            path: "/v1/console/size",
+            summary: "The size of a condition as typed: `{size, share, profiles}`, or `{error: {message, line, column}}` when it does not parse (line and column 1-based) or does not evaluate (no position). Nothing is saved.",
+            auth: Auth::Admin,
+            body: Some("SizeRequest"),
+            query: &[],
+            ok: (200, "The size or the error.", None),
+            errors: &[400, 401],
+            route: post(crate::console::size),
+        },
+        admin_get(
+            "/v1/console/explore",
+            "Overlaps of chosen segments (`share_of_row`, Jaccard), the drill-down tree with every node's size, shares, condition and whether it is under the statistical floor (100), and the metrics' correlations; with `charts`.",
+            &[
+                ("segments", "Saved segments to overlap, comma separated."),
+                ("by", "The tree's dimensions, outermost first, comma separated (at most 4)."),
+                ("within", "A saved segment the tree starts from."),
+                ("metrics", "Numeric traits or metrics to correlate (default visits, orders, revenue, aov, recency_days, tenure_days)."),
+            ],
+            get(crate::console::explore),
+        ),
+        admin_get(
+            "/v1/console/profiles/{id}",
+            "A person for the console: identities, traits, metrics with the predicted 12-month value, saved segments they are in, recent events, and what each campaign channel would decide now (not recorded).",
+            &[],
+            get(crate::console::profile),
+        ),
+        Endpoint {
+            method: "post",
+            path: "/v1/console/discover",
+            summary: "Runs a discovery (a target's rate or mean by micro-segment, with intervals and FDR control) or, with `experiment`, an uplift discovery; the ranked segments and a bar chart with interval whiskers.",
+            auth: Auth::Admin,
+            body: Some("DiscoverRequest"),
+            query: &[],
+            ok: (200, "`{kind, base, base_size, tested, found, segments, charts}`.", None),
+            errors: &[400, 401, 404],
+            route: post(crate::console::discover),
+        },
+        admin_get(
+            "/v1/console/personas",
+            "Personas by k-means (default k 4 on visits, orders, revenue, tenure_days, ln(1 + x) of the counts and money): sizes, centres, over-indexed traits, and a chart.",
+            &[("k", "Clusters, 2 to 8 (default 4)."), ("features", "Numeric traits or metrics, comma separated.")],
+            get(crate::console::personas),
+        ),
+        admin_get(
+            "/v1/console/campaigns",
+            "Every campaign with its status, channel, segment and messages by outbox status.",
+            &[],
+            get(crate::console::campaigns),
+        ),
+        admin_get(
+            "/v1/console/campaigns/{name}",
+            "One campaign: its file, a dry run's counts now (active campaigns), the outbox by status, the last 50 delivery attempts, its results (treated vs holdout with 95% intervals, money, CAC vs predicted LTV) and the lift chart.",
+            &[("window", "The attribution window in days (default 7).")],
+            get(crate::console::campaign),
+        ),
+        Endpoint {
+            method: "get",
             path: "/healthz",
             summary: "Liveness: `{\"status\": \"ok\"}`.",
             auth: Auth::Open,
@@ -429,6 +520,14 @@ fn schemas() -> Map<String, Json> {
         schema_of::<admin::SegmentDefinition>(),
     );
     out.insert("WebhookBody".into(), schema_of::<admin::WebhookBody>());
+    out.insert(
+        "SizeRequest".into(),
+        schema_of::<crate::console::SizeRequest>(),
+    );
+    out.insert(
+        "DiscoverRequest".into(),
+        schema_of::<crate::console::DiscoverRequest>(),
+    );
     out.insert(
         "CampaignFile".into(),
         json!({"type": "object", "description": "A campaign file (docs/campaigns.md); checked before it is saved.",

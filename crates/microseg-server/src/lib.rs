@@ -6,6 +6,7 @@ mod activation;
 mod admin;
 mod api;
 mod campaigns;
+mod console;
 pub mod counters;
 mod decide;
 pub mod error;
@@ -102,6 +103,8 @@ pub(crate) struct App {
     /// Event name → the campaigns it triggers (the evaluator reads it).
     pub(crate) event_triggers:
         Arc<std::sync::RwLock<std::collections::HashMap<String, Vec<String>>>>,
+    /// The overview's ingest rate.
+    pub(crate) ingest_rate: console::IngestRate,
 }
 
 impl App {
@@ -361,6 +364,7 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     drop(taps.fire);
     let app = Arc::new(App {
         event_triggers: taps.names.clone(),
+        ingest_rate: console::IngestRate::default(),
         decisions,
         unsubscribe_secret,
         hooks: Mutex::default(),

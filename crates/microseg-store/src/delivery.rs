@@ -84,6 +84,23 @@ pub struct OutboxState {
     pub sent: u64,
 }
 
+/// One delivery attempt of a campaign's message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryAttempt {
+    /// When (ms since the epoch).
+    pub at: i64,
+    /// The message's idempotency key.
+    pub key: String,
+    /// Its channel.
+    pub channel: String,
+    /// Its variant.
+    pub variant: String,
+    /// `sent`, `retry` or `dead`.
+    pub outcome: String,
+    /// The channel's error, if any.
+    pub error: Option<String>,
+}
+
 impl Store {
     /// Up to `limit` messages due at `now` (queued or to retry, their time come) with an
     /// outbox id above `after`, in id order (a pass walks the outbox once).
@@ -164,6 +181,40 @@ impl Store {
             }
         }
         Ok(s)
+    }
+
+    /// Campaign `campaign`'s messages by status (queued, retry, sent, dead, cancelled).
+    pub fn campaign_outbox(&self, campaign: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT status, count(*) FROM outbox WHERE campaign = ?1 GROUP BY status ORDER BY status",
+        )?;
+        let rows = stmt.query_map([campaign], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The last `limit` delivery attempts of campaign `campaign`'s messages, newest first.
+    /// No content and no address: what the console shows of the delivery log.
+    pub fn campaign_deliveries(
+        &self,
+        campaign: &str,
+        limit: usize,
+    ) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT d.at, o.idempotency_key, o.channel, o.variant, d.outcome, d.error
+             FROM deliveries d JOIN outbox o ON o.id = d.outbox_id
+             WHERE o.campaign = ?1 ORDER BY d.id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![campaign, limit as i64], |r| {
+            Ok(DeliveryAttempt {
+                at: r.get(0)?,
+                key: r.get(1)?,
+                channel: r.get(2)?,
+                variant: r.get(3)?,
+                outcome: r.get(4)?,
+                error: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The delivery log of the message with `idempotency_key`: (at, outcome, error).

@@ -103,6 +103,16 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
             _ => Some(Kind::BadInput),
         };
     }
+    if let Some(e) = cause.downcast_ref::<microseg_console::ConsoleError>() {
+        use microseg_console::ConsoleError as C;
+        return match e {
+            C::Store(e) => kind_of(e),
+            C::Run(e) => kind_of(e),
+            C::Eval(e) => kind_of(e),
+            C::NotFound(_) => Some(Kind::NotFound),
+            C::Personas(_) | C::Invalid(_) => Some(Kind::BadInput),
+        };
+    }
     if let Some(e) = cause.downcast_ref::<microseg_engine::EvalError>() {
         return Some(match e {
             microseg_engine::EvalError::UnknownSegment(_) => Kind::NotFound,

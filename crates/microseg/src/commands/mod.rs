@@ -14,6 +14,7 @@ mod init;
 mod load;
 mod metrics;
 mod profile;
+mod report;
 mod segment;
 mod serve;
 
@@ -81,6 +82,7 @@ enum Command {
     #[command(subcommand)]
     Export(export::ExportCommand),
     Deliver(campaign::DeliverArgs),
+    Report(report::ReportArgs),
 }
 
 /// Runs the command.
@@ -108,6 +110,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Suppress(cmd) => campaign::suppress(&ctx, cmd),
         Command::Export(cmd) => export::run(&ctx, cmd),
         Command::Deliver(args) => campaign::deliver(&ctx, args),
+        Command::Report(args) => report::run(&ctx, args),
     }
 }
 
