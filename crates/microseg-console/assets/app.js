@@ -75,12 +75,13 @@ async function api(path, options = {}) {
     body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
   });
   if (res.status === 401) {
+    await res.text(); // read to the end: an unread answer counts as a failed request
     sessionStorage.removeItem("microseg-token");
     throw new Unauthorized("the token was refused");
   }
   const text = await res.text();
   const data = text ? JSON.parse(text) : null;
-  if (!res.ok) throw new Error(data && data.error ? `${data.error.code}: ${data.error.message}` : `HTTP ${res.status}`);
+  if (!res.ok) throw new Error(data && data.message ? data.message : `HTTP ${res.status}`);
   return data;
 }
 
@@ -245,10 +246,12 @@ function treeNode(n, within) {
 }
 
 async function explore() {
-  const all = (await api("/v1/segments")).segments.map((s) => s.name);
   const params = new URLSearchParams(location.hash.split("?")[1] || "");
-  const chosen = new Set((params.get("segments") || all.slice(0, 6).join(",")).split(",").filter(Boolean));
-  const by = h("input", { id: "by", value: params.get("by") || "discipline,skill,gender" });
+  const by = h("input", { id: "by", value: params.get("by") ?? "discipline,skill,gender" });
+  const q = new URLSearchParams({ segments: params.get("segments") || "", by: by.value, within: params.get("within") || "" });
+  const d = await api(`/v1/console/explore?${q}`);
+  const all = d.all_segments;
+  const chosen = new Set(d.overlap.segments.map((s) => s.name));
   const within = h("select", { id: "within" }, h("option", { value: "" }, "everyone"), all.map((n) => h("option", { value: n, selected: params.get("within") === n }, n)));
   const boxes = all.map((n) => h("label", { class: "chip" }, h("input", { type: "checkbox", value: n, checked: chosen.has(n) }), ` ${n}`));
   const out = h("div", { id: "explore-out" });
@@ -261,8 +264,6 @@ async function explore() {
     h("div", { class: "two" }, h("div", {}, h("label", { for: "by" }, "Drill down by (comma separated)"), by), h("div", {}, h("label", { for: "within" }, "Within"), within)),
     h("p", {}, h("button", { type: "submit", id: "explore-go" }, "Show")));
   page.replaceChildren(h("div", {}, h("h1", {}, "Explore"), form, out));
-  const q = new URLSearchParams({ segments: [...chosen].join(","), by: by.value, within: within.value });
-  const d = await api(`/v1/console/explore?${q}`);
   out.replaceChildren(
     h("h2", {}, "Overlaps"),
     d.charts.overlap ? chart(d.charts.overlap, "Share of the row's segment that is also in the column's.") : h("p", { class: "muted" }, "Choose two segments or more."),

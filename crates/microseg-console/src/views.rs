@@ -253,7 +253,7 @@ pub fn size(
 /// What the explore page asks for.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Explore {
-    /// Saved segments to overlap (two or more).
+    /// Saved segments to overlap (default the first six saved).
     #[serde(default)]
     pub segments: Vec<String>,
     /// Dimensions of the drill-down tree, outermost first.
@@ -306,11 +306,14 @@ pub fn explore(
     q: &Explore,
 ) -> Result<Json, ConsoleError> {
     let saved = store.segments()?;
-    let chosen: Vec<&microseg_store::StoredSegment> = q
-        .segments
-        .iter()
-        .map(|n| find_segment(&saved, n))
-        .collect::<Result<_, _>>()?;
+    let chosen: Vec<&microseg_store::StoredSegment> = if q.segments.is_empty() {
+        saved.iter().take(6).collect()
+    } else {
+        q.segments
+            .iter()
+            .map(|n| find_segment(&saved, n))
+            .collect::<Result<_, _>>()?
+    };
     let within = q
         .within
         .as_deref()
@@ -394,6 +397,7 @@ pub fn explore(
         "as_of": at.to_string(),
         "profiles": total,
         "floor": FLOOR,
+        "all_segments": saved.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
         "overlap": overlap,
         "by": q.by,
         "within": q.within,

@@ -376,7 +376,7 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
             "/v1/console/explore",
             "Overlaps of chosen segments (`share_of_row`, Jaccard), the drill-down tree with every node's size, shares, condition and whether it is under the statistical floor (100), and the metrics' correlations; with `charts`.",
             &[
-                ("segments", "Saved segments to overlap, comma separated."),
+                ("segments", "Saved segments to overlap, comma separated (default the first six saved)."),
                 ("by", "The tree's dimensions, outermost first, comma separated (at most 4)."),
                 ("within", "A saved segment the tree starts from."),
                 ("metrics", "Numeric traits or metrics to correlate (default visits, orders, revenue, aov, recency_days, tenure_days)."),

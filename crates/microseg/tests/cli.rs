@@ -1357,3 +1357,6 @@ fn exit_codes_say_what_kind_of_failure() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
+
+#[path = "cli/console.rs"]
+mod console;

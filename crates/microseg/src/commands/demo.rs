@@ -180,6 +180,7 @@ pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
         models(&dir, &files.join("email_test.csv"))?;
         campaigns(&dir, &files)?;
         winter(&dir, &files, args.seed)?;
+        report(&dir, &files)?;
         print_next(&dir);
         Ok(())
     }
@@ -574,6 +575,33 @@ fn winter(dir: &Path, files: &Path, seed: u64) -> Result<()> {
             ),
         ],
     )
+}
+
+/// The shareable HTML report of the shop after the winter campaign, in `files`.
+fn report(dir: &Path, files: &Path) -> Result<()> {
+    let out = files.join("report.html");
+    let out_text = out.display().to_string();
+    run_steps(
+        &dir.display().to_string(),
+        [(
+            format!("The shareable report (open {out_text} in a browser; it needs no network)"),
+            vec![
+                "report",
+                "--out",
+                out_text.as_str(),
+                "--as-of",
+                "2026-11-09T10:00:00Z",
+                "--discover",
+                "orders >= 2",
+                "--dims",
+                "discipline,skill,gender,income_band,age",
+                "--title",
+                "microseg demo: the bicycle shop",
+            ],
+        )],
+    )?;
+    println!("\nReport: {out_text}");
+    Ok(())
 }
 
 /// Runs each command as a user would type it, under a heading with its command line; a
