@@ -398,7 +398,7 @@ async function campaigns() {
       kpi("Sent", count(r.money.sent)), kpi("Cost", money(r.money.cost)), kpi("Incremental revenue", money(r.money.incremental_revenue)),
       kpi("ROI", pct(r.money.roi)), kpi("CAC", money(r.acquisition.cac)), kpi("LTV 12m (predicted)", money(r.acquisition.ltv_12m)), kpi("LTV / CAC", money(r.acquisition.ltv_to_cac))),
     h("h3", {}, "A run now would"),
-    c.dry_run ? table(Object.keys(c.dry_run), [Object.values(c.dry_run).map(show)]) : h("p", { class: "muted" }, `Not active (${c.status}).`),
+    c.dry_run ? table(["People", "Count"], Object.entries(c.dry_run).map(([k, v]) => [k.replace(/_/g, " "), count(v)]), [false, true]) : h("p", { class: "muted" }, `Not active (${c.status}).`),
     h("h3", {}, "Outbox"),
     h("p", {}, Object.entries(c.outbox).map(([s, n]) => h("span", { class: "chip" }, `${s}: ${count(n)}`))),
     h("h3", {}, "Delivery log (last 50 attempts)"),

@@ -100,14 +100,16 @@ const FONT: &str = "font-family=\"system-ui, sans-serif\" font-size=\"12\"";
 fn open(svg: &mut String, width: f64, height: f64, title: &str) {
     let _ = write!(
         svg,
-        "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"{t}\" {FONT}><title>{t}</title>",
+        "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"{t}\" {FONT}><title>{t}</title>",
         t = escape(title)
     );
 }
 
-/// Horizontal bars with their interval whiskers and a reference line (the base rate, or 0
+/// Horizontal bars with their interval whiskers and a labelled reference line (the base
+/// rate, or "no effect" at 0 for a lift),
 /// for a lift), one row per bar: long labels stay readable.
-pub fn bars(title: &str, bars: &[Bar], reference: Option<f64>, format: Format) -> String {
+pub fn bars(title: &str, bars: &[Bar], reference: Option<(f64, &str)>, format: Format) -> String {
+    let value = reference.map(|r| r.0);
     let label_w = 300.0;
     let plot_w = 300.0;
     let value_w = 150.0;
@@ -115,8 +117,8 @@ pub fn bars(title: &str, bars: &[Bar], reference: Option<f64>, format: Format) -
     let top = 8.0;
     let height = top + row * bars.len().max(1) as f64 + 26.0;
     let width = label_w + plot_w + value_w;
-    let mut lo = reference.unwrap_or(0.0).min(0.0);
-    let mut hi = reference.unwrap_or(0.0).max(0.0);
+    let mut lo = value.unwrap_or(0.0).min(0.0);
+    let mut hi = value.unwrap_or(0.0).max(0.0);
     for b in bars {
         let (l, h) = b.interval.unwrap_or((b.value, b.value));
         for x in [b.value, l, h] {
@@ -181,14 +183,14 @@ pub fn bars(title: &str, bars: &[Bar], reference: Option<f64>, format: Format) -
             escape(&shown)
         );
     }
-    if let Some(r) = reference {
+    if let Some((r, label)) = reference {
         let xr = x(r);
         let _ = write!(
             svg,
             "<path d=\"M{xr:.1} {top}V{:.1}\" stroke=\"#c0392b\" stroke-dasharray=\"4 3\"/><text x=\"{xr:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#c0392b\">{}</text>",
             height - 22.0,
             height - 8.0,
-            escape(&format!("base {}", format.show(r)))
+            escape(label)
         );
     }
     svg.push_str("</svg>");
@@ -405,7 +407,7 @@ mod tests {
             interval: Some((0.4, 0.6)),
         };
         let charts = [
-            bars(evil, &[bar], Some(0.3), Format::Percent),
+            bars(evil, &[bar], Some((0.3, evil)), Format::Percent),
             heatmap(
                 evil,
                 &[evil.into()],
@@ -450,9 +452,10 @@ mod tests {
                     interval: None,
                 },
             ],
-            None,
+            Some((0.5, "base 50%")),
             Format::Percent,
         );
+        assert!(svg.contains("base 50%"), "{svg}");
         assert!(svg.contains("M375.0 19.0H525.0"), "{svg}");
         assert_eq!(svg.matches("class=\"bar\"").count(), 2);
     }

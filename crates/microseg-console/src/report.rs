@@ -48,7 +48,7 @@ h1 { font-size: 1.7rem; margin-bottom: 0; } h2 { border-bottom: 2px solid #dde3e
 .kpi { border: 1px solid #dde3ee; border-radius: 8px; padding: 10px 12px; }
 .kpi b { display: block; font-size: 1.35rem; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: 12px; }
-svg.chart { width: 100%; height: auto; max-width: 900px; }
+svg.chart { max-width: 100%; height: auto; }
 table { border-collapse: collapse; width: 100%; font-size: 0.9rem; margin: 8px 0; }
 th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #e6eaf2; vertical-align: top; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }

@@ -690,6 +690,13 @@ pub fn discover_view(
         (found, kind, title, reference)
     };
     let seconds = started.elapsed().as_secs_f64();
+    let reference_label = if q.uplift.is_some() {
+        "no effect".to_string()
+    } else if kind == "rate" {
+        format!("everyone {}", Format::Percent.show(reference))
+    } else {
+        format!("everyone {}", Format::Amount.show(reference))
+    };
     let format = if kind == "rate" {
         Format::Percent
     } else {
@@ -728,7 +735,7 @@ pub fn discover_view(
         "fdr": settings.fdr,
         "seconds": seconds,
         "segments": discovery_rows(&found, 50),
-        "charts": {"segments": charts::bars(&title, &chart_bars, Some(reference), format)},
+        "charts": {"segments": charts::bars(&title, &chart_bars, Some((reference, &reference_label)), format)},
     }))
 }
 
@@ -933,7 +940,7 @@ pub fn campaign(
     let lift = charts::bars(
         &format!("{name}: conversion of treated and holdout, and the lift with its 95% interval"),
         &bars,
-        Some(0.0),
+        Some((0.0, "no lift")),
         Format::Percent,
     );
     Ok(json!({
