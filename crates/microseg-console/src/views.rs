@@ -34,15 +34,6 @@ pub const KEY_METRICS: [&str; 6] = [
 /// floor as discovery's `--min-support` default (a behaviour shared by 100 people).
 pub const FLOOR: u64 = 100;
 
-fn f64_of(tables: &Tables<'_>, name: &str, p: u32) -> Option<f64> {
-    tables
-        .dataset()
-        .metrics
-        .and_then(|m| m.value(name, p))
-        .and_then(|v| v.as_f64())
-        .filter(|x| x.is_finite())
-}
-
 /// Equal-width bins from 0 (or the smallest value when negative) to the 99th percentile,
 /// the last bin holding everything above.
 fn bins(mut values: Vec<f64>, count: usize) -> (Vec<(f64, f64, u64)>, bool) {
@@ -85,42 +76,55 @@ fn format_of(metric: &str) -> Format {
 pub fn overview(ws: &Workspace, store: &Store, at: Timestamp) -> Result<Json, ConsoleError> {
     let (_, events) = store.counts()?;
     let mut tables = Tables::open(ws, store, at)?;
-    let mut names: Vec<&str> = METRIC_NAMES.to_vec();
-    names.push("clv_12m");
-    tables.need(&[], &names)?;
+    tables.need(&[], &["visits", "clv_12m"])?;
     let everyone = tables.everyone();
-    let has_clv = everyone
-        .iter()
-        .any(|p| f64_of(&tables, "clv_12m", p).is_some());
-    let (mut customers, mut orders, mut revenue) = (0u64, 0.0, 0.0);
+    let data = tables.dataset();
+    let m = data.metrics.expect("metrics loaded");
+    let clv = |p: u32| m.clv.as_ref().and_then(|c| c.value("clv_12m", p as usize));
+    let has_clv = everyone.iter().any(|p| clv(p).is_some_and(f64::is_finite));
+    let (mut customers, mut orders, mut revenue) = (0u64, 0u64, 0.0);
     let mut rfm = vec![vec![0u64; 5]; 5];
     let mut rfm_revenue = vec![vec![0.0f64; 5]; 5];
     for p in &everyone {
-        let o = f64_of(&tables, "orders", p).unwrap_or(0.0);
-        if o > 0.0 {
+        let row = m.row(p);
+        if row.orders > 0 {
             customers += 1;
-            orders += o;
-            let r = f64_of(&tables, "revenue", p).unwrap_or(0.0);
-            revenue += r;
-            if let (Some(rs), Some(fs)) = (f64_of(&tables, "rfm_r", p), f64_of(&tables, "rfm_f", p))
-            {
-                let (i, j) = (5 - (rs as usize).clamp(1, 5), (fs as usize).clamp(1, 5) - 1);
+            orders += u64::from(row.orders);
+            revenue += row.revenue;
+            if let Some([r, f, _]) = m.rfm[p as usize] {
+                let (i, j) = (
+                    5 - usize::from(r).clamp(1, 5),
+                    usize::from(f).clamp(1, 5) - 1,
+                );
                 rfm[i][j] += 1;
-                rfm_revenue[i][j] += r;
+                rfm_revenue[i][j] += row.revenue;
             }
         }
     }
+    let orders = orders as f64;
     let mut distributions = Vec::new();
     let mut charts = Map::new();
     let mut shown: Vec<&str> = KEY_METRICS.to_vec();
     if has_clv {
         shown.push("clv_12m");
     }
+    // Typed reads of the metric columns (no `Value` per profile): the overview reads
+    // every profile's metrics, a million on a large shop.
+    let read = |metric: &str, p: u32| -> Option<f64> {
+        let row = m.row(p);
+        match metric {
+            "visits" => Some(f64::from(row.visits)),
+            "orders" => Some(f64::from(row.orders)),
+            "revenue" => Some(row.revenue),
+            "aov" => row.aov(),
+            "recency_days" => row.recency_days(at).map(|d| d as f64),
+            "tenure_days" => row.tenure_days(at).map(|d| d as f64),
+            _ => clv(p),
+        }
+        .filter(|x| x.is_finite())
+    };
     for metric in shown {
-        let values: Vec<f64> = everyone
-            .iter()
-            .filter_map(|p| f64_of(&tables, metric, p))
-            .collect();
+        let values: Vec<f64> = everyone.iter().filter_map(|p| read(metric, p)).collect();
         let n = values.len();
         let mean = values.iter().sum::<f64>() / n.max(1) as f64;
         let (b, overflow) = bins(values, 12);
