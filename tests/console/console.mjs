@@ -85,9 +85,12 @@ try {
   const page = await desktop.newPage();
   current = page;
   watch(page, "desktop");
+  // Prompts are answered from this queue, in order; alerts are read and closed.
+  const answers = [];
+  const alerts = [];
   page.on("dialog", async (d) => {
-    if (d.type() === "prompt") await d.accept(d.message().startsWith("Name") ? "tree_node_segment" : "");
-    else await d.accept();
+    if (d.type() === "prompt") await d.accept(answers.shift() ?? "");
+    else { alerts.push(d.message()); await d.accept(); }
   });
 
   // A wrong token is refused and says so.
@@ -175,6 +178,7 @@ try {
   const node = page.locator("#tree li:has(> .node b:text-is('skill = amateur'))").first();
   const nodeText = await node.locator("> .node").textContent();
   const nodeSize = Number(nodeText.match(/skill = amateur([\d,]+)/)[1].replace(/,/g, ""));
+  answers.push("tree_node_segment");
   await node.locator("> .node button").click();
   await page.waitForTimeout(300);
   const made = await (await fetch(`${BASE}/v1/segments/tree_node_segment`, { headers: { Authorization: `Bearer ${TOKEN}` } })).json();
@@ -222,6 +226,28 @@ try {
   await page.fill("#d-target", "orders >= 2");
   await page.click("#discover-go");
   await page.waitForSelector("#discover-out table");
+  // The first row, saved and excluded from a campaign.
+  const first = (await page.locator("#discover-out table tbody tr").first().locator("td").nth(1).textContent());
+  answers.push("mtb_mailing", "repeat_buyers_found");
+  await page.locator("#discover-out table tbody tr").first().locator("button:text('Exclude from campaign')").click();
+  await page.waitForFunction(() => true);
+  for (let i = 0; i < 50 && !alerts.some((a) => a.includes("now excludes")); i++) await page.waitForTimeout(100);
+  const mailing = await (await fetch(`${BASE}/v1/campaigns/mtb_mailing`, { headers: { Authorization: `Bearer ${TOKEN}` } })).json();
+  const found = await (await fetch(`${BASE}/v1/segments/repeat_buyers_found`, { headers: { Authorization: `Bearer ${TOKEN}` } })).json();
+  check(mailing.campaign.exclude.includes("repeat_buyers_found") && found.condition === first, `a discovered row became a segment (${found.condition}) excluded from mtb_mailing (${JSON.stringify(mailing.campaign.exclude)})`);
+  // An uplift discovery over the demo's e-mail test.
+  await page.click("details summary");
+  await page.fill("#d-experiment", "email_test");
+  await page.fill("#d-arm", "discount_email");
+  await page.fill("#d-outcome", "conversion");
+  await page.fill("#d-dims", "skill,discipline,income_band");
+  await page.fill("#d-support", "300");
+  await page.click("#discover-go");
+  await page.waitForSelector("#discover-out p:text('Overall effect')");
+  const verdicts = await page.locator("#discover-out table tbody tr td:nth-child(6)").allTextContents();
+  check(verdicts.length >= 1 && verdicts.every((v) => ["works", "no_effect", "backfires"].includes(v)), `the uplift discovery gives verdicts (${[...new Set(verdicts)].join(", ")})`);
+  await page.screenshot({ path: path.join(OUT, "uplift.png"), fullPage: true });
+  await page.fill("#d-experiment", "");
   await page.click("#personas-go");
   await page.waitForSelector("#personas-out table");
   check(await page.locator("#personas-out table tbody tr").count() === 4, "four personas");
