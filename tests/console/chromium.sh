@@ -34,6 +34,11 @@ install_all() {
     log "installing playwright-core@$ver into $PW_DIR"
     mkdir -p "$PW_DIR"
     [[ -f $PW_DIR/package.json ]] || echo '{"private":true,"type":"module"}' >"$PW_DIR/package.json"
+    # A machine behind a TLS-inspecting proxy trusts it through the system's CA bundle,
+    # which Node (and so npm's downloads) reads only when told to.
+    if [[ -z ${NODE_EXTRA_CA_CERTS:-} && -f /etc/ssl/certs/ca-certificates.crt ]]; then
+      export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+    fi
     npm install --prefix "$PW_DIR" --save-exact --no-audit --no-fund --loglevel=error "playwright-core@$ver" >/dev/null
   fi
 }
