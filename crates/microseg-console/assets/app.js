@@ -242,7 +242,8 @@ function treeNode(n, within) {
     h("b", {}, n.label), `${count(n.size)} · ${pct(n.share_of_parent)} of parent`, bar,
     n.under_floor ? h("span", { class: "badge", title: "Fewer than the statistical floor: too few people for the share to mean much" }, "under floor") : null,
     button),
-  n.children.length ? h("ul", { class: "tree" }, n.children.map((c) => treeNode(c, within))) : null);
+  n.children.length ? h("ul", { class: "tree" }, n.children.map((c) => treeNode(c, within)),
+    n.more ? h("li", { class: "muted" }, `and ${count(n.more)} smaller`) : null) : null);
 }
 
 async function explore() {

@@ -270,13 +270,26 @@ pub struct Explore {
     pub metrics: Vec<String>,
 }
 
-fn node_json(n: &TreeNode, parent: u64, total: u64) -> Json {
+/// Most children a tree node shows (the largest; `more` counts the rest), and most nodes
+/// in a tree: a dimension with a value per person (an e-mail) must not send a million.
+const TREE_CHILDREN: usize = 30;
+const TREE_NODES: usize = 2_000;
+
+fn node_json(n: &TreeNode, parent: u64, total: u64, budget: &mut usize) -> Json {
     let size = n.members.len();
     let label = match (&n.dimension, &n.value) {
         (None, _) => "all".to_string(),
         (Some(d), Some(v)) => format!("{d} = {v}"),
         (Some(d), None) => format!("{d} (missing)"),
     };
+    let mut children = Vec::new();
+    for c in n.children.iter().take(TREE_CHILDREN) {
+        if *budget == 0 {
+            break;
+        }
+        *budget -= 1;
+        children.push(node_json(c, size, total, budget));
+    }
     json!({
         "label": label,
         "dimension": n.dimension,
@@ -286,7 +299,8 @@ fn node_json(n: &TreeNode, parent: u64, total: u64) -> Json {
         "share_of_all": size as f64 / total.max(1) as f64,
         "under_floor": size < FLOOR,
         "condition": n.condition.as_ref().map(|c| c.to_string()),
-        "children": n.children.iter().map(|c| node_json(c, size, total)).collect::<Vec<_>>(),
+        "more": n.children.len() - children.len(),
+        "children": children,
     })
 }
 
@@ -381,7 +395,7 @@ pub fn explore(
             None => everyone.clone(),
         };
         let t = drill_down(&data, root, &q.by)?;
-        node_json(&t, t.members.len(), total)
+        node_json(&t, t.members.len(), total, &mut { TREE_NODES })
     };
     let members = everyone;
     let c = correlations(&data, &members, &metrics)?;

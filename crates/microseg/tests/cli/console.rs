@@ -91,6 +91,20 @@ fn the_console_works_in_a_browser_and_the_report_opens_offline() {
     let admin = env.key("admin");
     let write = env.key("write");
     let server = env.serve();
+    // A dimension with a value per person: the tree shows the 30 largest children and
+    // counts the rest, it does not send 12,000 nodes.
+    let (status, tree) = super::server::admin_call(
+        &server.addr,
+        &format!("Bearer {admin}"),
+        "GET",
+        "/v1/console/explore?by=email",
+        "",
+    );
+    assert_eq!(status, 200, "{tree}");
+    let root = &tree["tree"];
+    assert_eq!(root["size"], rows.len());
+    assert_eq!(root["children"].as_array().unwrap().len(), 30);
+    assert_eq!(root["more"], rows.len() - 30);
     let out = artefacts();
     node(
         &script("console.mjs"),
