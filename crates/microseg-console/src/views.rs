@@ -7,6 +7,7 @@ use microseg_activate::{Campaign, Channel};
 use microseg_core::condition::{parse, Condition};
 use microseg_core::{Timestamp, TraitType, DAY_MS};
 use microseg_engine::analytics::{correlations, drill_down, overlaps, TreeNode};
+use microseg_engine::metrics::KEY_METRICS;
 use microseg_engine::models::discover::{
     dimension_items, discover, discover_uplift, items, Discovery, Settings, Target,
 };
@@ -19,16 +20,6 @@ use serde_json::{json, Map, Value as Json};
 
 use crate::charts::{self, Bar, Format};
 use crate::ConsoleError;
-
-/// The metrics the overview draws and the correlation heatmap compares.
-pub const KEY_METRICS: [&str; 6] = [
-    "visits",
-    "orders",
-    "revenue",
-    "aov",
-    "recency_days",
-    "tenure_days",
-];
 
 /// Fewest members a drill-down node needs before its share means something: the same
 /// floor as discovery's `--min-support` default (a behaviour shared by 100 people).

@@ -189,6 +189,17 @@ pub struct ProfileMetrics {
     pub last_order_at: Option<i64>,
 }
 
+/// The numeric metrics a marketer looks at first: what `microseg correlate` compares and
+/// the console's overview draws.
+pub const KEY_METRICS: [&str; 6] = [
+    "visits",
+    "orders",
+    "revenue",
+    "aov",
+    "recency_days",
+    "tenure_days",
+];
+
 /// The metrics [`ProfileMetrics::value`] answers: those of one profile's own events (the
 /// names before the RFM scores).
 pub const OWN_METRIC_NAMES: &[&str] = METRIC_NAMES.split_at(9).0;

@@ -32,16 +32,6 @@ pub struct CorrelateArgs {
     json: bool,
 }
 
-/// The metrics correlated when none are named (with every numeric trait).
-const DEFAULT_METRICS: [&str; 6] = [
-    "visits",
-    "orders",
-    "revenue",
-    "aov",
-    "recency_days",
-    "tenure_days",
-];
-
 pub fn run(ctx: &Context, args: CorrelateArgs) -> Result<()> {
     let (ws, store) = ctx.open()?;
     let at = as_of(args.as_of.as_deref())?;
@@ -64,7 +54,7 @@ pub fn run(ctx: &Context, args: CorrelateArgs) -> Result<()> {
             .filter(|(_, spec)| matches!(spec.ty, TraitType::Integer | TraitType::Float))
             .map(|(n, _)| n.clone())
             .collect();
-        names.extend(DEFAULT_METRICS.map(String::from));
+        names.extend(microseg_engine::metrics::KEY_METRICS.map(String::from));
         names
     } else {
         args.metrics.clone()
