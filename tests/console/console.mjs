@@ -113,6 +113,17 @@ try {
   check(seen.filter((p) => p.startsWith("/v1/console/")).length === 1 && seen.includes("/v1/console/overview"), `the overview's data is one request (${seen.join(", ")})`);
   await page.screenshot({ path: path.join(OUT, "overview.png"), fullPage: true });
 
+  // Events sent now show as the ingest rate within a refresh (every 5 s).
+  const batch = Array.from({ length: 200 }, (_, i) => ({ type: "track", userId: `c${String(1 + (i % 50)).padStart(7, "0")}`, event: "page_viewed", properties: { path: "/console-test" } }));
+  const sent = await fetch(`${BASE}/v1/batch`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Basic ${Buffer.from(`${env("WRITE_KEY")}:`).toString("base64")}` },
+    body: JSON.stringify({ batch }),
+  });
+  check(sent.status === 200, "a batch of 200 events is accepted");
+  await page.waitForFunction(() => !/^0\.0 /.test(document.querySelector("#ingest-rate b").textContent), null, { timeout: 15000 });
+  check(true, `the ingest rate shows them (${await page.textContent("#ingest-rate b")})`);
+
   // ---- keyboard: skip link, then the nav ------------------------------------------------
   await page.evaluate(() => document.activeElement?.blur());
   await page.keyboard.press("Tab");
