@@ -663,23 +663,12 @@ pub fn discover_view(
             Some(c) => tables.dataset().evaluate(c)?,
             None => tables.everyone(),
         };
-        let target = match &target_condition {
-            Some(c) => Target::Rate(tables.dataset().evaluate(c)?),
-            None => {
-                let ty = tables.dataset().type_of(&q.target)?;
-                if !matches!(ty, TraitType::Integer | TraitType::Float) {
-                    return Err(ConsoleError::Invalid(format!(
-                        "target {}: is {ty}; give a condition or a numeric trait or metric",
-                        q.target
-                    )));
-                }
-                Target::mean_of(&tables.dataset(), &q.target, &base)?
-            }
-        };
-        let exclude = target_condition
-            .as_ref()
-            .map(|c| c.profile_names())
-            .unwrap_or_else(|| vec![q.target.clone()]);
+        let (target, exclude) = Target::named(
+            &tables.dataset(),
+            target_condition.as_ref(),
+            &q.target,
+            &base,
+        )?;
         let dims = dims_for(&tables, &exclude);
         let names: Vec<&str> = dims.iter().map(String::as_str).collect();
         tables.need(&[], &names)?;

@@ -320,6 +320,26 @@ impl Target {
         }
     }
 
+    /// The target as a user names it: the rate of `condition` when there is one, else
+    /// the mean of the numeric trait or metric `name` over `base`; with the names it is
+    /// made of, which a discovery leaves out of its dimensions (they would only
+    /// rediscover the target).
+    ///
+    /// # Errors
+    ///
+    /// A condition or name the data cannot evaluate, a name that is not a number.
+    pub fn named(
+        data: &Dataset<'_>,
+        condition: Option<&Condition>,
+        name: &str,
+        base: &RoaringBitmap,
+    ) -> Result<(Target, Vec<String>), EvalError> {
+        match condition {
+            Some(c) => Ok((Target::Rate(data.evaluate(c)?), c.profile_names())),
+            None => Ok((Target::mean_of(data, name, base)?, vec![name.to_string()])),
+        }
+    }
+
     /// The mean of numeric trait or metric `name` over `base` (values of other profiles
     /// are left out).
     pub fn mean_of(

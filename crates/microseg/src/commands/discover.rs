@@ -1,6 +1,6 @@
 //! `microseg discover`: micro-segments whose target rate or mean differs from the base.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::Args;
 use microseg_core::condition::Condition;
 use microseg_core::TraitType;
@@ -173,24 +173,13 @@ pub fn run(ctx: &Context, args: DiscoverArgs) -> Result<()> {
         Some(c) => tables.dataset().evaluate(c)?,
         None => tables.everyone(),
     };
-    let target = match &target_condition {
-        Some(c) => Target::Rate(tables.dataset().evaluate(c)?),
-        None => {
-            let ty = tables.dataset().type_of(&args.target)?;
-            if !matches!(ty, TraitType::Integer | TraitType::Float) {
-                return Err(bad_input(format!(
-                    "--target {}: is {ty}; give a condition or a numeric trait or metric",
-                    args.target
-                )));
-            }
-            Target::mean_of(&tables.dataset(), &args.target, &base)?
-        }
-    };
-    // A target's own traits would only rediscover the target.
-    let exclude = target_condition
-        .as_ref()
-        .map(|c| c.profile_names())
-        .unwrap_or_else(|| vec![args.target.clone()]);
+    let (target, exclude) = Target::named(
+        &tables.dataset(),
+        target_condition.as_ref(),
+        &args.target,
+        &base,
+    )
+    .with_context(|| format!("--target {}", args.target))?;
     let dims = args.search.dimensions(&tables, &exclude)?;
     let started = std::time::Instant::now();
     let items = search_items(&mut tables, &dims, &base, &settings)?;
