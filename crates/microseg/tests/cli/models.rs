@@ -361,7 +361,10 @@ fn discover_finds_the_planted_micro_segment() {
         ]
     );
     let err = env.fails(&["discover", "--target", "bought", "--dims", "color"]);
-    assert!(err.contains("--target bought: is bool"), "{err}");
+    assert!(
+        err.contains("--target bought: 'bought' is bool: give a condition"),
+        "{err}"
+    );
     // Below the minimum support nothing is tested.
     let none = env.json(&[
         "discover",
