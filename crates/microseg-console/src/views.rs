@@ -65,9 +65,11 @@ fn format_of(metric: &str) -> Format {
 /// The overview: profiles, customers, events, revenue, AOV, the 5 × 5 recency × frequency
 /// heatmap (RFM scores of customers) and the key metrics' distributions.
 pub fn overview(ws: &Workspace, store: &Store, at: Timestamp) -> Result<Json, ConsoleError> {
-    let (_, events) = store.counts()?;
     let mut tables = Tables::open(ws, store, at)?;
     tables.need(&[], &["visits", "clv_12m"])?;
+    // From the columnar events the metrics were computed from: `count(*)` in SQLite reads
+    // the whole table (seconds on a large shop).
+    let events = tables.events(&[])?.len();
     let everyone = tables.everyone();
     let data = tables.dataset();
     let m = data.metrics.expect("metrics loaded");
@@ -886,19 +888,15 @@ pub fn campaign(
                    "variant": d.variant, "outcome": d.outcome, "error": d.error})
         })
         .collect();
-    let profiles = store.counts()?.0 as usize;
-    let arms = results.experiment.report(
-        profiles.max(
-            results
-                .experiment
-                .members
-                .iter()
-                .map(|m| m.profile as usize + 1)
-                .max()
-                .unwrap_or(0),
-        ),
-        None,
-    );
+    // The outcome columns are indexed by profile id: the members' largest bounds them.
+    let profiles = results
+        .experiment
+        .members
+        .iter()
+        .map(|m| m.profile as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let arms = results.experiment.report(profiles, None);
     let mut arm_rows = Vec::new();
     let mut lift_bars = Vec::new();
     let mut value_bars = Vec::new();
