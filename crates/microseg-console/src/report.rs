@@ -152,7 +152,15 @@ pub fn report(
         .unwrap_or_default()
     {
         let name = c["name"].as_str().unwrap_or_default().to_string();
-        campaigns.push(views::campaign(ws, store, at, &name, options.window_days)?);
+        // The report shows results, not what a run would do now.
+        campaigns.push(views::campaign(
+            ws,
+            store,
+            at,
+            &name,
+            options.window_days,
+            false,
+        )?);
     }
 
     let mut out = String::new();

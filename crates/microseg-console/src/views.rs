@@ -847,7 +847,7 @@ pub fn campaigns(store: &Store) -> Result<Json, ConsoleError> {
     Ok(json!({"campaigns": list}))
 }
 
-/// One campaign: its file, a dry run's counts now (active campaigns), the outbox by
+/// One campaign: its file, a dry run's counts now (active campaigns, `with_dry_run`), the outbox by
 /// status and the last delivery attempts, and its results as an experiment (treated vs
 /// holdout with intervals, the lift chart), money (ROI) and CAC vs predicted LTV.
 pub fn campaign(
@@ -856,6 +856,7 @@ pub fn campaign(
     at: Timestamp,
     name: &str,
     window_days: f64,
+    with_dry_run: bool,
 ) -> Result<Json, ConsoleError> {
     let stored = store.campaign(name)?;
     let file: Json = serde_json::from_str(&stored.body).unwrap_or(Json::Null);
@@ -864,7 +865,7 @@ pub fn campaign(
     // connections.
     let (dry_run, results) = std::thread::scope(|scope| {
         let dry = scope.spawn(|| -> Result<Json, ConsoleError> {
-            if stored.status != "active" {
+            if !with_dry_run || stored.status != "active" {
                 return Ok(Json::Null);
             }
             let mut own = Store::open(ws)?;

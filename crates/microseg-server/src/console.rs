@@ -292,7 +292,7 @@ pub(crate) async fn campaign(
         return Err(ApiError::bad("window: give 0 to 365 days"));
     }
     with_store(app, &headers, move |app, store| {
-        let doc = views::campaign(&app.workspace, store, crate::now(), &name, window)?;
+        let doc = views::campaign(&app.workspace, store, crate::now(), &name, window, true)?;
         Ok(axum::Json(doc).into_response())
     })
     .await
