@@ -28,6 +28,7 @@ const OUT = env("OUT");
 const TOKEN = env("TOKEN");
 
 const steps = [];
+const HOSTILE = "<img src=x onerror=alert('xss')><script>alert('xss')</script>";
 function check(ok, what) {
   if (!ok) throw new Error(`check failed: ${what}`);
   steps.push(what);
@@ -165,7 +166,8 @@ try {
   const identify = await fetch(`${BASE}/v1/identify`, {
     method: "POST",
     headers: { "Content-Type": "application/json", Authorization: `Basic ${Buffer.from(`${env("WRITE_KEY")}:`).toString("base64")}` },
-    body: JSON.stringify({ userId: "console_newcomer", traits: { discipline: "mountain", skill: "amateur" } }),
+    // A hostile trait value (anyone with a write key can send one): shown as text later.
+    body: JSON.stringify({ userId: "console_newcomer", traits: { discipline: "mountain", skill: "amateur", first_name: HOSTILE } }),
   });
   check(identify.status === 200, "the identify call is accepted");
   await page.waitForSelector("#changes li:text('console_newcomer entered mtb_amateurs')", { timeout: 15000 });
@@ -216,6 +218,13 @@ try {
   check(verdict === expected, `explain says "${expected}" (got "${verdict}")`);
   check(await page.locator("#explain-out li").count() >= 4, "explain shows every node of the condition");
   await page.screenshot({ path: path.join(OUT, "profile.png"), fullPage: true });
+
+  // The newcomer's hostile first name reads as text: no markup made of it, no alert.
+  await page.goto(`${BASE}/#/profile?id=console_newcomer`);
+  await page.waitForSelector("#profile-out");
+  check((await page.textContent("#profile-out")).includes(HOSTILE), "a hostile trait value shows as the text it is");
+  check(await page.locator("#profile-out img, #profile-out script").count() === 0, "no markup is made of it");
+  check(!alerts.some((a) => a.includes("xss")), "and nothing it holds runs");
 
   // ---- discovery and personas ----------------------------------------------------------
   await page.click("header nav a:text('Discover')");
