@@ -90,16 +90,36 @@ pub fn correlations(
         pearson: vec![vec![None; k]; k],
         spearman: vec![vec![None; k]; k],
     };
+    // Each column's ranks over the profiles that have a value: a pair of columns present
+    // for the same profiles ranks its pairs exactly so, and needs no sort of its own.
+    let present: Vec<Vec<bool>> = columns
+        .iter()
+        .map(|c| c.iter().map(Option::is_some).collect())
+        .collect();
+    let ranks: Vec<Vec<f64>> = columns
+        .iter()
+        .map(|c| crate::stats::average_ranks(&c.iter().flatten().copied().collect::<Vec<_>>()))
+        .collect();
+    // Symmetric: each pair once.
     for i in 0..k {
-        for j in 0..k {
+        for j in i..k {
             let (xs, ys): (Vec<f64>, Vec<f64>) = columns[i]
                 .iter()
                 .zip(&columns[j])
                 .filter_map(|(x, y)| Some(((*x)?, (*y)?)))
                 .unzip();
-            out.n[i][j] = xs.len() as u64;
-            out.pearson[i][j] = crate::stats::pearson(&xs, &ys);
-            out.spearman[i][j] = crate::stats::spearman(&xs, &ys);
+            let n = xs.len() as u64;
+            let pearson = crate::stats::pearson(&xs, &ys);
+            let spearman = if present[i] == present[j] {
+                crate::stats::pearson(&ranks[i], &ranks[j])
+            } else {
+                crate::stats::spearman(&xs, &ys)
+            };
+            for (a, b) in [(i, j), (j, i)] {
+                out.n[a][b] = n;
+                out.pearson[a][b] = pearson;
+                out.spearman[a][b] = spearman;
+            }
         }
     }
     Ok(out)
