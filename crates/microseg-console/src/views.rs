@@ -545,6 +545,21 @@ fn discovery_rows(found: &Discovery, top: usize) -> Vec<Json> {
         .collect()
 }
 
+/// The smallest support a console discovery takes.
+pub const MIN_SUPPORT: u64 = 20;
+/// The most dimensions a console discovery combines.
+pub const MAX_DIMS: usize = 16;
+
+fn check_dims(dims: &[String]) -> Result<(), ConsoleError> {
+    if dims.len() > MAX_DIMS {
+        return Err(ConsoleError::Invalid(format!(
+            "dims: at most {MAX_DIMS} dimensions ({} here): name the ones to combine",
+            dims.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Runs a discovery (segments whose target rate or mean differs from the base, with
 /// intervals and FDR control) or an uplift discovery (where a treatment works, makes no
 /// difference, or backfires); the ranked table and a bar chart with interval whiskers.
@@ -556,7 +571,9 @@ pub fn discover_view(
 ) -> Result<Json, ConsoleError> {
     let settings = Settings {
         max_depth: q.max_depth.unwrap_or(2).clamp(1, 3),
-        min_support: q.min_support.unwrap_or(FLOOR).max(1),
+        // A search is bounded by its support (it prunes below it) and its dimensions: a
+        // request cannot ask for millions of one-person candidates.
+        min_support: q.min_support.unwrap_or(FLOOR).max(MIN_SUPPORT),
         fdr: 0.05,
         bins: 4,
     };
@@ -620,6 +637,7 @@ pub fn discover_view(
         let column = experiment.outcome_column(o, tables.len());
         let kind = experiment.outcome_kind(o);
         let dims = dims_for(&tables, &[]);
+        check_dims(&dims)?;
         let names: Vec<&str> = dims.iter().map(String::as_str).collect();
         tables.need(&[], &names)?;
         let its = items(&tables.dataset(), &dims, &base, &settings)
@@ -672,6 +690,7 @@ pub fn discover_view(
             &base,
         )?;
         let dims = dims_for(&tables, &exclude);
+        check_dims(&dims)?;
         let names: Vec<&str> = dims.iter().map(String::as_str).collect();
         tables.need(&[], &names)?;
         let its = items(&tables.dataset(), &dims, &base, &settings)

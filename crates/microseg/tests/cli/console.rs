@@ -105,6 +105,35 @@ fn the_console_works_in_a_browser_and_the_report_opens_offline() {
     assert_eq!(root["size"], rows.len());
     assert_eq!(root["children"].as_array().unwrap().len(), 30);
     assert_eq!(root["more"], rows.len() - 30);
+    // A discovery request is bounded: no support under 20, at most 16 dimensions.
+    let bearer = format!("Bearer {admin}");
+    let (status, found) = super::server::admin_call(
+        &server.addr,
+        &bearer,
+        "POST",
+        "/v1/console/discover",
+        r#"{"target": "orders >= 2", "dims": ["skill"], "min_support": 1}"#,
+    );
+    assert_eq!(
+        (status, &found["min_support"]),
+        (200, &serde_json::json!(20))
+    );
+    let many: Vec<String> = (0..17).map(|i| format!("d{i}")).collect();
+    let (status, refused) = super::server::admin_call(
+        &server.addr,
+        &bearer,
+        "POST",
+        "/v1/console/discover",
+        &serde_json::json!({"target": "orders >= 2", "dims": many}).to_string(),
+    );
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 16 dimensions"),
+        "{refused}"
+    );
     let out = artefacts();
     node(
         &script("console.mjs"),
