@@ -46,7 +46,7 @@ h1 { font-size: 1.7rem; margin-bottom: 0; } h2 { border-bottom: 2px solid #dde3e
 .sub { color: #5a6782; margin-top: 4px; }
 .kpis { display: grid; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)); gap: 12px; }
 .kpi { border: 1px solid #dde3ee; border-radius: 8px; padding: 10px 12px; }
-.kpi b { display: block; font-size: 1.35rem; }
+.kpi b { display: block; font-size: 1.35rem; overflow-wrap: anywhere; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: 12px; }
 svg.chart { max-width: 100%; height: auto; }
 table { border-collapse: collapse; width: 100%; font-size: 0.9rem; margin: 8px 0; }
