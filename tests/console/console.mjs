@@ -282,7 +282,7 @@ try {
   seen = done();
   check(seen.length === 2 && seen.includes(`/v1/console/campaigns/${env("CAMPAIGN")}`), `the campaign page asks for the list and the campaign (${seen.join(", ")})`);
   const detail = await page.textContent("#campaign-detail");
-  check(await page.locator("#campaign-detail svg.chart path.whisker").count() >= 1, "the lift chart has its interval");
+  check(await page.locator("#campaign-detail svg.chart path.whisker").count() === 3, "treated, holdout and the lift each have their interval");
   check(detail.includes("treated") && detail.includes("holdout"), "treated and holdout are compared");
   check(await page.locator("#money .kpi:has(span:text('ROI'))").count() === 1 && await page.locator("#money .kpi:has(span:text('LTV / CAC'))").count() === 1, "ROI and CAC vs LTV are shown");
   await page.screenshot({ path: path.join(OUT, "campaign.png"), fullPage: true });

@@ -11,6 +11,7 @@ use microseg_engine::metrics::KEY_METRICS;
 use microseg_engine::models::discover::{
     dimension_items, discover, discover_uplift, items, Discovery, Settings, Target,
 };
+use microseg_engine::models::experiment::wilson;
 use microseg_engine::models::personas::{personas as cluster, PersonaSettings};
 use microseg_engine::METRIC_NAMES;
 use microseg_store::{Store, Tables, Workspace};
@@ -935,10 +936,12 @@ pub fn campaign(
                 }),
             );
             if o == "conversion" {
+                // Each arm's own rate with its Wilson interval, then the lift's.
+                let n = a.n as f64;
                 value_bars.push(Bar {
                     label: format!("{} (n = {})", a.arm, a.n),
                     value: r.value,
-                    interval: None,
+                    interval: (a.n > 0).then(|| wilson((r.value * n).round(), n)),
                 });
                 if let Some(c) = r.comparison {
                     lift_bars.push(Bar {
@@ -954,7 +957,7 @@ pub fn campaign(
     let mut bars = value_bars;
     bars.extend(lift_bars);
     let lift = charts::bars(
-        &format!("{name}: conversion of treated and holdout, and the lift with its 95% interval"),
+        &format!("{name}: conversion of treated and holdout and the lift, with 95% intervals"),
         &bars,
         Some((0.0, "no lift")),
         Format::Percent,
