@@ -8,6 +8,51 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::Env;
 
 /// The demo's profiles as the CSV has them: id → column → value.
+/// tests/smtp_sink.py (aiosmtpd through the test Python) writing each message it
+/// receives to `received`; extra `args` (`--tls DIR`, `--auth USER:PASSWORD`); `quiet`
+/// drops its stderr (refused handshakes print traces). It stops when dropped: its stdin
+/// closes and it is waited for, so `received` is complete after the drop.
+struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl SmtpSink {
+    fn start(received: &std::path::Path, args: &[&str], quiet: bool) -> SmtpSink {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = std::process::Command::new(super::server::test_python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../tests/smtp_sink.py"
+            ))
+            .arg(received)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stderr(if quiet {
+                Stdio::null()
+            } else {
+                Stdio::inherit()
+            })
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the SMTP sink");
+        let mut port = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut port)
+            .unwrap();
+        let port = port.trim().parse().expect("the sink's port");
+        SmtpSink { child, port }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
 fn profiles_csv(env: &Env) -> BTreeMap<String, BTreeMap<String, String>> {
     let mut reader = csv::Reader::from_path(env.data().join("demo").join("profiles.csv")).unwrap();
     let header: Vec<String> = reader
@@ -986,7 +1031,7 @@ fn pool_codes_are_given_once_per_person() {
 /// failure (exit 5).
 #[test]
 fn test_sends_reach_a_real_smtp_server_and_count_nowhere() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     let env = Env::new();
     let file = env.write(
         "p.csv",
@@ -994,21 +1039,8 @@ fn test_sends_reach_a_real_smtp_server_and_count_nowhere() {
     );
     env.ok(&["import", "profiles", &file, "--type", "consent_email=bool"]);
     let received = env.dir.path().join("smtp.ndjson");
-    let mut sink = std::process::Command::new(super::server::test_python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/smtp_sink.py"
-        ))
-        .arg(&received)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the SMTP sink");
-    let mut port = String::new();
-    BufReader::new(sink.stdout.take().unwrap())
-        .read_line(&mut port)
-        .unwrap();
-    let port: u16 = port.trim().parse().expect("the sink's port");
+    let sink = SmtpSink::start(&received, &[], false);
+    let port = sink.port;
     // A receiver for the webhook campaign: answers one request 200, hands it back.
     let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hook_addr = hook.local_addr().unwrap();
@@ -1110,8 +1142,7 @@ fn test_sends_reach_a_real_smtp_server_and_count_nowhere() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    drop(sink.stdin.take());
-    let _ = sink.wait();
+    drop(sink);
     let out = env
         .cmd(&[
             "campaign",
@@ -1394,7 +1425,6 @@ fn ad_audiences_are_normalised_hashed_and_diffed() {
 /// 4), and the outbox all sent at the end.
 #[test]
 fn deliver_survives_kill_9_with_a_real_smtp_server() {
-    use std::io::BufRead;
     let env = Env::new();
     let mut csv = String::from("id,first_name,email,consent_email\n");
     for i in 0..300 {
@@ -1403,25 +1433,13 @@ fn deliver_survives_kill_9_with_a_real_smtp_server() {
     let file = env.write("p.csv", csv.as_bytes());
     env.ok(&["import", "profiles", &file, "--type", "consent_email=bool"]);
     let received = env.dir.path().join("smtp.ndjson");
-    let mut sink = std::process::Command::new(super::server::test_python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/smtp_sink.py"
-        ))
-        .arg(&received)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the SMTP sink");
-    let mut port = String::new();
-    std::io::BufReader::new(sink.stdout.take().unwrap())
-        .read_line(&mut port)
-        .unwrap();
+    let sink = SmtpSink::start(&received, &[], false);
+    let port = sink.port;
     let config = env.data().join("microseg.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
         "\n[channels.email]\nsmtp = \"smtp://127.0.0.1:{}\"\nfrom = \"shop@example.com\"\nrate = \"300/s\"\nunsubscribe_url = \"https://shop.example/u\"\n",
-        port.trim()
+        port
     ));
     std::fs::write(&config, text).unwrap();
     let campaign = env.write(
@@ -1468,8 +1486,7 @@ fn deliver_survives_kill_9_with_a_real_smtp_server() {
         let distinct: BTreeSet<&String> = ids.iter().collect();
         (distinct.len() >= keys.len(), ids)
     });
-    drop(sink.stdin.take());
-    let _ = sink.wait();
+    drop(sink);
     let want: BTreeSet<String> = keys.iter().map(|k| format!("<{k}@example.com>")).collect();
     let distinct: BTreeSet<String> = got.iter().cloned().collect();
     assert_eq!(distinct, want, "every message arrived, under its own key");
@@ -2081,7 +2098,6 @@ fn schedules_run_once_per_slot_on_serve() {
 #[test]
 fn one_click_unsubscribe_and_bounces() {
     use super::server::{admin_call, http};
-    use std::io::BufRead;
     let env = Env::new();
     let file = env.write(
         "p.csv",
@@ -2089,25 +2105,13 @@ fn one_click_unsubscribe_and_bounces() {
     );
     env.ok(&["import", "profiles", &file, "--type", "consent_email=bool"]);
     let received = env.dir.path().join("smtp.ndjson");
-    let mut sink = std::process::Command::new(super::server::test_python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/smtp_sink.py"
-        ))
-        .arg(&received)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the SMTP sink");
-    let mut port = String::new();
-    std::io::BufReader::new(sink.stdout.take().unwrap())
-        .read_line(&mut port)
-        .unwrap();
+    let sink = SmtpSink::start(&received, &[], false);
+    let port = sink.port;
     let config = env.data().join("microseg.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
         "\n[channels.email]\nsmtp = \"smtp://127.0.0.1:{}\"\nfrom = \"shop@example.com\"\nunsubscribe_url = \"https://shop.example/u\"\n",
-        port.trim()
+        port
     ));
     std::fs::write(&config, text).unwrap();
     let campaign = env.write(
@@ -2127,8 +2131,7 @@ fn one_click_unsubscribe_and_bounces() {
             .collect();
         (mails.len() >= 3, mails)
     });
-    drop(sink.stdin.take());
-    let _ = sink.wait();
+    drop(sink);
     let anna = mails
         .iter()
         .find(|m| m["rcpt_tos"][0] == "a@example.com")
@@ -2364,7 +2367,6 @@ fn results_choose_the_variants() {
 /// both as I/O failures (exit 5) that name the relay.
 #[test]
 fn e_mail_goes_over_starttls_with_a_login() {
-    use std::io::BufRead;
     let env = Env::new();
     let file = env.write(
         "p.csv",
@@ -2373,24 +2375,12 @@ fn e_mail_goes_over_starttls_with_a_login() {
     env.ok(&["import", "profiles", &file, "--type", "consent_email=bool"]);
     let received = env.dir.path().join("smtp.ndjson");
     let tls = env.dir.path().join("tls");
-    let mut sink = std::process::Command::new(super::server::test_python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/smtp_sink.py"
-        ))
-        .arg(&received)
-        .args(["--tls", tls.to_str().unwrap(), "--auth", "shop:s3cret"])
-        .stdin(std::process::Stdio::piped())
-        // The refused handshakes below print their traces there.
-        .stderr(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the SMTP sink");
-    let mut port = String::new();
-    std::io::BufReader::new(sink.stdout.take().unwrap())
-        .read_line(&mut port)
-        .unwrap();
-    let port = port.trim().to_string();
+    let sink = SmtpSink::start(
+        &received,
+        &["--tls", tls.to_str().unwrap(), "--auth", "shop:s3cret"],
+        true,
+    );
+    let port = sink.port;
     let config = env.data().join("microseg.toml");
     let base = std::fs::read_to_string(&config).unwrap();
     let write_config = |ca: bool| {
@@ -2454,8 +2444,7 @@ fn e_mail_goes_over_starttls_with_a_login() {
         String::from_utf8_lossy(&untrusted.stderr)
     );
     assert!(String::from_utf8_lossy(&untrusted.stderr).contains(&format!("127.0.0.1:{port}")));
-    drop(sink.stdin.take());
-    let _ = sink.wait();
+    drop(sink);
 }
 
 /// A triggered campaign's sends equal the people who entered its segment, minus its
