@@ -5,11 +5,11 @@
 use microseg_activate::decide::{workspace_decision, Decider, Slot};
 use microseg_activate::{Campaign, Channel};
 use microseg_core::condition::{parse, Condition};
-use microseg_core::{Timestamp, TraitType, DAY_MS};
+use microseg_core::{Timestamp, DAY_MS};
 use microseg_engine::analytics::{correlations, drill_down, overlaps, TreeNode};
 use microseg_engine::metrics::KEY_METRICS;
 use microseg_engine::models::discover::{
-    dimension_items, discover, discover_uplift, items, Discovery, Settings, Target,
+    discover, discover_uplift, items, Discovery, Settings, Target,
 };
 use microseg_engine::models::experiment::wilson;
 use microseg_engine::models::personas::{personas as cluster, PersonaSettings};
@@ -589,12 +589,7 @@ pub fn discover_view(
     let mut tables = Tables::open(ws, store, at)?;
     let dims_for = |tables: &Tables<'_>, exclude: &[String]| -> Vec<String> {
         if q.dims.is_empty() {
-            tables
-                .schema()
-                .iter()
-                .filter(|(n, spec)| spec.ty != TraitType::Timestamp && !exclude.contains(n))
-                .map(|(n, _)| n.clone())
-                .collect()
+            tables.search_dimensions(exclude)
         } else {
             q.dims.clone()
         }
@@ -741,7 +736,6 @@ pub fn discover_view(
             }
         })
         .collect();
-    let _ = dimension_items;
     Ok(json!({
         "as_of": at.to_string(),
         "kind": kind,

@@ -228,6 +228,16 @@ impl<'s> Tables<'s> {
         &self.schema
     }
 
+    /// What a discovery combines when the user names nothing: every trait but timestamps
+    /// and those in `exclude`.
+    pub fn search_dimensions(&self, exclude: &[String]) -> Vec<String> {
+        self.schema
+            .iter()
+            .filter(|(name, spec)| spec.ty != TraitType::Timestamp && !exclude.contains(name))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// The profile table with the columns loaded so far.
     pub fn profiles(&self) -> &ProfileTable {
         &self.profiles

@@ -3,7 +3,6 @@
 use anyhow::{Context as _, Result};
 use clap::Args;
 use microseg_core::condition::Condition;
-use microseg_core::TraitType;
 use microseg_engine::models::discover::{
     discover, items, partition, Discovery, Estimate, Group, Item, Measure, Partition, Settings,
     Target, Verdict,
@@ -115,12 +114,7 @@ impl SearchArgs {
     /// `exclude`.
     pub fn dimensions(&self, tables: &Tables<'_>, exclude: &[String]) -> Result<Vec<String>> {
         let dims: Vec<String> = if self.dims.is_empty() {
-            tables
-                .schema()
-                .iter()
-                .filter(|(name, spec)| spec.ty != TraitType::Timestamp && !exclude.contains(name))
-                .map(|(name, _)| name.clone())
-                .collect()
+            tables.search_dimensions(exclude)
         } else {
             self.dims.clone()
         };
