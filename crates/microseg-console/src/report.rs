@@ -422,25 +422,22 @@ pub fn report(
             &[false, true, true, true, true, true],
             &rows,
         );
-        let _ = write!(
-            out,
-            "<div class=\"kpis\">{}</div>",
-            [
-                ("Sent", opt(&money["sent"], Format::Count)),
-                ("Cost", opt(&money["cost"], Format::Amount)),
-                (
-                    "Incremental revenue",
-                    opt(&money["incremental_revenue"], Format::Amount)
-                ),
-                ("ROI", opt(&money["roi"], Format::Percent)),
-                ("CAC", opt(&acq["cac"], Format::Amount)),
-                ("LTV 12m (predicted)", opt(&acq["ltv_12m"], Format::Amount)),
-                ("LTV / CAC", opt(&acq["ltv_to_cac"], Format::Amount)),
-            ]
-            .iter()
-            .map(|(l, v)| format!("<div class=\"kpi\">{}<b>{}</b></div>", escape(l), escape(v)))
-            .collect::<String>()
-        );
+        out.push_str("<div class=\"kpis\">");
+        for (label, value) in [
+            ("Sent", opt(&money["sent"], Format::Count)),
+            ("Cost", opt(&money["cost"], Format::Amount)),
+            (
+                "Incremental revenue",
+                opt(&money["incremental_revenue"], Format::Amount),
+            ),
+            ("ROI", opt(&money["roi"], Format::Percent)),
+            ("CAC", opt(&acq["cac"], Format::Amount)),
+            ("LTV 12m (predicted)", opt(&acq["ltv_12m"], Format::Amount)),
+            ("LTV / CAC", opt(&acq["ltv_to_cac"], Format::Amount)),
+        ] {
+            kpi(&mut out, label, &value);
+        }
+        out.push_str("</div>");
     }
     out.push_str("</section>");
     let _ = writeln!(
