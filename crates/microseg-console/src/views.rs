@@ -570,8 +570,14 @@ pub fn discover_view(
     at: Timestamp,
     q: &Discover,
 ) -> Result<Json, ConsoleError> {
+    let max_depth = q.max_depth.unwrap_or(2);
+    if !(1..=3).contains(&max_depth) {
+        return Err(ConsoleError::Invalid(format!(
+            "max_depth {max_depth}: give 1 to 3 conditions"
+        )));
+    }
     let settings = Settings {
-        max_depth: q.max_depth.unwrap_or(2).clamp(1, 3),
+        max_depth,
         // A search is bounded by its support (it prunes below it) and its dimensions: a
         // request cannot ask for millions of one-person candidates.
         min_support: q.min_support.unwrap_or(FLOOR).max(MIN_SUPPORT),
@@ -775,8 +781,13 @@ pub fn personas(
         .filter(|f| ["visits", "orders", "revenue", "aov"].contains(&f.as_str()))
         .cloned()
         .collect();
+    if !(2..=8).contains(&k) {
+        return Err(ConsoleError::Invalid(format!(
+            "k {k}: give 2 to 8 personas"
+        )));
+    }
     let settings = PersonaSettings {
-        k: Some(k.clamp(2, 8)),
+        k: Some(k),
         features: features.clone(),
         log: log.clone(),
         // Three restarts (scikit-learn takes 10): a look in 0.15 s on the demo shop;

@@ -134,6 +134,29 @@ fn the_console_works_in_a_browser_and_the_report_opens_offline() {
             .contains("at most 16 dimensions"),
         "{refused}"
     );
+    // Out-of-range numbers are refused, not quietly bent into range.
+    for (method, path, body, says) in [
+        (
+            "POST",
+            "/v1/console/discover",
+            r#"{"target": "orders >= 2", "max_depth": 9}"#,
+            "max_depth 9: give 1 to 3",
+        ),
+        (
+            "GET",
+            "/v1/console/personas?k=1000000000",
+            "",
+            "k 1000000000: give 2 to 8",
+        ),
+    ] {
+        let (status, refused) =
+            super::server::admin_call(&server.addr, &bearer, method, path, body);
+        assert_eq!(status, 400, "{path}: {refused}");
+        assert!(
+            refused["message"].as_str().unwrap().contains(says),
+            "{refused}"
+        );
+    }
     let out = artefacts();
     node(
         &script("console.mjs"),
