@@ -14,7 +14,7 @@ use microseg_console::ConsoleError;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::admin::{with_store, Answer};
+use crate::admin::{admin, blocking, Answer};
 use crate::error::{ApiError, Body, Path, Query};
 use crate::App;
 
@@ -54,6 +54,26 @@ impl IngestRate {
     }
 }
 
+/// Pages computed at once: each loads the workspace's tables (hundreds of MB on a
+/// million customers), so more at a time would only share the two cores and add memory.
+pub(crate) const PAGES_AT_ONCE: usize = 2;
+
+/// Answers one console page: the admin check, then `f` on the blocking pool with a store
+/// connection once one of [`PAGES_AT_ONCE`] slots is free (others wait their turn).
+async fn page(
+    app: Arc<App>,
+    headers: &HeaderMap,
+    f: impl FnOnce(&App, &mut microseg_store::Store) -> Answer + Send + 'static,
+) -> Answer {
+    admin(&app, headers)?;
+    let _slot = app
+        .console_pages
+        .acquire()
+        .await
+        .map_err(|_| ApiError::shutting_down())?;
+    blocking(&app, f).await
+}
+
 /// One of the console's files.
 pub(crate) async fn file(uri: axum::http::Uri) -> Response {
     match microseg_console::asset(uri.path()) {
@@ -76,7 +96,7 @@ pub(crate) async fn file(uri: axum::http::Uri) -> Response {
 }
 
 pub(crate) async fn overview(State(app): State<Arc<App>>, headers: HeaderMap) -> Answer {
-    with_store(app, &headers, |app, store| {
+    page(app, &headers, |app, store| {
         let mut doc = views::overview(&app.workspace, store, crate::now())?;
         let ingested = app.counters.ingested.load(Ordering::Relaxed);
         doc["ingest"] = json!({
@@ -89,7 +109,7 @@ pub(crate) async fn overview(State(app): State<Arc<App>>, headers: HeaderMap) ->
 }
 
 pub(crate) async fn segments(State(app): State<Arc<App>>, headers: HeaderMap) -> Answer {
-    with_store(app, &headers, |app, store| {
+    page(app, &headers, |app, store| {
         let mut doc = views::segments(&app.workspace, store, crate::now(), 8)?;
         // Sizes now from the streaming state where the segment streams.
         let e = app.live.lock().expect("live state lock");
@@ -122,7 +142,7 @@ pub(crate) async fn size(
     if q.condition.len() > 64 * 1024 {
         return Err(ApiError::bad("condition: longer than 64 KiB"));
     }
-    with_store(app, &headers, move |app, store| {
+    page(app, &headers, move |app, store| {
         let doc = views::size(&app.workspace, store, crate::now(), &q.condition)?;
         Ok(axum::Json(doc).into_response())
     })
@@ -168,7 +188,7 @@ pub(crate) async fn explore(
             "at most 4 dimensions, 20 segments and 20 metrics",
         ));
     }
-    with_store(app, &headers, move |app, store| {
+    page(app, &headers, move |app, store| {
         let doc = views::explore(&app.workspace, store, crate::now(), &request)?;
         Ok(axum::Json(doc).into_response())
     })
@@ -180,7 +200,7 @@ pub(crate) async fn profile(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Answer {
-    with_store(app, &headers, move |app, store| {
+    page(app, &headers, move |app, store| {
         let doc = views::profile(&app.workspace, store, crate::now(), &id)?;
         Ok(axum::Json(doc).into_response())
     })
@@ -232,7 +252,7 @@ pub(crate) async fn discover(
                 outcome: q.outcome.filter(|o| !o.is_empty()),
             }),
     };
-    with_store(app, &headers, move |app, store| {
+    page(app, &headers, move |app, store| {
         let doc = views::discover_view(&app.workspace, store, crate::now(), &request)?;
         Ok(axum::Json(doc).into_response())
     })
@@ -253,7 +273,7 @@ pub(crate) async fn personas(
     headers: HeaderMap,
 ) -> Answer {
     let features = list(q.features.as_deref());
-    with_store(app, &headers, move |app, store| {
+    page(app, &headers, move |app, store| {
         let doc = views::personas(
             &app.workspace,
             store,
@@ -267,7 +287,7 @@ pub(crate) async fn personas(
 }
 
 pub(crate) async fn campaigns(State(app): State<Arc<App>>, headers: HeaderMap) -> Answer {
-    with_store(app, &headers, |_, store| {
+    page(app, &headers, |_, store| {
         Ok(axum::Json(views::campaigns(store)?).into_response())
     })
     .await
@@ -291,7 +311,7 @@ pub(crate) async fn campaign(
     if !(window > 0.0 && window <= 365.0) {
         return Err(ApiError::bad("window: give 0 to 365 days"));
     }
-    with_store(app, &headers, move |app, store| {
+    page(app, &headers, move |app, store| {
         let doc = views::campaign(&app.workspace, store, crate::now(), &name, window, true)?;
         Ok(axum::Json(doc).into_response())
     })

@@ -105,6 +105,8 @@ pub(crate) struct App {
         Arc<std::sync::RwLock<std::collections::HashMap<String, Vec<String>>>>,
     /// The overview's ingest rate.
     pub(crate) ingest_rate: console::IngestRate,
+    /// Console pages being computed ([`console::PAGES_AT_ONCE`] at a time).
+    pub(crate) console_pages: tokio::sync::Semaphore,
 }
 
 impl App {
@@ -365,6 +367,7 @@ pub fn serve(workspace: Workspace, options: ServeOptions) -> Result<(), ServerEr
     let app = Arc::new(App {
         event_triggers: taps.names.clone(),
         ingest_rate: console::IngestRate::default(),
+        console_pages: tokio::sync::Semaphore::new(console::PAGES_AT_ONCE),
         decisions,
         unsubscribe_secret,
         hooks: Mutex::default(),
