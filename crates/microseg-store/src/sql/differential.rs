@@ -703,6 +703,7 @@ fn odd_property_names_agree_in_batch_and_sql() {
         segments: &segments,
         metrics: &config,
         as_of,
+        dialect: super::Dialect::Sqlite,
     };
     for name in ODD_NAMES {
         let filter = Some(Box::new(Condition::Compare {
@@ -785,6 +786,7 @@ fn batch_and_sql_agree_on_random_conditions() {
                     segments: &segments,
                     metrics: &config,
                     as_of,
+                    dialect: super::Dialect::Sqlite,
                 };
                 let batch = batch_members(&data.table, &data, &metrics, &segments, as_of, &c);
                 // The same without bitmap indexes (every leaf scans its column).

@@ -7,12 +7,15 @@
 //!
 //! - every leaf is wrapped in `COALESCE(.., FALSE)`, so a missing value makes a leaf false
 //!   rather than NULL and `NOT` is the complement, as in the language;
-//! - behavioural leaves are correlated subqueries over `events` (`time <= as_of` always);
+//! - behavioural leaves are `p.id IN (SELECT owner ...)` over `events` (`time <= as_of`
+//!   always), uncorrelated so that every engine plans them as joins: grouped with `HAVING`
+//!   for counts and aggregates, a `RANGE` window for sequences;
 //! - metrics come from a `WITH` clause computing them from `events` with the definitions of
 //!   docs/metrics.md, only when the condition names one;
 //! - `in_segment` is replaced by the segment's own condition.
 //!
-//! Layout (SQLite dialect): `profiles(id TEXT, merged_into TEXT, <one column per trait>)`
+//! The dialects differ only in what [`Dialect`] writes (quoting, types, text and JSON
+//! functions). Layout (SQLite; docs/warehouse.md for the others): `profiles(id TEXT, merged_into TEXT, <one column per trait>)`
 //! with booleans as 0/1, timestamps as UTC milliseconds and string sets as JSON arrays;
 //! `merged_into` is the external id of the live profile an `alias` merged this one into
 //! (the end of any chain of merges), NULL for a live profile: a merged profile is in no
@@ -34,25 +37,10 @@ use microseg_engine::metrics::metric_type;
 use microseg_engine::models::clv::PREDICTION_NAMES;
 use microseg_engine::MetricsConfig;
 
-/// A SQL dialect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// SQLite 3.38 or later (JSON functions, `REGEXP` for `matches`).
-    Sqlite,
-}
+mod dialect;
 
-impl Dialect {
-    /// The dialect called `name` (`sqlite`), or a message naming the ones there are.
-    pub fn from_name(name: &str) -> Result<Dialect, String> {
-        match name {
-            "sqlite" => Ok(Dialect::Sqlite),
-            "postgres" | "duckdb" | "spark" => Err(format!(
-                "the {name} dialect is not available yet; this version compiles to sqlite"
-            )),
-            other => Err(format!("unknown SQL dialect '{other}' (use sqlite)")),
-        }
-    }
-}
+pub use dialect::Dialect;
+use dialect::Json;
 
 /// What a condition is compiled against.
 pub struct SqlContext<'a> {
@@ -64,13 +52,16 @@ pub struct SqlContext<'a> {
     pub metrics: &'a MetricsConfig,
     /// The instant the condition is evaluated at.
     pub as_of: Timestamp,
+    /// The SQL engine the query is for.
+    pub dialect: Dialect,
 }
 
-/// Compiles `condition` to one SQLite `SELECT` returning the members' external ids as
-/// `id` (the only [`Dialect`] so far).
+/// Compiles `condition` to one `SELECT` in `ctx.dialect` returning the members' external
+/// ids as `id`.
 pub fn compile(condition: &Condition, ctx: &SqlContext<'_>) -> Result<String, EvalError> {
     let mut compiler = Compiler {
         ctx,
+        d: ctx.dialect,
         path: Vec::new(),
         uses_metrics: false,
         aliases: 0,
@@ -90,10 +81,11 @@ pub fn compile(condition: &Condition, ctx: &SqlContext<'_>) -> Result<String, Ev
 
 struct Compiler<'a> {
     ctx: &'a SqlContext<'a>,
+    d: Dialect,
     /// Segments being inlined (to catch cycles).
     path: Vec<String>,
     uses_metrics: bool,
-    /// Counter for event-table aliases.
+    /// Counter for table aliases.
     aliases: usize,
 }
 
@@ -103,11 +95,21 @@ struct Source {
     ty: TraitType,
 }
 
+/// The events one behavioural leaf reads: `FROM`, the survivor owning each event, `WHERE`.
+struct Events {
+    /// The alias of `events`.
+    e: String,
+    from: String,
+    owner: String,
+    filter: String,
+    time: String,
+}
+
 impl Compiler<'_> {
     fn source(&mut self, name: &str) -> Result<Source, EvalError> {
         if let Some(&ty) = self.ctx.traits.get(name) {
             return Ok(Source {
-                sql: format!("p.{}", ident(name)),
+                sql: format!("p.{}", self.d.ident(name)),
                 ty,
             });
         }
@@ -118,7 +120,7 @@ impl Compiler<'_> {
             Some(ty) => {
                 self.uses_metrics = true;
                 Ok(Source {
-                    sql: format!("m.{}", ident(name)),
+                    sql: format!("m.{}", self.d.ident(name)),
                     ty,
                 })
             }
@@ -126,9 +128,9 @@ impl Compiler<'_> {
         }
     }
 
-    fn alias(&mut self) -> String {
+    fn alias(&mut self) -> usize {
         self.aliases += 1;
-        format!("e{}", self.aliases)
+        self.aliases
     }
 
     fn condition(&mut self, c: &Condition) -> Result<String, EvalError> {
@@ -177,7 +179,7 @@ impl Compiler<'_> {
                         hint: "text tests need a string trait".into(),
                     });
                 }
-                leaf(text_test(&source.sql, *op, value))
+                leaf(text_test(self.d, &source.sql, *op, value))
             }
             Condition::Has { name, value } => {
                 let source = self.source(name)?;
@@ -188,11 +190,7 @@ impl Compiler<'_> {
                         hint: "`has` needs a string set; compare strings with = or contains".into(),
                     });
                 }
-                leaf(format!(
-                    "EXISTS (SELECT 1 FROM json_each({}) WHERE value = {})",
-                    source.sql,
-                    string(value)
-                ))
+                leaf(self.d.set_has(&source.sql, value))
             }
             Condition::InSegment { segment } => {
                 if let Some(at) = self.path.iter().position(|p| p == segment) {
@@ -210,7 +208,7 @@ impl Compiler<'_> {
                 self.path.pop();
                 format!("({sql})")
             }
-            behavioural => leaf(self.behaviour(behavioural)?),
+            behavioural => format!("({})", self.behaviour(behavioural)?),
         })
     }
 
@@ -250,7 +248,7 @@ impl Compiler<'_> {
             "{} {} {}",
             source.sql,
             compare_op(op),
-            literal(right)
+            literal(self.d, right)
         ))
     }
 
@@ -262,10 +260,10 @@ impl Compiler<'_> {
         })
     }
 
-    /// Arithmetic over numeric traits and metrics, as REAL (NULL when missing or / 0).
+    /// Arithmetic over numeric traits and metrics, as floats (NULL when missing or / 0).
     fn numeric(&mut self, operand: &Operand) -> Result<String, EvalError> {
         Ok(match operand {
-            Operand::Number(x) => number(*x),
+            Operand::Number(x) => float(self.d, *x),
             Operand::Name(name) => {
                 let source = self.source(name)?;
                 if !matches!(source.ty, TraitType::Integer | TraitType::Float) {
@@ -275,7 +273,7 @@ impl Compiler<'_> {
                         hint: "arithmetic needs numbers".into(),
                     });
                 }
-                format!("CAST({} AS REAL)", source.sql)
+                format!("CAST({} AS {})", source.sql, self.d.real())
             }
             Operand::Arith { op, left, right } => {
                 let (l, r) = (self.numeric(left)?, self.numeric(right)?);
@@ -284,7 +282,8 @@ impl Compiler<'_> {
         })
     }
 
-    /// A behavioural leaf for profile `p`.
+    /// A behavioural leaf for profile `p`: `p.id` in (or not in) a set of event owners
+    /// (never NULL, so no `COALESCE`).
     fn behaviour(&mut self, c: &Condition) -> Result<String, EvalError> {
         let as_of = self.ctx.as_of.0;
         Ok(match c {
@@ -294,13 +293,9 @@ impl Compiler<'_> {
                 op,
                 value,
             } => {
-                let e = self.alias();
-                let filter = self.events_of(&e, event, window)?;
-                format!(
-                    "(SELECT count(*) FROM events {e} WHERE {filter}) {} {}",
-                    compare_op(*op),
-                    number(*value)
-                )
+                let ev = self.events(event, window)?;
+                let test = format!("count(*) {} {}", compare_op(*op), number(*value));
+                grouped(&ev, &test, holds(0.0, *op, *value))
             }
             Condition::Aggregate {
                 function,
@@ -310,71 +305,97 @@ impl Compiler<'_> {
                 op,
                 value,
             } => {
-                let e = self.alias();
-                let filter = self.events_of(&e, event, window)?;
-                let x = prop_number(&e, property);
-                let aggregate = match function {
-                    AggregateFn::Sum => format!("total({x})"),
-                    AggregateFn::Avg => format!("avg({x})"),
-                    AggregateFn::Min => format!("min({x})"),
-                    AggregateFn::Max => format!("max({x})"),
+                let ev = self.events(event, window)?;
+                let x = prop_number(self.d, &ev.e, property);
+                let (aggregate, zero) = match function {
+                    AggregateFn::Sum => (self.d.sum_or_zero(&x), holds(0.0, *op, *value)),
+                    AggregateFn::Avg => (format!("avg({x})"), false),
+                    AggregateFn::Min => (format!("min({x})"), false),
+                    AggregateFn::Max => (format!("max({x})"), false),
                 };
-                format!(
-                    "(SELECT {aggregate} FROM events {e} WHERE {filter}) {} {}",
-                    compare_op(*op),
-                    number(*value)
-                )
+                let test = format!("{aggregate} {} {}", compare_op(*op), number(*value));
+                grouped(&ev, &test, zero)
             }
             Condition::Did { event, window } => {
-                let e = self.alias();
-                let filter = self.events_of(&e, event, window)?;
-                format!("EXISTS (SELECT 1 FROM events {e} WHERE {filter})")
-            }
-            Condition::LastBefore { event, ago_ms } => {
-                let e = self.alias();
-                let filter = self.events_of(&e, event, &Window::All)?;
+                let ev = self.events(event, window)?;
                 format!(
-                    "(SELECT max({e}.time) FROM events {e} WHERE {filter}) < {}",
-                    as_of.saturating_sub(*ago_ms)
+                    "p.id IN (SELECT {} FROM {} WHERE {})",
+                    ev.owner, ev.from, ev.filter
                 )
             }
+            Condition::LastBefore { event, ago_ms } => {
+                let ev = self.events(event, &Window::All)?;
+                let test = format!("max({}) < {}", ev.time, as_of.saturating_sub(*ago_ms));
+                grouped(&ev, &test, false)
+            }
             Condition::First { event, window } => {
-                let e = self.alias();
-                let filter = self.events_of(&e, event, &Window::All)?;
-                let first = format!("(SELECT min({e}.time) FROM events {e} WHERE {filter})");
-                match window {
+                let ev = self.events(event, &Window::All)?;
+                let first = format!("min({})", ev.time);
+                let test = match window {
                     Window::All => format!("{first} IS NOT NULL"),
                     Window::Within { ms } => format!("{first} >= {}", as_of.saturating_sub(*ms)),
                     Window::Between { from, to } => {
                         format!("{first} BETWEEN {} AND {}", from.0, to.0)
                     }
-                }
+                };
+                grouped(&ev, &test, false)
             }
             Condition::Sequence {
                 first,
                 then,
-                negated,
+                negated: false,
                 within_ms,
                 window,
             } => {
-                let e1 = self.alias();
-                let starts = self.events_of(&e1, first, window)?;
-                let e2 = self.alias();
-                let seconds = self.events_of(&e2, then, &Window::All)?;
-                if *negated {
-                    format!(
-                        "EXISTS (SELECT 1 FROM (SELECT max({e1}.time) AS t1 FROM events {e1} \
-                         WHERE {starts}) l WHERE l.t1 IS NOT NULL AND l.t1 + {within_ms} <= {as_of} \
-                         AND NOT EXISTS (SELECT 1 FROM events {e2} WHERE {seconds} \
-                         AND {e2}.time > l.t1 AND {e2}.time <= l.t1 + {within_ms}))"
-                    )
-                } else {
-                    format!(
-                        "EXISTS (SELECT 1 FROM events {e1} WHERE {starts} AND EXISTS \
-                         (SELECT 1 FROM events {e2} WHERE {seconds} AND {e2}.time > {e1}.time \
-                         AND {e2}.time <= {e1}.time + {within_ms}))"
-                    )
-                }
+                // Each start looks ahead (t, t + within] in its owner's events for a second.
+                let starts = self.events(first, window)?;
+                let (e, q) = (starts.e.clone(), self.alias());
+                let seconds = self.events_as(then, &Window::All, &e, q)?;
+                format!(
+                    "p.id IN (SELECT owner FROM (SELECT owner, is_start, \
+                     count(CASE WHEN is_then = 1 THEN 1 END) OVER (PARTITION BY owner \
+                     ORDER BY time RANGE BETWEEN 1 FOLLOWING AND {within_ms} FOLLOWING) AS later \
+                     FROM (SELECT {} AS owner, {e}.time AS time, \
+                     CASE WHEN {} THEN 1 ELSE 0 END AS is_start, \
+                     CASE WHEN {} THEN 1 ELSE 0 END AS is_then \
+                     FROM {} WHERE ({}) OR ({})) x{q}) y{q} WHERE is_start = 1 AND later > 0)",
+                    starts.owner,
+                    starts.filter,
+                    seconds.filter,
+                    starts.from,
+                    starts.filter,
+                    seconds.filter
+                )
+            }
+            Condition::Sequence {
+                first,
+                then,
+                negated: true,
+                within_ms,
+                window,
+            } => {
+                // The last start, old enough for its time to be over, with no second in
+                // (t, t + within].
+                let starts = self.events(first, window)?;
+                let seconds = self.events(then, &Window::All)?;
+                let n = self.alias();
+                format!(
+                    "p.id IN (SELECT l{n}.owner FROM (SELECT {} AS owner, max({}) AS t1 FROM {} \
+                     WHERE {} GROUP BY {}) l{n} LEFT JOIN (SELECT {} AS owner, {} AS time \
+                     FROM {} WHERE {}) s{n} ON s{n}.owner = l{n}.owner AND s{n}.time > l{n}.t1 \
+                     AND s{n}.time <= l{n}.t1 + {within_ms} \
+                     WHERE l{n}.t1 + {within_ms} <= {as_of} GROUP BY l{n}.owner \
+                     HAVING count(s{n}.owner) = 0)",
+                    starts.owner,
+                    starts.time,
+                    starts.from,
+                    starts.filter,
+                    starts.owner,
+                    seconds.owner,
+                    seconds.time,
+                    seconds.from,
+                    seconds.filter
+                )
             }
             _ => {
                 return Err(EvalError::Unsupported(
@@ -384,44 +405,84 @@ impl Compiler<'_> {
         })
     }
 
-    /// The `WHERE` of profile `p`'s visible events named by `event`, in `window`.
-    fn events_of(
+    /// The visible events named by `event`, in `window`, each with the live profile that
+    /// owns it (a merged profile's events are its survivor's).
+    fn events(&mut self, event: &EventFilter, window: &Window) -> Result<Events, EvalError> {
+        let n = self.alias();
+        self.events_as(event, window, &format!("e{n}"), n)
+    }
+
+    /// [`Compiler::events`] with the events table under alias `e` (profiles under `q{n}`).
+    fn events_as(
         &mut self,
-        e: &str,
         event: &EventFilter,
         window: &Window,
-    ) -> Result<String, EvalError> {
+        e: &str,
+        n: usize,
+    ) -> Result<Events, EvalError> {
         let as_of = self.ctx.as_of.0;
-        let mut sql = format!(
-            "{e}.profile_id IN (SELECT o.id FROM profiles o WHERE o.id = p.id OR o.merged_into = p.id) \
-             AND {e}.event = {} AND {e}.time <= {as_of}",
-            string(&event.name)
+        let q = format!("q{n}");
+        let mut filter = format!(
+            "{e}.event = {} AND {e}.time <= {as_of}",
+            self.d.string(&event.name)
         );
         match window {
             Window::All => {}
             Window::Within { ms } => {
-                let _ = write!(sql, " AND {e}.time >= {}", as_of.saturating_sub(*ms));
+                let _ = write!(filter, " AND {e}.time >= {}", as_of.saturating_sub(*ms));
             }
             Window::Between { from, to } => {
-                let _ = write!(sql, " AND {e}.time BETWEEN {} AND {}", from.0, to.0);
+                let _ = write!(filter, " AND {e}.time BETWEEN {} AND {}", from.0, to.0);
             }
         }
-        if let Some(filter) = &event.filter {
-            let _ = write!(sql, " AND {}", property_condition(e, filter)?);
+        if let Some(f) = &event.filter {
+            let _ = write!(filter, " AND {}", property_condition(self.d, e, f)?);
         }
-        Ok(sql)
+        Ok(Events {
+            e: e.to_string(),
+            from: format!("events {e} LEFT JOIN profiles {q} ON {q}.id = {e}.profile_id"),
+            owner: format!("coalesce({q}.merged_into, {e}.profile_id)"),
+            filter,
+            time: format!("{e}.time"),
+        })
+    }
+}
+
+/// `p.id` among the owners whose events pass `test` (an aggregate test over a group);
+/// when people without any such event pass too (`zero`), `p.id` not among those that fail.
+fn grouped(ev: &Events, test: &str, zero: bool) -> String {
+    let (not, test) = if zero {
+        ("NOT ", format!("NOT ({test})"))
+    } else {
+        ("", test.to_string())
+    };
+    format!(
+        "{not}p.id IN (SELECT {} FROM {} WHERE {} GROUP BY {} HAVING {test})",
+        ev.owner, ev.from, ev.filter, ev.owner
+    )
+}
+
+/// Whether `x OP value` holds.
+fn holds(x: f64, op: CompareOp, value: f64) -> bool {
+    match op {
+        CompareOp::Eq => x == value,
+        CompareOp::Ne => x != value,
+        CompareOp::Lt => x < value,
+        CompareOp::Le => x <= value,
+        CompareOp::Gt => x > value,
+        CompareOp::Ge => x >= value,
     }
 }
 
 /// A `where` condition over the properties of event alias `e`.
-fn property_condition(e: &str, c: &Condition) -> Result<String, EvalError> {
+fn property_condition(d: Dialect, e: &str, c: &Condition) -> Result<String, EvalError> {
     Ok(match c {
         Condition::And { all } if all.is_empty() => "TRUE".into(),
         Condition::Or { any } if any.is_empty() => "FALSE".into(),
-        Condition::And { all } => property_join(e, all, " AND ")?,
-        Condition::Or { any } => property_join(e, any, " OR ")?,
-        Condition::Not { not } => format!("NOT {}", property_condition(e, not)?),
-        Condition::Compare { left, op, right } => leaf(property_compare(e, left, *op, right)),
+        Condition::And { all } => property_join(d, e, all, " AND ")?,
+        Condition::Or { any } => property_join(d, e, any, " OR ")?,
+        Condition::Not { not } => format!("NOT {}", property_condition(d, e, not)?),
+        Condition::Compare { left, op, right } => leaf(property_compare(d, e, left, *op, right)),
         Condition::In {
             operand,
             values,
@@ -429,36 +490,38 @@ fn property_condition(e: &str, c: &Condition) -> Result<String, EvalError> {
         } => {
             let any: Vec<String> = values
                 .iter()
-                .map(|v| leaf(property_compare(e, operand, CompareOp::Eq, v)))
+                .map(|v| leaf(property_compare(d, e, operand, CompareOp::Eq, v)))
                 .collect();
             let any = or_list(&any);
             if *negated {
-                format!("({} AND NOT {any})", leaf(property_present(e, operand)))
+                format!("({} AND NOT {any})", leaf(property_present(d, e, operand)))
             } else {
                 any
             }
         }
         Condition::Between { operand, low, high } => leaf(format!(
             "{} AND {}",
-            property_compare(e, operand, CompareOp::Ge, low),
-            property_compare(e, operand, CompareOp::Le, high)
+            property_compare(d, e, operand, CompareOp::Ge, low),
+            property_compare(d, e, operand, CompareOp::Le, high)
         )),
         Condition::Exists { name, negated } => {
-            let present = leaf(property_present(e, &Operand::Name(name.clone())));
+            let present = leaf(property_present(d, e, &Operand::Name(name.clone())));
             if *negated {
                 format!("NOT {present}")
             } else {
                 present
             }
         }
-        Condition::Text { name, op, value } => leaf(text_test(&prop_text(e, name), *op, value)),
+        Condition::Text { name, op, value } => {
+            leaf(text_test(d, &prop_text(d, e, name), *op, value))
+        }
         Condition::Has { name, value } => {
             // A list is JSON text: look for the quoted item, as the batch evaluator does.
-            let text = prop_text(e, name);
+            let text = prop_text(d, e, name);
             leaf(format!(
-                "({text} = {} OR instr({text}, {}) > 0)",
-                string(value),
-                string(&json_string(value))
+                "({text} = {} OR {})",
+                d.string(value),
+                d.contains(&text, &json_string(value))
             ))
         }
         _ => {
@@ -469,47 +532,45 @@ fn property_condition(e: &str, c: &Condition) -> Result<String, EvalError> {
     })
 }
 
-fn property_join(e: &str, cs: &[Condition], sep: &str) -> Result<String, EvalError> {
+fn property_join(d: Dialect, e: &str, cs: &[Condition], sep: &str) -> Result<String, EvalError> {
     let parts = cs
         .iter()
-        .map(|c| property_condition(e, c))
+        .map(|c| property_condition(d, e, c))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(format!("({})", parts.join(sep)))
 }
 
 /// `operand OP lit` over a property: numbers with numbers, text with strings, booleans
 /// with `true`/`false`, RFC 3339 text with times; other pairs are NULL (no match).
-fn property_compare(e: &str, operand: &Operand, op: CompareOp, lit: &Literal) -> String {
+fn property_compare(
+    d: Dialect,
+    e: &str,
+    operand: &Operand,
+    op: CompareOp,
+    lit: &Literal,
+) -> String {
     let op = compare_op(op);
     match operand {
         Operand::Name(name) => match lit {
             Literal::Int(_) | Literal::Float(_) => {
-                format!("{} {op} {}", prop_number(e, name), literal(lit))
+                format!("{} {op} {}", prop_number(d, e, name), literal(d, lit))
             }
-            Literal::Str(s) => format!("{} {op} {}", prop_text(e, name), string(s)),
+            Literal::Str(s) => format!("{} {op} {}", prop_text(d, e, name), d.ordered_string(s)),
             Literal::Bool(b) => format!(
                 "(CASE {} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END) {op} {}",
-                prop_text(e, name),
+                prop_text(d, e, name),
                 u8::from(*b)
             ),
-            Literal::Time(t) => {
-                let text = prop_text(e, name);
-                format!(
-                    "(CASE WHEN {text} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*' \
-                     THEN CAST(round((julianday({text}) - 2440587.5) * 86400000.0) AS INTEGER) \
-                     END) {op} {}",
-                    t.0
-                )
-            }
+            Literal::Time(t) => format!("{} {op} {}", d.text_time(&prop_text(d, e, name)), t.0),
         },
         arith => match lit.as_number() {
-            Some(x) => format!("{} {op} {}", property_numeric(e, arith), number(x)),
+            Some(x) => format!("{} {op} {}", property_numeric(d, e, arith), number(x)),
             None => "NULL".into(),
         },
     }
 }
 
-fn property_present(e: &str, operand: &Operand) -> String {
+fn property_present(d: Dialect, e: &str, operand: &Operand) -> String {
     match operand {
         Operand::Name(name) => {
             let revenue = if name == "revenue" {
@@ -517,70 +578,64 @@ fn property_present(e: &str, operand: &Operand) -> String {
             } else {
                 String::new()
             };
-            format!(
-                "(coalesce(json_type({e}.properties, {}), 'null') <> 'null'{revenue})",
-                json_path(name)
-            )
+            let json = d.property(e, name);
+            format!("({} <> {}{revenue})", json.kind, json.null)
         }
-        arith => format!("{} IS NOT NULL", property_numeric(e, arith)),
+        arith => format!("{} IS NOT NULL", property_numeric(d, e, arith)),
     }
 }
 
-fn property_numeric(e: &str, operand: &Operand) -> String {
+fn property_numeric(d: Dialect, e: &str, operand: &Operand) -> String {
     match operand {
-        Operand::Number(x) => number(*x),
-        Operand::Name(name) => format!("CAST({} AS REAL)", prop_number(e, name)),
-        Operand::Arith { op, left, right } => {
-            arith(*op, &property_numeric(e, left), &property_numeric(e, right))
-        }
+        Operand::Number(x) => float(d, *x),
+        Operand::Name(name) => format!("CAST({} AS {})", prop_number(d, e, name), d.real()),
+        Operand::Arith { op, left, right } => arith(
+            *op,
+            &property_numeric(d, e, left),
+            &property_numeric(d, e, right),
+        ),
     }
 }
 
 /// A property's numeric value (NULL when absent or not a number); `revenue` falls back to
 /// the event's revenue when the event has no such property.
-fn prop_number(e: &str, name: &str) -> String {
-    let path = json_path(name);
+fn prop_number(d: Dialect, e: &str, name: &str) -> String {
+    let Json {
+        kind,
+        null,
+        number,
+        as_number,
+        ..
+    } = d.property(e, name);
     let fallback = if name == "revenue" {
-        format!(" WHEN 'null' THEN {e}.revenue ELSE NULL")
+        format!(" WHEN {kind} = {null} THEN {e}.revenue")
     } else {
         String::new()
     };
-    format!(
-        "(CASE coalesce(json_type({e}.properties, {path}), 'null') \
-         WHEN 'integer' THEN json_extract({e}.properties, {path}) \
-         WHEN 'real' THEN json_extract({e}.properties, {path}){fallback} END)"
-    )
+    format!("(CASE WHEN {kind} IN {number} THEN {as_number}{fallback} END)")
 }
 
 /// A property's text value: strings, `true`/`false` for booleans, JSON text for lists and
 /// objects; NULL for numbers and when absent.
-fn prop_text(e: &str, name: &str) -> String {
-    let path = json_path(name);
-    format!(
-        "(CASE json_type({e}.properties, {path}) WHEN 'true' THEN 'true' \
-         WHEN 'false' THEN 'false' WHEN 'text' THEN json_extract({e}.properties, {path}) \
-         WHEN 'array' THEN json_extract({e}.properties, {path}) \
-         WHEN 'object' THEN json_extract({e}.properties, {path}) END)"
-    )
+fn prop_text(d: Dialect, e: &str, name: &str) -> String {
+    let Json {
+        kind,
+        text,
+        as_text,
+        ..
+    } = d.property(e, name);
+    format!("(CASE WHEN {kind} IN {text} THEN {as_text} END)")
 }
 
-fn text_test(text: &str, op: TextOp, value: &str) -> String {
+fn text_test(d: Dialect, text: &str, op: TextOp, value: &str) -> String {
     match op {
         TextOp::Contains | TextOp::StartsWith | TextOp::EndsWith if value.is_empty() => {
             format!("{text} IS NOT NULL")
         }
-        TextOp::Contains => format!("instr({text}, {}) > 0", string(value)),
-        TextOp::StartsWith => format!(
-            "substr({text}, 1, {}) = {}",
-            value.chars().count(),
-            string(value)
-        ),
-        TextOp::EndsWith => format!(
-            "substr({text}, -{}) = {}",
-            value.chars().count(),
-            string(value)
-        ),
-        TextOp::Matches => format!("{text} REGEXP {}", string(value)),
+        TextOp::Contains => d.contains(text, value),
+        TextOp::StartsWith => d.starts_with(text, value),
+        TextOp::EndsWith => d.ends_with(text, value),
+        TextOp::Matches => d.matches(text, value),
     }
 }
 
@@ -589,8 +644,9 @@ fn arith(op: ArithOp, l: &str, r: &str) -> String {
         ArithOp::Add => format!("({l} + {r})"),
         ArithOp::Sub => format!("({l} - {r})"),
         ArithOp::Mul => format!("({l} * {r})"),
-        // SQLite gives NULL for a division by zero, as the evaluator does.
-        ArithOp::Div => format!("({l} / {r})"),
+        // A division by zero is missing, as in the evaluator (PostgreSQL and Spark would
+        // raise an error).
+        ArithOp::Div => format!("({l} / NULLIF({r}, 0))"),
     }
 }
 
@@ -619,17 +675,17 @@ fn compare_op(op: CompareOp) -> &'static str {
     }
 }
 
-fn literal(l: &Literal) -> String {
+fn literal(d: Dialect, l: &Literal) -> String {
     match l {
         Literal::Int(i) => i.to_string(),
         Literal::Float(x) => number(*x),
-        Literal::Str(s) => string(s),
-        Literal::Bool(b) => u8::from(*b).to_string(),
+        Literal::Str(s) => d.ordered_string(s),
+        Literal::Bool(b) => if *b { "TRUE" } else { "FALSE" }.into(),
         Literal::Time(t) => t.0.to_string(),
     }
 }
 
-/// A float as a SQL REAL literal.
+/// A float literal.
 fn number(x: f64) -> String {
     let s = format!("{x:?}");
     if s.contains(['.', 'e', 'E']) {
@@ -639,39 +695,40 @@ fn number(x: f64) -> String {
     }
 }
 
-/// A SQL string literal.
-pub fn string(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// A quoted SQL identifier.
-pub fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// The JSON path of top-level key `name`, as a SQL string: the key in double quotes with
-/// `\\` and `"` escaped as in a JSON string (SQLite reads a quoted path label that way).
-fn json_path(name: &str) -> String {
-    string(&format!(
-        "$.\"{}\"",
-        name.replace('\\', "\\\\").replace('"', "\\\"")
-    ))
+/// A float literal in arithmetic, typed as a 64-bit float (PostgreSQL and Spark read
+/// `2.5` as an exact decimal, which would round differently).
+fn float(d: Dialect, x: f64) -> String {
+    match d {
+        Dialect::Sqlite => number(x),
+        _ => format!("CAST({} AS {})", number(x), d.real()),
+    }
 }
 
 /// The metrics of docs/metrics.md as a `WITH` clause defining `m(id, visits, ...)`.
 fn metrics_cte(ctx: &SqlContext<'_>) -> String {
+    let d = ctx.dialect;
     let as_of = ctx.as_of.0;
     let order = format!(
         "({})",
         ctx.metrics
             .order_events
             .iter()
-            .map(|e| string(e))
+            .map(|e| d.string(e))
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let session = string(&ctx.metrics.session_event);
+    let session = d.string(&ctx.metrics.session_event);
     let gap = ctx.metrics.session_gap_ms;
+    let revenue = d.sum_or_zero(&format!("CASE WHEN event IN {order} THEN revenue END"));
+    let recency = d.int_div(&format!("{as_of} - a.last_order_at"), "86400000");
+    let tenure = d.int_div(&format!("{as_of} - a.first_seen"), "86400000");
+    let id = d.byte_order("id");
+    let rfm = format!(
+        "{} || {} || {}",
+        d.to_text("r.rfm_r"),
+        d.to_text("r.rfm_f"),
+        d.to_text("r.rfm_m")
+    );
     format!(
         "WITH o AS (\n  SELECT coalesce(q.merged_into, e.profile_id) AS profile_id, e.time, e.event, e.revenue\n  \
          FROM events e LEFT JOIN profiles q ON q.id = e.profile_id WHERE e.time <= {as_of}\n\
@@ -679,10 +736,11 @@ fn metrics_cte(ctx: &SqlContext<'_>) -> String {
          CASE WHEN lag(time) OVER w IS NULL OR time - lag(time) OVER w > {gap} \
          OR event = {session} THEN 1 ELSE 0 END AS new_session\n  \
          FROM o\n  \
-         WINDOW w AS (PARTITION BY profile_id ORDER BY time, event = {session} DESC)\n\
+         WINDOW w AS (PARTITION BY profile_id ORDER BY time, \
+         CASE WHEN event = {session} THEN 0 ELSE 1 END)\n\
          ), a AS (\n  SELECT profile_id, sum(new_session) AS visits,\n    \
-         sum(event IN {order}) AS orders,\n    \
-         total(CASE WHEN event IN {order} THEN revenue END) AS revenue,\n    \
+         sum(CASE WHEN event IN {order} THEN 1 ELSE 0 END) AS orders,\n    \
+         {revenue} AS revenue,\n    \
          min(time) AS first_seen, max(time) AS last_seen,\n    \
          max(CASE WHEN event IN {order} THEN time END) AS last_order_at\n  \
          FROM s GROUP BY profile_id\n\
@@ -690,15 +748,15 @@ fn metrics_cte(ctx: &SqlContext<'_>) -> String {
          coalesce(a.revenue, 0.0) AS revenue,\n    \
          CASE WHEN a.orders > 0 THEN a.revenue / a.orders END AS aov,\n    \
          a.first_seen, a.last_seen, a.last_order_at,\n    \
-         ({as_of} - a.last_order_at) / 86400000 AS recency_days,\n    \
-         ({as_of} - a.first_seen) / 86400000 AS tenure_days\n  \
+         {recency} AS recency_days,\n    \
+         {tenure} AS tenure_days\n  \
          FROM profiles p LEFT JOIN a ON a.profile_id = p.id\n\
-         ), r AS (\n  SELECT id, 6 - ntile(5) OVER (ORDER BY recency_days, id) AS rfm_r,\n    \
-         ntile(5) OVER (ORDER BY orders, id) AS rfm_f,\n    \
-         ntile(5) OVER (ORDER BY revenue, id) AS rfm_m\n  \
+         ), r AS (\n  SELECT id, 6 - ntile(5) OVER (ORDER BY recency_days, {id}) AS rfm_r,\n    \
+         ntile(5) OVER (ORDER BY orders, {id}) AS rfm_f,\n    \
+         ntile(5) OVER (ORDER BY revenue, {id}) AS rfm_m\n  \
          FROM b WHERE orders > 0\n\
          ), m AS (\n  SELECT b.*, r.rfm_r, r.rfm_f, r.rfm_m,\n    \
-         r.rfm_r || r.rfm_f || r.rfm_m AS rfm\n  FROM b LEFT JOIN r ON r.id = b.id\n)\n"
+         {rfm} AS rfm\n  FROM b LEFT JOIN r ON r.id = b.id\n)\n"
     )
 }
 
@@ -727,6 +785,7 @@ mod tests {
             segments: &segments,
             metrics: &MetricsConfig::default(),
             as_of: Timestamp(0),
+            dialect: Dialect::Sqlite,
         };
         compile(&parse(text).unwrap(), &ctx)
     }
@@ -762,9 +821,10 @@ mod tests {
         assert!(!sql.contains("WITH"), "{sql}");
         let sql = compile_text("orders >= 2").unwrap();
         assert!(sql.starts_with("WITH o AS"), "{sql}");
+        assert_eq!(Dialect::from_name("spark"), Ok(Dialect::Spark));
         assert_eq!(
-            Dialect::from_name("spark").unwrap_err(),
-            "the spark dialect is not available yet; this version compiles to sqlite"
+            Dialect::from_name("mysql").unwrap_err(),
+            "unknown SQL dialect 'mysql' (use sqlite, postgres, duckdb or spark)"
         );
     }
 }

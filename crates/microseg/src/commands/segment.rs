@@ -433,7 +433,7 @@ fn size(ws: &Workspace, store: &Store, args: SizeArgs) -> Result<()> {
 fn sql(ws: &Workspace, store: &Store, args: SqlArgs) -> Result<()> {
     use microseg_store::sql::{compile, Dialect, SqlContext};
     let at = as_of(args.as_of.as_deref())?;
-    Dialect::from_name(&args.dialect).map_err(anyhow::Error::msg)?;
+    let dialect = Dialect::from_name(&args.dialect).map_err(anyhow::Error::msg)?;
     let saved = store.segment_conditions()?;
     let (segment, condition) = named_or_parsed(&saved, &args.segment_or_condition)?;
     let traits = store
@@ -447,6 +447,7 @@ fn sql(ws: &Workspace, store: &Store, args: SqlArgs) -> Result<()> {
         segments: &saved,
         metrics: &metrics,
         as_of: at,
+        dialect,
     };
     let sql = compile(&condition, &ctx)?;
     if args.json {
