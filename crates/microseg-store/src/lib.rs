@@ -9,6 +9,7 @@ mod event_rows;
 pub mod import;
 pub mod ingest;
 pub mod keys;
+pub mod layout;
 pub mod models;
 pub mod reader;
 pub mod snapshot;

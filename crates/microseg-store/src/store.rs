@@ -58,6 +58,9 @@
 //!                                            (first assignment), for its report
 //! (version 15) secrets(name, value)       -- the workspace's own signing keys (hex), made
 //!                                            on first use (unsubscribe links)
+//! (version 16) warehouse_members(segment, version, engine, as_of, imported_at, size, members)
+//!                                         -- the member list `warehouse run` brought back
+//!                                            for a segment's version (roaring bitmap)
 //! ```
 
 use std::collections::HashMap;
@@ -69,7 +72,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::StoreError;
 use crate::workspace::Workspace;
 
-const SCHEMA_VERSION: i64 = 15;
+const SCHEMA_VERSION: i64 = 16;
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE profiles(
@@ -306,6 +309,18 @@ CREATE TABLE secrets(
 ) WITHOUT ROWID;
 "#;
 
+const MIGRATION_16: &str = r#"
+CREATE TABLE warehouse_members(
+    segment TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    engine TEXT NOT NULL,
+    as_of INTEGER NOT NULL,
+    imported_at INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    members BLOB NOT NULL
+) WITHOUT ROWID;
+"#;
+
 /// The clock in UTC milliseconds, for `created_at` / `updated_at` columns.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -498,6 +513,7 @@ impl Store {
             MIGRATION_13,
             MIGRATION_14,
             MIGRATION_15,
+            MIGRATION_16,
         ];
         let mut version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (to, sql) in (1..).zip(migrations) {

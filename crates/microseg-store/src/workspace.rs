@@ -45,6 +45,59 @@ pub struct Config {
     /// Channel adapters' settings (`[channels.email]`, ...), read by delivery.
     #[serde(default)]
     pub channels: BTreeMap<String, toml::Table>,
+    /// Where `microseg warehouse` loads data and runs segments (docs/warehouse.md).
+    #[serde(default)]
+    pub warehouse: WarehouseSection,
+}
+
+/// The `[warehouse.*]` sections.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WarehouseSection {
+    /// `[warehouse.postgres]`.
+    pub postgres: Option<PostgresWarehouse>,
+    /// `[warehouse.duckdb]`.
+    pub duckdb: Option<DuckDbWarehouse>,
+    /// `[warehouse.spark]`.
+    pub spark: Option<SparkWarehouse>,
+}
+
+/// `[warehouse.postgres]`: a PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresWarehouse {
+    /// `postgres://user[:password]@host[:port]/database` (or key=value settings).
+    pub url: String,
+    /// The schema holding `profiles` and `events` (default `public`).
+    #[serde(default)]
+    pub schema: Option<String>,
+}
+
+/// `[warehouse.duckdb]`: a DuckDB database file, run through the DuckDB CLI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DuckDbWarehouse {
+    /// The database file (relative to the workspace directory).
+    pub file: PathBuf,
+    /// The DuckDB CLI to run (default `duckdb` on the `PATH`).
+    #[serde(default)]
+    pub cli: Option<PathBuf>,
+}
+
+/// `[warehouse.spark]`: a Spark Connect server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparkWarehouse {
+    /// `sc://host:port` (no TLS; `/;token=...` and other parameters are refused).
+    pub url: String,
+    /// A directory the cluster reads, where `warehouse load` writes the Parquet files
+    /// (a shared mount; relative to the workspace directory).
+    #[serde(default)]
+    pub stage: Option<PathBuf>,
+    /// The same directory as the cluster names it (`s3a://...`, `dbfs:/...`); default:
+    /// `stage` itself.
+    #[serde(default)]
+    pub stage_uri: Option<String>,
 }
 
 /// The `[activation]` section, as written; `microseg-activate` reads and checks it.

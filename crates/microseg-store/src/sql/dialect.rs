@@ -226,7 +226,7 @@ impl Dialect {
                     null: "'VOID'",
                     number: "('BIGINT', 'INT', 'SMALLINT', 'TINYINT', 'DOUBLE', 'FLOAT', 'DECIMAL')",
                     text: "('STRING', 'BOOLEAN', 'ARRAY', 'OBJECT')",
-                    as_number: format!("variant_get({value}, '$', 'double')"),
+                    as_number: format!("try_variant_get({value}, '$', 'double')"),
                     as_text: format!(
                         "CASE WHEN schema_of_variant({value}) IN ('STRING', 'BOOLEAN') \
                          THEN variant_get({value}, '$', 'string') ELSE to_json({value}) END"

@@ -761,9 +761,6 @@ fn metrics_cte(ctx: &SqlContext<'_>) -> String {
 }
 
 #[cfg(test)]
-mod differential;
-
-#[cfg(test)]
 mod tests {
     use microseg_core::condition::parse;
 

@@ -1,0 +1,210 @@
+//! Segments and metrics run where the data already lives: the workspace exported as
+//! Parquet in the layout of docs/warehouse.md, loaded into PostgreSQL, DuckDB or Spark,
+//! and a segment's SQL (`microseg_store::sql`) run there, its member list brought back.
+//!
+//! Clients: PostgreSQL through the `postgres` crate (the Rust driver), DuckDB through its
+//! own command-line shell (no database is compiled into microseg), Spark through Spark
+//! Connect's documented gRPC protocol over `h2` ([`spark`]).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use microseg_store::sql::Dialect;
+use microseg_store::{Store, StoreError, Workspace};
+
+#[cfg(test)]
+mod differential;
+pub mod duckdb;
+pub mod parquet;
+pub mod postgres;
+pub mod spark;
+
+pub use parquet::{export, Exported};
+
+/// Errors of the warehouse backends: each names the engine or file and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    /// The workspace's store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file could not be written.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// `microseg.toml` has no `[warehouse.ENGINE]`, or it is unusable.
+    #[error("microseg.toml: {0}")]
+    Config(String),
+    /// The engine could not be reached.
+    #[error("{engine}: cannot connect to {target}: {reason}")]
+    Connect {
+        /// `postgres`, `duckdb` or `spark`.
+        engine: &'static str,
+        /// What was dialled (without a password).
+        target: String,
+        /// Why.
+        reason: String,
+    },
+    /// The engine refused or failed a statement.
+    #[error("{engine}: {reason}")]
+    Engine {
+        /// `postgres`, `duckdb` or `spark`.
+        engine: &'static str,
+        /// The engine's message.
+        reason: String,
+    },
+}
+
+/// A warehouse engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// PostgreSQL.
+    Postgres,
+    /// DuckDB.
+    DuckDb,
+    /// Apache Spark, through Spark Connect.
+    Spark,
+}
+
+impl Engine {
+    /// The engine called `name`, or a message naming the ones there are.
+    pub fn from_name(name: &str) -> Result<Engine, String> {
+        match name {
+            "postgres" => Ok(Engine::Postgres),
+            "duckdb" => Ok(Engine::DuckDb),
+            "spark" => Ok(Engine::Spark),
+            other => Err(format!(
+                "unknown warehouse engine '{other}' (use postgres, duckdb or spark)"
+            )),
+        }
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        self.dialect().name()
+    }
+
+    /// The SQL dialect it runs.
+    pub fn dialect(self) -> Dialect {
+        match self {
+            Engine::Postgres => Dialect::Postgres,
+            Engine::DuckDb => Dialect::DuckDb,
+            Engine::Spark => Dialect::Spark,
+        }
+    }
+}
+
+/// An open connection to an engine.
+pub trait Session {
+    /// Runs `sql` (one `SELECT` with the ids in its first column) and returns the ids.
+    fn ids(&mut self, sql: &str) -> Result<Vec<String>, WarehouseError>;
+}
+
+/// Opens `engine` as configured in the workspace's `microseg.toml`.
+pub fn connect(ws: &Workspace, engine: Engine) -> Result<Box<dyn Session>, WarehouseError> {
+    let section = &ws.config.warehouse;
+    let missing = |example: &str| {
+        WarehouseError::Config(format!(
+            "no [warehouse.{}] section (add one, e.g. {example}; docs/warehouse.md)",
+            engine.name()
+        ))
+    };
+    Ok(match engine {
+        Engine::Postgres => {
+            let c = section
+                .postgres
+                .as_ref()
+                .ok_or_else(|| missing("url = \"postgres://user@host:5432/db\""))?;
+            Box::new(postgres::Postgres::connect(&c.url, c.schema.as_deref())?)
+        }
+        Engine::DuckDb => {
+            let c = section
+                .duckdb
+                .as_ref()
+                .ok_or_else(|| missing("file = \"warehouse.duckdb\""))?;
+            Box::new(duckdb::DuckDb::new(
+                &ws.dir.join(&c.file),
+                c.cli.as_deref(),
+                true,
+            ))
+        }
+        Engine::Spark => {
+            let c = section
+                .spark
+                .as_ref()
+                .ok_or_else(|| missing("url = \"sc://host:15002\""))?;
+            Box::new(spark::Spark::connect(&c.url)?)
+        }
+    })
+}
+
+/// What a load did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Loaded {
+    /// Rows of `profiles`.
+    pub profiles: u64,
+    /// Rows of `events`.
+    pub events: u64,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// Puts the workspace's data into `engine` as `profiles` and `events`, replacing what a
+/// previous load put there.
+pub fn load(ws: &Workspace, store: &Store, engine: Engine) -> Result<Loaded, WarehouseError> {
+    let start = Instant::now();
+    let section = &ws.config.warehouse;
+    let (profiles, events) = match engine {
+        Engine::Postgres => {
+            let c = section.postgres.as_ref().ok_or_else(|| {
+                WarehouseError::Config("no [warehouse.postgres] section (docs/warehouse.md)".into())
+            })?;
+            postgres::Postgres::connect(&c.url, c.schema.as_deref())?.load(store)?
+        }
+        Engine::DuckDb => {
+            let c = section.duckdb.as_ref().ok_or_else(|| {
+                WarehouseError::Config("no [warehouse.duckdb] section (docs/warehouse.md)".into())
+            })?;
+            let stage = ws.dir.join("warehouse");
+            let exported = export(store, &stage)?;
+            duckdb::DuckDb::new(&ws.dir.join(&c.file), c.cli.as_deref(), false).load(&stage)?;
+            (exported.profiles, exported.events)
+        }
+        Engine::Spark => {
+            let c = section.spark.as_ref().ok_or_else(|| {
+                WarehouseError::Config("no [warehouse.spark] section (docs/warehouse.md)".into())
+            })?;
+            let stage = c.stage.as_ref().ok_or_else(|| {
+                WarehouseError::Config(
+                    "[warehouse.spark] needs `stage`, a directory the Spark cluster reads, \
+                     for `warehouse load` (docs/warehouse.md)"
+                        .into(),
+                )
+            })?;
+            let stage = ws.dir.join(stage);
+            let exported = export(store, &stage)?;
+            let uri = match &c.stage_uri {
+                Some(uri) => uri.clone(),
+                None => absolute(&stage)?,
+            };
+            spark::Spark::connect(&c.url)?.load(&uri)?;
+            (exported.profiles, exported.events)
+        }
+    };
+    Ok(Loaded {
+        profiles,
+        events,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn absolute(path: &Path) -> Result<String, WarehouseError> {
+    let path = std::fs::canonicalize(path).map_err(|e| WarehouseError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(path.display().to_string())
+}

@@ -1,0 +1,173 @@
+//! PostgreSQL through the `postgres` crate: `COPY` for loads, one query per segment.
+
+use std::io::Write;
+
+use microseg_core::TraitType;
+use microseg_store::Store;
+
+use crate::parquet::Cell;
+use crate::{Session, WarehouseError};
+
+/// A connection to a PostgreSQL database.
+pub struct Postgres {
+    client: postgres::Client,
+}
+
+fn engine_err(e: impl std::fmt::Display) -> WarehouseError {
+    // The driver's "db error" hides the server's message behind `source()`.
+    WarehouseError::Engine {
+        engine: "postgres",
+        reason: e.to_string(),
+    }
+}
+
+fn db_err(e: postgres::Error) -> WarehouseError {
+    match e.as_db_error() {
+        Some(db) => engine_err(format!("{}: {}", db.code().code(), db.message())),
+        None => engine_err(e),
+    }
+}
+
+impl Postgres {
+    /// Connects to `url` (no TLS), with `schema` first on the search path when given.
+    pub fn connect(url: &str, schema: Option<&str>) -> Result<Postgres, WarehouseError> {
+        let config: postgres::Config = url.parse().map_err(|e| WarehouseError::Config(format!(
+            "[warehouse.postgres] url: {e}"
+        )))?;
+        let target = format!(
+            "{:?}/{}",
+            config.get_hosts(),
+            config.get_dbname().unwrap_or("")
+        );
+        let mut client = config
+            .connect(postgres::NoTls)
+            .map_err(|e| WarehouseError::Connect {
+                engine: "postgres",
+                target,
+                reason: e.to_string(),
+            })?;
+        if let Some(schema) = schema {
+            client
+                .batch_execute(&format!(
+                    "SET search_path TO {}",
+                    microseg_store::sql::Dialect::Postgres.ident(schema)
+                ))
+                .map_err(db_err)?;
+        }
+        Ok(Postgres { client })
+    }
+
+    /// Runs statements that return nothing.
+    pub fn execute(&mut self, sql: &str) -> Result<(), WarehouseError> {
+        self.client.batch_execute(sql).map_err(db_err)
+    }
+
+    /// Replaces `profiles` and `events` with the workspace's data, in one transaction;
+    /// returns the rows of each.
+    pub fn load(&mut self, store: &Store) -> Result<(u64, u64), WarehouseError> {
+        self.load_rows(
+            &store.layout_traits()?,
+            |push| store.layout_profiles(|p| push(&crate::parquet::profile_row(&p))),
+            |push| store.layout_events(|e| push(&crate::parquet::event_row(&e))),
+        )
+    }
+
+    /// [`Postgres::load`] from rows the callers push: `profiles` calls its argument once
+    /// per profile row (cells as [`crate::parquet::profile_columns`]), `events` once per
+    /// event row.
+    pub fn load_rows(
+        &mut self,
+        traits: &[(String, TraitType)],
+        profiles: impl FnOnce(&mut dyn FnMut(&[Cell<'_>]) -> Result<(), WarehouseError>) -> Result<(), WarehouseError>,
+        events: impl FnOnce(&mut dyn FnMut(&[Cell<'_>]) -> Result<(), WarehouseError>) -> Result<(), WarehouseError>,
+    ) -> Result<(u64, u64), WarehouseError> {
+        let d = microseg_store::sql::Dialect::Postgres;
+        let mut columns = vec!["id text PRIMARY KEY".to_string(), "merged_into text".to_string()];
+        columns.extend(traits.iter().map(|(name, ty)| {
+            let ty = match ty {
+                TraitType::Bool => "boolean",
+                TraitType::Integer | TraitType::Timestamp => "bigint",
+                TraitType::Float => "double precision",
+                TraitType::String => "text",
+                TraitType::StringSet => "jsonb",
+            };
+            format!("{} {ty}", d.ident(name))
+        }));
+        let mut tx = self.client.transaction().map_err(db_err)?;
+        tx.batch_execute(&format!(
+            "DROP TABLE IF EXISTS events; DROP TABLE IF EXISTS profiles;
+             CREATE TABLE profiles ({});
+             CREATE TABLE events (profile_id text NOT NULL, time bigint NOT NULL,
+                                  event text NOT NULL, revenue double precision, properties json);",
+            columns.join(", ")
+        ))
+        .map_err(db_err)?;
+        let mut copy = |table: &str, rows: &mut dyn FnMut(&mut dyn FnMut(&[Cell<'_>]) -> Result<(), WarehouseError>) -> Result<(), WarehouseError>| -> Result<u64, WarehouseError> {
+            let mut w = tx.copy_in(&format!("COPY {table} FROM STDIN")).map_err(db_err)?;
+            let (mut line, mut n) = (String::new(), 0u64);
+            rows(&mut |row| {
+                line.clear();
+                text_row(&mut line, row);
+                n += 1;
+                w.write_all(line.as_bytes()).map_err(engine_err)
+            })?;
+            w.finish().map_err(db_err)?;
+            Ok(n)
+        };
+        let mut profiles = Some(profiles);
+        let profiles = copy("profiles", &mut |push| (profiles.take().expect("once"))(push))?;
+        let mut events = Some(events);
+        let events = copy("events", &mut |push| (events.take().expect("once"))(push))?;
+        tx.batch_execute(
+            "CREATE INDEX ON events (profile_id, time); CREATE INDEX ON events (event, time);
+             CREATE INDEX ON profiles (merged_into);",
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        self.execute("ANALYZE profiles; ANALYZE events")?;
+        Ok((profiles, events))
+    }
+}
+
+/// One row in `COPY`'s text format: tab-separated, `\N` for NULL, escapes for `\`, tab,
+/// newline and carriage return.
+fn text_row(out: &mut String, row: &[Cell<'_>]) {
+    use std::fmt::Write as _;
+    for (i, cell) in row.iter().enumerate() {
+        if i > 0 {
+            out.push('\t');
+        }
+        match cell {
+            Cell::Null => out.push_str("\\N"),
+            Cell::Bool(b) => out.push(if *b { 't' } else { 'f' }),
+            Cell::Int(x) => {
+                let _ = write!(out, "{x}");
+            }
+            Cell::Float(x) => {
+                let _ = write!(out, "{x:?}");
+            }
+            Cell::Text(s) => {
+                for c in s.chars() {
+                    match c {
+                        '\\' => out.push_str("\\\\"),
+                        '\t' => out.push_str("\\t"),
+                        '\n' => out.push_str("\\n"),
+                        '\r' => out.push_str("\\r"),
+                        c => out.push(c),
+                    }
+                }
+            }
+        }
+    }
+    out.push('\n');
+}
+
+impl Session for Postgres {
+    fn ids(&mut self, sql: &str) -> Result<Vec<String>, WarehouseError> {
+        let rows = self.client.query(sql, &[]).map_err(db_err)?;
+        rows.iter()
+            .map(|r| r.try_get::<_, String>(0).map_err(db_err))
+            .collect()
+    }
+}
+
