@@ -237,7 +237,17 @@ fn run_inner(
     }
     let mut tables = Tables::open(ws, store, as_of)?;
     tables.need_all_traits()?;
-    let mut target = tables.evaluate(&checked.target)?;
+    // A segment a warehouse ran (`microseg warehouse run`) is its member list from there,
+    // as long as the segment has not changed since.
+    let from_warehouse = if saved.contains_key(&checked.campaign.segment) {
+        store.warehouse_members(&checked.campaign.segment)?
+    } else {
+        None
+    };
+    let mut target = match from_warehouse {
+        Some(w) => w.members,
+        None => tables.evaluate(&checked.target)?,
+    };
     if let Some(since) = entered_since {
         // Who entered the trigger segment between `since` and `as_of`.
         let on_enter = checked

@@ -114,7 +114,9 @@ impl Store {
             names.iter().map(|(i, n)| (*i, n.as_str())).collect();
         let mut stmt = self
             .conn
-            .prepare("SELECT profile_id, time, name_id, revenue, properties FROM events ORDER BY id")
+            .prepare(
+                "SELECT profile_id, time, name_id, revenue, properties FROM events ORDER BY id",
+            )
             .map_err(StoreError::from)?;
         let mut rows = stmt.query([]).map_err(StoreError::from)?;
         while let Some(row) = rows.next().map_err(StoreError::from)? {
@@ -199,9 +201,9 @@ impl Store {
 
     /// Forgets what a warehouse returned for `segment`; true when there was a list.
     pub fn forget_warehouse_members(&mut self, segment: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM warehouse_members WHERE segment = ?1", [segment])?
-            > 0)
+        Ok(self.conn.execute(
+            "DELETE FROM warehouse_members WHERE segment = ?1",
+            [segment],
+        )? > 0)
     }
 }

@@ -304,8 +304,13 @@ fn random_data(seed: u64, profiles: usize) -> Data {
     }
     for p in 0..profiles {
         if survivor(p) != p {
-            profile_rows[p][1] =
-                Cell::Text(table.external_ids.get(survivor(p) as u32).to_string().into());
+            profile_rows[p][1] = Cell::Text(
+                table
+                    .external_ids
+                    .get(survivor(p) as u32)
+                    .to_string()
+                    .into(),
+            );
             sql.execute(
                 "UPDATE profiles SET merged_into = ?1 WHERE id = ?2",
                 [
@@ -1011,6 +1016,12 @@ fn batch_and_warehouses_agree_profile_by_profile() {
         }
     }
     eprintln!("compared {compared} (condition, engine) pairs; {split} conditions split");
-    assert!(compared >= 3 * (HAND_WRITTEN.len() + random * 2 / 3), "{compared}");
-    assert!(split >= conditions.len() / 3, "only {split} split the profiles");
+    assert!(
+        compared >= 3 * (HAND_WRITTEN.len() + random * 2 / 3),
+        "{compared}"
+    );
+    assert!(
+        split >= conditions.len() / 3,
+        "only {split} split the profiles"
+    );
 }

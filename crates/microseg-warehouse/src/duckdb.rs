@@ -47,10 +47,12 @@ impl DuckDb {
         let input = format!("{sql};\n");
         // Written from a thread: the shell prints while it reads.
         let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-        let out = child.wait_with_output().map_err(|e| WarehouseError::Engine {
-            engine: "duckdb",
-            reason: e.to_string(),
-        })?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| WarehouseError::Engine {
+                engine: "duckdb",
+                reason: e.to_string(),
+            })?;
         let _ = writer.join();
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);

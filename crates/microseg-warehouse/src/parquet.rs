@@ -297,7 +297,8 @@ pub fn export(store: &Store, dir: &Path) -> Result<Exported, WarehouseError> {
         reason: e.to_string(),
     })?;
     let traits = store.layout_traits()?;
-    let mut profiles = TableWriter::create(&dir.join("profiles.parquet"), &profile_columns(&traits))?;
+    let mut profiles =
+        TableWriter::create(&dir.join("profiles.parquet"), &profile_columns(&traits))?;
     store.layout_profiles(|p| profiles.push(&profile_row(&p)))?;
     let profiles = profiles.finish()?;
     let mut events = TableWriter::create(&dir.join("events.parquet"), &event_columns())?;

@@ -31,9 +31,9 @@ fn db_err(e: postgres::Error) -> WarehouseError {
 impl Postgres {
     /// Connects to `url` (no TLS), with `schema` first on the search path when given.
     pub fn connect(url: &str, schema: Option<&str>) -> Result<Postgres, WarehouseError> {
-        let config: postgres::Config = url.parse().map_err(|e| WarehouseError::Config(format!(
-            "[warehouse.postgres] url: {e}"
-        )))?;
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e| WarehouseError::Config(format!("[warehouse.postgres] url: {e}")))?;
         let target = format!(
             "{:?}/{}",
             config.get_hosts(),
@@ -47,10 +47,10 @@ impl Postgres {
                 reason: e.to_string(),
             })?;
         if let Some(schema) = schema {
+            let schema = microseg_store::sql::Dialect::Postgres.ident(schema);
             client
                 .batch_execute(&format!(
-                    "SET search_path TO {}",
-                    microseg_store::sql::Dialect::Postgres.ident(schema)
+                    "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
                 ))
                 .map_err(db_err)?;
         }
@@ -78,11 +78,18 @@ impl Postgres {
     pub fn load_rows(
         &mut self,
         traits: &[(String, TraitType)],
-        profiles: impl FnOnce(&mut dyn FnMut(&[Cell<'_>]) -> Result<(), WarehouseError>) -> Result<(), WarehouseError>,
-        events: impl FnOnce(&mut dyn FnMut(&[Cell<'_>]) -> Result<(), WarehouseError>) -> Result<(), WarehouseError>,
+        profiles: impl FnOnce(
+            &mut dyn FnMut(&[Cell<'_>]) -> Result<(), WarehouseError>,
+        ) -> Result<(), WarehouseError>,
+        events: impl FnOnce(
+            &mut dyn FnMut(&[Cell<'_>]) -> Result<(), WarehouseError>,
+        ) -> Result<(), WarehouseError>,
     ) -> Result<(u64, u64), WarehouseError> {
         let d = microseg_store::sql::Dialect::Postgres;
-        let mut columns = vec!["id text PRIMARY KEY".to_string(), "merged_into text".to_string()];
+        let mut columns = vec![
+            "id text PRIMARY KEY".to_string(),
+            "merged_into text".to_string(),
+        ];
         columns.extend(traits.iter().map(|(name, ty)| {
             let ty = match ty {
                 TraitType::Bool => "boolean",
@@ -102,8 +109,14 @@ impl Postgres {
             columns.join(", ")
         ))
         .map_err(db_err)?;
-        let mut copy = |table: &str, rows: &mut dyn FnMut(&mut dyn FnMut(&[Cell<'_>]) -> Result<(), WarehouseError>) -> Result<(), WarehouseError>| -> Result<u64, WarehouseError> {
-            let mut w = tx.copy_in(&format!("COPY {table} FROM STDIN")).map_err(db_err)?;
+        let mut copy = |table: &str,
+                        rows: &mut dyn FnMut(
+            &mut dyn FnMut(&[Cell<'_>]) -> Result<(), WarehouseError>,
+        ) -> Result<(), WarehouseError>|
+         -> Result<u64, WarehouseError> {
+            let mut w = tx
+                .copy_in(&format!("COPY {table} FROM STDIN"))
+                .map_err(db_err)?;
             let (mut line, mut n) = (String::new(), 0u64);
             rows(&mut |row| {
                 line.clear();
@@ -115,7 +128,9 @@ impl Postgres {
             Ok(n)
         };
         let mut profiles = Some(profiles);
-        let profiles = copy("profiles", &mut |push| (profiles.take().expect("once"))(push))?;
+        let profiles = copy("profiles", &mut |push| {
+            (profiles.take().expect("once"))(push)
+        })?;
         let mut events = Some(events);
         let events = copy("events", &mut |push| (events.take().expect("once"))(push))?;
         tx.batch_execute(
@@ -170,4 +185,3 @@ impl Session for Postgres {
             .collect()
     }
 }
-

@@ -113,6 +113,15 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
             C::Personas(_) | C::Invalid(_) => Some(Kind::BadInput),
         };
     }
+    if let Some(e) = cause.downcast_ref::<microseg_warehouse::WarehouseError>() {
+        use microseg_warehouse::WarehouseError as W;
+        return match e {
+            W::Store(e) => kind_of(e),
+            W::File { .. } => Some(Kind::Store),
+            W::Config(_) => Some(Kind::BadInput),
+            W::Connect { .. } | W::Engine { .. } => None,
+        };
+    }
     if let Some(e) = cause.downcast_ref::<microseg_engine::EvalError>() {
         return Some(match e {
             microseg_engine::EvalError::UnknownSegment(_) => Kind::NotFound,

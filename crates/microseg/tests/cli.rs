@@ -1360,3 +1360,6 @@ fn exit_codes_say_what_kind_of_failure() {
 
 #[path = "cli/console.rs"]
 mod console;
+
+#[path = "cli/warehouse.rs"]
+mod warehouse;

@@ -162,9 +162,9 @@ impl Dialect {
         match self {
             Dialect::Sqlite => format!("EXISTS (SELECT 1 FROM json_each({col}) WHERE value = {v})"),
             Dialect::Postgres => format!("{col} @> jsonb_build_array({v})"),
-            Dialect::DuckDb => format!(
-                "list_contains(CAST(json_extract_string({col}, '$[*]') AS VARCHAR[]), {v})"
-            ),
+            Dialect::DuckDb => {
+                format!("list_contains(CAST(json_extract_string({col}, '$[*]') AS VARCHAR[]), {v})")
+            }
             Dialect::Spark => format!("array_contains(from_json({col}, 'array<string>'), {v})"),
         }
     }
@@ -224,7 +224,8 @@ impl Dialect {
                         "coalesce(regexp_extract(schema_of_variant({value}), '^[A-Z]+', 0), 'VOID')"
                     ),
                     null: "'VOID'",
-                    number: "('BIGINT', 'INT', 'SMALLINT', 'TINYINT', 'DOUBLE', 'FLOAT', 'DECIMAL')",
+                    number:
+                        "('BIGINT', 'INT', 'SMALLINT', 'TINYINT', 'DOUBLE', 'FLOAT', 'DECIMAL')",
                     text: "('STRING', 'BOOLEAN', 'ARRAY', 'OBJECT')",
                     as_number: format!("try_variant_get({value}, '$', 'double')"),
                     as_text: format!(

@@ -20,13 +20,19 @@ impl<'a> Fb<'a> {
         Ok(self.bytes(at, 1)?[0])
     }
     fn u16(self, at: usize) -> Result<u16, String> {
-        Ok(u16::from_le_bytes(self.bytes(at, 2)?.try_into().expect("2")))
+        Ok(u16::from_le_bytes(
+            self.bytes(at, 2)?.try_into().expect("2"),
+        ))
     }
     fn u32(self, at: usize) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.bytes(at, 4)?.try_into().expect("4")))
+        Ok(u32::from_le_bytes(
+            self.bytes(at, 4)?.try_into().expect("4"),
+        ))
     }
     fn i64(self, at: usize) -> Result<i64, String> {
-        Ok(i64::from_le_bytes(self.bytes(at, 8)?.try_into().expect("8")))
+        Ok(i64::from_le_bytes(
+            self.bytes(at, 8)?.try_into().expect("8"),
+        ))
     }
 
     /// The root table's position.

@@ -52,11 +52,16 @@ fn authority(url: &str) -> Result<String, WarehouseError> {
     if rest.is_empty() {
         return Err(bad("no host"));
     }
-    Ok(if rest.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-        rest.to_string()
-    } else {
-        format!("{rest}:15002")
-    })
+    Ok(
+        if rest
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            rest.to_string()
+        } else {
+            format!("{rest}:15002")
+        },
+    )
 }
 
 /// A random version-4 UUID (Spark requires session ids to be UUIDs).
@@ -74,7 +79,8 @@ fn uuid() -> String {
         *w = h.finish();
     }
     let b: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
-    let hex = |r: std::ops::Range<usize>| -> String { b[r].iter().map(|x| format!("{x:02x}")).collect() };
+    let hex =
+        |r: std::ops::Range<usize>| -> String { b[r].iter().map(|x| format!("{x:02x}")).collect() };
     format!(
         "{}-{}-4{}-{:x}{}-{}",
         hex(0..4),
@@ -207,8 +213,8 @@ impl Spark {
                 // Whole gRPC messages: a flag byte, a 4-byte length, the message.
                 let mut at = 0;
                 while buf.len() - at >= 5 {
-                    let len = u32::from_be_bytes(buf[at + 1..at + 5].try_into().expect("4"))
-                        as usize;
+                    let len =
+                        u32::from_be_bytes(buf[at + 1..at + 5].try_into().expect("4")) as usize;
                     if len > MAX_MESSAGE {
                         return Err(err(format!("a response message of {len} bytes")));
                     }
@@ -265,8 +271,14 @@ mod tests {
 
     #[test]
     fn urls_and_session_ids() {
-        assert_eq!(authority("sc://127.0.0.1:15002").unwrap(), "127.0.0.1:15002");
-        assert_eq!(authority("sc://spark.internal/").unwrap(), "spark.internal:15002");
+        assert_eq!(
+            authority("sc://127.0.0.1:15002").unwrap(),
+            "127.0.0.1:15002"
+        );
+        assert_eq!(
+            authority("sc://spark.internal/").unwrap(),
+            "spark.internal:15002"
+        );
         assert!(authority("http://x:1").is_err());
         assert!(authority("sc://x:1/;token=abc").is_err());
         let id = uuid();

@@ -157,8 +157,8 @@ mod tests {
             [
                 10, 1, b's', // 1: session_id
                 18, 3, 10, 1, b'u', // 2: user_context { 1: user_id }
-                26, 14, 10, 12, 82, 10, 10, 8, b's', b'e', b'l', b'e', b'c', b't', b' ', b'1',
-                34, 8, b'm', b'i', b'c', b'r', b'o', b's', b'e', b'g',
+                26, 14, 10, 12, 82, 10, 10, 8, b's', b'e', b'l', b'e', b'c', b't', b' ', b'1', 34,
+                8, b'm', b'i', b'c', b'r', b'o', b's', b'e', b'g',
             ]
         );
         let fields: Vec<u32> = Fields::new(&req).map(|f| f.unwrap().0).collect();

@@ -17,6 +17,7 @@ mod profile;
 mod report;
 mod segment;
 mod serve;
+mod warehouse;
 
 use std::path::PathBuf;
 
@@ -83,6 +84,8 @@ enum Command {
     Export(export::ExportCommand),
     Deliver(campaign::DeliverArgs),
     Report(report::ReportArgs),
+    #[command(subcommand)]
+    Warehouse(warehouse::WarehouseCommand),
 }
 
 /// Runs the command.
@@ -111,6 +114,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(cmd) => export::run(&ctx, cmd),
         Command::Deliver(args) => campaign::deliver(&ctx, args),
         Command::Report(args) => report::run(&ctx, args),
+        Command::Warehouse(cmd) => warehouse::run(&ctx, cmd),
     }
 }
 
