@@ -302,9 +302,9 @@ fn random_data(seed: u64, profiles: usize) -> Data {
             .unwrap();
         }
     }
-    for p in 0..profiles {
+    for (p, row) in profile_rows.iter_mut().enumerate() {
         if survivor(p) != p {
-            profile_rows[p][1] = Cell::Text(
+            row[1] = Cell::Text(
                 table
                     .external_ids
                     .get(survivor(p) as u32)

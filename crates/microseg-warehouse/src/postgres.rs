@@ -78,12 +78,8 @@ impl Postgres {
     pub fn load_rows(
         &mut self,
         traits: &[(String, TraitType)],
-        profiles: impl FnOnce(
-            &mut dyn FnMut(&[Cell<'_>]) -> Result<(), WarehouseError>,
-        ) -> Result<(), WarehouseError>,
-        events: impl FnOnce(
-            &mut dyn FnMut(&[Cell<'_>]) -> Result<(), WarehouseError>,
-        ) -> Result<(), WarehouseError>,
+        profiles: impl FnOnce(&mut Push<'_>) -> Result<(), WarehouseError>,
+        events: impl FnOnce(&mut Push<'_>) -> Result<(), WarehouseError>,
     ) -> Result<(u64, u64), WarehouseError> {
         let d = microseg_store::sql::Dialect::Postgres;
         let mut columns = vec![
@@ -109,30 +105,8 @@ impl Postgres {
             columns.join(", ")
         ))
         .map_err(db_err)?;
-        let mut copy = |table: &str,
-                        rows: &mut dyn FnMut(
-            &mut dyn FnMut(&[Cell<'_>]) -> Result<(), WarehouseError>,
-        ) -> Result<(), WarehouseError>|
-         -> Result<u64, WarehouseError> {
-            let mut w = tx
-                .copy_in(&format!("COPY {table} FROM STDIN"))
-                .map_err(db_err)?;
-            let (mut line, mut n) = (String::new(), 0u64);
-            rows(&mut |row| {
-                line.clear();
-                text_row(&mut line, row);
-                n += 1;
-                w.write_all(line.as_bytes()).map_err(engine_err)
-            })?;
-            w.finish().map_err(db_err)?;
-            Ok(n)
-        };
-        let mut profiles = Some(profiles);
-        let profiles = copy("profiles", &mut |push| {
-            (profiles.take().expect("once"))(push)
-        })?;
-        let mut events = Some(events);
-        let events = copy("events", &mut |push| (events.take().expect("once"))(push))?;
+        let profiles = copy_rows(&mut tx, "profiles", profiles)?;
+        let events = copy_rows(&mut tx, "events", events)?;
         tx.batch_execute(
             "CREATE INDEX ON events (profile_id, time); CREATE INDEX ON events (event, time);
              CREATE INDEX ON profiles (merged_into);",
@@ -142,6 +116,29 @@ impl Postgres {
         self.execute("ANALYZE profiles; ANALYZE events")?;
         Ok((profiles, events))
     }
+}
+
+/// Takes one row.
+pub type Push<'p> = dyn FnMut(&[Cell<'_>]) -> Result<(), WarehouseError> + 'p;
+
+/// `COPY table FROM STDIN` of the rows `rows` pushes; returns how many.
+fn copy_rows(
+    tx: &mut postgres::Transaction<'_>,
+    table: &str,
+    rows: impl FnOnce(&mut Push<'_>) -> Result<(), WarehouseError>,
+) -> Result<u64, WarehouseError> {
+    let mut w = tx
+        .copy_in(&format!("COPY {table} FROM STDIN"))
+        .map_err(db_err)?;
+    let (mut line, mut n) = (String::new(), 0u64);
+    rows(&mut |row| {
+        line.clear();
+        text_row(&mut line, row);
+        n += 1;
+        w.write_all(line.as_bytes()).map_err(engine_err)
+    })?;
+    w.finish().map_err(db_err)?;
+    Ok(n)
 }
 
 /// One row in `COPY`'s text format: tab-separated, `\N` for NULL, escapes for `\`, tab,

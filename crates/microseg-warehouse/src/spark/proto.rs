@@ -129,16 +129,13 @@ pub struct Response<'a> {
 pub fn response(buf: &[u8]) -> Result<Response<'_>, String> {
     let mut out = Response::default();
     for field in Fields::new(buf) {
-        match field? {
-            (2, Wire::Bytes(batch)) => {
-                // ArrowBatch { row_count = 1, data = 2, ... }
-                for f in Fields::new(batch) {
-                    if let (2, Wire::Bytes(data)) = f? {
-                        out.arrow = Some(data);
-                    }
+        if let (2, Wire::Bytes(batch)) = field? {
+            // ArrowBatch { row_count = 1, data = 2, ... }
+            for f in Fields::new(batch) {
+                if let (2, Wire::Bytes(data)) = f? {
+                    out.arrow = Some(data);
                 }
             }
-            _ => {}
         }
     }
     Ok(out)
