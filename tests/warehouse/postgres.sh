@@ -11,6 +11,8 @@
 # Auth is "trust" (no password) and the server listens on 127.0.0.1 only.
 # Safe to run twice: start on a running server just re-prints the URL; stop on a stopped one is a no-op.
 set -euo pipefail
+# runuser, useradd and friends live in sbin, which a minimal PATH (env -i, CI) leaves out.
+export PATH="$PATH:/usr/sbin:/sbin"
 
 MODE=${1:-start}
 PORT=${2:-${PGPORT:-55432}}

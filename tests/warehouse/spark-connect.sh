@@ -12,6 +12,8 @@
 # wheel, so no --packages download is needed. Spark 4 needs Java 17 or 21; Debian 12 has only 17.
 # Safe to run twice: install skips what is there; start on a running server just re-prints the URL.
 set -euo pipefail
+# runuser, useradd and friends live in sbin, which a minimal PATH (env -i, CI) leaves out.
+export PATH="$PATH:/usr/sbin:/sbin"
 
 MODE=${1:-start}
 PORT=${SPARK_CONNECT_PORT:-15002}

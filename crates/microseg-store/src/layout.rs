@@ -53,11 +53,19 @@ pub struct WarehouseMembers {
 }
 
 impl Store {
-    /// The trait columns of `profiles`: every declared or inferred trait, by name.
+    /// The trait columns of `profiles`: every declared or inferred trait, by name, but
+    /// `id` and `merged_into` (the layout's own columns) and a name equal to an earlier one
+    /// but for case (DuckDB and Spark do not tell `Age` from `age`): a write key can send
+    /// any trait name, and none may make a load fail.
     pub fn layout_traits(&self) -> Result<Vec<(String, TraitType)>, StoreError> {
+        let mut seen = std::collections::HashSet::new();
         Ok(self
             .schema()?
             .into_iter()
+            .filter(|(name, _)| {
+                let folded = name.to_lowercase();
+                folded != "id" && folded != "merged_into" && seen.insert(folded)
+            })
             .map(|(name, spec)| (name, spec.ty))
             .collect())
     }

@@ -168,9 +168,14 @@ pub fn load(ws: &Workspace, store: &Store, engine: Engine) -> Result<Loaded, War
             let c = section.duckdb.as_ref().ok_or_else(|| {
                 WarehouseError::Config("no [warehouse.duckdb] section (docs/warehouse.md)".into())
             })?;
-            let stage = ws.dir.join("warehouse");
+            // The tables are copied into the database file: the Parquet files are only
+            // the way there.
+            let stage = ws.dir.join("warehouse-load.tmp");
             let exported = export(store, &stage)?;
-            duckdb::DuckDb::new(&ws.dir.join(&c.file), c.cli.as_deref(), false).load(&stage)?;
+            let loaded =
+                duckdb::DuckDb::new(&ws.dir.join(&c.file), c.cli.as_deref(), false).load(&stage);
+            let _ = std::fs::remove_dir_all(&stage);
+            loaded?;
             (exported.profiles, exported.events)
         }
         Engine::Spark => {

@@ -436,11 +436,7 @@ fn sql(ws: &Workspace, store: &Store, args: SqlArgs) -> Result<()> {
     let dialect = Dialect::from_name(&args.dialect).map_err(anyhow::Error::msg)?;
     let saved = store.segment_conditions()?;
     let (segment, condition) = named_or_parsed(&saved, &args.segment_or_condition)?;
-    let traits = store
-        .schema()?
-        .into_iter()
-        .map(|(name, spec)| (name, spec.ty))
-        .collect();
+    let traits = store.layout_traits()?.into_iter().collect();
     let metrics = ws.config.metrics_config();
     let ctx = SqlContext {
         traits: &traits,
@@ -449,7 +445,7 @@ fn sql(ws: &Workspace, store: &Store, args: SqlArgs) -> Result<()> {
         as_of: at,
         dialect,
     };
-    let sql = compile(&condition, &ctx)?;
+    let sql = compile(&condition, &ctx).map_err(|e| super::warehouse::left_out(e, store))?;
     if args.json {
         return print_json(&serde_json::json!({
             "sql": sql,

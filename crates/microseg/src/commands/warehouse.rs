@@ -102,6 +102,23 @@ pub fn run(ctx: &Context, cmd: WarehouseCommand) -> Result<()> {
     }
 }
 
+/// A compile error, explained when it names a trait the SQL layout leaves out.
+pub(super) fn left_out(
+    e: microseg_engine::EvalError,
+    store: &microseg_store::Store,
+) -> anyhow::Error {
+    if let microseg_engine::EvalError::UnknownName(name) = &e {
+        if store.schema().is_ok_and(|s| s.contains_key(name)) {
+            return bad_input(format!(
+                "trait '{name}' is not in the SQL layout: its name is a layout column (id, \
+                 merged_into) or differs from another trait's only in case, which DuckDB and \
+                 Spark do not tell apart (docs/warehouse.md)"
+            ));
+        }
+    }
+    e.into()
+}
+
 fn engine(name: &str) -> Result<Engine> {
     Engine::from_name(name).map_err(usage)
 }
@@ -184,6 +201,7 @@ fn run_segments(ctx: &Context, args: RunArgs) -> Result<()> {
     let mut results = Vec::new();
     for name in &names {
         let sql = compile(&saved[name], &sql_ctx)
+            .map_err(|e| left_out(e, &store))
             .with_context(|| format!("compiling segment '{name}' for {}", engine.name()))?;
         let start = Instant::now();
         let ids = session

@@ -280,3 +280,66 @@ fn warehouses_return_the_members_and_campaigns_use_them() {
     let err = bare.fails(&["warehouse", "load", "--engine", "postgres"]);
     assert!(err.contains("no [warehouse.postgres] section"), "{err}");
 }
+
+/// Trait names a write key could send cannot make a load fail: the layout's own column
+/// names and names equal but for case are left out, odd names are quoted.
+#[test]
+fn hostile_trait_names_leave_loads_working() {
+    let duckdb = engine_var("MICROSEG_DUCKDB");
+    let pg = engine_var("MICROSEG_POSTGRES_URL");
+    let env = Env::new();
+    let csv = env.write(
+        "p.csv",
+        "id,age,Age,merged_into,ID,\"we\"\"ird\",sp ace,it's\nu1,30,31,x,y,1,a,b\nu2,40,41,x,y,2,c,d\n"
+            .as_bytes(),
+    );
+    env.ok(&["import", "profiles", &csv]);
+    let mut config = std::fs::read_to_string(env.data().join("microseg.toml")).unwrap();
+    config.push_str(&format!(
+        "\n[warehouse.postgres]\nurl = \"{pg}\"\nschema = \"cli_hostile\"\n\
+         [warehouse.duckdb]\nfile = \"w.duckdb\"\ncli = \"{duckdb}\"\n"
+    ));
+    std::fs::write(env.data().join("microseg.toml"), config).unwrap();
+    env.ok(&["segment", "create", "older", "Age >= 35 and `we\"ird` >= 2"]);
+    for engine in ["duckdb", "postgres"] {
+        let loaded = env.json(&["warehouse", "load", "--engine", engine, "--json"]);
+        assert_eq!(loaded["profiles"], 2, "{engine}");
+        let run = env.json(&["warehouse", "run", "older", "--engine", engine, "--json"]);
+        assert_eq!(run["size"], 1, "{engine}");
+    }
+    let lake = env.dir.path().join("lake");
+    env.ok(&["warehouse", "export", "--out", lake.to_str().unwrap()]);
+    let out = Command::new(&duckdb)
+        .args([
+            "-batch",
+            "-csv",
+            "-noheader",
+            ":memory:",
+            "-c",
+            &format!(
+                "SELECT name FROM parquet_schema('{}/profiles.parquet') WHERE name <> 'schema'",
+                lake.display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    let columns: Vec<String> = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(&out.stdout[..])
+        .records()
+        .map(|r| r.unwrap()[0].to_string())
+        .collect();
+    assert_eq!(
+        columns,
+        ["id", "merged_into", "Age", "it's", "sp ace", "we\"ird"],
+        "the layout's id and merged_into once, one of Age/age (the first in byte order)"
+    );
+    // A condition on a trait left out is refused when compiled, naming it and why.
+    for (condition, name) in [("ID = \"y\"", "'ID'"), ("age > 1", "'age'")] {
+        let err = env.fails(&["segment", "sql", condition, "--dialect", "duckdb"]);
+        assert!(
+            err.contains(name) && err.contains("not in the SQL layout"),
+            "{err}"
+        );
+    }
+}
