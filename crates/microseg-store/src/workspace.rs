@@ -91,7 +91,8 @@ pub struct SparkWarehouse {
     /// `sc://host:port` (no TLS; `/;token=...` and other parameters are refused).
     pub url: String,
     /// A directory the cluster reads, where `warehouse load` writes the Parquet files
-    /// (a shared mount; relative to the workspace directory).
+    /// (a shared mount; relative to the workspace directory; default
+    /// `warehouse-spark` in the workspace, right for a Spark on the same machine).
     #[serde(default)]
     pub stage: Option<PathBuf>,
     /// The same directory as the cluster names it (`s3a://...`, `dbfs:/...`); default:

@@ -182,14 +182,11 @@ pub fn load(ws: &Workspace, store: &Store, engine: Engine) -> Result<Loaded, War
             let c = section.spark.as_ref().ok_or_else(|| {
                 WarehouseError::Config("no [warehouse.spark] section (docs/warehouse.md)".into())
             })?;
-            let stage = c.stage.as_ref().ok_or_else(|| {
-                WarehouseError::Config(
-                    "[warehouse.spark] needs `stage`, a directory the Spark cluster reads, \
-                     for `warehouse load` (docs/warehouse.md)"
-                        .into(),
-                )
-            })?;
-            let stage = ws.dir.join(stage);
+            // Without `stage`, a directory in the workspace: right for a Spark on this
+            // machine; a cluster elsewhere needs a directory it can read.
+            let stage = ws
+                .dir
+                .join(c.stage.as_deref().unwrap_or(Path::new("warehouse-spark")));
             let exported = export(store, &stage)?;
             let uri = match &c.stage_uri {
                 Some(uri) => uri.clone(),

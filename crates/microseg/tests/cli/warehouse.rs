@@ -55,13 +55,11 @@ fn warehouses_return_the_members_and_campaigns_use_them() {
     for (name, condition) in SEGMENTS {
         env.ok(&["--data", data, "segment", "create", name, condition]);
     }
-    let stage = env.dir.path().join("stage");
     let mut config = std::fs::read_to_string(dir.join("microseg.toml")).unwrap();
     config.push_str(&format!(
         "\n[warehouse.postgres]\nurl = \"{pg}\"\nschema = \"cli_test\"\n\
          [warehouse.duckdb]\nfile = \"w.duckdb\"\ncli = \"{duckdb}\"\n\
-         [warehouse.spark]\nurl = \"{spark}\"\nstage = \"{}\"\n",
-        stage.display()
+         [warehouse.spark]\nurl = \"{spark}\"\n",
     ));
     std::fs::write(dir.join("microseg.toml"), config).unwrap();
 
