@@ -6,6 +6,7 @@
 #                                          # prints the URL as the only line on stdout
 #   bash postgres.sh stop [PORT]           # fast shutdown + removes the temp dir
 #   bash postgres.sh install               # install only
+#   bash postgres.sh cert [PORT]           # prints the path of the CA of the server's TLS certificate
 #
 # PORT: argument, else $PGPORT, else 55432. Data and log: ${TMPDIR:-/tmp}/microseg-pg-PORT/.
 # Auth is "trust" (no password) and the server listens on 127.0.0.1 only.
@@ -61,10 +62,26 @@ start_pg() {
     # -N: no fsync during initdb. C.UTF-8 locale, UTF8 encoding.
     as_pg "$bin/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 -N >"$BASE/initdb.log" 2>&1 \
       || { cat "$BASE/initdb.log" >&2; exit 1; }
+    # TLS with a throwaway certificate for 127.0.0.1 from a throwaway CA ($BASE/ca.crt, the
+    # warehouse tests' CA file); plain connections still work.
+    local ssl=""
+    if command -v openssl >/dev/null; then
+      # A throwaway CA ($BASE/ca.crt) and the server's certificate for 127.0.0.1 signed by it.
+      openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=microseg test CA" \
+        -keyout "$BASE/ca.key" -out "$BASE/ca.crt" 2>/dev/null
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$BASE/server.key" -out "$BASE/server.csr" 2>/dev/null
+      printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$BASE/server.ext"
+      openssl x509 -req -in "$BASE/server.csr" -CA "$BASE/ca.crt" -CAkey "$BASE/ca.key" \
+        -CAcreateserial -days 2 -extfile "$BASE/server.ext" -out "$BASE/server.crt" 2>/dev/null
+      chmod 600 "$BASE/server.key"
+      if [[ $(id -u) -eq 0 ]]; then chown postgres: "$BASE/server.key" "$BASE/server.crt"; fi
+      ssl="-c ssl=on -c ssl_cert_file=$BASE/server.crt -c ssl_key_file=$BASE/server.key"
+    fi
     # TCP on 127.0.0.1 only; unix socket in $BASE (not /var/run/postgresql);
     # durability off: this database is thrown away.
     as_pg "$bin/pg_ctl" -D "$DATA" -l "$BASE/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $BASE -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $BASE -c fsync=off -c synchronous_commit=off -c full_page_writes=off $ssl" \
       start >/dev/null || { cat "$BASE/server.log" >&2; exit 1; }
   fi
   # Wait until it accepts TCP connections (pg_ctl -w already waited; this is a belt-and-braces check).
@@ -75,7 +92,10 @@ start_pg() {
   "$bin/pg_isready" -q -h 127.0.0.1 -p "$PORT" || { log "not ready"; exit 1; }
   local psql=("$bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres)
   if [[ -z $("${psql[@]}" -d postgres -Atc "select 1 from pg_database where datname='$DB'") ]]; then
-    "${psql[@]}" -d postgres -c "create database $DB"
+    # A linguistic collation (ICU en-US: 'a' < 'B'), as many real databases have, so the
+    # tests see that microseg's SQL compares text by bytes whatever the database's collation.
+    "${psql[@]}" -d postgres -c "create database $DB locale_provider icu icu_locale 'en-US' template template0" 2>/dev/null \
+      || "${psql[@]}" -d postgres -c "create database $DB"
   fi
   echo "postgres://postgres@127.0.0.1:$PORT/$DB"
 }
@@ -91,8 +111,10 @@ stop_pg() {
 }
 
 case $MODE in
+  cert)    [[ -f $BASE/ca.crt ]] || { log "no certificate (not started, or no openssl)"; exit 1; }
+           echo "$BASE/ca.crt" ;;
   install) install_pg ;;
   start)   start_pg ;;
   stop)    stop_pg ;;
-  *) echo "usage: $0 [install|start|stop] [PORT]" >&2; exit 2 ;;
+  *) echo "usage: $0 [install|start|stop|cert] [PORT]" >&2; exit 2 ;;
 esac

@@ -71,6 +71,11 @@ pub struct PostgresWarehouse {
     /// The schema holding `profiles` and `events` (default `public`).
     #[serde(default)]
     pub schema: Option<String>,
+    /// PEM file of the certificate authorities the server's TLS certificate is checked
+    /// against, for a database whose certificate is not signed by a public root (a
+    /// cloud provider's own CA); relative to the workspace directory.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[warehouse.duckdb]`: a DuckDB database file, run through the DuckDB CLI.

@@ -899,9 +899,10 @@ const HAND_WRITTEN: [&str; 22] = [
     r#"signup > @2024-03-01 and score * 2 < 3"#,
 ];
 
-/// Where the test command's engines are: the DuckDB CLI, a PostgreSQL URL, a Spark
-/// Connect URL (set by `./test`, which installs and starts them).
-fn engines() -> (PathBuf, String, String) {
+/// Where the test command's engines are: the DuckDB CLI, a PostgreSQL URL and the CA of
+/// its TLS certificate (the database's collation is ICU en-US, not bytes), a Spark Connect
+/// URL (set by `./test`, which installs and starts them).
+fn engines() -> (PathBuf, String, PathBuf, String) {
     let var = |name: &str| {
         std::env::var(name).unwrap_or_else(|_| {
             panic!(
@@ -913,6 +914,7 @@ fn engines() -> (PathBuf, String, String) {
     (
         PathBuf::from(var("MICROSEG_DUCKDB")),
         var("MICROSEG_POSTGRES_URL"),
+        PathBuf::from(var("MICROSEG_POSTGRES_CA")),
         var("MICROSEG_SPARK_URL"),
     )
 }
@@ -922,7 +924,7 @@ fn engines() -> (PathBuf, String, String) {
 /// Spark, profile by profile.
 #[test]
 fn batch_and_warehouses_agree_profile_by_profile() {
-    let (cli, pg_url, spark_url) = engines();
+    let (cli, pg_url, pg_ca, spark_url) = engines();
     let segments = stored_segments();
     let traits = traits();
     let trait_list: Vec<(String, TraitType)> = traits.clone().into_iter().collect();
@@ -951,7 +953,7 @@ fn batch_and_warehouses_agree_profile_by_profile() {
 
     let mut duck = DuckDb::new(&dir.path().join("w.duckdb"), Some(&cli), false);
     duck.load(dir.path()).unwrap();
-    let mut pg = Postgres::connect(&pg_url, None).unwrap();
+    let mut pg = Postgres::connect(&pg_url, None, Some(&pg_ca)).unwrap();
     pg.load_rows(
         &trait_list,
         |push| data.profile_rows.iter().try_for_each(|r| push(r)),

@@ -118,7 +118,11 @@ pub fn connect(ws: &Workspace, engine: Engine) -> Result<Box<dyn Session>, Wareh
                 .postgres
                 .as_ref()
                 .ok_or_else(|| missing("url = \"postgres://user@host:5432/db\""))?;
-            Box::new(postgres::Postgres::connect(&c.url, c.schema.as_deref())?)
+            Box::new(postgres::Postgres::connect(
+                &c.url,
+                c.schema.as_deref(),
+                c.ca_file.as_ref().map(|f| ws.dir.join(f)).as_deref(),
+            )?)
         }
         Engine::DuckDb => {
             let c = section
@@ -162,7 +166,12 @@ pub fn load(ws: &Workspace, store: &Store, engine: Engine) -> Result<Loaded, War
             let c = section.postgres.as_ref().ok_or_else(|| {
                 WarehouseError::Config("no [warehouse.postgres] section (docs/warehouse.md)".into())
             })?;
-            postgres::Postgres::connect(&c.url, c.schema.as_deref())?.load(store)?
+            postgres::Postgres::connect(
+                &c.url,
+                c.schema.as_deref(),
+                c.ca_file.as_ref().map(|f| ws.dir.join(f)).as_deref(),
+            )?
+            .load(store)?
         }
         Engine::DuckDb => {
             let c = section.duckdb.as_ref().ok_or_else(|| {

@@ -29,22 +29,33 @@ fn db_err(e: postgres::Error) -> WarehouseError {
 }
 
 impl Postgres {
-    /// Connects to `url` (no TLS), with `schema` first on the search path when given.
-    pub fn connect(url: &str, schema: Option<&str>) -> Result<Postgres, WarehouseError> {
+    /// Connects to `url`, with `schema` first on the search path when given. TLS as the
+    /// URL's `sslmode` says (`disable`, `prefer` by default, `require`), the server's
+    /// certificate always checked: against the public roots, or the PEM `ca_file`.
+    pub fn connect(
+        url: &str,
+        schema: Option<&str>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Postgres, WarehouseError> {
         let config: postgres::Config = url
             .parse()
             .map_err(|e| WarehouseError::Config(format!("[warehouse.postgres] url: {e}")))?;
-        let target = format!(
-            "{:?}/{}",
-            config.get_hosts(),
-            config.get_dbname().unwrap_or("")
-        );
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+            .map(|(h, port)| match h {
+                postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
+                postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .collect();
+        let target = format!("{}/{}", hosts.join(","), config.get_dbname().unwrap_or(""));
         let mut client = config
-            .connect(postgres::NoTls)
+            .connect(tls(ca_file)?)
             .map_err(|e| WarehouseError::Connect {
                 engine: "postgres",
                 target,
-                reason: e.to_string(),
+                reason: chain(&e),
             })?;
         if let Some(schema) = schema {
             let schema = microseg_store::sql::Dialect::Postgres.ident(schema);
@@ -116,6 +127,63 @@ impl Postgres {
         self.execute("ANALYZE profiles; ANALYZE events")?;
         Ok((profiles, events))
     }
+}
+
+/// An error with its causes ("error performing TLS handshake: invalid peer certificate:
+/// UnknownIssuer"), and what to do about an untrusted certificate.
+fn chain(e: &postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    if text.contains("certificate") {
+        text.push_str(
+            " (the server's TLS certificate is not trusted: set [warehouse.postgres] ca_file \
+             to its CA's PEM file, or sslmode=disable in the url on a trusted network)",
+        );
+    }
+    text
+}
+
+/// A TLS connector checking certificates against the public roots, or `ca_file`'s.
+fn tls(
+    ca_file: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, WarehouseError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(path) => {
+            let bad = |reason: String| {
+                WarehouseError::Config(format!(
+                    "[warehouse.postgres] ca_file {}: {reason}",
+                    path.display()
+                ))
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad("no certificate in it".into()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| WarehouseError::Config(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// Takes one row.

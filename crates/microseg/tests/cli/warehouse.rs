@@ -47,6 +47,7 @@ fn members(env: &Env, data: &str, name: &str, as_of: &str) -> Vec<String> {
 fn warehouses_return_the_members_and_campaigns_use_them() {
     let duckdb = engine_var("MICROSEG_DUCKDB");
     let pg = engine_var("MICROSEG_POSTGRES_URL");
+    let ca = engine_var("MICROSEG_POSTGRES_CA");
     let spark = engine_var("MICROSEG_SPARK_URL");
     let env = Env::new();
     let dir = env.dir.path().join("shop");
@@ -57,7 +58,8 @@ fn warehouses_return_the_members_and_campaigns_use_them() {
     }
     let mut config = std::fs::read_to_string(dir.join("microseg.toml")).unwrap();
     config.push_str(&format!(
-        "\n[warehouse.postgres]\nurl = \"{pg}\"\nschema = \"cli_test\"\n\
+        "\n[warehouse.postgres]\nurl = \"{pg}?sslmode=require\"\nschema = \"cli_test\"\n\
+         ca_file = \"{ca}\"\n\
          [warehouse.duckdb]\nfile = \"w.duckdb\"\ncli = \"{duckdb}\"\n\
          [warehouse.spark]\nurl = \"{spark}\"\n",
     ));
@@ -277,6 +279,18 @@ fn warehouses_return_the_members_and_campaigns_use_them() {
     let bare = Env::new();
     let err = bare.fails(&["warehouse", "load", "--engine", "postgres"]);
     assert!(err.contains("no [warehouse.postgres] section"), "{err}");
+    // TLS is required here and the server's self-signed certificate is not trusted
+    // without `ca_file`: the handshake fails, nothing goes in clear.
+    std::fs::write(
+        bare.data().join("microseg.toml"),
+        format!("[warehouse.postgres]\nurl = \"{pg}?sslmode=require\"\n"),
+    )
+    .unwrap();
+    let err = bare.fails(&["warehouse", "load", "--engine", "postgres"]);
+    assert!(
+        err.contains("postgres: cannot connect") && err.contains("certificate"),
+        "{err}"
+    );
 }
 
 /// Trait names a write key could send cannot make a load fail: the layout's own column
@@ -294,7 +308,7 @@ fn hostile_trait_names_leave_loads_working() {
     env.ok(&["import", "profiles", &csv]);
     let mut config = std::fs::read_to_string(env.data().join("microseg.toml")).unwrap();
     config.push_str(&format!(
-        "\n[warehouse.postgres]\nurl = \"{pg}\"\nschema = \"cli_hostile\"\n\
+        "\n[warehouse.postgres]\nurl = \"{pg}?sslmode=disable\"\nschema = \"cli_hostile\"\n\
          [warehouse.duckdb]\nfile = \"w.duckdb\"\ncli = \"{duckdb}\"\n"
     ));
     std::fs::write(env.data().join("microseg.toml"), config).unwrap();
