@@ -39,7 +39,15 @@ const START: i64 = 1_704_067_200_000;
 const EVENT_NAMES: [&str; 4] = ["view", "order_completed", "session_started", "cart"];
 /// Lower and upper case first letters: byte order and a linguistic collation (the test
 /// PostgreSQL's ICU en-US) disagree on them.
-const CITIES: [&str; 7] = ["Budapest", "Berlin", "Bern", "Paris", "", "Béziers", "amsterdam"];
+const CITIES: [&str; 7] = [
+    "Budapest",
+    "Berlin",
+    "Bern",
+    "Paris",
+    "",
+    "Béziers",
+    "amsterdam",
+];
 const PATHS: [&str; 5] = ["/winter/gloves", "/winter", "/bikes", "/", "/bikes/winter"];
 const TAGS: [&str; 4] = ["a", "b", "road", "x y"];
 /// Property names a write key can send that JSON paths and SQL quoting must survive (a

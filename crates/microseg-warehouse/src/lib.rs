@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use microseg_store::sql::Dialect;
-use microseg_store::{Store, StoreError, Workspace};
+use microseg_store::{Progress, Store, StoreError, Workspace};
 
 #[cfg(test)]
 mod differential;
@@ -157,8 +157,13 @@ pub struct Loaded {
 }
 
 /// Puts the workspace's data into `engine` as `profiles` and `events`, replacing what a
-/// previous load put there.
-pub fn load(ws: &Workspace, store: &Store, engine: Engine) -> Result<Loaded, WarehouseError> {
+/// previous load put there; `progress` counts the rows read.
+pub fn load(
+    ws: &Workspace,
+    store: &Store,
+    engine: Engine,
+    progress: &dyn Progress,
+) -> Result<Loaded, WarehouseError> {
     let start = Instant::now();
     let section = &ws.config.warehouse;
     let (profiles, events) = match engine {
@@ -171,7 +176,7 @@ pub fn load(ws: &Workspace, store: &Store, engine: Engine) -> Result<Loaded, War
                 c.schema.as_deref(),
                 c.ca_file.as_ref().map(|f| ws.dir.join(f)).as_deref(),
             )?
-            .load(store)?
+            .load(store, progress)?
         }
         Engine::DuckDb => {
             let c = section.duckdb.as_ref().ok_or_else(|| {
@@ -180,7 +185,7 @@ pub fn load(ws: &Workspace, store: &Store, engine: Engine) -> Result<Loaded, War
             // The tables are copied into the database file: the Parquet files are only
             // the way there.
             let stage = ws.dir.join("warehouse-load.tmp");
-            let exported = export(store, &stage)?;
+            let exported = export(store, &stage, progress)?;
             let loaded =
                 duckdb::DuckDb::new(&ws.dir.join(&c.file), c.cli.as_deref(), false).load(&stage);
             let _ = std::fs::remove_dir_all(&stage);
@@ -196,7 +201,7 @@ pub fn load(ws: &Workspace, store: &Store, engine: Engine) -> Result<Loaded, War
             let stage = ws
                 .dir
                 .join(c.stage.as_deref().unwrap_or(Path::new("warehouse-spark")));
-            let exported = export(store, &stage)?;
+            let exported = export(store, &stage, progress)?;
             let uri = match &c.stage_uri {
                 Some(uri) => uri.clone(),
                 None => absolute(&stage)?,

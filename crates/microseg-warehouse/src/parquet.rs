@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use microseg_core::{TraitType, Value};
 use microseg_store::layout::{LayoutEvent, LayoutProfile};
-use microseg_store::Store;
+use microseg_store::{Progress, Store};
 use parquet::basic::{LogicalType, Repetition, Type as Physical};
 use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int64Type};
 use parquet::file::properties::WriterProperties;
@@ -290,8 +290,44 @@ pub struct Exported {
     pub events: u64,
 }
 
-/// Writes `DIR/profiles.parquet` and `DIR/events.parquet` (creating `DIR`).
-pub fn export(store: &Store, dir: &Path) -> Result<Exported, WarehouseError> {
+/// Counts rows into a [`Progress`] (profiles and events together).
+pub(crate) struct Rows<'a> {
+    progress: &'a dyn Progress,
+    done: u64,
+}
+
+impl<'a> Rows<'a> {
+    /// Starts `progress` at the store's profiles and events.
+    pub(crate) fn start(
+        store: &Store,
+        progress: &'a dyn Progress,
+    ) -> Result<Rows<'a>, WarehouseError> {
+        let (profiles, events) = store.counts()?;
+        progress.start(profiles + events);
+        Ok(Rows { progress, done: 0 })
+    }
+
+    /// One more row.
+    pub(crate) fn tick(&mut self) {
+        self.done += 1;
+        if self.done % 65_536 == 0 {
+            self.progress.update(self.done);
+        }
+    }
+
+    /// The end.
+    pub(crate) fn finish(self) {
+        self.progress.finish();
+    }
+}
+
+/// Writes `DIR/profiles.parquet` and `DIR/events.parquet` (creating `DIR`), telling
+/// `progress` how far it is.
+pub fn export(
+    store: &Store,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<Exported, WarehouseError> {
     std::fs::create_dir_all(dir).map_err(|e| WarehouseError::File {
         path: dir.to_path_buf(),
         reason: e.to_string(),
@@ -299,10 +335,18 @@ pub fn export(store: &Store, dir: &Path) -> Result<Exported, WarehouseError> {
     let traits = store.layout_traits()?;
     let mut profiles =
         TableWriter::create(&dir.join("profiles.parquet"), &profile_columns(&traits))?;
-    store.layout_profiles(|p| profiles.push(&profile_row(&p)))?;
+    let mut rows = Rows::start(store, progress)?;
+    store.layout_profiles(|p| {
+        rows.tick();
+        profiles.push(&profile_row(&p))
+    })?;
     let profiles = profiles.finish()?;
     let mut events = TableWriter::create(&dir.join("events.parquet"), &event_columns())?;
-    store.layout_events(|e| events.push(&event_row(&e)))?;
+    store.layout_events(|e| {
+        rows.tick();
+        events.push(&event_row(&e))
+    })?;
     let events = events.finish()?;
+    rows.finish();
     Ok(Exported { profiles, events })
 }

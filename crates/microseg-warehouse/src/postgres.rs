@@ -75,12 +75,29 @@ impl Postgres {
 
     /// Replaces `profiles` and `events` with the workspace's data, in one transaction;
     /// returns the rows of each.
-    pub fn load(&mut self, store: &Store) -> Result<(u64, u64), WarehouseError> {
-        self.load_rows(
+    pub fn load(
+        &mut self,
+        store: &Store,
+        progress: &dyn microseg_store::Progress,
+    ) -> Result<(u64, u64), WarehouseError> {
+        let rows = std::cell::RefCell::new(crate::parquet::Rows::start(store, progress)?);
+        let loaded = self.load_rows(
             &store.layout_traits()?,
-            |push| store.layout_profiles(|p| push(&crate::parquet::profile_row(&p))),
-            |push| store.layout_events(|e| push(&crate::parquet::event_row(&e))),
-        )
+            |push| {
+                store.layout_profiles(|p| {
+                    rows.borrow_mut().tick();
+                    push(&crate::parquet::profile_row(&p))
+                })
+            },
+            |push| {
+                store.layout_events(|e| {
+                    rows.borrow_mut().tick();
+                    push(&crate::parquet::event_row(&e))
+                })
+            },
+        );
+        rows.into_inner().finish();
+        loaded
     }
 
     /// [`Postgres::load`] from rows the callers push: `profiles` calls its argument once

@@ -13,6 +13,7 @@ use roaring::RoaringBitmap;
 
 use super::{as_of, print_json, Context};
 use crate::failure::{bad_input, not_found, usage};
+use crate::progress::Bar;
 
 /// Run segments where the data lives: PostgreSQL, DuckDB or Spark (docs/warehouse.md).
 #[derive(Debug, Subcommand)]
@@ -126,7 +127,7 @@ fn engine(name: &str) -> Result<Engine> {
 fn export(ctx: &Context, args: ExportArgs) -> Result<()> {
     let (_, store) = ctx.open()?;
     let start = Instant::now();
-    let done = microseg_warehouse::export(&store, &args.out)?;
+    let done = microseg_warehouse::export(&store, &args.out, &Bar::new("exporting"))?;
     let seconds = start.elapsed().as_secs_f64();
     if args.json {
         return print_json(&serde_json::json!({
@@ -149,7 +150,7 @@ fn load(ctx: &Context, args: LoadArgs) -> Result<()> {
     let engine = engine(&args.engine)?;
     let (ws, store) = ctx.open()?;
     eprintln!("loading the workspace into {} ...", engine.name());
-    let done = microseg_warehouse::load(&ws, &store, engine)?;
+    let done = microseg_warehouse::load(&ws, &store, engine, &Bar::new("loading"))?;
     if args.json {
         return print_json(&serde_json::json!({
             "engine": engine.name(),
