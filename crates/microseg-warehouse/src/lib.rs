@@ -17,9 +17,11 @@ mod differential;
 pub mod duckdb;
 pub mod parquet;
 pub mod postgres;
+mod run;
 pub mod spark;
 
 pub use parquet::{export, Exported};
+pub use run::{run, Ran, SegmentSql};
 
 /// Errors of the warehouse backends: each names the engine or file and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,40 @@ pub enum WarehouseError {
         engine: &'static str,
         /// The engine's message.
         reason: String,
+    },
+    /// The condition cannot be compiled to SQL.
+    #[error(transparent)]
+    Condition(#[from] microseg_engine::EvalError),
+    /// The condition names a trait the SQL layout leaves out.
+    #[error(
+        "trait '{0}' is not in the SQL layout: its name is a layout column (id, merged_into) \
+         or differs from another trait's only in case, which DuckDB and Spark do not tell \
+         apart (docs/warehouse.md)"
+    )]
+    LeftOut(String),
+    /// No saved segment has this name.
+    #[error("no saved segment '{0}' (warehouse run takes saved segments)")]
+    UnknownSegment(String),
+    /// The engine returned ids that are not this workspace's profiles.
+    #[error(
+        "{engine}: segment '{segment}' returned {count} ids that are not profiles of this \
+         workspace: load the workspace's data with `microseg warehouse load --engine {engine}`"
+    )]
+    UnknownIds {
+        /// `postgres`, `duckdb` or `spark`.
+        engine: &'static str,
+        /// The segment.
+        segment: String,
+        /// How many.
+        count: u64,
+    },
+    /// Compiling or running one segment failed.
+    #[error("segment '{segment}': {source}")]
+    Segment {
+        /// The segment.
+        segment: String,
+        /// Why.
+        source: Box<WarehouseError>,
     },
 }
 

@@ -57,12 +57,22 @@ impl Postgres {
                 target,
                 reason: chain(&e),
             })?;
-        if let Some(schema) = schema {
-            let schema = microseg_store::sql::Dialect::Postgres.ident(schema);
+        if let Some(name) = schema {
+            let schema = microseg_store::sql::Dialect::Postgres.ident(name);
+            // Created only when missing: `CREATE SCHEMA IF NOT EXISTS` needs the right to
+            // create schemas even when the schema exists, which a user who only reads
+            // (views made by someone else) does not have.
+            let exists = client
+                .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&name])
+                .map_err(db_err)?
+                .is_some();
+            if !exists {
+                client
+                    .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                    .map_err(db_err)?;
+            }
             client
-                .batch_execute(&format!(
-                    "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
-                ))
+                .batch_execute(&format!("SET search_path TO {schema}"))
                 .map_err(db_err)?;
         }
         Ok(Postgres { client })

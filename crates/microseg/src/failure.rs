@@ -118,8 +118,11 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
         return match e {
             W::Store(e) => kind_of(e),
             W::File { .. } => Some(Kind::Store),
-            W::Config(_) => Some(Kind::BadInput),
-            W::Connect { .. } | W::Engine { .. } => None,
+            W::Condition(e) => kind_of(e),
+            W::Config(_) | W::LeftOut(_) | W::UnknownIds { .. } => Some(Kind::BadInput),
+            W::UnknownSegment(_) => Some(Kind::NotFound),
+            // A segment's failure: the kind of what failed, further down the chain.
+            W::Connect { .. } | W::Engine { .. } | W::Segment { .. } => None,
         };
     }
     if let Some(e) = cause.downcast_ref::<microseg_engine::EvalError>() {

@@ -1216,33 +1216,52 @@ fn sql_layout(store: &std::path::Path) -> Connection {
     db
 }
 
+/// Segments of the demo shop covering every kind of condition (traits, sets, metrics,
+/// recency, a sequence with `then not`, `in_segment`, sums over a window), for the tests
+/// that compare SQL on an engine with microseg's own members.
+const SHOP_SEGMENTS: [(&str, &str); 7] = [
+    ("fam", r#"gender = "f" and discipline = "mountain" and skill = "amateur""#),
+    ("coffee", r#"age between 25 and 34 and interests has "coffee" and consent_sms = true"#),
+    ("champions", "rfm_r >= 4 and rfm_f >= 4 and aov > 100"),
+    ("lapsed", r#"last(order_completed) before 60d ago and signup_at < @2025-06-01"#),
+    (
+        "winter",
+        r#"page_viewed where category = "winter_accessories" then not order_completed within 3d"#,
+    ),
+    ("fam_winter", r#"in_segment("fam") and not in_segment("winter") or visits >= 12"#),
+    (
+        "big_spenders",
+        "sum(revenue of order_completed, within 180d) > 1500 and count(page_viewed, within 30d) >= 2",
+    ),
+];
+
+/// The members of saved segment `name` at `as_of`, sorted.
+fn members(env: &Env, data: &str, name: &str, as_of: &str) -> Vec<String> {
+    let m = env.json(&[
+        "--data", data, "segment", "members", name, "--as-of", as_of, "--format", "json",
+    ]);
+    let mut ids: Vec<String> = m["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
 #[test]
 fn segment_sql_on_the_documented_layout_returns_the_members() {
     let env = Env::new();
     let dir = env.dir.path().join("shop");
     let data = dir.to_str().unwrap();
     env.ok(&["demo", data, "--customers", "2000", "--seed", "11"]);
-    let segments = [
-        ("fam", r#"gender = "f" and discipline = "mountain" and skill = "amateur""#),
-        ("coffee", r#"age between 25 and 34 and interests has "coffee" and consent_sms = true"#),
-        ("champions", "rfm_r >= 4 and rfm_f >= 4 and aov > 100"),
-        ("lapsed", r#"last(order_completed) before 60d ago and signup_at < @2025-06-01"#),
-        (
-            "winter",
-            r#"page_viewed where category = "winter_accessories" then not order_completed within 3d"#,
-        ),
-        ("fam_winter", r#"in_segment("fam") and not in_segment("winter") or visits >= 12"#),
-        (
-            "big_spenders",
-            "sum(revenue of order_completed, within 180d) > 1500 and count(page_viewed, within 30d) >= 2",
-        ),
-    ];
-    for (name, condition) in segments {
+    for (name, condition) in SHOP_SEGMENTS {
         env.ok(&["--data", data, "segment", "create", name, condition]);
     }
     let layout = sql_layout(&dir.join("store.sqlite"));
     let mut nonempty = 0;
-    for (name, _) in segments {
+    for (name, _) in SHOP_SEGMENTS {
         let sql = env.json(&[
             "--data",
             data,
@@ -1262,24 +1281,7 @@ fn segment_sql_on_the_documented_layout_returns_the_members() {
             .collect::<Result<_, _>>()
             .unwrap();
         from_sql.sort();
-        let members = env.json(&[
-            "--data",
-            data,
-            "segment",
-            "members",
-            name,
-            "--as-of",
-            "2026-09-01",
-            "--format",
-            "json",
-        ]);
-        let mut batch: Vec<String> = members["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m.as_str().unwrap().to_string())
-            .collect();
-        batch.sort();
+        let batch = members(&env, data, name, "2026-09-01");
         assert_eq!(batch, from_sql, "{name}");
         if !batch.is_empty() && batch.len() < 2000 {
             nonempty += 1;

@@ -431,21 +431,12 @@ fn size(ws: &Workspace, store: &Store, args: SizeArgs) -> Result<()> {
 }
 
 fn sql(ws: &Workspace, store: &Store, args: SqlArgs) -> Result<()> {
-    use microseg_store::sql::{compile, Dialect, SqlContext};
     let at = as_of(args.as_of.as_deref())?;
-    let dialect = Dialect::from_name(&args.dialect).map_err(anyhow::Error::msg)?;
-    let saved = store.segment_conditions()?;
-    let (segment, condition) = named_or_parsed(&saved, &args.segment_or_condition)?;
-    let traits = store.layout_traits()?.into_iter().collect();
-    let metrics = ws.config.metrics_config();
-    let ctx = SqlContext {
-        traits: &traits,
-        segments: &saved,
-        metrics: &metrics,
-        as_of: at,
-        dialect,
-    };
-    let sql = compile(&condition, &ctx).map_err(|e| super::warehouse::left_out(e, store))?;
+    let dialect =
+        microseg_store::sql::Dialect::from_name(&args.dialect).map_err(anyhow::Error::msg)?;
+    let compiler = microseg_warehouse::SegmentSql::open(ws, store)?;
+    let (segment, condition) = named_or_parsed(compiler.segments(), &args.segment_or_condition)?;
+    let sql = compiler.compile(&condition, dialect, at)?;
     if args.json {
         return print_json(&serde_json::json!({
             "sql": sql,

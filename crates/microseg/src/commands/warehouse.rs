@@ -1,18 +1,15 @@
 //! `microseg warehouse`: the workspace as Parquet, loaded into PostgreSQL, DuckDB or
 //! Spark, and segments run there with their member lists brought back.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
-use microseg_store::sql::{compile, SqlContext};
-use microseg_warehouse::{connect, Engine};
-use roaring::RoaringBitmap;
+use microseg_warehouse::Engine;
 
 use super::{as_of, print_json, Context};
-use crate::failure::{bad_input, not_found, usage};
+use crate::failure::{not_found, usage};
 use crate::progress::Bar;
 
 /// Run segments where the data lives: PostgreSQL, DuckDB or Spark (docs/warehouse.md).
@@ -103,23 +100,6 @@ pub fn run(ctx: &Context, cmd: WarehouseCommand) -> Result<()> {
     }
 }
 
-/// A compile error, explained when it names a trait the SQL layout leaves out.
-pub(super) fn left_out(
-    e: microseg_engine::EvalError,
-    store: &microseg_store::Store,
-) -> anyhow::Error {
-    if let microseg_engine::EvalError::UnknownName(name) = &e {
-        if store.schema().is_ok_and(|s| s.contains_key(name)) {
-            return bad_input(format!(
-                "trait '{name}' is not in the SQL layout: its name is a layout column (id, \
-                 merged_into) or differs from another trait's only in case, which DuckDB and \
-                 Spark do not tell apart (docs/warehouse.md)"
-            ));
-        }
-    }
-    e.into()
-}
-
 fn engine(name: &str) -> Result<Engine> {
     Engine::from_name(name).map_err(usage)
 }
@@ -173,85 +153,42 @@ fn run_segments(ctx: &Context, args: RunArgs) -> Result<()> {
     let engine = engine(&args.engine)?;
     let (ws, mut store) = ctx.open()?;
     let at = as_of(args.as_of.as_deref())?;
-    let saved = store.segment_conditions()?;
     let names: Vec<String> = match &args.segment {
-        Some(name) if saved.contains_key(name) => vec![name.clone()],
-        Some(name) => {
-            return Err(not_found(format!(
-                "no saved segment '{name}' (warehouse run takes saved segments)"
-            )))
-        }
-        None => saved.keys().cloned().collect(),
+        Some(name) => vec![name.clone()],
+        None => store.segment_conditions()?.into_keys().collect(),
     };
-    let traits = store.layout_traits()?.into_iter().collect();
-    let metrics = ws.config.metrics_config();
-    let sql_ctx = SqlContext {
-        traits: &traits,
-        segments: &saved,
-        metrics: &metrics,
-        as_of: at,
-        dialect: engine.dialect(),
-    };
-    let dense: HashMap<String, u32> = store
-        .external_ids()?
-        .into_iter()
-        .enumerate()
-        .map(|(i, id)| (id, i as u32))
-        .collect();
-    let mut session = connect(&ws, engine)?;
-    let mut results = Vec::new();
-    for name in &names {
-        let sql = compile(&saved[name], &sql_ctx)
-            .map_err(|e| left_out(e, &store))
-            .with_context(|| format!("compiling segment '{name}' for {}", engine.name()))?;
-        let start = Instant::now();
-        let ids = session
-            .ids(&sql)
-            .with_context(|| format!("running segment '{name}' on {}", engine.name()))?;
-        let seconds = start.elapsed().as_secs_f64();
-        let mut members = RoaringBitmap::new();
-        let mut unknown = 0u64;
-        for id in &ids {
-            match dense.get(id) {
-                Some(&p) => {
-                    members.insert(p);
-                }
-                None => unknown += 1,
-            }
-        }
-        if unknown > 0 {
-            return Err(bad_input(format!(
-                "{}: segment '{name}' returned {unknown} ids that are not profiles of this \
-                 workspace: load the workspace's data with `microseg warehouse load --engine {}`",
-                engine.name(),
-                engine.name()
-            )));
-        }
-        let version = store.segment_version(name)?.unwrap_or(1);
-        store.save_warehouse_members(name, version, engine.name(), at.0, &members)?;
-        if let Some(out) = &args.out {
-            let mut w = csv::Writer::from_path(out)
-                .with_context(|| format!("writing {}", out.display()))?;
-            w.write_record(["id"])?;
-            for id in &ids {
-                w.write_record([id])?;
-            }
-            w.flush()?;
-        }
-        if !args.json {
+    let quiet = args.json;
+    let ran = microseg_warehouse::run(&ws, &mut store, engine, &names, at, &mut |r| {
+        if !quiet {
             eprintln!(
-                "{name}: {} members from {} in {seconds:.3} s (as of {at})",
-                members.len(),
-                engine.name()
+                "{}: {} members from {} in {:.3} s (as of {at})",
+                r.segment,
+                r.size,
+                engine.name(),
+                r.seconds
             );
         }
-        results.push(serde_json::json!({
-            "segment": name,
-            "engine": engine.name(),
-            "size": members.len(),
-            "seconds": seconds,
-        }));
+    })?;
+    if let (Some(out), [one]) = (&args.out, &ran[..]) {
+        let mut w =
+            csv::Writer::from_path(out).with_context(|| format!("writing {}", out.display()))?;
+        w.write_record(["id"])?;
+        for id in &one.ids {
+            w.write_record([id])?;
+        }
+        w.flush()?;
     }
+    let results: Vec<serde_json::Value> = ran
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "segment": r.segment,
+                "engine": engine.name(),
+                "size": r.size,
+                "seconds": r.seconds,
+            })
+        })
+        .collect();
     if args.json {
         if args.all {
             return print_json(&serde_json::json!({

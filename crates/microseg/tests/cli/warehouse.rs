@@ -13,36 +13,6 @@ fn engine_var(name: &str) -> String {
     })
 }
 
-const SEGMENTS: [(&str, &str); 7] = [
-    ("fam", r#"gender = "f" and discipline = "mountain" and skill = "amateur""#),
-    ("coffee", r#"age between 25 and 34 and interests has "coffee" and consent_sms = true"#),
-    ("champions", "rfm_r >= 4 and rfm_f >= 4 and aov > 100"),
-    ("lapsed", r#"last(order_completed) before 60d ago and signup_at < @2025-06-01"#),
-    (
-        "winter",
-        r#"page_viewed where category = "winter_accessories" then not order_completed within 3d"#,
-    ),
-    ("fam_winter", r#"in_segment("fam") and not in_segment("winter") or visits >= 12"#),
-    (
-        "big_spenders",
-        "sum(revenue of order_completed, within 180d) > 1500 and count(page_viewed, within 30d) >= 2",
-    ),
-];
-
-fn members(env: &Env, data: &str, name: &str, as_of: &str) -> Vec<String> {
-    let m = env.json(&[
-        "--data", data, "segment", "members", name, "--as-of", as_of, "--format", "json",
-    ]);
-    let mut ids: Vec<String> = m["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m.as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
-}
-
 #[test]
 fn warehouses_return_the_members_and_campaigns_use_them() {
     let duckdb = engine_var("MICROSEG_DUCKDB");
@@ -53,7 +23,7 @@ fn warehouses_return_the_members_and_campaigns_use_them() {
     let dir = env.dir.path().join("shop");
     let data = dir.to_str().unwrap();
     env.ok(&["demo", data, "--customers", "2000", "--seed", "11"]);
-    for (name, condition) in SEGMENTS {
+    for (name, condition) in SHOP_SEGMENTS {
         env.ok(&["--data", data, "segment", "create", name, condition]);
     }
     let mut config = std::fs::read_to_string(dir.join("microseg.toml")).unwrap();
@@ -80,7 +50,7 @@ fn warehouses_return_the_members_and_campaigns_use_them() {
     assert!(export["events"].as_u64().unwrap() > 20_000, "{export}");
     let as_of = "2026-09-01";
     let mut split = 0;
-    for (name, _) in SEGMENTS {
+    for (name, _) in SHOP_SEGMENTS {
         let sql = env.json(&[
             "--data",
             data,
@@ -158,7 +128,7 @@ fn warehouses_return_the_members_and_campaigns_use_them() {
         ]);
         let runs = all["segments"].as_array().unwrap();
         // The demo's own segments and ours.
-        assert!(runs.len() >= SEGMENTS.len() + 5, "{all}");
+        assert!(runs.len() >= SHOP_SEGMENTS.len() + 5, "{all}");
         for run in runs {
             let name = run["segment"].as_str().unwrap();
             assert_eq!(run["engine"], engine);
@@ -191,6 +161,47 @@ fn warehouses_return_the_members_and_campaigns_use_them() {
         assert_eq!(csv.lines().next(), Some("id"));
         assert_eq!(ids, members(&env, data, "fam_winter", as_of), "{engine}");
     }
+
+    // An analyst's PostgreSQL user that may only read the schema (no right to create
+    // schemas or tables) runs segments over what was loaded.
+    let mut admin = postgres::Client::connect(&format!("{pg}?sslmode=disable"), postgres::NoTls)
+        .expect("the test PostgreSQL");
+    admin
+        .batch_execute(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cli_reader') \
+             THEN CREATE ROLE cli_reader LOGIN; END IF; END $$; \
+             GRANT USAGE ON SCHEMA cli_test TO cli_reader; \
+             GRANT SELECT ON ALL TABLES IN SCHEMA cli_test TO cli_reader;",
+        )
+        .unwrap();
+    let owner_config = std::fs::read_to_string(dir.join("microseg.toml")).unwrap();
+    let reader_config = owner_config.replace("postgres://postgres@", "postgres://cli_reader@");
+    assert_ne!(reader_config, owner_config);
+    std::fs::write(dir.join("microseg.toml"), &reader_config).unwrap();
+    let read = env.json(&[
+        "--data",
+        data,
+        "warehouse",
+        "run",
+        "coffee",
+        "--engine",
+        "postgres",
+        "--as-of",
+        as_of,
+        "--json",
+    ]);
+    assert_eq!(
+        read["size"],
+        members(&env, data, "coffee", as_of).len(),
+        "{read}"
+    );
+    let err = env.fails(&["--data", data, "warehouse", "load", "--engine", "postgres"]);
+    assert!(
+        err.contains("postgres:")
+            && (err.contains("permission denied") || err.contains("must be owner")),
+        "{err}"
+    );
+    std::fs::write(dir.join("microseg.toml"), &owner_config).unwrap();
 
     // A campaign on a segment a warehouse ran targets the list it brought back (here as
     // of an earlier date than the campaign's run), until `warehouse forget`.
