@@ -23,7 +23,7 @@ start to end; "query" is what `warehouse run` reports as the engine's time.
 Usage: python bench/warehouse.py [--events 1,10,50] [--runs 3] [--work DIR]
 Needs: `cargo build --release`, the DuckDB CLI (`--duckdb`, default `duckdb`), and a
 Spark Connect server (`--spark sc://127.0.0.1:15002`; tests/warehouse/spark-connect.sh
-starts one: SPARK_DRIVER_MEMORY=4g for 50 M events).
+starts one: SPARK_DRIVER_MEMORY=6g for 50 M events; docs/scale.md).
 """
 
 import argparse
