@@ -203,6 +203,49 @@ fn warehouses_return_the_members_and_campaigns_use_them() {
     );
     std::fs::write(dir.join("microseg.toml"), &owner_config).unwrap();
 
+    // Data already in the database under its own names (a CRM's customers and activity,
+    // timestamps and jsonb): views in the layout, in a schema of their own, are all
+    // `warehouse run` needs (docs/scale.md, "Pointing microseg at an existing PostgreSQL").
+    admin
+        .batch_execute(
+            "DROP SCHEMA IF EXISTS cli_crm CASCADE; CREATE SCHEMA cli_crm; \
+             CREATE TABLE cli_crm.customers AS SELECT * FROM cli_test.profiles; \
+             ALTER TABLE cli_crm.customers RENAME COLUMN id TO customer_id; \
+             CREATE TABLE cli_crm.activity AS SELECT profile_id AS customer_id, \
+               to_timestamp(time / 1000.0) AS happened_at, event AS action, \
+               revenue AS amount, properties::jsonb AS props FROM cli_test.events; \
+             CREATE VIEW cli_crm.profiles AS SELECT customer_id AS id, * FROM cli_crm.customers; \
+             CREATE VIEW cli_crm.events AS SELECT customer_id AS profile_id, \
+               round(extract(epoch FROM happened_at) * 1000)::bigint AS time, \
+               action AS event, amount AS revenue, props::json AS properties \
+               FROM cli_crm.activity;",
+        )
+        .unwrap();
+    let crm_config = owner_config.replace("schema = \"cli_test\"", "schema = \"cli_crm\"");
+    assert_ne!(crm_config, owner_config);
+    std::fs::write(dir.join("microseg.toml"), &crm_config).unwrap();
+    let out = env.dir.path().join("crm.csv");
+    for (name, _) in SHOP_SEGMENTS {
+        env.ok(&[
+            "--data",
+            data,
+            "warehouse",
+            "run",
+            name,
+            "--engine",
+            "postgres",
+            "--as-of",
+            as_of,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let csv = std::fs::read_to_string(&out).unwrap();
+        let mut ids: Vec<String> = csv.lines().skip(1).map(str::to_string).collect();
+        ids.sort();
+        assert_eq!(ids, members(&env, data, name, as_of), "views: {name}");
+    }
+    std::fs::write(dir.join("microseg.toml"), &owner_config).unwrap();
+
     // A campaign on a segment a warehouse ran targets the list it brought back (here as
     // of an earlier date than the campaign's run), until `warehouse forget`.
     let early = "2026-03-01";
