@@ -143,8 +143,13 @@ impl Postgres {
             columns.join(", ")
         ))
         .map_err(db_err)?;
-        let profiles = copy_rows(&mut tx, "profiles", profiles)?;
-        let events = copy_rows(&mut tx, "events", events)?;
+        let mut kinds = vec![Column::Id, Column::Id];
+        kinds.extend(traits.iter().map(|(_, ty)| match ty {
+            TraitType::StringSet => Column::Json,
+            _ => Column::Text,
+        }));
+        let profiles = copy_rows(&mut tx, "profiles", &kinds, profiles)?;
+        let events = copy_rows(&mut tx, "events", &EVENT_COLUMNS, events)?;
         tx.batch_execute(
             "CREATE INDEX ON events (profile_id, time); CREATE INDEX ON events (event, time);
              CREATE INDEX ON profiles (merged_into);",
@@ -216,10 +221,32 @@ fn tls(
 /// Takes one row.
 pub type Push<'p> = dyn FnMut(&[Cell<'_>]) -> Result<(), WarehouseError> + 'p;
 
-/// `COPY table FROM STDIN` of the rows `rows` pushes; returns how many.
+/// What a text column holds, for how it is written (see `text_row`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Column {
+    /// Text.
+    Text,
+    /// JSON text.
+    Json,
+    /// A profile's external id.
+    Id,
+}
+
+/// `profile_id`, `time`, `event`, `revenue`, `properties`.
+const EVENT_COLUMNS: [Column; 5] = [
+    Column::Id,
+    Column::Text,
+    Column::Text,
+    Column::Text,
+    Column::Json,
+];
+
+/// `COPY table FROM STDIN` of the rows `rows` pushes, `kinds[i]` saying what text column
+/// `i` holds; returns how many.
 fn copy_rows(
     tx: &mut postgres::Transaction<'_>,
     table: &str,
+    kinds: &[Column],
     rows: impl FnOnce(&mut Push<'_>) -> Result<(), WarehouseError>,
 ) -> Result<u64, WarehouseError> {
     let mut w = tx
@@ -228,7 +255,7 @@ fn copy_rows(
     let (mut line, mut n) = (String::new(), 0u64);
     rows(&mut |row| {
         line.clear();
-        text_row(&mut line, row);
+        text_row(&mut line, row, kinds);
         n += 1;
         w.write_all(line.as_bytes()).map_err(engine_err)
     })?;
@@ -238,7 +265,14 @@ fn copy_rows(
 
 /// One row in `COPY`'s text format: tab-separated, `\N` for NULL, escapes for `\`, tab,
 /// newline and carriage return.
-fn text_row(out: &mut String, row: &[Cell<'_>]) {
+///
+/// PostgreSQL's `text` cannot hold a NUL character, nor can `jsonb` or a `json` value read
+/// as text hold `\u0000`, and a write key can send either: one such value must not make
+/// every load, or every query on a property, fail. In text they become U+FFFD (the
+/// replacement character), in JSON the escape `\ufffd`. Ids must stay distinct and come
+/// back as they were: there NUL is written U+FFFD `0` and U+FFFD itself doubled
+/// ([`decode_id`] reverses it).
+fn text_row(out: &mut String, row: &[Cell<'_>], kinds: &[Column]) {
     use std::fmt::Write as _;
     for (i, cell) in row.iter().enumerate() {
         if i > 0 {
@@ -253,27 +287,143 @@ fn text_row(out: &mut String, row: &[Cell<'_>]) {
             Cell::Float(x) => {
                 let _ = write!(out, "{x:?}");
             }
-            Cell::Text(s) => {
+            Cell::Text(s) if kinds.get(i) == Some(&Column::Id) => {
                 for c in s.chars() {
                     match c {
-                        '\\' => out.push_str("\\\\"),
-                        '\t' => out.push_str("\\t"),
-                        '\n' => out.push_str("\\n"),
-                        '\r' => out.push_str("\\r"),
-                        c => out.push(c),
+                        '\0' => out.push_str("\u{fffd}0"),
+                        '\u{fffd}' => out.push_str("\u{fffd}\u{fffd}"),
+                        c => copy_char(out, c),
                     }
                 }
             }
+            Cell::Text(s) if kinds.get(i) == Some(&Column::Json) => {
+                let mut chars = s.chars();
+                while let Some(c) = chars.next() {
+                    if c != '\\' {
+                        copy_char(out, c);
+                        continue;
+                    }
+                    // An escape: `\u0000` becomes `\ufffd`; any other is kept whole, so
+                    // an escaped backslash before `u0000` stays text.
+                    if let Some(after) = chars.as_str().strip_prefix("u0000") {
+                        out.push_str("\\\\ufffd");
+                        chars = after.chars();
+                    } else {
+                        copy_char(out, '\\');
+                        if let Some(next) = chars.next() {
+                            copy_char(out, next);
+                        }
+                    }
+                }
+            }
+            Cell::Text(s) => s.chars().for_each(|c| copy_char(out, c)),
         }
     }
     out.push('\n');
+}
+
+/// One character of a text cell, escaped for `COPY`.
+fn copy_char(out: &mut String, c: char) {
+    match c {
+        '\\' => out.push_str("\\\\"),
+        '\t' => out.push_str("\\t"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\0' => out.push('\u{fffd}'),
+        c => out.push(c),
+    }
+}
+
+/// An id as `text_row` wrote it, back as it was: U+FFFD `0` is NUL, U+FFFD U+FFFD is
+/// U+FFFD (ids from tables microseg did not write have neither, or a lone U+FFFD, kept).
+fn decode_id(id: String) -> String {
+    if !id.contains('\u{fffd}') {
+        return id;
+    }
+    let mut out = String::with_capacity(id.len());
+    let mut chars = id.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\u{fffd}', Some('0')) => {
+                out.push('\0');
+                chars.next();
+            }
+            ('\u{fffd}', Some('\u{fffd}')) => {
+                out.push('\u{fffd}');
+                chars.next();
+            }
+            (c, _) => out.push(c),
+        }
+    }
+    out
 }
 
 impl Session for Postgres {
     fn ids(&mut self, sql: &str) -> Result<Vec<String>, WarehouseError> {
         let rows = self.client.query(sql, &[]).map_err(db_err)?;
         rows.iter()
-            .map(|r| r.try_get::<_, String>(0).map_err(db_err))
+            .map(|r| r.try_get::<_, String>(0).map(decode_id).map_err(db_err))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Expected lines written by hand from PostgreSQL's COPY text format
+    /// (https://www.postgresql.org/docs/current/sql-copy.html, "Text Format").
+    #[test]
+    fn copy_text_escapes_and_replaces_nul() {
+        let mut line = String::new();
+        let row = [
+            Cell::Text("a\tb\\c\nd\0e".into()),
+            Cell::Null,
+            Cell::Bool(true),
+            Cell::Int(-3),
+            Cell::Float(2.5),
+            Cell::Text(r#"{"k":"x\u0000y","l":"\\u0000","m":"\"\\"}"#.into()),
+        ];
+        use Column::*;
+        text_row(&mut line, &row, &[Text, Text, Text, Text, Text, Json]);
+        assert_eq!(
+            line,
+            "a\\tb\\\\c\\nd\u{fffd}e\t\\N\tt\t-3\t2.5\t\
+             {\"k\":\"x\\\\ufffdy\",\"l\":\"\\\\\\\\u0000\",\"m\":\"\\\\\"\\\\\\\\\"}\n"
+        );
+        // The same JSON in a text column is text: the escape stays.
+        line.clear();
+        text_row(&mut line, &[Cell::Text(r#"x\u0000"#.into())], &[Text]);
+        assert_eq!(line, "x\\\\u0000\n");
+    }
+
+    #[test]
+    fn ids_stay_distinct_and_come_back_as_they_were() {
+        let ids = [
+            "n\0",
+            "n\u{fffd}",
+            "n\u{fffd}0",
+            "\u{fffd}\0\u{fffd}",
+            "plain",
+            "a\tb",
+        ];
+        let mut written = Vec::new();
+        for id in ids {
+            let mut line = String::new();
+            text_row(&mut line, &[Cell::Text(id.into())], &[Column::Id]);
+            written.push(line);
+        }
+        assert_eq!(written[0], "n\u{fffd}0\n");
+        assert_eq!(written[1], "n\u{fffd}\u{fffd}\n");
+        assert_eq!(written[2], "n\u{fffd}\u{fffd}0\n");
+        assert_eq!(written[5], "a\\tb\n");
+        let distinct: std::collections::HashSet<_> = written.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        for (id, line) in ids.iter().zip(&written) {
+            // What PostgreSQL stores: the line without COPY's escapes (none but `\t` here).
+            let stored = line.trim_end_matches('\n').replace("\\t", "\t");
+            assert_eq!(decode_id(stored), *id);
+        }
+        assert_eq!(decode_id("lone \u{fffd} kept".into()), "lone \u{fffd} kept");
     }
 }
