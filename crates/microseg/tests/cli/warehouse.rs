@@ -13,6 +13,15 @@ fn engine_var(name: &str) -> String {
     })
 }
 
+/// The ids of a `warehouse run --out` file (header `id`, checked), sorted.
+fn out_ids(path: &Path) -> Vec<String> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    assert_eq!(r.headers().unwrap(), vec!["id"]);
+    let mut ids: Vec<String> = r.records().map(|r| r.unwrap()[0].to_string()).collect();
+    ids.sort();
+    ids
+}
+
 #[test]
 fn warehouses_return_the_members_and_campaigns_use_them() {
     let duckdb = engine_var("MICROSEG_DUCKDB");
@@ -155,11 +164,11 @@ fn warehouses_return_the_members_and_campaigns_use_them() {
             one.as_object().unwrap().keys().collect::<Vec<_>>(),
             ["engine", "seconds", "segment", "size"]
         );
-        let csv = std::fs::read_to_string(&out).unwrap();
-        let mut ids: Vec<String> = csv.lines().skip(1).map(str::to_string).collect();
-        ids.sort();
-        assert_eq!(csv.lines().next(), Some("id"));
-        assert_eq!(ids, members(&env, data, "fam_winter", as_of), "{engine}");
+        assert_eq!(
+            out_ids(&out),
+            members(&env, data, "fam_winter", as_of),
+            "{engine}"
+        );
     }
 
     // An analyst's PostgreSQL user that may only read the schema (no right to create
@@ -239,10 +248,11 @@ fn warehouses_return_the_members_and_campaigns_use_them() {
             "--out",
             out.to_str().unwrap(),
         ]);
-        let csv = std::fs::read_to_string(&out).unwrap();
-        let mut ids: Vec<String> = csv.lines().skip(1).map(str::to_string).collect();
-        ids.sort();
-        assert_eq!(ids, members(&env, data, name, as_of), "views: {name}");
+        assert_eq!(
+            out_ids(&out),
+            members(&env, data, name, as_of),
+            "views: {name}"
+        );
     }
     std::fs::write(dir.join("microseg.toml"), &owner_config).unwrap();
 
@@ -502,13 +512,7 @@ fn hostile_values_leave_loads_working() {
                 "--out",
                 out.to_str().unwrap(),
             ]);
-            let mut got: Vec<String> = csv::Reader::from_path(&out)
-                .unwrap()
-                .records()
-                .map(|r| r.unwrap()[0].to_string())
-                .collect();
-            got.sort();
-            assert_eq!(got, *want, "{engine}: {name}");
+            assert_eq!(out_ids(&out), *want, "{engine}: {name}");
         }
     }
 }
