@@ -58,6 +58,19 @@ pub enum WarehouseError {
         /// The engine's message.
         reason: String,
     },
+    /// The engine does not hold the layout's tables or columns (never loaded, or loaded
+    /// from another workspace).
+    #[error(
+        "{engine}: {reason} (the engine's `profiles` and `events` are not this workspace's: \
+         put them there with `microseg warehouse load --engine {engine}`, or make views in \
+         the layout, docs/warehouse.md)"
+    )]
+    NotLoaded {
+        /// `postgres`, `duckdb` or `spark`.
+        engine: &'static str,
+        /// The engine's message.
+        reason: String,
+    },
     /// The condition cannot be compiled to SQL.
     #[error(transparent)]
     Condition(#[from] microseg_engine::EvalError),

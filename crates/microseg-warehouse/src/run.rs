@@ -115,7 +115,7 @@ pub fn run(
         let start = Instant::now();
         let ids = session.ids(&query).map_err(|e| WarehouseError::Segment {
             segment: name.clone(),
-            source: Box::new(e),
+            source: Box::new(not_loaded(e)),
         })?;
         let seconds = start.elapsed().as_secs_f64();
         let mut members = RoaringBitmap::new();
@@ -147,4 +147,54 @@ pub fn run(
         done.push(ran);
     }
     Ok(done)
+}
+
+/// An engine's error that says the layout's tables or columns are missing, as one that
+/// says what to do; other errors as they are.
+fn not_loaded(e: WarehouseError) -> WarehouseError {
+    /// How PostgreSQL (SQLSTATE), DuckDB and Spark (error classes) say it.
+    const SIGNS: [&str; 7] = [
+        "42P01:",
+        "42703:",
+        "Catalog Error: Table with name",
+        "does not have a column named",
+        "database does not exist",
+        "TABLE_OR_VIEW_NOT_FOUND",
+        "UNRESOLVED_COLUMN",
+    ];
+    match e {
+        WarehouseError::Engine { engine, reason } if SIGNS.iter().any(|s| reason.contains(s)) => {
+            WarehouseError::NotLoaded { engine, reason }
+        }
+        e => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages are the engines' own, copied from PostgreSQL 15, DuckDB 1.5.6 and
+    /// Spark 4.3 on a workspace never loaded.
+    #[test]
+    fn missing_tables_say_to_load() {
+        for (engine, reason) in [
+            ("postgres", r#"42P01: relation "profiles" does not exist"#),
+            ("duckdb", "IO Error: Cannot open database \"w.duckdb\" in read-only mode: database does not exist"),
+            ("duckdb", r#"Binder Error: Table "p" does not have a column named "tags""#),
+            ("spark", "[UNRESOLVED_COLUMN.WITH_SUGGESTION] A column, variable, or function parameter with name `p`.`tags` cannot be resolved."),
+        ] {
+            let e = not_loaded(WarehouseError::Engine { engine, reason: reason.into() });
+            let message = e.to_string();
+            assert!(
+                message.contains(reason) && message.contains(&format!("microseg warehouse load --engine {engine}")),
+                "{message}"
+            );
+        }
+        let other = not_loaded(WarehouseError::Engine {
+            engine: "postgres",
+            reason: "57014: canceling statement due to statement timeout".into(),
+        });
+        assert!(!other.to_string().contains("warehouse load"), "{other}");
+    }
 }

@@ -122,7 +122,7 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
             W::Config(_) | W::LeftOut(_) | W::UnknownIds { .. } => Some(Kind::BadInput),
             W::UnknownSegment(_) => Some(Kind::NotFound),
             // A segment's failure: the kind of what failed, further down the chain.
-            W::Connect { .. } | W::Engine { .. } | W::Segment { .. } => None,
+            W::Connect { .. } | W::Engine { .. } | W::NotLoaded { .. } | W::Segment { .. } => None,
         };
     }
     if let Some(e) = cause.downcast_ref::<microseg_engine::EvalError>() {

@@ -495,6 +495,12 @@ fn hostile_values_leave_loads_working() {
             "microseg: {name}"
         );
     }
+    // Before any load, a run says what to do.
+    let err = env.fails(&["warehouse", "run", "name_a", "--engine", "duckdb"]);
+    assert!(
+        err.contains("microseg warehouse load --engine duckdb"),
+        "{err}"
+    );
     for engine in ["duckdb", "postgres", "spark"] {
         let loaded = env.json(&["warehouse", "load", "--engine", engine, "--json"]);
         assert_eq!(loaded["profiles"], 5, "{engine}");
