@@ -104,6 +104,10 @@ pub struct SparkWarehouse {
     /// `stage` itself.
     #[serde(default)]
     pub stage_uri: Option<String>,
+    /// The database holding `profiles` and `events` (created by `warehouse load` when
+    /// missing); default: the session's current one, usually `default`.
+    #[serde(default)]
+    pub database: Option<String>,
 }
 
 /// The `[activation]` section, as written; `microseg-activate` reads and checks it.

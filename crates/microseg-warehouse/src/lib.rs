@@ -189,7 +189,11 @@ pub fn connect(ws: &Workspace, engine: Engine) -> Result<Box<dyn Session>, Wareh
                 .spark
                 .as_ref()
                 .ok_or_else(|| missing("url = \"sc://host:15002\""))?;
-            Box::new(spark::Spark::connect(&c.url)?)
+            let mut spark = spark::Spark::connect(&c.url)?;
+            if let Some(database) = &c.database {
+                spark.use_database(database, false)?;
+            }
+            Box::new(spark)
         }
     })
 }
@@ -255,7 +259,11 @@ pub fn load(
                 Some(uri) => uri.clone(),
                 None => absolute(&stage)?,
             };
-            spark::Spark::connect(&c.url)?.load(&uri)?;
+            let mut spark = spark::Spark::connect(&c.url)?;
+            if let Some(database) = &c.database {
+                spark.use_database(database, true)?;
+            }
+            spark.load(&uri)?;
             (exported.profiles, exported.events)
         }
     };

@@ -103,7 +103,7 @@ pub fn run(
         .enumerate()
         .map(|(i, id)| (id, i as u32))
         .collect();
-    let mut session = connect(ws, engine)?;
+    let mut session = connect(ws, engine).map_err(not_loaded)?;
     let mut done = Vec::with_capacity(names.len());
     for name in names {
         let query = sql
@@ -153,7 +153,7 @@ pub fn run(
 /// says what to do; other errors as they are.
 fn not_loaded(e: WarehouseError) -> WarehouseError {
     /// How PostgreSQL (SQLSTATE), DuckDB and Spark (error classes) say it.
-    const SIGNS: [&str; 7] = [
+    const SIGNS: [&str; 8] = [
         "42P01:",
         "42703:",
         "Catalog Error: Table with name",
@@ -161,6 +161,7 @@ fn not_loaded(e: WarehouseError) -> WarehouseError {
         "database does not exist",
         "TABLE_OR_VIEW_NOT_FOUND",
         "UNRESOLVED_COLUMN",
+        "SCHEMA_NOT_FOUND",
     ];
     match e {
         WarehouseError::Engine { engine, reason } if SIGNS.iter().any(|s| reason.contains(s)) => {
@@ -182,6 +183,7 @@ mod tests {
             ("postgres", r#"42P01: relation "profiles" does not exist"#),
             ("duckdb", "IO Error: Cannot open database \"w.duckdb\" in read-only mode: database does not exist"),
             ("duckdb", r#"Binder Error: Table "p" does not have a column named "tags""#),
+            ("spark", "[SCHEMA_NOT_FOUND] The schema `cli` cannot be found."),
             ("spark", "[UNRESOLVED_COLUMN.WITH_SUGGESTION] A column, variable, or function parameter with name `p`.`tags` cannot be resolved."),
         ] {
             let e = not_loaded(WarehouseError::Engine { engine, reason: reason.into() });

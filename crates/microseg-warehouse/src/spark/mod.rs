@@ -243,6 +243,17 @@ impl Spark {
         })
     }
 
+    /// Makes `database` the session's current database, first creating it when `create`
+    /// (a load) and it is missing.
+    pub fn use_database(&mut self, database: &str, create: bool) -> Result<(), WarehouseError> {
+        let name = microseg_store::sql::Dialect::Spark.ident(database);
+        if create {
+            self.sql(&format!("CREATE DATABASE IF NOT EXISTS {name}"))?;
+        }
+        self.sql(&format!("USE {name}"))?;
+        Ok(())
+    }
+
     /// Creates (replacing) tables `profiles` and `events` over the Parquet files in
     /// `uri`, a directory the cluster reads.
     pub fn load(&mut self, uri: &str) -> Result<(), WarehouseError> {

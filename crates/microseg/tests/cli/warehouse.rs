@@ -40,7 +40,7 @@ fn warehouses_return_the_members_and_campaigns_use_them() {
         "\n[warehouse.postgres]\nurl = \"{pg}?sslmode=require\"\nschema = \"cli_test\"\n\
          ca_file = \"{ca}\"\n\
          [warehouse.duckdb]\nfile = \"w.duckdb\"\ncli = \"{duckdb}\"\n\
-         [warehouse.spark]\nurl = \"{spark}\"\n",
+         [warehouse.spark]\nurl = \"{spark}\"\ndatabase = \"cli_test\"\n",
     ));
     std::fs::write(dir.join("microseg.toml"), config).unwrap();
 
@@ -462,7 +462,7 @@ fn hostile_values_leave_loads_working() {
     config.push_str(&format!(
         "\n[warehouse.postgres]\nurl = \"{pg}?sslmode=disable\"\nschema = \"cli_hostile_values\"\n\
          [warehouse.duckdb]\nfile = \"w.duckdb\"\ncli = \"{duckdb}\"\n\
-         [warehouse.spark]\nurl = \"{spark}\"\n"
+         [warehouse.spark]\nurl = \"{spark}\"\ndatabase = \"cli_hostile_values\"\n"
     ));
     std::fs::write(env.data().join("microseg.toml"), config).unwrap();
     // Each with the members microseg gives, written by hand from the data above.
