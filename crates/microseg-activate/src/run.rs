@@ -238,14 +238,15 @@ fn run_inner(
     let mut tables = Tables::open(ws, store, as_of)?;
     tables.need_all_traits()?;
     // A segment a warehouse ran (`microseg warehouse run`) is its member list from there,
-    // as long as the segment has not changed since.
+    // as long as the segment has not changed since; people erased or merged away after
+    // that run are no longer anyone's members.
     let from_warehouse = if saved.contains_key(&checked.campaign.segment) {
         store.warehouse_members(&checked.campaign.segment)?
     } else {
         None
     };
     let mut target = match from_warehouse {
-        Some(w) => w.members,
+        Some(w) => w.members & tables.everyone(),
         None => tables.evaluate(&checked.target)?,
     };
     if let Some(since) = entered_since {

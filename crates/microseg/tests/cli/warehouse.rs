@@ -298,8 +298,33 @@ fn warehouses_return_the_members_and_campaigns_use_them() {
             .unwrap() as usize
     };
     assert_eq!(targeted(&env), early_size);
+    // A person erased after the run is no longer targeted through the list.
+    let early_members = members(&env, data, "big_spenders", early);
+    env.ok(&["--data", data, "profile", "delete", &early_members[0]]);
+    let early_size = early_size - 1;
+    let now_size = members(&env, data, "big_spenders", as_of).len();
+    assert_eq!(targeted(&env), early_size);
     env.ok(&["--data", data, "warehouse", "forget", "big_spenders"]);
     assert_eq!(targeted(&env), now_size);
+    // The engine still holds the erased person: a run is refused until a new load.
+    let stale = [
+        "--data",
+        data,
+        "warehouse",
+        "run",
+        "big_spenders",
+        "--engine",
+        "duckdb",
+        "--as-of",
+        early,
+    ];
+    let err = env.fails(&stale);
+    assert!(
+        err.contains("1 ids that are not profiles of this workspace")
+            && err.contains("microseg warehouse load --engine duckdb"),
+        "{err}"
+    );
+    env.ok(&["--data", data, "warehouse", "load", "--engine", "duckdb"]);
     // A changed segment drops its list: run it, change it, and the campaign evaluates it.
     env.ok(&[
         "--data",
