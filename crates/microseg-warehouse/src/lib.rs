@@ -155,47 +155,59 @@ pub trait Session {
 /// Opens `engine` as configured in the workspace's `microseg.toml`.
 pub fn connect(ws: &Workspace, engine: Engine) -> Result<Box<dyn Session>, WarehouseError> {
     let section = &ws.config.warehouse;
-    let missing = |example: &str| {
-        WarehouseError::Config(format!(
-            "no [warehouse.{}] section (add one, e.g. {example}; docs/warehouse.md)",
-            engine.name()
-        ))
-    };
     Ok(match engine {
-        Engine::Postgres => {
-            let c = section
-                .postgres
-                .as_ref()
-                .ok_or_else(|| missing("url = \"postgres://user@host:5432/db\""))?;
-            Box::new(postgres::Postgres::connect(
-                &c.url,
-                c.schema.as_deref(),
-                c.ca_file.as_ref().map(|f| ws.dir.join(f)).as_deref(),
-            )?)
-        }
+        Engine::Postgres => Box::new(open_postgres(ws)?),
         Engine::DuckDb => {
-            let c = section
-                .duckdb
-                .as_ref()
-                .ok_or_else(|| missing("file = \"warehouse.duckdb\""))?;
+            let c = configured(engine, section.duckdb.as_ref())?;
             Box::new(duckdb::DuckDb::new(
                 &ws.dir.join(&c.file),
                 c.cli.as_deref(),
                 true,
             ))
         }
-        Engine::Spark => {
-            let c = section
-                .spark
-                .as_ref()
-                .ok_or_else(|| missing("url = \"sc://host:15002\""))?;
-            let mut spark = spark::Spark::connect(&c.url)?;
-            if let Some(database) = &c.database {
-                spark.use_database(database, false)?;
-            }
-            Box::new(spark)
-        }
+        Engine::Spark => Box::new(open_spark(
+            configured(engine, section.spark.as_ref())?,
+            false,
+        )?),
     })
+}
+
+/// The `[warehouse.ENGINE]` section, or an error saying how to write one.
+fn configured<T>(engine: Engine, section: Option<&T>) -> Result<&T, WarehouseError> {
+    section.ok_or_else(|| {
+        let example = match engine {
+            Engine::Postgres => "url = \"postgres://user@host:5432/db\"",
+            Engine::DuckDb => "file = \"warehouse.duckdb\"",
+            Engine::Spark => "url = \"sc://host:15002\"",
+        };
+        WarehouseError::Config(format!(
+            "no [warehouse.{}] section (add one, e.g. {example}; docs/warehouse.md)",
+            engine.name()
+        ))
+    })
+}
+
+/// A connection to the configured PostgreSQL.
+fn open_postgres(ws: &Workspace) -> Result<postgres::Postgres, WarehouseError> {
+    let c = configured(Engine::Postgres, ws.config.warehouse.postgres.as_ref())?;
+    postgres::Postgres::connect(
+        &c.url,
+        c.schema.as_deref(),
+        c.ca_file.as_ref().map(|f| ws.dir.join(f)).as_deref(),
+    )
+}
+
+/// A session on the configured Spark, in its `database` when one is named (created
+/// first when `create`).
+fn open_spark(
+    c: &microseg_store::workspace::SparkWarehouse,
+    create: bool,
+) -> Result<spark::Spark, WarehouseError> {
+    let mut spark = spark::Spark::connect(&c.url)?;
+    if let Some(database) = &c.database {
+        spark.use_database(database, create)?;
+    }
+    Ok(spark)
 }
 
 /// What a load did.
@@ -220,21 +232,9 @@ pub fn load(
     let start = Instant::now();
     let section = &ws.config.warehouse;
     let (profiles, events) = match engine {
-        Engine::Postgres => {
-            let c = section.postgres.as_ref().ok_or_else(|| {
-                WarehouseError::Config("no [warehouse.postgres] section (docs/warehouse.md)".into())
-            })?;
-            postgres::Postgres::connect(
-                &c.url,
-                c.schema.as_deref(),
-                c.ca_file.as_ref().map(|f| ws.dir.join(f)).as_deref(),
-            )?
-            .load(store, progress)?
-        }
+        Engine::Postgres => open_postgres(ws)?.load(store, progress)?,
         Engine::DuckDb => {
-            let c = section.duckdb.as_ref().ok_or_else(|| {
-                WarehouseError::Config("no [warehouse.duckdb] section (docs/warehouse.md)".into())
-            })?;
+            let c = configured(engine, section.duckdb.as_ref())?;
             // The tables are copied into the database file: the Parquet files are only
             // the way there.
             let stage = ws.dir.join("warehouse-load.tmp");
@@ -246,9 +246,7 @@ pub fn load(
             (exported.profiles, exported.events)
         }
         Engine::Spark => {
-            let c = section.spark.as_ref().ok_or_else(|| {
-                WarehouseError::Config("no [warehouse.spark] section (docs/warehouse.md)".into())
-            })?;
+            let c = configured(engine, section.spark.as_ref())?;
             // Without `stage`, a directory in the workspace: right for a Spark on this
             // machine; a cluster elsewhere needs a directory it can read.
             let stage = ws
@@ -259,11 +257,9 @@ pub fn load(
                 Some(uri) => uri.clone(),
                 None => absolute(&stage)?,
             };
-            let mut spark = spark::Spark::connect(&c.url)?;
-            if let Some(database) = &c.database {
-                spark.use_database(database, true)?;
-            }
-            spark.load(&uri)?;
+            // Connected after the export, which can take minutes: an idle connection
+            // could be closed on the way.
+            open_spark(c, true)?.load(&uri)?;
             (exported.profiles, exported.events)
         }
     };

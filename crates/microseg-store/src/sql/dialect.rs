@@ -240,12 +240,6 @@ impl Dialect {
     /// `text` (RFC 3339 or `YYYY-MM-DD`, as the evaluator reads times) as UTC
     /// milliseconds, NULL when it is not such a time.
     pub(crate) fn text_time(self, text: &str) -> String {
-        if self == Dialect::Sqlite {
-            return format!(
-                "(CASE WHEN {text} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*' \
-                 THEN CAST(round((julianday({text}) - 2440587.5) * 86400000.0) AS INTEGER) END)"
-            );
-        }
         const SHAPE: &str = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])\
              ([Tt ]([01][0-9]|2[0-3]):[0-5][0-9](:([0-5][0-9]|60)([.][0-9]+)?)?\
              ([Zz]|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?)?$";
@@ -259,7 +253,10 @@ impl Dialect {
             self.matches(&t, OFFSET)
         );
         match self {
-            Dialect::Sqlite => unreachable!(),
+            Dialect::Sqlite => format!(
+                "(CASE WHEN {text} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*' \
+                 THEN CAST(round((julianday({text}) - 2440587.5) * 86400000.0) AS INTEGER) END)"
+            ),
             Dialect::Postgres => {
                 // A cast of 2024-02-30 fails the query: test the day of the month first.
                 let (y, m, d) = (
