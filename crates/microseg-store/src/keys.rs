@@ -69,7 +69,8 @@ pub fn hash_secret(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
 }
 
-pub(crate) fn random_hex(bytes: usize) -> Result<String, StoreError> {
+/// `bytes` random bytes from the operating system, in hex.
+pub fn random_hex(bytes: usize) -> Result<String, StoreError> {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")

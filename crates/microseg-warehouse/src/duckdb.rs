@@ -4,6 +4,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use microseg_store::sql::Dialect;
+
 use crate::{Session, WarehouseError};
 
 /// A DuckDB database file and the shell that opens it.
@@ -69,10 +71,7 @@ impl DuckDb {
 
     /// Replaces `profiles` and `events` with the Parquet files in `dir`.
     pub fn load(&self, dir: &Path) -> Result<(), WarehouseError> {
-        let file = |name: &str| {
-            let path = dir.join(name);
-            format!("'{}'", path.display().to_string().replace('\'', "''"))
-        };
+        let file = |name: &str| Dialect::DuckDb.string(&dir.join(name).display().to_string());
         self.run(&format!(
             "BEGIN; CREATE OR REPLACE TABLE profiles AS SELECT * FROM read_parquet({});\n\
              CREATE OR REPLACE TABLE events AS SELECT * FROM read_parquet({}) ORDER BY profile_id, time;\n\

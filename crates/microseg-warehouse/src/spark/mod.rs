@@ -6,8 +6,6 @@
 //! and no authentication token: point it at a Spark Connect endpoint on a trusted network
 //! (or through a tunnel), as docs/warehouse.md says.
 
-use std::hash::{BuildHasher, Hasher};
-
 use bytes::Bytes;
 use h2::client::SendRequest;
 use tokio::runtime::Runtime;
@@ -65,31 +63,18 @@ fn authority(url: &str) -> Result<String, WarehouseError> {
 }
 
 /// A random version-4 UUID (Spark requires session ids to be UUIDs).
-fn uuid() -> String {
-    let mut words = [0u64; 2];
-    for (i, w) in words.iter_mut().enumerate() {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        h.write_usize(i);
-        h.write_u32(std::process::id());
-        *w = h.finish();
-    }
-    let b: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
-    let hex =
-        |r: std::ops::Range<usize>| -> String { b[r].iter().map(|x| format!("{x:02x}")).collect() };
-    format!(
-        "{}-{}-4{}-{:x}{}-{}",
-        hex(0..4),
-        hex(4..6),
-        &hex(6..8)[1..],
-        8 | (b[8] & 3),
-        &hex(8..10)[1..],
-        hex(10..16)
-    )
+fn uuid() -> Result<String, WarehouseError> {
+    let h = microseg_store::keys::random_hex(16)?;
+    // The version nibble is 4; the variant's top two bits are 10.
+    let variant = 8 | (u8::from_str_radix(&h[16..17], 16).expect("hex") & 3);
+    Ok(format!(
+        "{}-{}-4{}-{variant:x}{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    ))
 }
 
 /// Decodes a `grpc-message` (percent-encoded).
@@ -169,7 +154,7 @@ impl Spark {
             runtime,
             client,
             authority,
-            session_id: uuid(),
+            session_id: uuid()?,
         })
     }
 
@@ -292,11 +277,11 @@ mod tests {
         );
         assert!(authority("http://x:1").is_err());
         assert!(authority("sc://x:1/;token=abc").is_err());
-        let id = uuid();
+        let id = uuid().unwrap();
         assert_eq!(id.len(), 36, "{id}");
         assert_eq!(&id[14..15], "4", "{id}");
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
-        assert_ne!(uuid(), uuid());
+        assert_ne!(uuid().unwrap(), uuid().unwrap());
         assert_eq!(percent_decode("a%20b%ZZ%"), "a b%ZZ%");
         assert_eq!(percent_decode("é%é%4"), "é%é%4");
     }
